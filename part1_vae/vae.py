@@ -1,0 +1,110 @@
+"""The VAE as a thin LightningModule around an injected encoder and decoder."""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from part1_vae.utils import KLD, log_normal_diag, log_standard_normal, sample_reparameterize
+from shared.utils import elbo_to_bpd, make_grid, visualize_manifold
+
+
+def bernoulli_nll(logits: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
+    """-log p(x | z) of images in {0, 1} under per-pixel Bernoulli logits, summed per image (nats)."""
+    return F.binary_cross_entropy_with_logits(logits, imgs, reduction="none").flatten(1).sum(dim=1)
+
+
+class VAE(pl.LightningModule):
+    """Bernoulli VAE on images in {0, 1}, trained on the negative ELBO in bits per dimension.
+
+    Args:
+        encoder: images ``[B, 1, 28, 28]`` -> ``(mean, log_std)`` of q(z|x), each ``[B, z_dim]``.
+        decoder: latents ``[B, z_dim]`` -> Bernoulli logits ``[B, 1, 28, 28]``.
+        z_dim: latent size (for the prior and the fixed noise of the sample grids).
+        lr: Adam learning rate.
+        iw_samples: importance samples per test image for ``test_iw_bpd``.
+        iw_chunk: how many of those go through the decoder at once (memory, not result).
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int, lr: float = 1e-3,
+                 iw_samples: int = 1000, iw_chunk: int = 100):
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "decoder"])
+        self.encoder, self.decoder = encoder, decoder
+        # Fixed noise (saved with the checkpoint) so sample grids of different epochs compare.
+        self.register_buffer("fixed_z", torch.randn(64, z_dim))
+        self.example_input_array = torch.zeros(2, 1, 28, 28)
+
+    def _nelbo_terms(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.encoder(imgs)
+        z = sample_reparameterize(mean, torch.exp(log_std))
+        return bernoulli_nll(self.decoder(z), imgs), KLD(mean, log_std)
+
+    def forward(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batch means of reconstruction loss (nats), KL (nats) and negative-ELBO bits per dimension."""
+        rec, kl = self._nelbo_terms(imgs)
+        return rec.mean(), kl.mean(), elbo_to_bpd(rec + kl, imgs.shape).mean()
+
+    @torch.no_grad()
+    def sample(self, batch_size: int, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary samples ``[B, 1, 28, 28]`` and the Bernoulli means they were drawn from."""
+        if z is None:
+            z = torch.randn(batch_size, self.hparams.z_dim, device=self.device)
+        means = torch.sigmoid(self.decoder(z))
+        return torch.bernoulli(means), means
+
+    @torch.no_grad()
+    def importance_weighted_nll(self, imgs: torch.Tensor, k: int | None = None) -> torch.Tensor:
+        """-log p(x) estimated with k importance samples from q(z|x) (the IWAE bound), nats per image.
+
+        log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x); the bound tightens as k grows and equals
+        the ELBO at k = 1.
+        """
+        k = k or self.hparams.iw_samples
+        mean, log_std = self.encoder(imgs)
+        log_weights = []
+        for start in range(0, k, self.hparams.iw_chunk):
+            n = min(self.hparams.iw_chunk, k - start)
+            z = sample_reparameterize(mean.expand(n, *mean.shape), torch.exp(log_std).expand(n, *log_std.shape))
+            logits = self.decoder(z.reshape(-1, z.shape[-1]))
+            log_px_z = -bernoulli_nll(logits, imgs.repeat(n, 1, 1, 1)).view(n, -1)
+            log_weights.append(log_px_z + log_standard_normal(z) - log_normal_diag(z, mean, log_std))
+        return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k))
+
+    def _log_stage(self, stage: str, imgs: torch.Tensor) -> torch.Tensor:
+        rec, kl = self._nelbo_terms(imgs)
+        bpd = elbo_to_bpd(rec + kl, imgs.shape).mean()
+        values = {"recon": rec.mean(), "kl": kl.mean(), "nelbo": (rec + kl).mean(), "bpd": bpd}
+        self.log_dict({f"{stage}_{name}": v for name, v in values.items()}, batch_size=len(imgs), on_step=False,
+                      on_epoch=True, sync_dist=True)
+        return bpd
+
+    def training_step(self, batch, batch_idx):
+        bpd = self._log_stage("train", batch[0])
+        self.log("train_bpd_step", bpd, on_step=True, on_epoch=False, prog_bar=True)
+        return bpd
+
+    def validation_step(self, batch, batch_idx):
+        self._log_stage("val", batch[0])
+
+    def test_step(self, batch, batch_idx):
+        imgs = batch[0]
+        self._log_stage("test", imgs)
+        iw_bpd = elbo_to_bpd(self.importance_weighted_nll(imgs), imgs.shape).mean()
+        self.log("test_iw_bpd", iw_bpd, batch_size=len(imgs), sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    @torch.no_grad()
+    def image_grids(self) -> dict[str, torch.Tensor]:
+        """8x8 grids from the fixed noise: Bernoulli means and binary samples; the manifold when z is 2-D."""
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        means = torch.sigmoid(self.decoder(self.fixed_z))
+        grids = {"samples": make_grid(torch.bernoulli(means, generator=generator)), "sample_means": make_grid(means)}
+        if self.hparams.z_dim == 2:
+            grids["manifold"] = visualize_manifold(self.decoder)
+        return grids

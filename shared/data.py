@@ -1,0 +1,177 @@
+"""MNIST decoded once into tensors, served as batches by slicing.
+
+Reading order for the raw files: ``data_dir`` if given, else the copy bundled in
+``shared/datasets``, else torchvision's download. Every split is decoded once into a single
+``[N, 1, 28, 28]`` float tensor; a batch is one fancy-index into it, so the training loop never
+touches PIL or a per-image transform.
+"""
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
+IMAGE_SHAPE = (1, 28, 28)
+TRAIN_SIZE, VAL_SIZE = 45_000, 5_000
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
+}
+_IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ubyte tensors of rank 3 (images) and 1 (labels)
+
+
+class DataFileError(RuntimeError):
+    """A data file is missing, truncated or corrupt; the message names the file and the fix."""
+
+
+def _fix_hint(path: Path) -> str:
+    return (f"replace it with a fresh copy of {path.name}(.gz) from the bundled shared/datasets/MNIST/raw "
+            f"or pass --data_dir to a folder holding MNIST/raw")
+
+
+def _find_raw_file(raw_dir: Path, name: str) -> Path:
+    for candidate in (raw_dir / f"{name}.gz", raw_dir / name):
+        if candidate.exists():
+            return candidate
+    raise DataFileError(f"MNIST file {raw_dir / name}(.gz) is missing: {_fix_hint(raw_dir / name)}")
+
+
+def read_idx(path: Path, rank: int, count: int) -> np.ndarray:
+    """Read one IDX file (gzip or plain) of ``count`` uint8 items, checking it is whole."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataFileError(f"MNIST file {path} is corrupt or truncated ({err}): {_fix_hint(path)}") from None
+    header = 4 + 4 * rank
+    if len(raw) < header or struct.unpack(">I", raw[:4])[0] != _IDX_MAGIC[rank]:
+        raise DataFileError(f"MNIST file {path} is not an IDX file of rank {rank}: {_fix_hint(path)}")
+    dims = struct.unpack(f">{rank}I", raw[4:header])
+    expected = header + int(np.prod(dims))
+    if dims[0] != count or len(raw) != expected:
+        raise DataFileError(f"MNIST file {path} has {len(raw)} bytes for dims {dims}, expected "
+                            f"{expected} bytes for {count} items: {_fix_hint(path)}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _download_with_torchvision(root: Path) -> Path:
+    from torchvision.datasets import MNIST  # imported late: only needed when no local copy exists
+
+    MNIST(str(root), train=True, download=True)
+    MNIST(str(root), train=False, download=True)
+    return root / "MNIST" / "raw"
+
+
+def resolve_raw_dir(data_dir: str | Path | None) -> Path:
+    """The folder that holds the four raw MNIST files, following the documented reading order."""
+    if data_dir is not None:
+        raw_dir = Path(data_dir) / "MNIST" / "raw"
+        if not raw_dir.is_dir():
+            raise DataFileError(f"--data_dir {data_dir}: no folder {raw_dir}; put the four MNIST files "
+                                f"there or leave --data_dir out to use the bundled copy")
+        return raw_dir
+    bundled = BUNDLED_DIR / "MNIST" / "raw"
+    if bundled.is_dir():
+        return bundled
+    return _download_with_torchvision(Path.home() / ".cache" / "genmodels")
+
+
+def load_mnist(split: str, data_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``split`` in {"train", "test"} -> (uint8 images ``[N, 28, 28]``, int64 labels ``[N]``)."""
+    raw_dir = resolve_raw_dir(data_dir)
+    image_name, label_name, count = _FILES[split]
+    images = read_idx(_find_raw_file(raw_dir, image_name), rank=3, count=count)
+    labels = read_idx(_find_raw_file(raw_dir, label_name), rank=1, count=count)
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
+
+
+def to_model_range(images: torch.Tensor, binarize: bool = True, value_range: str = "01") -> torch.Tensor:
+    """uint8 ``[N, 28, 28]`` -> float ``[N, 1, 28, 28]``.
+
+    ``binarize``: pixels > 0.5 (of 1) become 1, others 0 ("threshold-binarized MNIST").
+    ``value_range``: "01" keeps [0, 1]; "pm1" maps to [-1, 1] (GAN generators end in tanh).
+    """
+    x = images.unsqueeze(1).float().div_(255.0)
+    if binarize:
+        x = (x > 0.5).float()
+    if value_range == "pm1":
+        x = x.mul_(2.0).sub_(1.0)
+    elif value_range != "01":
+        raise ValueError(f"value_range must be '01' or 'pm1', got {value_range!r}")
+    return x
+
+
+class TensorBatchDataset(Dataset):
+    """Indexed by a *list* of indices, returns a whole batch ``(images, labels)`` at once."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, indices):
+        return self.images[indices], self.labels[indices]
+
+
+def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, seed: int = 0,
+                 num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
+class BinarizedMNISTDataModule(pl.LightningDataModule):
+    """MNIST split 45,000 / 5,000 / 10,000 (train / val / test), decoded once into tensors.
+
+    Batches are ``(images, labels)`` with images ``[B, 1, 28, 28]`` float: in {0, 1} by default,
+    in [0, 1] with ``binarize=False``, and in [-1, 1] with ``value_range="pm1"``.
+    ``train_on_all=True`` trains on all 60,000 training images (the GAN's default; val is then
+    the last 5,000 of them). ``subset`` keeps only the first n images of each split (tests).
+    """
+
+    def __init__(self, data_dir: str | None = None, batch_size: int = 128, num_workers: int = 0,
+                 seed: int = 42, binarize: bool = True, value_range: str = "01",
+                 train_on_all: bool = False, subset: int | None = None):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.data_dir, self.batch_size, self.num_workers, self.seed = data_dir, batch_size, num_workers, seed
+        self.binarize, self.value_range = binarize, value_range
+        self.train_on_all, self.subset = train_on_all, subset
+        self.splits: dict[str, TensorBatchDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train_images, train_labels = load_mnist("train", self.data_dir)
+        test_images, test_labels = load_mnist("test", self.data_dir)
+        end_of_train = 60_000 if self.train_on_all else TRAIN_SIZE
+        ranges = {
+            "train": (train_images[:end_of_train], train_labels[:end_of_train]),
+            "val": (train_images[TRAIN_SIZE:TRAIN_SIZE + VAL_SIZE], train_labels[TRAIN_SIZE:TRAIN_SIZE + VAL_SIZE]),
+            "test": (test_images, test_labels),
+        }
+        for name, (images, labels) in ranges.items():
+            images, labels = images[:self.subset], labels[:self.subset]
+            self.splits[name] = TensorBatchDataset(to_model_range(images, self.binarize, self.value_range), labels)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

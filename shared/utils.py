@@ -1,0 +1,62 @@
+"""Quantities and pictures every part uses: bits per dimension, image grids, manifolds, interpolations."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torchvision
+from scipy.stats import norm
+
+
+def elbo_to_bpd(elbo: torch.Tensor, img_shape: Sequence[int]) -> torch.Tensor:
+    """Negative log-likelihood (or negative ELBO) summed over an image, in nats, to bits per dimension.
+
+    ``img_shape`` is a batch shape ``[B, C, H, W]``; the dimensions counted are ``C * H * W``.
+    """
+    return elbo * math.log2(math.e) / math.prod(img_shape[1:])
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """``[B, C, H, W]`` images in ``value_range`` -> one ``[3, H', W']`` grid in [0, 1]."""
+    return torchvision.utils.make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True,
+                                       value_range=value_range, pad_value=0.5)
+
+
+def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
+    """Write a grid from :func:`make_grid` as PNG, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torchvision.utils.save_image(grid, str(path))
+    return path
+
+
+def log_grid(logger, tag: str, grid: torch.Tensor, step: int) -> None:
+    """Log a grid to TensorBoard when the run has a TensorBoard logger (no-op otherwise)."""
+    experiment = getattr(logger, "experiment", None)
+    if experiment is not None and hasattr(experiment, "add_image"):
+        experiment.add_image(tag, grid, global_step=step)
+
+
+@torch.no_grad()
+def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_size: int = 20) -> torch.Tensor:
+    """Decode a ``grid_size`` x ``grid_size`` grid of 2-D latents into one image grid.
+
+    The latents sit at the standard-normal quantiles of the percentiles (i + 0.5) / (grid_size + 1),
+    so the grid covers where the prior has mass; each cell shows the Bernoulli means
+    (sigmoid of the decoder's logits), not a sample.
+    """
+    quantiles = torch.tensor(norm.ppf((torch.arange(grid_size) + 0.5) / (grid_size + 1)), dtype=torch.float32)
+    z1, z2 = torch.meshgrid(quantiles, quantiles, indexing="xy")
+    z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
+    device = next(decoder.parameters()).device if isinstance(decoder, torch.nn.Module) else "cpu"
+    means = torch.sigmoid(decoder(z.to(device)))
+    return make_grid(means, nrow=grid_size)
+
+
+def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:
+    """``[B, ...]`` endpoints -> ``[B, steps + 2, ...]``: linear path, start and end included."""
+    weights = torch.linspace(0.0, 1.0, steps + 2, device=z_start.device)
+    weights = weights.view(1, -1, *([1] * (z_start.dim() - 1)))
+    return torch.lerp(z_start.unsqueeze(1), z_end.unsqueeze(1), weights)
