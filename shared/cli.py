@@ -20,7 +20,7 @@ import yaml
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from shared.callbacks import ImageGridCallback, LossGuard, NonFiniteLossError
+from shared.callbacks import ImageGridCallback, LossMonitor, NonFiniteLossError
 
 # Bookkeeping flags: they say how to run, not what was trained, so a run's config.yaml leaves them out.
 _NOT_SAVED = ("config", "resume")
@@ -167,11 +167,11 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min", save_last=True,
                                  filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
                                  auto_insert_metric_name=False, enable_version_counter=False)
-    guard = LossGuard()
+    monitor_losses = LossMonitor()
     trainer = pl.Trainer(
         max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
         precision=args.precision, logger=logger, log_every_n_steps=args.log_every_n_steps,
-        callbacks=[checkpoint, guard, ImageGridCallback(run_dir, args.sample_epochs)],
+        callbacks=[checkpoint, monitor_losses, ImageGridCallback(run_dir, args.sample_epochs)],
         enable_progress_bar=args.progress_bar, enable_model_summary=args.progress_bar,
     )
     if trainer.is_global_zero:
@@ -190,7 +190,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     fit_seconds = time.perf_counter() - start
 
     which = "best" if monitor else "last"
-    metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": guard.first_loss,
+    metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": monitor_losses.first_loss,
                      "checkpoint": Path(checkpoint.best_model_path if monitor else checkpoint.last_model_path).name}
     if monitor:
         metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])

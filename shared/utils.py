@@ -43,11 +43,14 @@ def log_grid(logger, tag: str, grid: torch.Tensor, step: int) -> None:
 def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_size: int = 20) -> torch.Tensor:
     """Decode a ``grid_size`` x ``grid_size`` grid of 2-D latents into one image grid.
 
-    The latents sit at the standard-normal quantiles of the percentiles (i + 0.5) / (grid_size + 1),
-    so the grid covers where the prior has mass; each cell shows the Bernoulli means
-    (sigmoid of the decoder's logits), not a sample.
+    The latents sit at the standard-normal quantiles of ``grid_size`` percentiles spaced evenly
+    from 0.5 / (grid_size + 1) to (grid_size + 0.5) / (grid_size + 1), so the grid covers where the
+    prior has mass and is centred on its mean (percentiles (i + 0.5) / (grid_size + 1) for
+    i < grid_size would stop short of the upper mirror and shift the grid towards negative z).
+    Each cell shows the Bernoulli means (sigmoid of the decoder's logits), not a sample.
     """
-    quantiles = torch.tensor(norm.ppf((torch.arange(grid_size) + 0.5) / (grid_size + 1)), dtype=torch.float32)
+    percentiles = torch.linspace(0.5, grid_size + 0.5, grid_size, dtype=torch.float64) / (grid_size + 1)
+    quantiles = torch.tensor(norm.ppf(percentiles), dtype=torch.float32)
     z1, z2 = torch.meshgrid(quantiles, quantiles, indexing="xy")
     z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
     device = next(decoder.parameters()).device if isinstance(decoder, torch.nn.Module) else "cpu"

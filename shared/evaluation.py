@@ -1,0 +1,164 @@
+"""Sample quality as judged by the project's own MNIST classifier (``shared.judge``), usable by every part.
+
+Figures on N generated images, each beside the same figure for real images as the ceiling:
+  frechet_distance     Fréchet distance between the judge's penultimate-layer features of the
+                       samples and of the 10,000 real test images (torchmetrics, custom feature
+                       extractor); the ceiling is N real *training* images against the same test set;
+  inception_score      exp(E_x KL(p(y|x) || p(y))) with the judge as the classifier, mean over
+                       10 splits (``inception_score_std``: their spread); at most 10;
+  digits_covered       how many of the 10 digits the judge predicts for at least 1% of samples;
+  class_kl_to_uniform  KL(histogram of predicted digits || uniform), nats;
+  mean_max_prob        the judge's mean top softmax probability (how recognisable samples are).
+The class figures' ceiling is their value on the real test images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from shared.data import load_mnist, to_model_range
+from shared.judge import DigitClassifier
+
+NUM_DIGITS = 10
+COVERAGE_FRACTION = 0.01
+FIGURES = ("frechet_distance", "inception_score", "inception_score_std", "digits_covered", "class_kl_to_uniform",
+           "mean_max_prob")
+
+
+class JudgeFeatures(nn.Module):
+    """The judge's penultimate layer as the feature extractor torchmetrics' Fréchet distance calls."""
+
+    def __init__(self, judge: DigitClassifier):
+        super().__init__()
+        self.judge = judge
+        self.num_features = judge.num_features
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.judge.features(images)
+
+
+def to_unit_range(images: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
+    """Map images from ``value_range`` to [0, 1]; values outside the declared range are an error."""
+    low, high = value_range
+    found_low, found_high = images.min().item(), images.max().item()
+    margin = 1e-4 * (high - low)
+    if found_low < low - margin or found_high > high + margin:
+        raise ValueError(f"samples lie in [{found_low:.3g}, {found_high:.3g}], outside their declared range "
+                         f"[{low:g}, {high:g}]")
+    return ((images - low) / (high - low)).clamp_(0.0, 1.0)
+
+
+@torch.no_grad()
+def draw_samples(model: nn.Module, n: int, seed: int = 0, batch_size: int = 1000, sample_index: int = 0,
+                 value_range: tuple[float, float] | None = None) -> torch.Tensor:
+    """``n`` images ``[n, 1, 28, 28]`` in [0, 1] on the CPU from ``model.sample``, reproducible given ``seed``.
+
+    ``model.sample(k)`` may return images or a tuple (the VAE's is (binary samples, means));
+    ``sample_index`` picks from a tuple. ``value_range`` defaults to the model's ``sample_range``
+    attribute, else (0, 1). The model is put in eval mode for sampling (no dropout) and the
+    global random state is left as it was.
+    """
+    value_range = value_range or getattr(model, "sample_range", (0.0, 1.0))
+    was_training = model.training
+    model.eval()
+    chunks = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            images = model.sample(min(batch_size, n - start))
+            chunks.append((images[sample_index] if isinstance(images, (tuple, list)) else images).float().cpu())
+    model.train(was_training)
+    return to_unit_range(torch.cat(chunks), value_range)
+
+
+def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
+    """Inception score, digit coverage, class-histogram KL to uniform and confidence from judge logits."""
+    log_probs = logits.double().log_softmax(dim=1)
+    probs = log_probs.exp()
+    scores = []
+    for part_log_probs, part_probs in zip(log_probs.chunk(splits), probs.chunk(splits)):
+        log_marginal = part_probs.mean(0).log()
+        scores.append((part_probs * (part_log_probs - log_marginal)).sum(1).mean().exp())
+    scores = torch.stack(scores)
+    histogram = torch.bincount(logits.argmax(1), minlength=NUM_DIGITS).double() / len(logits)
+    present = histogram[histogram > 0]
+    return {"inception_score": scores.mean().item(),
+            "inception_score_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "digits_covered": int((histogram >= COVERAGE_FRACTION).sum()),
+            "class_kl_to_uniform": (present * (present * NUM_DIGITS).log()).sum().item(),
+            "mean_max_prob": probs.max(1).values.mean().item()}
+
+
+class SampleQualityEvaluator:
+    """Scores image sets against one real reference set, whose judge features are computed once.
+
+    Args:
+        judge: the classifier (kept in eval mode).
+        reference: real images ``[M, 1, 28, 28]`` in [0, 1] (the test set).
+    """
+
+    def __init__(self, judge: DigitClassifier, reference: torch.Tensor, batch_size: int = 1000):
+        self.judge, self.batch_size = judge.eval(), batch_size
+        self.frechet = FrechetInceptionDistance(feature=JudgeFeatures(self.judge), reset_real_features=False,
+                                                normalize=True)
+        for batch in reference.split(batch_size):
+            self.frechet.update(batch, real=True)
+        self.reference_figures = self.evaluate(reference, with_frechet=False)
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor, with_frechet: bool = True) -> dict[str, float]:
+        """The figures for ``images`` ``[N, 1, 28, 28]`` in [0, 1] (N >= 2 for the Fréchet distance)."""
+        self.frechet.reset()
+        logits = []
+        for batch in images.split(self.batch_size):
+            logits.append(self.judge(batch))
+            if with_frechet:
+                self.frechet.update(batch, real=False)
+        figures = class_figures(torch.cat(logits))
+        if with_frechet:
+            figures = {"frechet_distance": self.frechet.compute().item(), **figures}
+        return figures
+
+
+def real_images(split: str, binarized: bool, data_dir: str | Path | None = None, count: int | None = None,
+                seed: int = 0) -> torch.Tensor:
+    """MNIST images of ``split`` in [0, 1], grey-scale or threshold-binarized: all, or ``count`` drawn with ``seed``."""
+    images = load_mnist(split, data_dir)[0]
+    if count is not None:
+        images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]]
+    return to_model_range(images, binarize=binarized)
+
+
+def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: bool = False,
+                     data_dir: str | Path | None = None, seed: int = 0) -> dict[str, float]:
+    """The figures for ``samples`` (in [0, 1]) and their real ceilings, as one flat dict.
+
+    Keys: each figure of :data:`FIGURES`, the same with prefix ``real_`` (the ceiling: the class
+    figures on the real test images, the Fréchet distance of ``len(samples)`` real training images,
+    drawn with ``seed``, to the test images), ``num_samples`` and ``reference`` (which MNIST the
+    samples were compared with: "grey-scale" or "threshold-binarized").
+    """
+    evaluator = SampleQualityEvaluator(judge, real_images("test", binarized, data_dir))
+    train = real_images("train", binarized, data_dir, count=len(samples), seed=seed)
+    ceiling = {**evaluator.reference_figures, "frechet_distance": evaluator.evaluate(train)["frechet_distance"]}
+    figures = evaluator.evaluate(samples)
+    return {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
+            "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "grey-scale"}
+
+
+def format_report(results: dict, title: str) -> str:
+    """A table of the figures beside their real ceilings."""
+    labels = {"frechet_distance": "Fréchet distance (judge features)", "inception_score": "Inception score (judge)",
+              "digits_covered": "digits covered (>= 1% of samples)",
+              "class_kl_to_uniform": "KL(class histogram || uniform)", "mean_max_prob": "mean max softmax"}
+    lines = [title, f"  {'figure':<36}{'samples':>10}{'real':>10}"]
+    for name, label in labels.items():
+        sample, real = results[name], results[f"real_{name}"]
+        lines.append(f"  {label:<36}{sample:>10.4g}{real:>10.4g}")
+    lines.append(f"  ({results['num_samples']} samples against the 10,000 {results['reference']} MNIST test images; "
+                 f"real: the test images themselves, and for the Fréchet distance "
+                 f"{results['num_samples']} training images)")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+import gzip
+import shutil
+
+import pytest
+import torch
+
+from shared.data import BUNDLED_DIR, BinarizedMNISTDataModule, DataFileError, load_mnist, to_model_range
+
+RAW = BUNDLED_DIR / "MNIST" / "raw"
+
+
+def test_split_sizes_and_binary_values(full_mnist):
+    sizes = {name: len(split) for name, split in full_mnist.splits.items()}
+    assert sizes == {"train": 45_000, "val": 5_000, "test": 10_000}
+    for split in full_mnist.splits.values():
+        assert split.images.shape[1:] == (1, 28, 28)
+        assert set(split.images.unique().tolist()) == {0.0, 1.0}
+    # Thresholding at 0.5 leaves roughly 13% of MNIST pixels on.
+    assert 0.10 < full_mnist.splits["train"].images.mean() < 0.16
+
+
+def test_val_is_the_5000_images_after_train():
+    images, labels = load_mnist("train")
+    datamodule = BinarizedMNISTDataModule()
+    datamodule.setup()
+    assert torch.equal(datamodule.splits["val"].labels, labels[45_000:50_000])
+    assert torch.equal(datamodule.splits["val"].images, to_model_range(images[45_000:50_000]))
+
+
+def test_value_ranges():
+    images = torch.tensor([[[0, 127, 128, 255]]], dtype=torch.uint8)
+    assert to_model_range(images).flatten().tolist() == [0, 0, 1, 1]
+    grey = to_model_range(images, binarize=False).flatten()
+    assert grey.min() == 0 and grey.max() == 1
+    assert to_model_range(images, binarize=False, value_range="pm1").flatten()[[0, 3]].tolist() == [-1, 1]
+    with pytest.raises(ValueError, match="value_range"):
+        to_model_range(images, value_range="0255")
+
+
+def test_batches_are_tensor_slices_and_shuffle_is_seeded(tiny_datamodule):
+    batches = list(tiny_datamodule.train_dataloader())
+    assert [len(b[0]) for b in batches] == [32, 32, 32, 32]
+    assert batches[0][0].shape == (32, 1, 28, 28) and batches[0][1].dtype == torch.int64
+    again = BinarizedMNISTDataModule(batch_size=32, subset=128)
+    again.setup()
+    assert torch.equal(next(iter(again.train_dataloader()))[1], batches[0][1])
+    val_labels = torch.cat([b[1] for b in tiny_datamodule.val_dataloader()])
+    assert torch.equal(val_labels, tiny_datamodule.splits["val"].labels)  # evaluation keeps order
+
+
+def test_train_on_all_uses_60000_images():
+    datamodule = BinarizedMNISTDataModule(train_on_all=True, binarize=False, value_range="pm1")
+    datamodule.setup()
+    train = datamodule.splits["train"].images
+    assert len(train) == 60_000 and train.min() == -1 and train.max() == 1
+
+
+@pytest.fixture
+def copied_raw(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in RAW.glob("*.gz"):
+        shutil.copy(path, raw / path.name)
+    return raw
+
+
+def test_missing_file_is_named(copied_raw):
+    (copied_raw / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataFileError, match="t10k-labels-idx1-ubyte.*missing.*--data_dir"):
+        load_mnist("test", copied_raw.parent.parent)
+
+
+def test_truncated_file_is_named(copied_raw):
+    path = copied_raw / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:100_000])
+    with pytest.raises(DataFileError, match="train-images-idx3-ubyte.gz is corrupt or truncated"):
+        load_mnist("train", copied_raw.parent.parent)
+
+
+def test_wrong_length_is_named(copied_raw):
+    path = copied_raw / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-784]))
+    with pytest.raises(DataFileError, match="t10k-images-idx3-ubyte.gz has .* bytes"):
+        load_mnist("test", copied_raw.parent.parent)
+
+
+def test_uncompressed_files_are_read(copied_raw):
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        gz = copied_raw / f"{name}.gz"
+        (copied_raw / name).write_bytes(gzip.decompress(gz.read_bytes()))
+        gz.unlink()
+    images, labels = load_mnist("test", copied_raw.parent.parent)
+    assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
+    assert torch.equal(labels, load_mnist("test")[1])

@@ -1,0 +1,109 @@
+"""The ``part1_vae.train`` command end to end on tiny data: errors, outputs, NaN stop, resume, determinism."""
+import json
+
+import pytest
+import torch
+
+import part1_vae.vae
+from part1_vae.train import main
+from tests.conftest import TINY_RUN
+
+
+def run(tmp_path, *flags):
+    return main([*TINY_RUN, "--log_dir", str(tmp_path), *flags])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--z_dim", "0"], "--z_dim must be positive, got 0"),
+    (["--batch_size", "-1"], "--batch_size must be positive, got -1"),
+    (["--model", "RNN"], "invalid choice: 'RNN'"),
+    (["--config", "configs/no_such_file.yaml"], "config file configs/no_such_file.yaml not found"),
+    (["--hidden_dims", "512", "0"], "--hidden_dims must be positive"),
+    (["--data_dir", "/nonexistent"], "--data_dir /nonexistent: no folder MNIST/raw"),
+    (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
+    (["--epochs", "three"], "invalid int value: 'three'"),
+])
+def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, *flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
+
+
+def test_config_file_then_flags_override(tmp_path):
+    from part1_vae.train import build_parser, check, default_name
+    from shared.cli import parse_args
+
+    config = tmp_path / "c.yaml"
+    config.write_text("z_dim: 2\nhidden_dims: [64, 32]\nlr: 0.01\n")
+    args = parse_args(build_parser(), ["--config", str(config), "--lr", "0.002"], check, default_name)
+    assert (args.z_dim, args.hidden_dims, args.lr, args.name) == (2, [64, 32], 0.002, "vae_mlp_z2")
+    config.write_text("z_dims: 2\n")
+    with pytest.raises(SystemExit):
+        parse_args(build_parser(), ["--config", str(config)], check, default_name)
+
+
+@pytest.mark.slow
+def test_smoke_training_writes_outputs_and_bpd_falls(tmp_path):
+    metrics = run(tmp_path, "--z_dim", "2", "--epochs", "3", "--subset", "1024", "--lr", "3e-3")
+    run_dir = tmp_path / "vae_mlp_z2" / "version_0"
+    assert 1.0 < metrics["train_loss_first_step"] < 1.2  # an untrained decoder is close to coin flips
+    assert metrics["val_bpd"] < 0.75 * metrics["train_loss_first_step"]
+    assert metrics["test_iw_bpd"] < metrics["test_bpd"]
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file()
+    pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
+    assert {"samples_epoch000.png", "samples_epoch003.png", "manifold_epoch003.png"} <= pngs
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    real_nll = part1_vae.vae.bernoulli_nll
+    calls = {"n": 0}
+
+    def nll_that_turns_nan(logits, imgs):
+        calls["n"] += 1
+        value = real_nll(logits, imgs)
+        return value * float("nan") if calls["n"] > 12 else value  # epoch 0: 4 train + 4 val + 2 sanity
+
+    monkeypatch.setattr(part1_vae.vae, "bernoulli_nll", nll_that_turns_nan)
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, "--epochs", "3")
+    message = str(exit_info.value.code)
+    assert "loss is nan at epoch 1, step 7 (batch 2)" in message and "last good checkpoint" in message
+    last = torch.load(tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0 and last["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_path, monkeypatch):
+    original_step = part1_vae.vae.VAE.training_step
+
+    def crash_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            raise RuntimeError("simulated crash")
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(part1_vae.vae.VAE, "training_step", crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, "--epochs", "3")
+    monkeypatch.undo()
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    assert not (run_dir / "metrics.json").exists()
+    metrics = main(["--resume", str(run_dir)])
+    assert [p.name for p in (tmp_path / "vae_mlp_z20").iterdir()] == ["version_0"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert metrics["epochs"] == 3 and last["global_step"] == 3 * 4
+    assert json.loads((run_dir / "timing.json").read_text())["resumed"] is True
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(tmp_path):
+    first = run(tmp_path / "a")
+    second = run(tmp_path / "b")
+    assert first == second
+    assert run(tmp_path / "c", "--seed", "7") != first

@@ -1,0 +1,51 @@
+import math
+
+import pytest
+import torch
+from scipy.stats import norm
+
+from part1_vae.models import MLPDecoder
+from part1_vae.vae import bernoulli_nll
+from shared.utils import elbo_to_bpd, interpolate_latents, visualize_manifold
+
+
+def test_bpd_of_an_all_half_bernoulli_image_is_one():
+    imgs = torch.bernoulli(torch.full((4, 1, 28, 28), 0.5))
+    nll = bernoulli_nll(torch.zeros_like(imgs), imgs)  # logit 0 == probability 0.5
+    assert torch.allclose(elbo_to_bpd(nll, imgs.shape), torch.ones(4), atol=1e-6)
+
+
+def test_bpd_counts_all_non_batch_dimensions():
+    assert elbo_to_bpd(torch.tensor(3 * 8 * 8 * math.log(2)), (5, 3, 8, 8)).item() == pytest.approx(1.0)
+
+
+class RecordingDecoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, z):
+        self.z = z
+        return torch.zeros(len(z), 1, 28, 28) + z[:, :1, None, None]
+
+
+def test_manifold_latents_sit_at_normal_quantiles():
+    decoder = RecordingDecoder()
+    visualize_manifold(decoder, grid_size=5)
+    expected = torch.tensor(norm.ppf([0.5 / 6, 1.75 / 6, 3 / 6, 4.25 / 6, 5.5 / 6]), dtype=torch.float32)
+    assert torch.allclose(decoder.z[:5, 0], expected) and torch.allclose(decoder.z[::5, 1], expected)
+    assert torch.allclose(decoder.z.mean(0), torch.zeros(2), atol=1e-6)  # symmetric around the prior's mean
+
+
+def test_manifold_grid_shape_and_range():
+    grid = visualize_manifold(MLPDecoder(z_dim=2), grid_size=20)
+    assert grid.shape == (3, 20 * 30 + 2, 20 * 30 + 2)  # 28 px + 2 px padding per cell
+    assert grid.min() >= 0 and grid.max() <= 1
+
+
+def test_interpolation_includes_endpoints_and_is_linear():
+    start, end = torch.randn(4, 8), torch.randn(4, 8)
+    path = interpolate_latents(start, end, steps=5)
+    assert path.shape == (4, 7, 8)
+    assert torch.equal(path[:, 0], start) and torch.allclose(path[:, -1], end)
+    assert torch.allclose(path[:, 1] - path[:, 0], (end - start) / 6, atol=1e-6)

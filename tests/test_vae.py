@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+
+from part1_vae.models import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
+from part1_vae.utils import KLD, log_normal_diag, sample_reparameterize
+from part1_vae.vae import VAE
+from shared.utils import elbo_to_bpd
+
+
+@pytest.mark.parametrize("z_dim", [1, 2, 20, 64])
+@pytest.mark.parametrize("encoder_cls, decoder_cls", [(MLPEncoder, MLPDecoder), (CNNEncoder, CNNDecoder)])
+def test_network_shapes(encoder_cls, decoder_cls, z_dim):
+    imgs = torch.rand(3, 1, 28, 28)
+    mean, log_std = encoder_cls(z_dim=z_dim)(imgs)
+    assert mean.shape == log_std.shape == (3, z_dim)
+    assert decoder_cls(z_dim=z_dim)(mean).shape == (3, 1, 28, 28)
+
+
+def test_mlp_sizes_follow_hidden_dims():
+    encoder = MLPEncoder(784, [300, 100], 5)
+    assert [layer.out_features for layer in encoder.net if isinstance(layer, torch.nn.Linear)] == [300, 100, 10]
+
+
+def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
+    assert torch.allclose(KLD(torch.zeros(4, 6), torch.zeros(4, 6)), torch.zeros(4))
+    assert (KLD(torch.randn(4, 6), torch.randn(4, 6)) > 0).all()
+
+
+def test_kl_is_symmetric_in_the_mean():
+    mean, log_std = torch.randn(5, 3), torch.randn(5, 3)
+    assert torch.allclose(KLD(mean, log_std), KLD(-mean, log_std))
+
+
+def test_kl_matches_a_monte_carlo_estimate():
+    torch.manual_seed(0)
+    mean, log_std = torch.tensor([[0.7, -1.2, 0.1]]), torch.tensor([[-0.5, 0.3, 0.0]])
+    z = mean + torch.exp(log_std) * torch.randn(200_000, 3)
+    monte_carlo = (log_normal_diag(z, mean, log_std) - log_normal_diag(z, torch.zeros(3), torch.zeros(3))).mean()
+    assert KLD(mean, log_std).item() == pytest.approx(monte_carlo.item(), rel=0.02)
+
+
+def test_reparameterisation_gradients_reach_mean_and_std():
+    mean = torch.zeros(10, 4, requires_grad=True)
+    std = torch.ones(10, 4, requires_grad=True)
+    sample_reparameterize(mean, std).pow(2).sum().backward()
+    assert mean.grad.abs().sum() > 0 and std.grad.abs().sum() > 0
+
+
+def test_reparameterised_samples_have_the_right_moments():
+    torch.manual_seed(0)
+    mean, std = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 3.0])
+    z = sample_reparameterize(mean.expand(100_000, 2), std.expand(100_000, 2))
+    assert torch.allclose(z.mean(0), mean, atol=0.03) and torch.allclose(z.std(0), std, rtol=0.02)
+
+
+def small_vae(z_dim=4):
+    torch.manual_seed(0)
+    return VAE(MLPEncoder(784, [64], z_dim), MLPDecoder(z_dim, [64]), z_dim=z_dim, iw_chunk=32)
+
+
+def test_forward_returns_batch_means_and_bpd_of_their_sum():
+    vae = small_vae()
+    imgs = torch.bernoulli(torch.full((8, 1, 28, 28), 0.2))
+    torch.manual_seed(1)
+    rec, kl, bpd = vae(imgs)
+    assert rec.shape == kl.shape == bpd.shape == ()
+    assert bpd.item() == pytest.approx(elbo_to_bpd(rec + kl, imgs.shape).item(), rel=1e-5)
+
+
+def test_sample_gives_binary_images_and_their_means():
+    samples, means = small_vae().sample(16)
+    assert samples.shape == means.shape == (16, 1, 28, 28)
+    assert set(samples.unique().tolist()) <= {0.0, 1.0}
+    assert means.min() >= 0 and means.max() <= 1
+
+
+@pytest.mark.slow
+def test_importance_weighted_bound_is_tighter_than_the_elbo(tiny_datamodule):
+    vae = small_vae()
+    optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    for _ in range(3):
+        for imgs, _ in tiny_datamodule.train_dataloader():
+            optimizer.zero_grad()
+            vae(imgs)[2].backward()
+            optimizer.step()
+    imgs = tiny_datamodule.splits["test"].images[:64]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        elbo_nll = torch.stack([sum(vae._nelbo_terms(imgs)) for _ in range(50)]).mean(0)
+    iw_nll = vae.importance_weighted_nll(imgs, k=100)
+    assert iw_nll.mean() < elbo_nll.mean() - 1.0  # nats per image
+    assert iw_nll.mean() > 0 and math.isfinite(iw_nll.mean().item())
