@@ -26,10 +26,14 @@ def default_name(args: argparse.Namespace) -> str:
     return f"mixture_k{args.num_components}"
 
 
+def build_model(args: argparse.Namespace) -> BernoulliMixture:
+    return BernoulliMixture(args.num_components, lr=args.lr)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
-    model = BernoulliMixture(args.num_components, lr=args.lr)
+    model = build_model(args)
     datamodule = BinarizedMNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
     return run_experiment(args, model, datamodule, monitor="val_bpd")
 

@@ -95,7 +95,7 @@ class VAE(pl.LightningModule):
                   f"{stage}_bpd": elbo_to_bpd(nelbo, self.example_input_array.shape)}
         if "iw_nll" in means:
             logged[f"{stage}_iw_bpd"] = elbo_to_bpd(means["iw_nll"], self.example_input_array.shape)
-        self.log_dict(logged, prog_bar=True)
+        self.log_dict(logged, prog_bar=True, sync_dist=True)
         for key in keys:
             self.epoch_means[key].reset()
 
