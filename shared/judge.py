@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.data import batch_loader, load_mnist, to_model_range, TensorBatchDataset
+from shared.data import TensorBatchDataset, batch_loader, load_mnist, to_model_range
 
 DEFAULT_JUDGE_PATH = Path(__file__).resolve().parent.parent / "runs" / "judge" / "judge.ckpt"
 

@@ -1,0 +1,69 @@
+"""Score a run's samples with the judge, beside the same figures for real MNIST.
+
+    python scripts/evaluate.py runs/gan_mlp/version_0
+    python scripts/evaluate.py runs/vae_mlp_z20/version_0 --num_samples 10000 --json eval.json
+
+Works for a run of any part: its config.yaml names settings that only one part's train module
+has, and that module rebuilds the model; the checkpoint is the one the run's metrics.json names
+(the VAE's best, the GAN's last), else last.ckpt, unless --checkpoint says otherwise. Any module
+whose ``sample(n)`` returns images (or a tuple whose --sample_index'th element is images) works;
+images are mapped to [0, 1] from the module's ``sample_range`` (default [0, 1]). Samples are
+compared with threshold-binarized MNIST when the run trained on it (VAE: always; GAN: --binarize)
+or when every sample pixel is 0 or 1, else with grey-scale MNIST; --reference overrides.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from shared.evaluation import draw_samples, evaluate_samples, format_report
+from shared.judge import DEFAULT_JUDGE_PATH, load_judge
+from shared.runs import load_run
+
+# Parts whose training data is always threshold-binarized (no --binarize flag in their config).
+ALWAYS_BINARIZED = {"part1_vae.train", "part1_vae.train_mixture"}
+VALUE_RANGES = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--num_samples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0, help="for the samples and the real training images drawn")
+    parser.add_argument("--sample_index", type=int, default=0,
+                        help="element of a tuple that sample() returns (VAE: 0 binary samples, 1 Bernoulli means)")
+    parser.add_argument("--value_range", choices=["auto", *VALUE_RANGES], default="auto",
+                        help="range of the samples (auto: the module's sample_range, else [0, 1])")
+    parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto")
+    parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.num_samples < 2:
+        parser.error(f"--num_samples must be at least 2, got {args.num_samples}")
+
+    model, module, run_args = load_run(args.run_dir, args.checkpoint)
+    print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
+    try:
+        samples = draw_samples(model, args.num_samples, seed=args.seed, sample_index=args.sample_index,
+                               value_range=VALUE_RANGES.get(args.value_range))
+    except (ValueError, IndexError) as err:
+        raise SystemExit(f"error: cannot use the samples of {args.run_dir}: {err}") from None
+    if args.reference == "auto":
+        trained_binarized = module.__name__ in ALWAYS_BINARIZED or getattr(run_args, "binarize", False)
+        binarized = bool(trained_binarized or ((samples == 0) | (samples == 1)).all())
+    else:
+        binarized = args.reference == "binarized"
+    judge, record = load_judge(args.judge, getattr(run_args, "data_dir", None))
+    results = evaluate_samples(judge, samples, binarized=binarized, data_dir=getattr(run_args, "data_dir", None),
+                               seed=args.seed)
+    results["judge_test_accuracy"] = record["test_accuracy"]
+    print(format_report(results, f"Sample quality of {args.run_dir} (judge test accuracy {record['test_accuracy']:.4f})"))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The judge and the sample-quality figures: exact values on known inputs, real beats noise, caching, the command."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from part1_vae.models import MLPDecoder, MLPEncoder
+from part1_vae.vae import VAE
+from shared.data import load_mnist, to_model_range
+from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, to_unit_range
+from shared.judge import DigitClassifier, fit_judge, load_judge, save_judge, train_judge
+
+# A judge trained in about a second: 8,192 images, one epoch, narrow layers (about 90% test accuracy).
+TINY_JUDGE = dict(subset=8192, epochs=1, batch_size=64, lr=1e-2, num_filters=8, feature_dim=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge():
+    return train_judge(**TINY_JUDGE)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge_path(tiny_judge, tmp_path_factory):
+    return save_judge(*tiny_judge, tmp_path_factory.mktemp("judge") / "judge.ckpt")
+
+
+def one_hot_logits(labels):
+    return torch.nn.functional.one_hot(torch.as_tensor(labels), 10).float() * 100.0
+
+
+def test_class_figures_of_confident_balanced_predictions_hit_the_ideal():
+    figures = class_figures(one_hot_logits(list(range(10)) * 20))
+    assert figures["inception_score"] == pytest.approx(10.0, rel=1e-6)
+    assert figures["class_kl_to_uniform"] == pytest.approx(0.0, abs=1e-9)
+    assert figures["digits_covered"] == 10 and figures["mean_max_prob"] == pytest.approx(1.0)
+
+
+def test_class_figures_of_a_single_predicted_digit_are_the_worst_case():
+    figures = class_figures(one_hot_logits([3] * 200))
+    assert figures["inception_score"] == pytest.approx(1.0, rel=1e-6)
+    assert figures["class_kl_to_uniform"] == pytest.approx(math.log(10))
+    assert figures["digits_covered"] == 1
+
+
+def test_coverage_counts_digits_predicted_for_at_least_one_percent():
+    labels = [0] * 985 + [1] * 10 + [2] * 5  # 1.0% counts, 0.5% does not
+    assert class_figures(one_hot_logits(labels))["digits_covered"] == 2
+
+
+def test_uninformative_logits_give_chance_confidence():
+    assert class_figures(torch.zeros(50, 10))["mean_max_prob"] == pytest.approx(0.1)
+
+
+def test_to_unit_range_maps_and_rejects_values_outside_the_declared_range():
+    assert torch.equal(to_unit_range(torch.tensor([-1.0, 0.0, 1.0]), (-1.0, 1.0)), torch.tensor([0.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match=r"outside their declared range \[0, 1\]"):
+        to_unit_range(torch.tensor([-1.0, 1.0]), (0.0, 1.0))
+
+
+def test_judge_features_and_logits_shapes():
+    judge = DigitClassifier(num_filters=8, feature_dim=32)
+    images = torch.rand(5, 1, 28, 28)
+    assert judge.features(images).shape == (5, 32) and judge(images).shape == (5, 10)
+
+
+def test_judge_training_is_deterministic_given_the_seed():
+    settings = dict(subset=256, epochs=1, num_filters=4, feature_dim=8)
+    first, again, other_seed = fit_judge(**settings), fit_judge(**settings), fit_judge(**settings, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(first.state_dict()["head.1.weight"], other_seed.state_dict()["head.1.weight"])
+
+
+def test_a_briefly_trained_judge_already_reads_digits(tiny_judge):
+    assert tiny_judge[1]["test_accuracy"] > 0.8 and tiny_judge[1]["test_accuracy_binarized"] > 0.8
+
+
+@pytest.fixture(scope="module")
+def real_and_noise_figures(tiny_judge):
+    test_images = to_model_range(load_mnist("test")[0][:1000], binarize=False)
+    train_images = to_model_range(load_mnist("train")[0][-1000:], binarize=False)  # not seen by the tiny judge
+    evaluator = SampleQualityEvaluator(tiny_judge[0], test_images)
+    noise = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    return evaluator, evaluator.evaluate(train_images), evaluator.evaluate(noise)
+
+
+def test_real_images_beat_noise_by_a_wide_margin(real_and_noise_figures):
+    _, real, noise = real_and_noise_figures
+    assert noise["frechet_distance"] > 20 * real["frechet_distance"]
+    assert real["inception_score"] > 2 * noise["inception_score"]
+    assert real["digits_covered"] == 10 and noise["digits_covered"] <= 5
+    assert real["class_kl_to_uniform"] < 0.05 and noise["class_kl_to_uniform"] > 0.5
+    assert real["mean_max_prob"] > noise["mean_max_prob"] + 0.2
+
+
+def test_frechet_distance_of_the_reference_to_itself_is_zero(real_and_noise_figures):
+    evaluator, real, _ = real_and_noise_figures
+    test_images = to_model_range(load_mnist("test")[0][:1000], binarize=False)
+    assert abs(evaluator.evaluate(test_images)["frechet_distance"]) < 1e-3 * real["frechet_distance"]
+
+
+def test_load_judge_reads_the_cache(tiny_judge, tiny_judge_path):
+    judge, record = load_judge(tiny_judge_path)
+    images = torch.rand(4, 1, 28, 28)
+    assert record == tiny_judge[1] and torch.equal(judge(images), tiny_judge[0](images))
+
+
+def test_load_judge_trains_and_caches_when_missing(tmp_path, monkeypatch, tiny_judge):
+    calls = []
+    monkeypatch.setattr("shared.judge.train_judge", lambda **kwargs: calls.append(kwargs) or tiny_judge)
+    path = tmp_path / "cache" / "judge.ckpt"
+    load_judge(path)
+    load_judge(path)
+    assert len(calls) == 1 and path.is_file()
+
+
+class PlusMinusOneModel(torch.nn.Module):
+    """Samples in [-1, 1], as the GAN's, declared by ``sample_range``."""
+    sample_range = (-1.0, 1.0)
+
+    def sample(self, n):
+        return torch.rand(n, 1, 28, 28) * 2 - 1
+
+
+def test_draw_samples_maps_ranges_is_reproducible_and_keeps_the_global_random_state():
+    model = PlusMinusOneModel().train()
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = draw_samples(model, 250, seed=5, batch_size=100)
+    assert torch.equal(torch.rand(1), expected_next)
+    assert torch.equal(first, draw_samples(model, 250, seed=5))
+    assert first.shape == (250, 1, 28, 28) and first.min() >= 0 and first.max() <= 1 and first.min() < 0.01
+    assert model.training
+
+
+def test_draw_samples_takes_the_vae_binary_samples_from_its_tuple():
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(784, [32], 4), MLPDecoder(4, [32]), z_dim=4)
+    samples = draw_samples(vae, 64)
+    means = draw_samples(vae, 64, sample_index=1)
+    assert set(samples.unique().tolist()) <= {0.0, 1.0} and len(means.unique()) > 2
+
+
+def load_evaluate_script():
+    spec = importlib.util.spec_from_file_location("evaluate", Path(__file__).parent.parent / "scripts" / "evaluate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tiny_judge_path, capsys):
+    from part1_vae.train import build_model, build_parser
+
+    run_dir = tmp_path / "vae_mlp_z2" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    config = {"model": "MLP", "z_dim": 2, "hidden_dims": [32], "seed": 42, "iw_samples": 5}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    args = build_parser().parse_args([])
+    vars(args).update(config)
+    vae = build_model(args)
+    torch.save({"state_dict": vae.state_dict()}, run_dir / "checkpoints" / "last.ckpt")
+    out = tmp_path / "figures.json"
+    results = load_evaluate_script().main([str(run_dir), "--num_samples", "300", "--judge", str(tiny_judge_path),
+                                           "--json", str(out)])
+    assert results["reference"] == "threshold-binarized" and results["num_samples"] == 300
+    assert json.loads(out.read_text()) == results
+    assert "Loaded VAE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["{tmp}"], "is not a run directory: no config.yaml there"),
+    (["{tmp}", "--num_samples", "1"], "--num_samples must be at least 2"),
+])
+def test_evaluate_command_errors(tmp_path, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        load_evaluate_script().main([a.format(tmp=tmp_path) for a in argv])
+    assert message in str(exit_info.value.code) + capsys.readouterr().err
+
+
+def test_evaluate_command_rejects_a_config_of_no_known_part(tmp_path):
+    (tmp_path / "config.yaml").write_text("model: rnn\nnum_layers: 3\n")
+    with pytest.raises(SystemExit, match="matches 0 part"):
+        load_evaluate_script().main([str(tmp_path)])
