@@ -1,0 +1,85 @@
+"""Generators and discriminators of the GAN: plain ``nn.Module``s that know nothing of training.
+
+Generators map latents ``[B, z_dim]`` to images ``[B, 1, 28, 28]`` in [-1, 1] (tanh output);
+discriminators map images ``[B, 1, 28, 28]`` (or flat ``[B, 784]``) to logits ``[B, 1]``
+(no sigmoid: the losses use the numerically stable ``binary_cross_entropy_with_logits``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+def _hidden_blocks(sizes: Sequence[int], dp_rate: float) -> list[nn.Module]:
+    """Linear, Dropout, LeakyReLU(0.2) for every consecutive pair of ``sizes``."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.Dropout(dp_rate), nn.LeakyReLU(0.2)]
+    return layers
+
+
+class GeneratorMLP(nn.Module):
+    def __init__(self, z_dim: int = 32, hidden_dims: Sequence[int] = (128, 256, 512),
+                 output_shape: Sequence[int] = (1, 28, 28), dp_rate: float = 0.1):
+        super().__init__()
+        self.z_dim, self.output_shape = z_dim, tuple(output_shape)
+        sizes = [z_dim, *hidden_dims]
+        self.net = nn.Sequential(*_hidden_blocks(sizes, dp_rate), nn.Linear(sizes[-1], math.prod(output_shape)),
+                                 nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.output_shape)
+
+
+class DiscriminatorMLP(nn.Module):
+    def __init__(self, input_dims: int = 784, hidden_dims: Sequence[int] = (512, 256), dp_rate: float = 0.3):
+        super().__init__()
+        sizes = [input_dims, *hidden_dims]
+        self.net = nn.Sequential(*_hidden_blocks(sizes, dp_rate), nn.Linear(sizes[-1], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class GeneratorDCGAN(nn.Module):
+    """A linear layer to ``2c`` maps of 7x7, then two stride-2 transposed convolutions 7 -> 14 -> 28.
+
+    Batch normalisation after every layer but the output, as in DCGAN (Radford et al., 2016).
+    """
+
+    def __init__(self, z_dim: int = 32, num_filters: int = 32):
+        super().__init__()
+        c = num_filters
+        self.z_dim = z_dim
+        self.linear = nn.Sequential(nn.Linear(z_dim, 2 * c * 7 * 7, bias=False), nn.BatchNorm1d(2 * c * 7 * 7),
+                                    nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),  # 7 -> 14
+            nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1), nn.Tanh(),  # 14 -> 28
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.linear(z).view(z.shape[0], -1, 7, 7))
+
+
+class DiscriminatorDCGAN(nn.Module):
+    """Two stride-2 convolutions 28 -> 14 -> 7 with LeakyReLU(0.2), then a linear layer to one logit.
+
+    No batch normalisation on the first layer, as in DCGAN.
+    """
+
+    def __init__(self, num_filters: int = 32):
+        super().__init__()
+        c = num_filters
+        self.net = nn.Sequential(
+            nn.Conv2d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # 28 -> 14
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2),  # -> 7
+            nn.Flatten(),
+            nn.Linear(2 * c * 7 * 7, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.view(-1, 1, 28, 28))

@@ -1,0 +1,81 @@
+"""Train an adversarial autoencoder on MNIST: ``python -m part2_gan.train_aae --prior swiss_roll``.
+
+Test metrics say how well the codes match the prior: ``test_d_acc`` (the discriminator's accuracy
+on test codes vs prior samples; 0.5 is chance) and ``test_mmd2`` (unbiased MMD^2 between the test
+codes and as many prior samples, RBF kernels at multiples of the prior's median distance) beside
+``test_mmd2_reference`` (the same between two prior samples: what a perfect match would give).
+After training, the samples (decoded prior samples, Bernoulli means) are scored by the judge as
+for the GAN, and the figures join metrics.json under ``eval_*``.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+import pytorch_lightning as pl
+
+from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from part2_gan.priors import PRIORS
+from part2_gan.train import evaluate_run
+from shared.cli import ConfigError, make_parser, parse_args, run_experiment
+from shared.data import BinarizedMNISTDataModule
+from shared.judge import DEFAULT_JUDGE_PATH
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = make_parser("part2_gan.train_aae", __doc__, epochs=50, lr=1e-3, batch_size=128)
+    add = parser.add_argument
+    add("--prior", choices=list(PRIORS), default="gaussian", help="the distribution imposed on the codes")
+    add("--z_dim", type=int, default=2, help="code size (mog and swiss_roll are 2-D)")
+    add("--hidden_dim", type=int, default=512, help="units of each of the two hidden layers of every network")
+    add("--lr_adv", type=float, default=2e-4, help="Adam learning rate of the discriminator and encoder-as-generator "
+                                                   "steps (--lr: the reconstruction step)")
+    add("--binarize", action=argparse.BooleanOptionalAction, default=True,
+        help="train on threshold-binarized MNIST (default) or, with --no-binarize, grey-scale (BCE to grey targets)")
+    add("--eval_samples", type=int, default=10_000, help="samples the judge scores after training (0: skip)")
+    add("--judge", default=None, help=f"judge checkpoint, trained there first if missing (default: {DEFAULT_JUDGE_PATH})")
+    return parser
+
+
+def check(args: argparse.Namespace) -> None:
+    if args.z_dim < 2:
+        raise ConfigError(f"--z_dim must be at least 2 (the latent map is 2-D), got {args.z_dim}")
+    if args.prior != "gaussian" and args.z_dim != 2:
+        raise ConfigError(f"--prior {args.prior} is 2-D: it needs --z_dim 2, got {args.z_dim}")
+    if args.hidden_dim <= 0:
+        raise ConfigError(f"--hidden_dim must be positive, got {args.hidden_dim}")
+    if args.lr_adv <= 0:
+        raise ConfigError(f"--lr_adv must be positive, got {args.lr_adv}")
+    if args.eval_samples == 1 or args.eval_samples < 0:
+        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
+
+
+def default_name(args: argparse.Namespace) -> str:
+    return f"aae_{args.prior}_z{args.z_dim}" + ("" if args.binarize else "_grey")
+
+
+def build_model(args: argparse.Namespace) -> AAE:
+    return AAE(AAEEncoder(784, args.hidden_dim, args.z_dim), AAEDecoder(args.z_dim, args.hidden_dim),
+               LatentDiscriminator(args.z_dim, args.hidden_dim), prior=args.prior, z_dim=args.z_dim, lr=args.lr,
+               lr_adv=args.lr_adv)
+
+
+def build_datamodule(args: argparse.Namespace) -> BinarizedMNISTDataModule:
+    # All 60,000 training images, as for the GAN: nothing is chosen by validation.
+    return BinarizedMNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
+                                    binarize=args.binarize, train_on_all=True, subset=args.subset)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(build_parser(), argv, check, default_name)
+    pl.seed_everything(args.seed, verbose=False)
+    model, datamodule = build_model(args), build_datamodule(args)
+    datamodule.setup()
+    test = datamodule.splits["test"]
+    model.latent_map_data = (test.images, test.labels)
+    metrics = run_experiment(args, model, datamodule, monitor=None)
+    return evaluate_run(args, model, metrics) if args.eval_samples else metrics
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""The GAN: network shapes and ranges, the two-optimizer step, interpolation, and the training command end to end."""
+import json
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+import part2_gan.gan
+from part2_gan.gan import GAN
+from part2_gan.models import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
+from part2_gan.train import main
+from tests.test_evaluation import tiny_judge, tiny_judge_path  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
+
+# Flags that make a GAN run take seconds: 256 images (4 batches), 2 epochs, no judge.
+TINY_GAN = ["--subset", "256", "--batch_size", "64", "--epochs", "2", "--sample_epochs", "0",
+            "--accelerator", "cpu", "--devices", "1", "--eval_samples", "0"]
+
+
+def run(tmp_path, *flags):
+    return main([*TINY_GAN, "--log_dir", str(tmp_path), *flags])
+
+
+@pytest.mark.parametrize("z_dim", [1, 32, 100])
+@pytest.mark.parametrize("generator_cls", [GeneratorMLP, GeneratorDCGAN])
+def test_generators_give_images_in_minus_one_to_one(generator_cls, z_dim):
+    generator = generator_cls(z_dim=z_dim)
+    images = generator(torch.randn(5, z_dim) * 10)  # large latents push tanh to its limits
+    assert images.shape == (5, 1, 28, 28)
+    assert images.min() >= -1 and images.max() <= 1 and images.min() < -0.5 < 0.5 < images.max()
+
+
+@pytest.mark.parametrize("discriminator", [DiscriminatorMLP(), DiscriminatorDCGAN()])
+def test_discriminators_give_one_logit_per_image_from_images_or_flat_input(discriminator):
+    discriminator.eval()
+    images = torch.rand(4, 1, 28, 28) * 2 - 1
+    logits = discriminator(images)
+    assert logits.shape == (4, 1)
+    assert torch.allclose(discriminator(images.flatten(1)), logits)
+
+
+@pytest.mark.parametrize("discriminator", [DiscriminatorMLP(), DiscriminatorDCGAN()])
+def test_discriminators_return_logits_not_probabilities(discriminator):
+    last = [m for m in discriminator.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(-3.0)
+    assert torch.allclose(discriminator.eval()(torch.rand(3, 1, 28, 28)), torch.full((3, 1), -3.0))
+
+
+def test_mlp_sizes_and_dropout_follow_the_arguments():
+    generator = GeneratorMLP(16, [64, 128], dp_rate=0.2)
+    discriminator = DiscriminatorMLP(784, [100], dp_rate=0.4)
+    assert [m.out_features for m in generator.modules() if isinstance(m, nn.Linear)] == [64, 128, 784]
+    assert [m.out_features for m in discriminator.modules() if isinstance(m, nn.Linear)] == [100, 1]
+    assert {m.p for m in generator.modules() if isinstance(m, nn.Dropout)} == {0.2}
+    assert {m.p for m in discriminator.modules() if isinstance(m, nn.Dropout)} == {0.4}
+    assert all(m.negative_slope == 0.2 for m in generator.modules() if isinstance(m, nn.LeakyReLU))
+
+
+def small_gan(z_dim=8, discriminator=None):
+    torch.manual_seed(0)
+    return GAN(GeneratorMLP(z_dim, [32], dp_rate=0.1), discriminator or DiscriminatorMLP(784, [32]), z_dim=z_dim)
+
+
+def test_sample_and_interpolate_shapes_and_endpoints():
+    gan = small_gan().eval()
+    assert gan.sample(6).shape == (6, 1, 28, 28)
+    z_start, z_end = torch.randn(3, 8), torch.randn(3, 8)
+    lines = gan.interpolate(3, 5, z_start, z_end)
+    assert lines.shape == (3, 7, 1, 28, 28)
+    assert torch.allclose(lines[:, 0], gan.sample(3, z_start), atol=1e-6)
+    assert torch.allclose(lines[:, -1], gan.sample(3, z_end), atol=1e-6)
+    assert torch.allclose(lines[:, 3], gan.sample(3, (z_start + z_end) / 2), atol=1e-6)
+    assert gan.interpolate(2, 0).shape == (2, 2, 1, 28, 28)
+
+
+def test_image_grids_show_64_samples_and_4_interpolations_of_7_images():
+    grids = small_gan().eval().image_grids()
+    assert grids["samples"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)
+    assert grids["interpolations"].shape == (3, 4 * 30 + 2, 7 * 30 + 2)
+
+
+def snapshot(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def changed(before, after):
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+def test_each_optimizer_step_updates_exactly_its_own_network(tiny_datamodule):
+    gan = small_gan()
+    generator_names = {f"generator.{n}" for n, _ in gan.generator.named_parameters()}
+    discriminator_names = {f"discriminator.{n}" for n, _ in gan.discriminator.named_parameters()}
+    snapshots = [snapshot(gan)]
+    original_configure = gan.configure_optimizers
+
+    def configure_with_hooks():
+        optimizers = original_configure()
+        for optimizer in optimizers:
+            optimizer.register_step_post_hook(lambda *_: snapshots.append(snapshot(gan)))
+        return optimizers
+
+    gan.configure_optimizers = configure_with_hooks
+    pl.Trainer(max_steps=2, limit_train_batches=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(
+        gan, tiny_datamodule.train_dataloader())
+    assert len(snapshots) == 3  # before, after the generator's step, after the discriminator's
+    assert changed(snapshots[0], snapshots[1]) == generator_names
+    assert changed(snapshots[1], snapshots[2]) == discriminator_names
+
+
+class AlwaysFakeDiscriminator(nn.Module):
+    """Calls everything fake with a margin no training step of lr 2e-4 can close."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(-50.0))
+
+    def forward(self, x):
+        return self.bias + 0 * x.flatten(1)[:, :1]
+
+
+def test_discriminator_collapse_is_warned_about(tiny_datamodule):
+    gan = small_gan(discriminator=AlwaysFakeDiscriminator())
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.warns(UserWarning, match="discriminator collapse in epoch 0"):
+        trainer.fit(gan, tiny_datamodule.train_dataloader())
+    assert trainer.callback_metrics["train_d_acc_fake"] == 1.0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--model", "wgan"], "invalid choice: 'wgan'"),
+    (["--z_dim", "0"], "--z_dim must be positive, got 0"),
+    (["--hidden_dims_gen", "128", "-5"], "--hidden_dims_gen must be positive sizes"),
+    (["--dp_rate_disc", "1.0"], "--dp_rate_disc must be in [0, 1), got 1.0"),
+    (["--eval_samples", "1"], "--eval_samples must be 0 (skip) or at least 2"),
+    (["--lr", "0"], "--lr must be positive, got 0.0"),
+    (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
+])
+def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, *flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
+
+
+def test_configs_parse_to_the_documented_runs():
+    from part2_gan.train import build_parser, check, default_name
+    from shared.cli import parse_args
+
+    mlp = parse_args(build_parser(), ["--config", "configs/gan_mlp.yaml"], check, default_name)
+    dcgan = parse_args(build_parser(), ["--config", "configs/gan_dcgan.yaml"], check, default_name)
+    assert (mlp.name, mlp.z_dim, mlp.hidden_dims_gen, mlp.lr, mlp.epochs) == ("gan_mlp", 32, [128, 256, 512], 2e-4, 250)
+    assert (dcgan.name, dcgan.model) == ("gan_dcgan", "dcgan")
+
+
+@pytest.mark.slow
+def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, tiny_judge_path):
+    metrics = run(tmp_path, "--eval_samples", "200", "--judge", str(tiny_judge_path))
+    run_dir = tmp_path / "gan_mlp" / "version_0"
+    assert metrics["train_loss_first_step"] == pytest.approx(2 * math.log(2), abs=0.1)  # D cannot tell yet
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert metrics["eval_num_samples"] == 200 and metrics["eval_reference"] == "grey-scale"
+    assert 1 <= metrics["eval_inception_score"] <= 10 and metrics["eval_frechet_distance"] > 0
+    assert metrics["eval_real_digits_covered"] == 10
+    assert 0 <= metrics["test_d_acc_real"] <= 1 and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert {p.name for p in (run_dir / "samples").glob("*.png")} == {
+        "samples_epoch000.png", "samples_epoch002.png", "interpolations_epoch000.png", "interpolations_epoch002.png"}
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_dcgan_and_binarized_data_train(tmp_path):
+    metrics = run(tmp_path, "--model", "dcgan", "--num_filters", "8", "--binarize", "--epochs", "1")
+    assert (tmp_path / "gan_dcgan_binarized" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+    assert math.isfinite(metrics["test_d_loss"])
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real_bce = part2_gan.gan._bce
+    calls = {"n": 0}
+
+    def bce_that_turns_nan(logits, target):
+        calls["n"] += 1
+        value = real_bce(logits, target)
+        return value * float("nan") if calls["n"] > 4 * 3 + 3 else value  # 3 calls a step, 4 steps an epoch
+
+    monkeypatch.setattr(part2_gan.gan, "_bce", bce_that_turns_nan)
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, "--epochs", "3")
+    message = str(exit_info.value.code)
+    assert "loss is nan at epoch 1" in message and "(batch 1)" in message and "last good checkpoint" in message
+    last = torch.load(tmp_path / "gan_mlp" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+@pytest.mark.slow
+def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_path, monkeypatch):
+    original_step = GAN.training_step
+
+    def crash_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            raise RuntimeError("simulated crash")
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(GAN, "training_step", crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, "--epochs", "3")
+    monkeypatch.undo()
+    run_dir = tmp_path / "gan_mlp" / "version_0"
+    metrics = main(["--resume", str(run_dir)])
+    assert [p.name for p in (tmp_path / "gan_mlp").iterdir()] == ["version_0"]
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert metrics["epochs"] == 3 and last["epoch"] == 2
+    assert len(last["optimizer_states"]) == 2
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(tmp_path, tiny_judge_path):
+    judged = ["--eval_samples", "100", "--judge", str(tiny_judge_path), "--epochs", "1"]
+    first = run(tmp_path / "a", *judged)
+    assert run(tmp_path / "b", *judged) == first
+    assert run(tmp_path / "c", *judged, "--seed", "7") != first
