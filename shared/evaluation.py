@@ -132,18 +132,30 @@ def real_images(split: str, binarized: bool, data_dir: str | Path | None = None,
     return to_model_range(images, binarize=binarized)
 
 
-def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: bool = False,
-                     data_dir: str | Path | None = None, seed: int = 0) -> dict[str, float]:
-    """The figures for ``samples`` (in [0, 1]) and their real ceilings, as one flat dict.
+def real_reference(judge: DigitClassifier, binarized: bool, num_samples: int, data_dir: str | Path | None = None,
+                   seed: int = 0) -> tuple[SampleQualityEvaluator, dict[str, float]]:
+    """An evaluator holding the real test set, and the real ceiling of every figure for ``num_samples`` samples.
 
-    Keys: each figure of :data:`FIGURES`, the same with prefix ``real_`` (the ceiling: the class
-    figures on the real test images, the Fréchet distance of ``len(samples)`` real training images,
-    drawn with ``seed``, to the test images), ``num_samples`` and ``reference`` (which MNIST the
-    samples were compared with: "grey-scale" or "threshold-binarized").
+    The ceiling is the class figures of the test images themselves and the Fréchet distance of
+    ``num_samples`` real training images (drawn with ``seed``) to the test images; the Fréchet
+    distance is biased by the sample count, so compare sets of the same size only.
     """
     evaluator = SampleQualityEvaluator(judge, real_images("test", binarized, data_dir))
-    train = real_images("train", binarized, data_dir, count=len(samples), seed=seed)
-    ceiling = {**evaluator.reference_figures, "frechet_distance": evaluator.evaluate(train)["frechet_distance"]}
+    train = real_images("train", binarized, data_dir, count=num_samples, seed=seed)
+    return evaluator, {**evaluator.reference_figures, "frechet_distance": evaluator.evaluate(train)["frechet_distance"]}
+
+
+def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: bool = False,
+                     data_dir: str | Path | None = None, seed: int = 0,
+                     reference: tuple[SampleQualityEvaluator, dict[str, float]] | None = None) -> dict:
+    """The figures for ``samples`` (in [0, 1]) and their real ceilings, as one flat dict.
+
+    Keys: each figure of :data:`FIGURES`, the same with prefix ``real_`` (the ceiling, see
+    :func:`real_reference`; pass one already built to score several sample sets of the same size),
+    ``num_samples`` and ``reference`` (which MNIST the samples were compared with: "grey-scale" or
+    "threshold-binarized").
+    """
+    evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed)
     figures = evaluator.evaluate(samples)
     return {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
             "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "grey-scale"}

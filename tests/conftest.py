@@ -1,6 +1,10 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from shared.data import BinarizedMNISTDataModule
+from shared.judge import save_judge, train_judge
 
 # Flags that make a training run take seconds: a few hundred images, 2 epochs, cheap test-time bound.
 TINY_RUN = ["--subset", "256", "--batch_size", "64", "--epochs", "2", "--iw_samples", "5",
@@ -20,3 +24,25 @@ def tiny_datamodule():
     datamodule = BinarizedMNISTDataModule(batch_size=32, subset=128)
     datamodule.setup()
     return datamodule
+
+
+# A judge trained in about a second: 8,192 images, one epoch, narrow layers (about 90% test accuracy).
+TINY_JUDGE = dict(subset=8192, epochs=1, batch_size=64, lr=1e-2, num_filters=8, feature_dim=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge():
+    return train_judge(**TINY_JUDGE)
+
+
+@pytest.fixture(scope="session")
+def tiny_judge_path(tiny_judge, tmp_path_factory):
+    return save_judge(*tiny_judge, tmp_path_factory.mktemp("judge") / "judge.ckpt")
+
+
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` (scripts are commands, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent.parent / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,8 +1,6 @@
 """The judge and the sample-quality figures: exact values on known inputs, real beats noise, caching, the command."""
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,21 +10,8 @@ from part1_vae.models import MLPDecoder, MLPEncoder
 from part1_vae.vae import VAE
 from shared.data import load_mnist, to_model_range
 from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, to_unit_range
-from shared.judge import DigitClassifier, fit_judge, load_judge, save_judge, train_judge
-
-# A judge trained in about a second: 8,192 images, one epoch, narrow layers (about 90% test accuracy).
-TINY_JUDGE = dict(subset=8192, epochs=1, batch_size=64, lr=1e-2, num_filters=8, feature_dim=32)
-
-
-@pytest.fixture(scope="session")
-def tiny_judge():
-    return train_judge(**TINY_JUDGE)
-
-
-@pytest.fixture(scope="session")
-def tiny_judge_path(tiny_judge, tmp_path_factory):
-    return save_judge(*tiny_judge, tmp_path_factory.mktemp("judge") / "judge.ckpt")
-
+from shared.judge import DigitClassifier, fit_judge, load_judge
+from tests.conftest import load_script
 
 def one_hot_logits(labels):
     return torch.nn.functional.one_hot(torch.as_tensor(labels), 10).float() * 100.0
@@ -145,13 +130,6 @@ def test_draw_samples_takes_the_vae_binary_samples_from_its_tuple():
     assert set(samples.unique().tolist()) <= {0.0, 1.0} and len(means.unique()) > 2
 
 
-def load_evaluate_script():
-    spec = importlib.util.spec_from_file_location("evaluate", Path(__file__).parent.parent / "scripts" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.slow
 def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tiny_judge_path, capsys):
     from part1_vae.train import build_model, build_parser
@@ -165,7 +143,7 @@ def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tin
     vae = build_model(args)
     torch.save({"state_dict": vae.state_dict()}, run_dir / "checkpoints" / "last.ckpt")
     out = tmp_path / "figures.json"
-    results = load_evaluate_script().main([str(run_dir), "--num_samples", "300", "--judge", str(tiny_judge_path),
+    results = load_script("evaluate").main([str(run_dir), "--num_samples", "300", "--judge", str(tiny_judge_path),
                                            "--json", str(out)])
     assert results["reference"] == "threshold-binarized" and results["num_samples"] == 300
     assert json.loads(out.read_text()) == results
@@ -178,11 +156,11 @@ def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tin
 ])
 def test_evaluate_command_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
-        load_evaluate_script().main([a.format(tmp=tmp_path) for a in argv])
+        load_script("evaluate").main([a.format(tmp=tmp_path) for a in argv])
     assert message in str(exit_info.value.code) + capsys.readouterr().err
 
 
 def test_evaluate_command_rejects_a_config_of_no_known_part(tmp_path):
     (tmp_path / "config.yaml").write_text("model: rnn\nnum_layers: 3\n")
     with pytest.raises(SystemExit, match="matches 0 part"):
-        load_evaluate_script().main([str(tmp_path)])
+        load_script("evaluate").main([str(tmp_path)])

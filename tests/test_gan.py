@@ -11,7 +11,6 @@ import part2_gan.gan
 from part2_gan.gan import GAN
 from part2_gan.models import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
 from part2_gan.train import main
-from tests.test_evaluation import tiny_judge, tiny_judge_path  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
