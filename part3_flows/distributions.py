@@ -1,0 +1,85 @@
+"""Toy densities written out by hand (no ``torch.distributions``), so the formulas are in plain view.
+
+Both are ``nn.Module``s whose parameters are buffers: they move with the flow to the GPU and are
+saved in its checkpoint, but the optimizer never sees them. ``log_prob`` reduces over the last
+dimension only, so it works on points ``[N, dims]`` and on plotting meshes ``[n, n, dims]`` alike.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _vector(value: float | Sequence[float], dims: int) -> torch.Tensor:
+    """A scalar or a length-``dims`` sequence -> float tensor ``[dims]``."""
+    vector = torch.as_tensor(value, dtype=torch.get_default_dtype()).flatten()
+    if vector.numel() not in (1, dims):
+        raise ValueError(f"expected a scalar or {dims} values, got {vector.numel()}")
+    return vector.expand(dims).clone()
+
+
+def log_normal_diag(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """log N(x; mu, diag(sigma^2)), summed over the last dimension."""
+    return -0.5 * (((x - mu) / sigma) ** 2 + 2 * torch.log(sigma) + LOG_2PI).sum(dim=-1)
+
+
+class MultivariateGaussianDiag(nn.Module):
+    """N(mu, diag(sigma^2)) in ``dims`` dimensions; ``mu`` and ``sigma`` are scalars or ``dims`` values."""
+
+    def __init__(self, mu: float | Sequence[float], sigma: float | Sequence[float], dims: int):
+        super().__init__()
+        self.dims = dims
+        self.register_buffer("mu", _vector(mu, dims))
+        self.register_buffer("sigma", _vector(sigma, dims))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return log_normal_diag(x, self.mu, self.sigma)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``[num_samples, dims]`` as mu + sigma * eps (differentiable in mu and sigma)."""
+        eps = torch.randn(num_samples, self.dims, device=self.mu.device, dtype=self.mu.dtype, generator=generator)
+        return self.mu + self.sigma * eps
+
+
+class BimodalGaussianDiag(nn.Module):
+    """Equal-weight mixture of N(mu[0], diag(sigma[0]^2)) and N(mu[1], diag(sigma[1]^2)).
+
+    ``mu = [mu1, mu2]`` and ``sigma = [s1, s2]``; each entry is a scalar or ``dims`` values.
+    """
+
+    def __init__(self, mu: Sequence, sigma: Sequence, dims: int):
+        super().__init__()
+        if len(mu) != 2 or len(sigma) != 2:
+            raise ValueError("BimodalGaussianDiag needs two means and two sigmas")
+        self.dims = dims
+        self.register_buffer("mu", torch.stack([_vector(m, dims) for m in mu]))          # [2, dims]
+        self.register_buffer("sigma", torch.stack([_vector(s, dims) for s in sigma]))    # [2, dims]
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        # log(0.5 N_1 + 0.5 N_2) by logsumexp: the modes are many sigmas apart, so exp would underflow.
+        per_mode = torch.stack([log_normal_diag(x, self.mu[k], self.sigma[k]) for k in range(2)], dim=-1)
+        return torch.logsumexp(per_mode, dim=-1) - math.log(2)
+
+    def sample(self, num_samples: int, generator: torch.Generator | None = None,
+               return_modes: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``[num_samples, dims]``: a fair coin picks the mode, then mu + sigma * eps.
+
+        ``return_modes`` also returns the picked mode of each point (int64 ``[num_samples]``).
+        """
+        device = self.mu.device
+        modes = torch.randint(0, 2, (num_samples,), device=device, generator=generator)
+        eps = torch.randn(num_samples, self.dims, device=device, dtype=self.mu.dtype, generator=generator)
+        samples = self.mu[modes] + self.sigma[modes] * eps
+        return (samples, modes) if return_modes else samples
+
+    @torch.no_grad()
+    def entropy_bits_per_dim(self, num_samples: int = 100_000, seed: int = 0) -> float:
+        """Monte-Carlo entropy -E[log p(x)] in bits per dimension: the floor a perfect model's bpd reaches."""
+        generator = torch.Generator(device=self.mu.device).manual_seed(seed)
+        nll = -self.log_prob(self.sample(num_samples, generator=generator).double()).mean()
+        return (nll / (self.dims * math.log(2))).item()

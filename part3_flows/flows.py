@@ -1,0 +1,248 @@
+"""LightningModules around the flows (toy 2-D and MNIST) and the toy task's DataModule.
+
+Like the VAE, the modules are thin: the flow is injected, each stage accumulates the negative
+log-likelihood per point in a torchmetrics MeanMetric and logs it once per epoch (``*_nll`` in
+nats, ``*_bpd`` via shared.utils.elbo_to_bpd), and the training loss is the batch's bpd.
+"""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from part3_flows.distributions import BimodalGaussianDiag
+from part3_flows.image_flow import LEVELS, ImageFlow, dequantize, quantize
+from part3_flows.model import NormalizingFlow
+from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
+from shared.data import TensorBatchDataset, batch_loader
+from shared.utils import elbo_to_bpd, interpolate_latents, make_grid
+
+
+class ToyDataModule(pl.LightningDataModule):
+    """Seeded draws from ``target``: ``num_train`` / ``num_val`` / ``num_test`` points.
+
+    Batches are ``(points [B, dims], mode index [B])``, the same (inputs, labels) shape as MNIST's,
+    served by slicing one tensor like shared.data does.
+    """
+
+    def __init__(self, target: nn.Module, batch_size: int = 256, seed: int = 42, num_train: int = 10_000,
+                 num_val: int = 2_000, num_test: int = 2_000, num_workers: int = 0):
+        super().__init__()
+        self.target, self.batch_size, self.seed, self.num_workers = target, batch_size, seed, num_workers
+        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+        self.splits: dict[str, TensorBatchDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for offset, (split, size) in enumerate(self.sizes.items()):
+            generator = torch.Generator().manual_seed(self.seed + offset)  # independent, reproducible splits
+            points, modes = self.target.sample(size, generator=generator, return_modes=True)
+            self.splits[split] = TensorBatchDataset(points, modes)
+
+    def _loader(self, split: str, shuffle: bool):
+        return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+
+class _FlowModule(pl.LightningModule):
+    """What both flows share: per-epoch NLL means, their bpd, Adam. Subclasses define ``nll(x)``."""
+
+    data_shape: tuple[int, ...]  # a batch shape [1, *dims] for elbo_to_bpd
+
+    def _init_means(self, names: list[str]) -> None:
+        self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
+
+    def bpd(self, nll: torch.Tensor) -> torch.Tensor:
+        return elbo_to_bpd(nll, self.data_shape)
+
+    def _step(self, stage: str, batch) -> torch.Tensor:
+        nll = self.nll(batch[0])
+        self.epoch_means[f"{stage}_nll"].update(nll.detach())
+        return self.bpd(nll).mean()
+
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        keys = [key for key in self.epoch_means if key.startswith(f"{stage}_")]
+        logged = {}
+        for key in keys:
+            mean = self.epoch_means[key].compute()
+            self.epoch_means[key].reset()
+            logged[key] = mean
+            logged[key.replace("nll", "bpd")] = self.bpd(mean)
+        self.log_dict(logged, prog_bar=True, sync_dist=True)
+        return logged
+
+    def training_step(self, batch, batch_idx):
+        return self._step("train", batch)
+
+    def validation_step(self, batch, batch_idx):
+        self._step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self._step("test", batch)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class ToyFlowModule(_FlowModule):
+    """The 2-D flow fitted to ``target`` by maximum likelihood; bpd = NLL / (2 ln 2).
+
+    ``image_grids()`` returns figures, not image grids: contours of the base, target and learned
+    densities, a scatter of flow samples (fixed base noise) with the true modes marked, and the
+    per-epoch train/val bpd curve with the target's entropy as the floor.
+    """
+
+    def __init__(self, flow: NormalizingFlow, target: BimodalGaussianDiag, lr: float = 1e-3,
+                 target_entropy_bpd: float | None = None, plot_limit: float = 2.5):
+        super().__init__()
+        self.save_hyperparameters(ignore=["flow", "target"])
+        self.flow, self.target = flow, target
+        self.data_shape = (1, flow.dim)
+        self.register_buffer("fixed_z", flow.base_density.sample(1000))
+        self.history: dict[str, list[float]] = {"train": [], "val": []}
+        self._init_means(["train_nll", "val_nll", "test_nll"])
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flow(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.flow(x)
+
+    def sample(self, num_samples: int) -> torch.Tensor:
+        return self.flow.sample(num_samples)
+
+    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        logged = super()._log_epoch(stage)
+        if stage in self.history and not self.trainer.sanity_checking:
+            self.history[stage].append(logged[f"{stage}_bpd"].item())
+        return logged
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bpd_history"] = self.history  # so the curve of a resumed run starts at epoch 1
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = checkpoint.get("bpd_history", {"train": [], "val": []})
+
+    @torch.no_grad()
+    def image_grids(self) -> dict[str, torch.Tensor]:
+        limit, n = self.hparams.plot_limit, 100
+        axis = torch.linspace(-limit, limit, n, device=self.device)
+        x, y = torch.meshgrid(axis, axis, indexing="xy")
+        mesh = torch.stack([x, y], dim=-1)  # [n, n, 2]: the densities take meshes directly
+        learned = self.flow.log_prob(mesh.reshape(-1, 2)).reshape(n, n)
+        history = {stage: list(values) for stage, values in self.history.items()}
+        if self.epoch_means["train_nll"].update_count:  # callbacks see an epoch's end before its train mean is logged
+            history["train"].append(self.bpd(self.epoch_means["train_nll"].compute()).item())
+        epochs = len(history["train"])
+        densities = {"base": self.flow.base_density.log_prob(mesh).exp(), "target": self.target.log_prob(mesh).exp(),
+                     f"learned (epoch {epochs})": learned.exp()}
+        samples = self.flow.transform(self.fixed_z, inverse=True)[0]
+        figures = {"densities": density_contours(densities, x, y),
+                   "flow_samples": scatter_with_modes(samples, self.target.mu, limit, f"epoch {epochs}")}
+        if epochs:
+            curves = {f"{stage} bpd": values for stage, values in history.items() if values}
+            figures["bpd_curve"] = bpd_curve(curves, floor=self.hparams.target_entropy_bpd)
+        return figures
+
+
+class ImageFlowModule(_FlowModule):
+    """RealNVP on binarized MNIST, trained on the dequantized bound (see part3_flows.image_flow).
+
+    ``nll(x)`` is E_u[-log p(y)] + D log 2 estimated with one dequantization draw, an upper bound on
+    -log P(x) in nats per image. The test stage averages it over ``test_dequant_samples`` draws per
+    image (``test_bpd``) and also logs the tighter multi-sample bound -log mean_k p(y_k) 2^-D
+    (``test_iw_bpd``).
+
+    Args:
+        flow: an :class:`ImageFlow` on (0, 1)-valued ``[1, 28, 28]`` images.
+        lr: Adam learning rate.
+        temperature: scale on the base noise for ``sample`` and the sample grids.
+        test_dequant_samples: dequantization draws per test image.
+        num_interpolations, interpolation_steps: the interpolation grid between pairs of test images.
+    """
+
+    sample_range = (0.0, 1.0)
+
+    def __init__(self, flow: ImageFlow, lr: float = 1e-3, temperature: float = 1.0, test_dequant_samples: int = 4,
+                 num_interpolations: int = 4, interpolation_steps: int = 6):
+        super().__init__()
+        self.save_hyperparameters(ignore=["flow"])
+        self.flow = flow
+        self.data_shape = (1, *flow.shape)
+        # Fixed noise and interpolation ends (saved with the checkpoint) so grids of different epochs compare.
+        self.register_buffer("fixed_z", torch.randn(64, flow.dims))
+        self.register_buffer("interpolation_ends", torch.zeros(2, num_interpolations, *flow.shape))
+        # Set once the actnorms are initialised from data and the interpolation ends are chosen.
+        self.register_buffer("data_ready", torch.tensor(False))
+        self.example_input_array = torch.zeros(2, *flow.shape)
+        self._init_means(["train_nll", "val_nll", "test_nll", "test_iw_nll"])
+
+    def nll(self, x: torch.Tensor) -> torch.Tensor:
+        """One-draw estimate of the dequantized bound on -log P(x), nats per image ``[B]``."""
+        return -self.flow.log_prob(dequantize(x)) + self.flow.dims * math.log(LEVELS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nll(x)
+
+    def setup(self, stage: str) -> None:
+        """Before the first fit: actnorm data init from a training batch; pick the interpolation ends.
+
+        Runs before the weights of a resumed run are restored, which then overwrite both.
+        """
+        if stage != "fit" or bool(self.data_ready):
+            return
+        datamodule = self.trainer.datamodule
+        self.flow.data_init(dequantize(next(iter(datamodule.train_dataloader()))[0]).to(self.device))
+        test_images = next(iter(datamodule.test_dataloader()))[0]
+        index = torch.arange(2 * self.hparams.num_interpolations) % len(test_images)
+        self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))
+        self.data_ready.fill_(True)
+
+    def test_step(self, batch, batch_idx):
+        x, k = batch[0], self.hparams.test_dequant_samples
+        nlls = torch.stack([self.nll(x) for _ in range(k)])  # [k, B]
+        self.epoch_means["test_nll"].update(nlls.mean(dim=0))
+        self.epoch_means["test_iw_nll"].update(-(torch.logsumexp(-nlls, dim=0) - math.log(k)))
+
+    @torch.no_grad()
+    def sample(self, num_samples: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Binary images ``[n, 1, 28, 28]`` (the cells the flow's samples fall in), at ``temperature``."""
+        return quantize(self.flow.sample(num_samples, self.hparams.temperature, z=z))
+
+    @torch.no_grad()
+    def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:
+        """``[B, steps + 2, C, H, W]``: binary images decoded along straight lines between the encodings
+        of ``x_start`` and ``x_end`` (dequantized at the cell centres, so the ends decode to themselves)."""
+        z_start = self.flow.transform(dequantize(x_start, torch.full_like(x_start, 0.5)))[0]
+        z_end = self.flow.transform(dequantize(x_end, torch.full_like(x_end, 0.5)))[0]
+        z = interpolate_latents(z_start, z_end, steps)
+        images = quantize(self.flow.transform(z.flatten(0, 1), inverse=True)[0])
+        return images.view(len(x_start), steps + 2, *self.flow.shape)
+
+    @torch.no_grad()
+    def image_grids(self) -> dict[str, torch.Tensor]:
+        """8x8 samples from the fixed noise; one row per interpolation between two test images."""
+        lines = self.interpolate(*self.interpolation_ends, self.hparams.interpolation_steps)
+        return {"samples": make_grid(self.sample(len(self.fixed_z), z=self.fixed_z)),
+                "interpolations": make_grid(lines.flatten(0, 1), nrow=lines.shape[1])}

@@ -1,0 +1,263 @@
+"""Part 3: toy densities against scipy, invertibility and exact log-dets of every layer and of the
+flows, the dequantized bound's constant, and the ``part3_flows.train`` command end to end on tiny data."""
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+from torch.autograd.functional import jacobian
+
+from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag
+from part3_flows.flows import ImageFlowModule
+from part3_flows.image_flow import (ActNorm, ConvCoupling, ImageFlow, LogitTransform, Squeeze, channel_mask,
+                                    checkerboard_mask, dequantize, quantize)
+from part3_flows.model import AffineCoupling, Coupling, NormalizingFlow, alternating_mask
+from part3_flows.train import main
+
+TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
+
+
+def randomise(flow: nn.Module, seed: int = 0) -> nn.Module:
+    """Replace the zero-initialised last layers (and identity actnorms) by random values, so that the
+    layers under test do something non-trivial."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in flow.modules():
+            if isinstance(module, AffineCoupling):
+                for param in (module.net[-1].weight, module.net[-1].bias):
+                    param.copy_(0.3 * torch.randn(param.shape, generator=generator))
+                module.scale.copy_(0.5 + torch.rand(module.scale.shape, generator=generator))
+            if isinstance(module, ActNorm):
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+                module.log_scale.copy_(0.3 * torch.randn(module.log_scale.shape, generator=generator))
+    return flow
+
+
+def toy_flow(num_flows=4, dim=2):
+    return NormalizingFlow(MultivariateGaussianDiag(0.0, 0.3, dim), dim, num_flows, num_hidden=16)
+
+
+def tiny_image_flow(shape=(1, 4, 4), num_scales=2):
+    return ImageFlow(shape, num_channels=8, num_blocks=2, num_scales=num_scales)
+
+
+def binary_images(shape, n=3, seed=0):
+    return torch.bernoulli(torch.full((n, *shape), 0.5), generator=torch.Generator().manual_seed(seed))
+
+
+# --- toy densities against scipy -------------------------------------------------------------------------------
+
+def test_gaussian_log_prob_matches_scipy_on_points_and_meshes():
+    mu, sigma = [0.5, -1.0, 2.0], [0.3, 1.5, 0.7]
+    density = MultivariateGaussianDiag(mu, sigma, dims=3)
+    oracle = stats.multivariate_normal(mu, np.diag(np.square(sigma)))
+    points = torch.randn(50, 3)
+    np.testing.assert_allclose(density.log_prob(points).numpy(), oracle.logpdf(points.numpy()), rtol=1e-5, atol=1e-5)
+    mesh = torch.randn(7, 7, 3)
+    assert density.log_prob(mesh).shape == (7, 7)
+    np.testing.assert_allclose(density.log_prob(mesh).numpy(), oracle.logpdf(mesh.numpy()), rtol=1e-5, atol=1e-5)
+
+
+def test_bimodal_log_prob_matches_scipy_on_points_and_meshes():
+    density = BimodalGaussianDiag(mu=[[1.0, 1.0], [-1.0, -0.5]], sigma=[0.3, 0.6], dims=2)
+    first = stats.multivariate_normal([1.0, 1.0], 0.09 * np.eye(2))
+    second = stats.multivariate_normal([-1.0, -0.5], 0.36 * np.eye(2))
+    axis = torch.linspace(-2.5, 2.5, 30)
+    mesh = torch.stack(torch.meshgrid(axis, axis, indexing="xy"), dim=-1)  # [30, 30, 2]
+    for x in (mesh, mesh.reshape(-1, 2)):
+        expected = np.logaddexp(first.logpdf(x.numpy()), second.logpdf(x.numpy())) - math.log(2)
+        np.testing.assert_allclose(density.log_prob(x).numpy(), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_samples_have_the_right_moments_and_balanced_modes():
+    generator = torch.Generator().manual_seed(0)
+    gaussian = MultivariateGaussianDiag([1.0, -2.0], [0.3, 2.0], dims=2).sample(40_000, generator=generator)
+    assert gaussian.shape == (40_000, 2)
+    torch.testing.assert_close(gaussian.mean(0), torch.tensor([1.0, -2.0]), atol=0.03, rtol=0)
+    torch.testing.assert_close(gaussian.std(0), torch.tensor([0.3, 2.0]), atol=0.03, rtol=0)
+    bimodal = BimodalGaussianDiag(mu=[[1.0, 1.0], [-1.0, -1.0]], sigma=[0.3, 0.5], dims=2)
+    samples, modes = bimodal.sample(40_000, generator=generator, return_modes=True)
+    assert abs(modes.float().mean().item() - 0.5) < 0.01  # 5 standard errors
+    assert ((samples.sum(1) < 0) == (modes == 1)).float().mean() > 0.995  # each point lies by its mode
+    for k, sigma in enumerate((0.3, 0.5)):
+        torch.testing.assert_close(samples[modes == k].mean(0), bimodal.mu[k], atol=0.02, rtol=0)
+        torch.testing.assert_close(samples[modes == k].std(0), torch.full((2,), sigma), atol=0.02, rtol=0)
+
+
+def test_target_entropy_is_two_gaussian_entropies_plus_one_bit():
+    # Modes 9 sigmas apart barely overlap: H = H(N(0, 0.3^2 I_2)) + log 2 nats, over 2 dims in bits.
+    target = BimodalGaussianDiag(mu=[[1.0, 1.0], [-1.0, -1.0]], sigma=[0.3, 0.3], dims=2)
+    exact = (math.log(2 * math.pi * math.e * 0.09) + math.log(2)) / (2 * math.log(2))
+    assert target.entropy_bits_per_dim(100_000, seed=0) == pytest.approx(exact, abs=0.01)
+
+
+# --- invertibility and exact log-determinants ------------------------------------------------------------------
+
+def image_layers():
+    return [ActNorm(2), Squeeze(), LogitTransform(), ConvCoupling(checkerboard_mask(2, 4, 4, 0), 8),
+            ConvCoupling(checkerboard_mask(2, 4, 4, 1), 8), ConvCoupling(channel_mask(2, 4, 4, 0), 8),
+            ConvCoupling(channel_mask(2, 4, 4, 1), 8)]
+
+
+@pytest.mark.parametrize("layer", [Coupling(4, 16, alternating_mask(4, 0)), Coupling(4, 16, alternating_mask(4, 1)),
+                                   *image_layers()], ids=lambda layer: type(layer).__name__)
+def test_each_layer_inverts_with_cancelling_log_dets(layer):
+    randomise(layer)
+    shape = (5, 4) if isinstance(layer, Coupling) else (5, 2, 4, 4)
+    x = torch.rand(shape) * 0.9 + 0.05  # inside (0, 1) for the logit
+    z, log_det = layer(x, torch.zeros(5))
+    x_back, log_det_back = layer(z, log_det, inverse=True)
+    torch.testing.assert_close(x_back, x, atol=1e-4, rtol=0)
+    torch.testing.assert_close(log_det_back, torch.zeros(5), atol=1e-4, rtol=0)
+    assert not torch.allclose(z.reshape(x.shape) if z.numel() == x.numel() else z, x)
+
+
+@pytest.mark.parametrize("flow", [toy_flow(), tiny_image_flow(), tiny_image_flow(num_scales=1),
+                                  ImageFlow((1, 28, 28), num_channels=8, num_blocks=1)], ids=["toy", "image",
+                                                                                              "image_1scale", "mnist"])
+def test_whole_flow_inverts_with_cancelling_log_dets(flow):
+    randomise(flow)
+    x = toy_flow().base_density.sample(8) * 3 if isinstance(flow, NormalizingFlow) else \
+        dequantize(binary_images(flow.shape, 8))
+    z, log_det = flow.transform(x)
+    x_back, log_det_back = flow.transform(z, inverse=True)
+    torch.testing.assert_close(x_back, x, atol=1e-4, rtol=0)
+    # 784-pixel log-dets run into the thousands: float32 cancels them to its relative precision.
+    torch.testing.assert_close(log_det_back, -log_det, atol=1e-4, rtol=1e-5)
+
+
+def assert_log_det_is_exact(transform, points: torch.Tensor):
+    """log_det from the flow equals log|det J| of the map, J by autograd, point by point (float64)."""
+    for point in points:
+        flat = point.reshape(-1)
+        jac = jacobian(lambda v: transform(v.view(1, *point.shape))[0].reshape(-1), flat)
+        sign, log_abs_det = torch.linalg.slogdet(jac)
+        assert sign != 0
+        torch.testing.assert_close(transform(point.unsqueeze(0))[1][0], log_abs_det, atol=1e-8, rtol=1e-8)
+
+
+def test_toy_flow_log_det_equals_autograd_jacobian():
+    flow = randomise(toy_flow(num_flows=6, dim=3)).double()
+    assert_log_det_is_exact(flow.transform, torch.randn(4, 3, dtype=torch.float64))
+    assert_log_det_is_exact(lambda z: flow.transform(z, inverse=True), torch.randn(2, 3, dtype=torch.float64) * 0.3)
+
+
+@pytest.mark.parametrize("num_scales", [1, 2])
+def test_image_flow_log_det_equals_autograd_jacobian(num_scales):
+    flow = tiny_image_flow(num_scales=num_scales).double()
+    y = dequantize(binary_images(flow.shape, 3)).double()
+    flow.data_init(y)
+    randomise(flow)
+    assert_log_det_is_exact(flow.transform, y)
+
+
+def test_fresh_toy_flow_is_the_identity():
+    flow = toy_flow(num_flows=6)
+    x = torch.randn(100, 2)
+    z, log_det = flow.transform(x)
+    assert torch.equal(z, x) and torch.equal(log_det, torch.zeros(100))
+    torch.testing.assert_close(flow(x), -flow.base_density.log_prob(x))
+
+
+def test_actnorm_data_init_standardises_each_channel():
+    flow = ImageFlow((1, 28, 28), num_channels=8, num_blocks=1)
+    flow.data_init(dequantize(binary_images((1, 28, 28), 64)))
+    first = flow.scales[0][0]
+    x = flow.logit(dequantize(binary_images((1, 28, 28), 64)), torch.zeros(64))[0]
+    out = first(x, torch.zeros(64))[0]
+    assert abs(out.mean().item()) < 0.1 and abs(out.std().item() - 1) < 0.1
+
+
+# --- the dequantized bound -------------------------------------------------------------------------------------
+
+def test_dequantize_stays_in_the_cell_and_quantize_inverts_it():
+    x = binary_images((1, 28, 28), 4)
+    y = dequantize(x)
+    assert ((y >= x / 2) & (y < (x + 1) / 2)).all()
+    assert torch.equal(quantize(y), x)
+
+
+def test_bound_probabilities_sum_to_the_mass_the_flow_puts_on_the_unit_cube():
+    """Sum over all 16 binary 2x2 images of exp(-bound) ~ integral of p(y) over [0, 1)^4: the D log 2
+    constant is exactly what turns cell densities into probabilities (without it the sum is ~16x)."""
+    torch.manual_seed(0)
+    module = ImageFlowModule(randomise(ImageFlow((1, 2, 2), num_channels=8, num_blocks=1, num_scales=1)))
+    all_images = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4))).view(16, 1, 2, 2)
+    with torch.no_grad():
+        nlls = torch.stack([module.nll(all_images) for _ in range(2000)])  # [draws, 16]
+        probabilities = (torch.logsumexp(-nlls, dim=0) - math.log(len(nlls))).exp()
+        y = module.flow.sample(200_000)
+        mass = ((y >= 0) & (y < 1)).flatten(1).all(dim=1).float().mean()
+    assert 0.3 < mass < 1
+    assert probabilities.sum().item() == pytest.approx(mass.item(), rel=0.03)
+    assert (nlls.mean(0) >= -probabilities.log()).all()  # averaged bound >= the multi-draw bound (Jensen)
+
+
+def test_image_module_samples_are_binary_images():
+    module = ImageFlowModule(ImageFlow((1, 28, 28), num_channels=8, num_blocks=1), temperature=0.8)
+    images = module.sample(5)
+    assert images.shape == (5, 1, 28, 28) and set(images.unique().tolist()) <= {0.0, 1.0}
+    lines = module.interpolate(binary_images((1, 28, 28), 2), binary_images((1, 28, 28), 2, seed=1), steps=3)
+    assert lines.shape == (2, 5, 1, 28, 28)
+    assert torch.equal(lines[:, 0], binary_images((1, 28, 28), 2))  # ends decode to themselves
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num_flows", "0"], "--num_flows must be positive, got 0"),
+    (["--num_hidden", "-4"], "--num_hidden must be positive, got -4"),
+    (["--temperature", "0"], "--temperature must be positive, got 0.0"),
+    (["--test_dequant_samples", "0"], "--test_dequant_samples must be positive, got 0"),
+    (["--num_channels", "0", "--task", "mnist"], "--num_channels must be positive, got 0"),
+    (["--interpolation_steps", "-1"], "--interpolation_steps must be >= 0, got -1"),
+    (["--task", "cifar"], "invalid choice: 'cifar'"),
+    (["--num_scales", "3"], "invalid choice: 3"),
+])
+def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("config", ["configs/flow_toy.yaml", "configs/flow_mnist.yaml"])
+def test_shipped_configs_are_valid(config):
+    from part3_flows.train import build_parser, check, default_name
+    from shared.cli import parse_args
+
+    args = parse_args(build_parser(), ["--config", str(Path(__file__).parents[1] / config)], check, default_name)
+    assert args.name.startswith(f"flow_{args.task}")
+
+
+def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
+    metrics = main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), "--subset", "512"])
+    run_dir = tmp_path / "flow_toy_k6_h64" / "version_0"
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert metrics["target_entropy_bpd"] == pytest.approx(0.81, abs=0.01)
+    assert metrics["train_bpd"] < metrics["train_loss_first_step"]
+    assert metrics["train_bpd_gap"] == pytest.approx(metrics["train_bpd"] - metrics["target_entropy_bpd"])
+    pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
+    assert {"densities_epoch000.png", "flow_samples_epoch000.png", "densities_epoch002.png",
+            "bpd_curve_epoch002.png"} <= pngs
+
+    from shared.runs import load_run
+    model, module, _ = load_run(run_dir)
+    assert module.__name__ == "part3_flows.train" and model.sample(10).shape == (10, 2)
+
+
+def test_smoke_mnist_training_logs_test_bpd_and_grids(tmp_path):
+    metrics = main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), "--task", "mnist", "--subset", "64", "--epochs", "1",
+                    "--num_channels", "8", "--num_blocks", "1", "--test_dequant_samples", "2"])
+    run_dir = tmp_path / "flow_mnist_c8_b1_s2" / "version_0"
+    assert {"val_bpd", "test_bpd", "test_iw_bpd"} <= set(metrics)
+    assert metrics["test_iw_bpd"] <= metrics["test_bpd"] < 2.0
+    pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
+    assert {"samples_epoch000.png", "interpolations_epoch000.png", "samples_epoch001.png"} <= pngs
