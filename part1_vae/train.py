@@ -1,4 +1,9 @@
-"""Train a VAE on threshold-binarized MNIST: ``python -m part1_vae.train --z_dim 20``."""
+"""Train a VAE on MNIST: ``python -m part1_vae.train --z_dim 20``.
+
+``--likelihood bernoulli`` (default) models threshold-binarized MNIST; ``--likelihood gaussian``
+models grey-scale MNIST, dequantized, with a learned per-pixel std, and its bpd are bits per
+8-bit pixel (see ``part1_vae.vae.VAE``). Gaussian runs are named ``..._gaussian``.
+"""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hidden_dims", type=int, nargs="+", default=[512], help="MLP hidden layer sizes")
     parser.add_argument("--num_filters", type=int, default=32, help="CNN channels of the first stage")
     parser.add_argument("--iw_samples", type=int, default=1000, help="importance samples per test image")
+    parser.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli",
+                        help="decoder likelihood: binarized MNIST, or dequantized grey-scale MNIST")
     return parser
 
 
@@ -31,7 +38,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def default_name(args: argparse.Namespace) -> str:
-    return f"vae_{args.model.lower()}_z{args.z_dim}"
+    return f"vae_{args.model.lower()}_z{args.z_dim}" + ("_gaussian" if args.likelihood == "gaussian" else "")
 
 
 def build_model(args: argparse.Namespace) -> VAE:
@@ -41,11 +48,12 @@ def build_model(args: argparse.Namespace) -> VAE:
     else:
         encoder = CNNEncoder(1, args.num_filters, args.z_dim)
         decoder = CNNDecoder(1, args.num_filters, args.z_dim)
-    return VAE(encoder, decoder, z_dim=args.z_dim, lr=args.lr, iw_samples=args.iw_samples)
+    return VAE(encoder, decoder, z_dim=args.z_dim, lr=args.lr, iw_samples=args.iw_samples, likelihood=args.likelihood)
 
 
 def build_datamodule(args: argparse.Namespace) -> BinarizedMNISTDataModule:
-    return BinarizedMNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
+    return BinarizedMNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
+                                    binarize=args.likelihood == "bernoulli", subset=args.subset)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -8,7 +8,7 @@ has, and that module rebuilds the model; the checkpoint is the one the run's met
 (the VAE's best, the GAN's last), else last.ckpt, unless --checkpoint says otherwise. Any module
 whose ``sample(n)`` returns images (or a tuple whose --sample_index'th element is images) works;
 images are mapped to [0, 1] from the module's ``sample_range`` (default [0, 1]). Samples are
-compared with threshold-binarized MNIST when the run trained on it (VAE: always; GAN: --binarize)
+compared with threshold-binarized MNIST when the run trained on it (Bernoulli VAE, mixture; GAN/AAE: --binarize)
 or when every sample pixel is 0 or 1, else with grey-scale MNIST; --reference overrides.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from shared.evaluation import draw_samples, evaluate_samples, format_report
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import load_run
 
-# Parts whose training data is always threshold-binarized (no --binarize flag in their config).
+# Parts whose training data is threshold-binarized without a --binarize flag (the VAE unless --likelihood gaussian).
 ALWAYS_BINARIZED = {"part1_vae.train", "part1_vae.train_mixture"}
 VALUE_RANGES = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
 
@@ -51,7 +51,8 @@ def main(argv=None) -> dict:
     except (ValueError, IndexError) as err:
         raise SystemExit(f"error: cannot use the samples of {args.run_dir}: {err}") from None
     if args.reference == "auto":
-        trained_binarized = module.__name__ in ALWAYS_BINARIZED or getattr(run_args, "binarize", False)
+        trained_binarized = (getattr(run_args, "binarize", False) or
+                             (module.__name__ in ALWAYS_BINARIZED and getattr(run_args, "likelihood", "bernoulli") == "bernoulli"))
         binarized = bool(trained_binarized or ((samples == 0) | (samples == 1)).all())
     else:
         binarized = args.reference == "binarized"

@@ -16,7 +16,8 @@ import torch
 import yaml
 
 # The train modules of the parts; one not written yet is skipped.
-TRAIN_MODULES = ("part1_vae.train", "part1_vae.train_mixture", "part2_gan.train", "part3_flows.train")
+TRAIN_MODULES = ("part1_vae.train", "part1_vae.train_mixture", "part2_gan.train", "part2_gan.train_aae",
+                 "part3_flows.train")
 
 
 def finished_runs(log_dir: str | Path, name: str) -> list[Path]:

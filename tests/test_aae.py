@@ -1,0 +1,196 @@
+"""The adversarial autoencoder: priors, MMD, network shapes, the three-optimizer step, and the command end to end."""
+import json
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior, median_bandwidths, \
+    mmd2_unbiased
+from part2_gan.train_aae import main
+from shared.evaluation import draw_samples
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
+
+# Flags that make an AAE run take seconds: 256 images (4 batches), 2 epochs, no judge.
+TINY_AAE = ["--subset", "256", "--batch_size", "64", "--epochs", "2", "--sample_epochs", "0",
+            "--hidden_dim", "32", "--accelerator", "cpu", "--devices", "1", "--eval_samples", "0"]
+
+
+def run(tmp_path, *flags):
+    return main([*TINY_AAE, "--log_dir", str(tmp_path), *flags])
+
+
+@pytest.mark.parametrize("z_dim", [2, 8])
+def test_network_shapes(z_dim):
+    imgs = torch.rand(5, 1, 28, 28)
+    codes = AAEEncoder(784, 64, z_dim)(imgs)
+    assert codes.shape == (5, z_dim)
+    assert AAEDecoder(z_dim, 64)(codes).shape == (5, 1, 28, 28)
+    assert LatentDiscriminator(z_dim, 64)(codes).shape == (5, 1)
+
+
+def test_gaussian_prior_samples_and_walks_the_quantile_grid():
+    torch.manual_seed(0)
+    z = GaussianPrior(3).sample(50_000)
+    assert z.shape == (50_000, 3)
+    assert torch.allclose(z.mean(0), torch.zeros(3), atol=0.02) and torch.allclose(z.std(0), torch.ones(3), atol=0.02)
+    walk = GaussianPrior(3).walk(100)
+    assert walk.shape == (100, 3) and (walk[:, 2] == 0).all()
+    assert walk[:, :2].abs().max().item() == pytest.approx(1.645, abs=1e-3)  # the 5% / 95% quantiles
+
+
+def test_mixture_modes_lie_evenly_on_the_circle_and_samples_around_them():
+    prior = MixtureOfGaussiansPrior()
+    modes = prior.modes()
+    assert modes.shape == (10, 2) and torch.allclose(modes.norm(dim=1), torch.full((10,), 4.0))
+    assert torch.allclose((modes - modes.roll(1, 0)).norm(dim=1), torch.full((10,), 8 * math.sin(math.pi / 10)))
+    z = prior.sample(20_000, generator=torch.Generator().manual_seed(0))
+    distances, nearest = torch.cdist(z, modes).min(dim=1)
+    assert z.shape == (20_000, 2) and distances.max() < 6 * prior.std
+    assert torch.bincount(nearest, minlength=10).min() > 1800  # equal weights: about 2,000 each
+    walk = prior.walk(100).view(10, 10, 2)
+    assert torch.allclose(walk[:, 0].norm(dim=1), torch.full((10,), 3.0)) and torch.allclose(walk[:, -1].norm(dim=1),
+                                                                                               torch.full((10,), 5.0))
+    assert torch.allclose(walk[:, 5] / walk[:, 5].norm(dim=1, keepdim=True), modes / 4.0, atol=1e-6)
+
+
+def test_swiss_roll_radius_range_arms_and_walk_from_the_centre_outwards():
+    prior = SwissRollPrior(noise=0.0)
+    z = prior.sample(20_000, generator=torch.Generator().manual_seed(0))
+    t = z.norm(dim=1) / prior.scale
+    assert z.shape == (20_000, 2)
+    assert t.min() >= prior.t_min - 1e-4 and t.max() <= prior.t_max + 1e-4
+    assert torch.allclose(z / z.norm(dim=1, keepdim=True), torch.stack([t.cos(), t.sin()], 1), atol=1e-3)
+    # uniform along the length: half the samples below the t whose squared value is halfway
+    assert (t < math.sqrt((prior.t_min ** 2 + prior.t_max ** 2) / 2)).float().mean() == pytest.approx(0.5, abs=0.02)
+    radii = prior.walk(100).norm(dim=1)
+    assert (radii.diff() > 0).all()
+    assert radii[0] == pytest.approx(prior.scale * prior.t_min) and radii[-1] == pytest.approx(4.0)
+    noisy = SwissRollPrior().sample(1000)
+    assert noisy.norm(dim=1).min() > 1.33 - 0.6 and noisy.norm(dim=1).max() < 4 + 0.6
+
+
+def test_only_the_gaussian_prior_takes_more_than_two_dimensions():
+    assert make_prior("gaussian", 5).z_dim == 5
+    with pytest.raises(ValueError, match="the mog prior is 2-D"):
+        make_prior("mog", 3)
+
+
+def test_mmd_is_near_zero_for_one_distribution_and_large_for_two():
+    generator = torch.Generator().manual_seed(0)
+    roll = SwissRollPrior()
+    a, b = roll.sample(1000, generator), roll.sample(1000, generator)
+    bandwidths = median_bandwidths(a)
+    same = mmd2_unbiased(a, b, bandwidths)
+    different = mmd2_unbiased(torch.randn(1000, 2, generator=generator) * 2, a, bandwidths)  # same spread, no roll
+    assert abs(same) < 2e-3 and different > 0.01 and different > 20 * abs(same)
+    assert mmd2_unbiased(b + 1.0, a, bandwidths) > mmd2_unbiased(b + 0.3, a, bandwidths) > 2 * abs(same)
+
+
+def small_aae(prior="swiss_roll", z_dim=2):
+    torch.manual_seed(0)
+    return AAE(AAEEncoder(784, 32, z_dim), AAEDecoder(z_dim, 32), LatentDiscriminator(z_dim, 32), prior=prior,
+               z_dim=z_dim)
+
+
+def test_sample_gives_means_in_unit_range_that_the_evaluator_takes():
+    aae = small_aae().eval()
+    samples = aae.sample(7)
+    assert samples.shape == (7, 1, 28, 28) and aae.sample_range == (0.0, 1.0)
+    assert 0 <= samples.min() and samples.max() <= 1
+    assert torch.equal(draw_samples(aae, 5, seed=3), draw_samples(aae, 5, seed=3))
+
+
+def test_image_grids_with_and_without_test_data(tiny_datamodule):
+    aae = small_aae().eval()
+    assert set(aae.image_grids()) == {"samples", "prior_walk"}
+    test = tiny_datamodule.splits["test"]
+    aae.latent_map_data = (test.images, test.labels)
+    grids = aae.image_grids()
+    assert grids["samples"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)
+    assert grids["prior_walk"].shape == (3, 10 * 30 + 2, 10 * 30 + 2)
+    assert grids["reconstructions"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)  # 32 pairs
+    latent_map = grids["latent_map"]
+    assert latent_map.shape[0] == 3 and latent_map.shape[1] >= 300 and 0 <= latent_map.min() < latent_map.max() <= 1
+
+
+def snapshot(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def changed(before, after):
+    return {name for name in before if not torch.equal(before[name], after[name])}
+
+
+def test_each_of_the_three_steps_updates_exactly_its_own_networks(tiny_datamodule):
+    aae = small_aae()
+    names = {part: {f"{part}.{n}" for n, _ in getattr(aae, part).named_parameters()}
+             for part in ("encoder", "decoder", "discriminator")}
+    snapshots = [snapshot(aae)]
+    original_configure = aae.configure_optimizers
+
+    def configure_with_hooks():
+        optimizers = original_configure()
+        for optimizer in optimizers:
+            optimizer.register_step_post_hook(lambda *_: snapshots.append(snapshot(aae)))
+        return optimizers
+
+    aae.configure_optimizers = configure_with_hooks
+    pl.Trainer(max_steps=3, limit_train_batches=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(
+        aae, tiny_datamodule.train_dataloader())
+    assert len(snapshots) == 4  # before, after reconstruction, discriminator and encoder-as-generator steps
+    assert changed(snapshots[0], snapshots[1]) == names["encoder"] | names["decoder"]
+    assert changed(snapshots[1], snapshots[2]) == names["discriminator"]
+    assert changed(snapshots[2], snapshots[3]) == names["encoder"]
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--prior", "uniform"], "invalid choice: 'uniform'"),
+    (["--z_dim", "1"], "--z_dim must be at least 2"),
+    (["--prior", "mog", "--z_dim", "3"], "--prior mog is 2-D: it needs --z_dim 2, got 3"),
+    (["--hidden_dim", "0"], "--hidden_dim must be positive, got 0"),
+    (["--lr_adv", "-1"], "--lr_adv must be positive, got -1.0"),
+    (["--eval_samples", "1"], "--eval_samples must be 0 (skip) or at least 2"),
+])
+def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, *flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
+
+
+def test_config_parses_to_the_documented_run():
+    from part2_gan.train_aae import build_parser, check, default_name
+    from shared.cli import parse_args
+
+    args = parse_args(build_parser(), ["--config", "configs/aae_swiss_roll.yaml"], check, default_name)
+    assert (args.name, args.prior, args.z_dim, args.hidden_dim, args.binarize) == ("aae_swiss_roll_z2", "swiss_roll", 2,
+                                                                                    512, True)
+
+
+@pytest.mark.slow
+def test_smoke_training_writes_maps_grids_and_prior_match_metrics(tmp_path):
+    metrics = run(tmp_path, "--prior", "mog")
+    run_dir = tmp_path / "aae_mog_z2" / "version_0"
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert metrics["train_loss_first_step"] > metrics["test_recon"] > 0  # nats per image
+    assert 0 <= metrics["test_d_acc"] <= 1 and metrics["test_mmd2"] > abs(metrics["test_mmd2_reference"])
+    assert abs(metrics["test_mmd2_reference"]) < 0.01
+    assert {p.name for p in (run_dir / "samples").glob("*.png")} == {
+        f"{name}_epoch{epoch:03d}.png" for name in ("samples", "prior_walk", "reconstructions", "latent_map")
+        for epoch in (0, 2)}
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and list(run_dir.glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_samples_are_judged_against_the_training_mnist_after_training(tmp_path, tiny_judge_path):
+    metrics = run(tmp_path, "--epochs", "1", "--eval_samples", "200", "--judge", str(tiny_judge_path))
+    assert metrics["eval_num_samples"] == 200 and metrics["eval_reference"] == "threshold-binarized"
+    assert 1 <= metrics["eval_inception_score"] <= 10 and metrics["eval_frechet_distance"] > 0
+    assert json.loads((tmp_path / "aae_gaussian_z2" / "version_0" / "metrics.json").read_text()) == metrics
