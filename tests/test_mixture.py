@@ -73,3 +73,12 @@ def test_frankenstein_digits_take_halves_from_two_classes():
 def test_frankenstein_auroc_orders_scores():
     assert frankenstein_auroc(torch.tensor([-1.0, -2.0]), torch.tensor([-5.0, -6.0])) == 1.0
     assert frankenstein_auroc(torch.tensor([-5.0, -6.0]), torch.tensor([-1.0, -2.0])) == 0.0
+
+
+def test_frankenstein_auroc_ranks_log_likelihoods_of_hundreds_of_nats_and_counts_ties_half():
+    natural = torch.tensor([-100.0, -120.0, -140.0, -500.0])
+    frankenstein = torch.tensor([-130.0, -150.0, -160.0, -500.0])
+    # Count the (Frankenstein, natural) pairs where the Frankenstein digit is the less likely; a tie counts half.
+    wins = sum(float(f < n) + 0.5 * float(f == n) for f in frankenstein for n in natural)
+    assert frankenstein_auroc(natural, frankenstein) == pytest.approx(wins / 16)
+    assert 0.5 < frankenstein_auroc(natural, frankenstein) < 1.0
