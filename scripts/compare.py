@@ -326,7 +326,8 @@ def reading(models: list[Loaded], quality: list[dict], aurocs: dict[str, float])
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log_dir", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=Path("reports"), help="where comparison.md and figures go")
+    parser.add_argument("--out", type=Path, default=Path("reports"),
+                        help="where comparison.md and its figures (comparison/) go")
     parser.add_argument("--num_samples", type=int, default=10_000, help="samples per generator for the judge")
     parser.add_argument("--frankenstein", type=int, default=1000, help="natural and Frankenstein images scored")
     parser.add_argument("--iw_samples", type=int, default=250,
@@ -345,8 +346,8 @@ def main(argv=None) -> Path:
             parser.error(f"--{flag} must be at least 2, got {getattr(args, flag)}")
     torch.manual_seed(args.seed)
     models = [load_or_train(spec, args.log_dir, args.subset) for spec in MODELS]
-    shutil.rmtree(args.out, ignore_errors=True)
-    figures = args.out / "figures"
+    figures = args.out / "comparison"  # this script's own folder: rewritten from scratch on every call
+    shutil.rmtree(figures, ignore_errors=True)
     figures.mkdir(parents=True)
 
     judge, record = load_judge(args.judge)
@@ -397,14 +398,14 @@ def main(argv=None) -> Path:
                f"of the 10,000 test images; the ceiling row scores {args.num_samples:,} real training images the "
                "same way. Samples/s: drawing on this machine's CPU, batches of 1,000.", "",
                *quality_rows(quality), "",
-               f"![samples](figures/{names['samples']})", "",
+               f"![samples](comparison/{names['samples']})", "",
                "## Interpolations", "",
                "Linear paths in latent space, ends included: between prior draws (VAE, GAN) and between the codes "
                "of two test images (VAE encoder means; the flow's exact inverse).", "",
-               f"![interpolations](figures/{names['interpolations']})", ""]
+               f"![interpolations](comparison/{names['interpolations']})", ""]
     if names["latents"]:
         report += ["## Latent spaces", "", "Posterior means of the 10,000 test images, coloured by digit.", "",
-                   f"![latent maps](figures/{names['latents']})", ""]
+                   f"![latent maps](comparison/{names['latents']})", ""]
     report += ["## Frankenstein digits", "",
                f"{args.frankenstein} test digits and as many Frankenstein digits (left half of one test digit, right "
                "half of a digit of another class). AUROC of -log p(x) as a detector of Frankenstein digits "
@@ -412,7 +413,7 @@ def main(argv=None) -> Path:
                "| model | AUROC | mean log p natural | mean log p Frankenstein |", "| --- | ---: | ---: | ---: |"]
     report += [f"| {spec.label} | {aurocs[spec.label]:.3f} | {nat.mean():.1f} | {fr.mean():.1f} |"
                for spec, (nat, fr) in scores.items()]
-    report += ["", f"![frankenstein](figures/{names['frankenstein']})", "",
+    report += ["", f"![frankenstein](comparison/{names['frankenstein']})", "",
                "## Reading", "", *reading(models, quality, aurocs), ""]
     path = args.out / "comparison.md"
     path.write_text("\n".join(report))

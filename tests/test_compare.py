@@ -21,7 +21,7 @@ def test_report_trains_missing_runs_and_writes_every_section(tmp_path, tiny_judg
         assert spec.label in report
         assert (tmp_path / "runs" / spec.name / "version_0" / "metrics.json").is_file()
     assert "short run trained by compare.py" in report
-    figures = tmp_path / "reports" / "figures"
+    figures = tmp_path / "reports" / "comparison"
     assert {p.name for p in figures.iterdir()} == {"samples.png", "interpolations.png", "latent_maps.png",
                                                     "frankenstein.png"}
     assert report.count("AUROC") >= 2 and not re.search(r"\bnan\b", report, re.IGNORECASE)
@@ -38,3 +38,15 @@ def test_invalid_counts_fail_fast(flag, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_script("compare").main([flag, "1"])
     assert exit_info.value.code == 2 and f"{flag} must be at least 2" in capsys.readouterr().err
+
+
+def test_collect_figures_copies_the_latest_final_grid_and_skips_unfinished_runs(tmp_path, capsys):
+    for version, epochs in ((0, (0, 10)), (1, (0, 10, 80))):
+        samples = tmp_path / "runs" / "vae_mlp_z20" / f"version_{version}" / "samples"
+        samples.mkdir(parents=True)
+        (samples.parent / "metrics.json").write_text("{}")
+        for epoch in epochs:
+            (samples / f"samples_epoch{epoch:03d}.png").write_bytes(f"v{version} e{epoch}".encode())
+    load_script("collect_figures").main(["--log_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "vae_mlp_z20__samples_epoch080.png").read_bytes() == b"v1 e80"
+    assert "skipped gan_mlp/samples_final: no finished run" in capsys.readouterr().out

@@ -1,0 +1,58 @@
+"""Copy the README's figures out of the latest finished runs: ``python scripts/collect_figures.py``.
+
+Runs live under ``runs/`` (not in git); the README shows copies in ``reports/figures/``, each named
+``<run name>__<file>.png`` so it is clear which run and which file it came from. A figure whose run
+has not finished is reported and skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from shared.runs import finished_runs
+
+# (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
+FIGURES = (
+    ("vae_mlp_z20", "samples_final"), ("vae_mlp_z20", "sample_means_final"),
+    ("vae_mlp_z2", "manifold_final"),
+    ("vae_cnn_z20", "sample_means_final"),
+    ("vae_mlp_z20_gaussian", "sample_means_final"), ("vae_mlp_z20_gaussian", "samples_final"),
+    ("mixture_k20", "component_means_final"), ("mixture_k20", "samples_final"),
+    ("gan_mlp", "samples_epoch000"), ("gan_mlp", "samples_epoch010"), ("gan_mlp", "samples_final"),
+    ("gan_mlp", "interpolations_final"),
+    ("gan_dcgan", "samples_final"), ("gan_dcgan", "interpolations_final"),
+    ("flow_toy_k6_h64", "densities_epoch000"), ("flow_toy_k6_h64", "densities_final"),
+    ("flow_toy_k6_h64", "flow_samples_final"), ("flow_toy_k6_h64", "bpd_curve_final"),
+    ("flow_mnist_c32_b2_s2", "samples_final"), ("flow_mnist_c32_b2_s2", "interpolations_final"),
+    ("aae_swiss_roll_z2", "latent_map_final"), ("aae_swiss_roll_z2", "prior_walk_final"),
+)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log_dir", type=Path, default=Path("runs"))
+    parser.add_argument("--out", type=Path, default=Path("reports/figures"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, figure in FIGURES:
+        runs = finished_runs(args.log_dir, name)
+        if not runs:
+            print(f"skipped {name}/{figure}: no finished run of {name} under {args.log_dir}")
+            continue
+        samples = runs[-1] / "samples"
+        if figure.endswith("_final"):  # the highest epoch written
+            candidates = sorted(samples.glob(f"{figure.removesuffix('_final')}_epoch*.png"))
+            source = candidates[-1] if candidates else samples / f"{figure}.png"
+        else:
+            source = samples / f"{figure}.png"
+        if not source.is_file():
+            print(f"skipped {name}/{figure}: {source} not found")
+            continue
+        target = args.out / f"{name}__{source.name}"
+        shutil.copyfile(source, target)
+        print(f"{source} -> {target}")
+
+
+if __name__ == "__main__":
+    main()
