@@ -5,8 +5,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
 
+from shared.metrics import EpochMeans
 from shared.utils import elbo_to_bpd, make_grid
 
 
@@ -26,7 +26,7 @@ class BernoulliMixture(pl.LightningModule):
         self.component_logits = nn.Parameter(0.01 * torch.randn(num_components, num_pixels))  # w
         self.pixel_bias = nn.Parameter(torch.zeros(num_pixels))  # c
         self.example_input_array = torch.zeros(2, *image_shape)
-        self.epoch_nll = nn.ModuleDict({stage: MeanMetric(nan_strategy="disable") for stage in ("fit", "val", "test")})
+        self.epoch_means = EpochMeans(("train", "val", "test"), ["nll"])
 
     def pixel_logits(self) -> torch.Tensor:
         """``[K, D]`` logits of p(x_d = 1 | z = k)."""
@@ -54,17 +54,16 @@ class BernoulliMixture(pl.LightningModule):
 
     def _step(self, stage: str, imgs: torch.Tensor) -> torch.Tensor:
         nll = -self.log_prob(imgs)
-        self.epoch_nll[stage].update(nll)
+        self.epoch_means.add(stage, {"nll": nll})
         return elbo_to_bpd(nll, imgs.shape).mean()
 
-    def _log_epoch(self, stage: str, prefix: str) -> None:
-        nll = self.epoch_nll[stage].compute()
-        self.log_dict({f"{prefix}_log_likelihood": -nll, f"{prefix}_bpd": elbo_to_bpd(nll, self.example_input_array.shape)},
+    def _log_epoch(self, stage: str) -> None:
+        nll = self.epoch_means.compute_and_reset(stage)[f"{stage}_nll"]
+        self.log_dict({f"{stage}_log_likelihood": -nll, f"{stage}_bpd": elbo_to_bpd(nll, self.example_input_array.shape)},
                       prog_bar=True, sync_dist=True)
-        self.epoch_nll[stage].reset()
 
     def training_step(self, batch, batch_idx):
-        return self._step("fit", batch[0])
+        return self._step("train", batch[0])
 
     def validation_step(self, batch, batch_idx):
         self._step("val", batch[0])
@@ -73,13 +72,13 @@ class BernoulliMixture(pl.LightningModule):
         self._step("test", batch[0])
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("fit", "train")
+        self._log_epoch("train")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val", "val")
+        self._log_epoch("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test", "test")
+        self._log_epoch("test")
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)

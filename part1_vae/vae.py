@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
 
 from part1_vae.utils import KLD, log_normal_diag, log_standard_normal, sample_reparameterize
+from shared.metrics import EpochMeans
 from shared.utils import elbo_to_bpd, make_grid, visualize_manifold
 
 
@@ -82,9 +82,8 @@ class VAE(pl.LightningModule):
         # Fixed noise (saved with the checkpoint) so sample grids of different epochs compare.
         self.register_buffer("fixed_z", torch.randn(64, z_dim))
         self.example_input_array = torch.zeros(2, 1, 28, 28)
-        # One running mean per stage and quantity, in nats per image (torchmetrics syncs them under DDP).
-        names = ["train_recon", "train_kl", "val_recon", "val_kl", "test_recon", "test_kl", "test_iw_nll"]
-        self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
+        # Running means per stage, in nats per image (test_iw_nll in the test stage only).
+        self.epoch_means = EpochMeans(("train", "val", "test"), ["recon", "kl", "iw_nll"])
 
     def pixel_log_std(self) -> torch.Tensor:
         """The Gaussian likelihood's per-pixel log-std ``[1, 28, 28]``."""
@@ -151,23 +150,17 @@ class VAE(pl.LightningModule):
     def _update_means(self, stage: str, imgs: torch.Tensor) -> torch.Tensor:
         """Add the batch to the stage's running means; return the batch's bpd (the training loss)."""
         rec, kl = self._nelbo_terms(imgs)
-        self.epoch_means[f"{stage}_recon"].update(rec)
-        self.epoch_means[f"{stage}_kl"].update(kl)
+        self.epoch_means.add(stage, {"recon": rec, "kl": kl})
         return self._bpd(rec + kl, imgs.shape).mean()
 
     def _log_epoch(self, stage: str) -> None:
-        # Means are accumulated per image and logged once per epoch because Lightning's per-step
-        # self.log costs more than a step of this small model. nELBO and bpd are linear in the means.
-        keys = [key for key in self.epoch_means if key.startswith(f"{stage}_")]
-        means = {key.removeprefix(f"{stage}_"): self.epoch_means[key].compute() for key in keys}
-        nelbo = means["recon"] + means["kl"]
+        means = {key.removeprefix(f"{stage}_"): mean for key, mean in self.epoch_means.compute_and_reset(stage).items()}
+        nelbo = means["recon"] + means["kl"]  # nELBO and bpd are linear in the means
         logged = {f"{stage}_recon": means["recon"], f"{stage}_kl": means["kl"], f"{stage}_nelbo": nelbo,
                   f"{stage}_bpd": self._bpd(nelbo, self.example_input_array.shape)}
         if "iw_nll" in means:
             logged[f"{stage}_iw_bpd"] = self._bpd(means["iw_nll"], self.example_input_array.shape)
         self.log_dict(logged, prog_bar=True, sync_dist=True)
-        for key in keys:
-            self.epoch_means[key].reset()
 
     def training_step(self, batch, batch_idx):
         return self._update_means("train", self._prepare(batch[0]))
@@ -178,7 +171,7 @@ class VAE(pl.LightningModule):
     def test_step(self, batch, batch_idx):
         imgs = self._prepare(batch[0])
         self._update_means("test", imgs)
-        self.epoch_means["test_iw_nll"].update(self.importance_weighted_nll(imgs))
+        self.epoch_means.add("test", {"iw_nll": self.importance_weighted_nll(imgs)})
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")

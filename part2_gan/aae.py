@@ -9,16 +9,16 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from matplotlib import colormaps
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from torch import nn
-from torchmetrics import CatMetric, MeanMetric
+from torchmetrics import CatMetric
 
 from part1_vae.vae import bernoulli_nll
 from part2_gan.gan import _bce
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
-from shared.utils import make_grid
+from shared.metrics import EpochMeans
+from shared.utils import figure_to_tensor, make_grid
 
 
 def _linear_bn_relu(sizes: Sequence[int]) -> list[nn.Module]:
@@ -78,7 +78,6 @@ def render_latent_map(codes: torch.Tensor, labels: torch.Tensor, prior_samples: 
     rendered off-screen (Agg, no pyplot state) to a ``[3, H, W]`` image in [0, 1]."""
     tab10 = list(colormaps["tab10"].colors)
     figure = Figure(figsize=(6, 6), dpi=100)
-    canvas = FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     prior_samples, codes = prior_samples.cpu().numpy(), codes.cpu().numpy()
     ax.hexbin(prior_samples[:, 0], prior_samples[:, 1], gridsize=50, cmap="Greys", bins="log", mincnt=1,
@@ -89,9 +88,7 @@ def render_latent_map(codes: torch.Tensor, labels: torch.Tensor, prior_samples: 
     figure.colorbar(points, ax=ax, ticks=range(10), label="digit", fraction=0.046, pad=0.04)
     ax.set(xlabel="$z_1$", ylabel="$z_2$", title=title, aspect="equal")
     figure.tight_layout()
-    canvas.draw()
-    rgba = np.asarray(canvas.buffer_rgba())
-    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+    return figure_to_tensor(figure)
 
 
 class AAE(pl.LightningModule):
@@ -134,8 +131,7 @@ class AAE(pl.LightningModule):
         self.example_input_array = torch.zeros(2, 1, 28, 28)
         self.latent_map_data: tuple[torch.Tensor, torch.Tensor] | None = None
         names = ["recon", "d_loss", "g_loss", "d_acc_prior", "d_acc_codes", "d_acc"]
-        self.epoch_means = nn.ModuleDict({f"{stage}_{name}": MeanMetric(nan_strategy="disable")
-                                          for stage in ("train", "test") for name in names})
+        self.epoch_means = EpochMeans(("train", "test"), names)
         self.test_codes = CatMetric(nan_strategy="disable")
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
@@ -181,19 +177,12 @@ class AAE(pl.LightningModule):
         g_loss = _bce(self.discriminator(self.encoder(imgs)), 1.0)
         self._step(opt_g, g_loss)
 
-        self._update_means("train", len(imgs), {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures})
+        self.epoch_means.add("train", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
+                             count=len(imgs))
         return {"loss": recon, "d_loss": d_loss, "g_loss": g_loss}
 
-    def _update_means(self, stage: str, batch_size: int, values: dict[str, torch.Tensor]) -> None:
-        for name, value in values.items():
-            self.epoch_means[f"{stage}_{name}"].update(value.detach(), weight=batch_size)
-
     def _log_epoch(self, stage: str) -> None:
-        # Once per epoch: Lightning's per-step self.log costs more than a step of these MLPs.
-        keys = [key for key in self.epoch_means if key.startswith(f"{stage}_")]
-        self.log_dict({key: self.epoch_means[key].compute() for key in keys}, prog_bar=stage == "train")
-        for key in keys:
-            self.epoch_means[key].reset()
+        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -204,7 +193,8 @@ class AAE(pl.LightningModule):
         d_loss, figures = self._discriminate(codes)
         recon = bernoulli_nll(self.decoder(codes), imgs).mean()
         g_loss = _bce(self.discriminator(codes), 1.0)
-        self._update_means("test", len(imgs), {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures})
+        self.epoch_means.add("test", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
+                             count=len(imgs))
         self.test_codes.update(codes)
 
     def on_test_epoch_end(self) -> None:

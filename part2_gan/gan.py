@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric
 
+from shared.metrics import EpochMeans
 from shared.utils import interpolate_latents, make_grid
 
 
@@ -43,11 +44,8 @@ class GAN(pl.LightningModule):
         self.register_buffer("fixed_z", torch.randn(64, z_dim))
         self.register_buffer("fixed_interpolation_ends", torch.randn(2, num_interpolations, z_dim))
         self.example_input_array = torch.zeros(2, z_dim)
-        # Per-image running means of each epoch (torchmetrics syncs them under DDP), logged once per
-        # epoch because Lightning's per-step self.log costs more than a step of the MLP GAN.
-        names = ["g_loss", "d_loss", "d_acc_real", "d_acc_fake", "d_real", "d_fake"]
-        self.epoch_means = nn.ModuleDict({f"{stage}_{name}": MeanMetric(nan_strategy="disable")
-                                          for stage in ("train", "test") for name in names})
+        self.epoch_means = EpochMeans(("train", "test"), ["g_loss", "d_loss", "d_acc_real", "d_acc_fake", "d_real",
+                                                          "d_fake"])
         # Collapse watch: the epoch's highest fraction of fakes that fooled the discriminator.
         self.most_fakes_passed = MaxMetric()
 
@@ -83,15 +81,8 @@ class GAN(pl.LightningModule):
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
         return loss, figures
 
-    def _update_means(self, stage: str, batch_size: int, values: dict[str, torch.Tensor]) -> None:
-        for name, value in values.items():
-            self.epoch_means[f"{stage}_{name}"].update(value.detach(), weight=batch_size)
-
     def _log_epoch(self, stage: str) -> None:
-        keys = [key for key in self.epoch_means if key.startswith(f"{stage}_")]
-        self.log_dict({key: self.epoch_means[key].compute() for key in keys}, prog_bar=stage == "train")
-        for key in keys:
-            self.epoch_means[key].reset()
+        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train")
 
     def training_step(self, batch, batch_idx):
         """Returns ``loss`` (the discriminator's: 2 ln 2 for one that cannot tell) and ``g_loss``."""
@@ -114,7 +105,7 @@ class GAN(pl.LightningModule):
         opt_d.step()
         self.untoggle_optimizer(opt_d)
 
-        self._update_means("train", len(real), {"g_loss": g_loss, "d_loss": d_loss, **figures})
+        self.epoch_means.add("train", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
         self.most_fakes_passed.update(1.0 - figures["d_acc_fake"].detach())
         return {"loss": d_loss, "g_loss": g_loss}
 
@@ -132,8 +123,8 @@ class GAN(pl.LightningModule):
         real = batch[0]
         fake = self.generator(self._noise(len(real)))
         d_loss, figures = self._discriminate(real, fake)
-        self._update_means("test", len(real), {"g_loss": _bce(self.discriminator(fake), 1.0), "d_loss": d_loss,
-                                               **figures})
+        self.epoch_means.add("test", {"g_loss": _bce(self.discriminator(fake), 1.0), "d_loss": d_loss, **figures},
+                             count=len(real))
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")

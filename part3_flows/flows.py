@@ -11,13 +11,13 @@ import math
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
 from part3_flows.distributions import BimodalGaussianDiag
 from part3_flows.image_flow import LEVELS, ImageFlow, dequantize, quantize
 from part3_flows.model import NormalizingFlow
 from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
 from shared.data import TensorBatchDataset, batch_loader
+from shared.metrics import EpochMeans
 from shared.utils import elbo_to_bpd, interpolate_latents, make_grid
 
 
@@ -62,24 +62,19 @@ class _FlowModule(pl.LightningModule):
     data_shape: tuple[int, ...]  # a batch shape [1, *dims] for elbo_to_bpd
 
     def _init_means(self, names: list[str]) -> None:
-        self.epoch_means = nn.ModuleDict({name: MeanMetric(nan_strategy="disable") for name in names})
+        self.epoch_means = EpochMeans(("train", "val", "test"), names)
 
     def bpd(self, nll: torch.Tensor) -> torch.Tensor:
         return elbo_to_bpd(nll, self.data_shape)
 
     def _step(self, stage: str, batch) -> torch.Tensor:
         nll = self.nll(batch[0])
-        self.epoch_means[f"{stage}_nll"].update(nll.detach())
+        self.epoch_means.add(stage, {"nll": nll})
         return self.bpd(nll).mean()
 
     def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
-        keys = [key for key in self.epoch_means if key.startswith(f"{stage}_")]
-        logged = {}
-        for key in keys:
-            mean = self.epoch_means[key].compute()
-            self.epoch_means[key].reset()
-            logged[key] = mean
-            logged[key.replace("nll", "bpd")] = self.bpd(mean)
+        means = self.epoch_means.compute_and_reset(stage)
+        logged = {**means, **{key.replace("nll", "bpd"): self.bpd(mean) for key, mean in means.items()}}
         self.log_dict(logged, prog_bar=True, sync_dist=True)
         return logged
 
@@ -121,7 +116,7 @@ class ToyFlowModule(_FlowModule):
         self.data_shape = (1, flow.dim)
         self.register_buffer("fixed_z", flow.base_density.sample(1000))
         self.history: dict[str, list[float]] = {"train": [], "val": []}
-        self._init_means(["train_nll", "val_nll", "test_nll"])
+        self._init_means(["nll"])
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         return self.flow(x)
@@ -196,7 +191,7 @@ class ImageFlowModule(_FlowModule):
         # Set once the actnorms are initialised from data and the interpolation ends are chosen.
         self.register_buffer("data_ready", torch.tensor(False))
         self.example_input_array = torch.zeros(2, *flow.shape)
-        self._init_means(["train_nll", "val_nll", "test_nll", "test_iw_nll"])
+        self._init_means(["nll", "iw_nll"])
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """One-draw estimate of the dequantized bound on -log P(x), nats per image ``[B]``."""
@@ -222,8 +217,7 @@ class ImageFlowModule(_FlowModule):
     def test_step(self, batch, batch_idx):
         x, k = batch[0], self.hparams.test_dequant_samples
         nlls = torch.stack([self.nll(x) for _ in range(k)])  # [k, B]
-        self.epoch_means["test_nll"].update(nlls.mean(dim=0))
-        self.epoch_means["test_iw_nll"].update(-(torch.logsumexp(-nlls, dim=0) - math.log(k)))
+        self.epoch_means.add("test", {"nll": nlls.mean(dim=0), "iw_nll": -(torch.logsumexp(-nlls, dim=0) - math.log(k))})
 
     @torch.no_grad()
     def sample(self, num_samples: int, z: torch.Tensor | None = None) -> torch.Tensor:

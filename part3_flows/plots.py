@@ -1,30 +1,21 @@
 """Matplotlib figures of the toy task rendered to ``[3, H, W]`` tensors in [0, 1].
 
 They are returned from ``image_grids()`` like any sample grid, so ImageGridCallback writes them
-to TensorBoard and PNG with no plotting code of its own. Agg backend: no display needed.
+to TensorBoard and PNG with no plotting code of its own. Drawn off-screen, without pyplot.
 """
 from __future__ import annotations
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-
-def figure_to_tensor(fig) -> torch.Tensor:
-    """Render and close a figure; RGB ``[3, H, W]`` float in [0, 1]."""
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    plt.close(fig)
-    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+from shared.utils import figure_to_tensor
 
 
 def density_contours(densities: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
                      title: str = "") -> torch.Tensor:
     """One filled-contour panel per ``name -> [n, n]`` density on the mesh ``x, y`` (each ``[n, n]``)."""
-    fig, axes = plt.subplots(1, len(densities), figsize=(3.6 * len(densities), 3.4), squeeze=False)
+    fig = Figure(figsize=(3.6 * len(densities), 3.4))
+    axes = fig.subplots(1, len(densities), squeeze=False)
     for ax, (name, density) in zip(axes[0], densities.items()):
         ax.contourf(x.cpu().numpy(), y.cpu().numpy(), density.cpu().numpy(), levels=20, cmap="viridis")
         ax.set_title(name)
@@ -36,7 +27,8 @@ def density_contours(densities: dict[str, torch.Tensor], x: torch.Tensor, y: tor
 
 def scatter_with_modes(points: torch.Tensor, modes: torch.Tensor, limit: float, title: str = "") -> torch.Tensor:
     """Flow samples ``[N, 2]`` as dots, the target's modes ``[K, 2]`` as red crosses."""
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     points, modes = points.cpu().numpy(), modes.cpu().numpy()
     ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.4, label="flow samples")
     ax.scatter(modes[:, 0], modes[:, 1], marker="x", s=120, c="red", linewidths=3, label="true modes")
@@ -51,7 +43,8 @@ def scatter_with_modes(points: torch.Tensor, modes: torch.Tensor, limit: float, 
 
 def bpd_curve(history: dict[str, list[float]], floor: float | None = None) -> torch.Tensor:
     """Bits per dimension against epoch for each named series, with the target's entropy as a floor line."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     for name, values in history.items():
         ax.plot(range(1, len(values) + 1), values, marker=".", label=name)
     if floor is not None:

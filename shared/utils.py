@@ -5,8 +5,11 @@ import math
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torchvision
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from scipy.stats import norm
 
 
@@ -63,3 +66,12 @@ def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) 
     weights = torch.linspace(0.0, 1.0, steps + 2, device=z_start.device)
     weights = weights.view(1, -1, *([1] * (z_start.dim() - 1)))
     return torch.lerp(z_start.unsqueeze(1), z_end.unsqueeze(1), weights)
+
+
+def figure_to_tensor(figure: Figure) -> torch.Tensor:
+    """Render a matplotlib figure off-screen (Agg: no display, no pyplot state) to RGB ``[3, H, W]`` in [0, 1],
+    so plots travel through ``image_grids()`` to TensorBoard and PNG like any sample grid."""
+    canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba())
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).float() / 255.0

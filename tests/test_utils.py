@@ -49,3 +49,13 @@ def test_interpolation_includes_endpoints_and_is_linear():
     assert path.shape == (4, 7, 8)
     assert torch.equal(path[:, 0], start) and torch.allclose(path[:, -1], end)
     assert torch.allclose(path[:, 1] - path[:, 0], (end - start) / 6, atol=1e-6)
+
+
+def test_epoch_means_average_per_image_skip_unseen_names_and_reset():
+    from shared.metrics import EpochMeans
+
+    means = EpochMeans(("train", "test"), ["loss", "extra"])
+    means.add("train", {"loss": torch.tensor([1.0, 2.0, 3.0])})  # per-image values
+    means.add("train", {"loss": torch.tensor(7.0)}, count=3)  # the mean of a batch of 3 images
+    assert means.compute_and_reset("train")["train_loss"].item() == pytest.approx((1 + 2 + 3 + 3 * 7) / 6)
+    assert means.compute_and_reset("train") == {} and means.compute_and_reset("test") == {}
