@@ -329,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("reports"),
                         help="where comparison.md and its figures (comparison/) go")
     parser.add_argument("--num_samples", type=int, default=10_000, help="samples per generator for the judge")
-    parser.add_argument("--frankenstein", type=int, default=1000, help="natural and Frankenstein images scored")
-    parser.add_argument("--iw_samples", type=int, default=250,
+    parser.add_argument("--frankenstein", type=int, default=500, help="natural and Frankenstein images scored")
+    parser.add_argument("--iw_samples", type=int, default=100,
                         help="importance samples per image for the VAE's Frankenstein scores")
     parser.add_argument("--subset", type=int, default=None, help="images per split for short runs trained here")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH)
