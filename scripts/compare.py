@@ -31,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from shared.data import load_mnist, to_model_range  # noqa: E402
 from shared.evaluation import draw_samples, evaluate_samples, real_reference  # noqa: E402
@@ -80,12 +81,19 @@ class Loaded:
     model: torch.nn.Module
     run_dir: Path
     metrics: dict
-    fit_seconds: float | None
+    fit_seconds: float | None  # the whole fit, over every resumed call where known
     trained_here: bool
+    resumed: bool
 
 
-def command(spec: Model) -> str:
-    return " ".join(["python -m", spec.train_module, *spec.flags])
+def command(loaded: Loaded) -> str:
+    """The shipped command, with ``--epochs`` added where the run trained for another number of epochs."""
+    flags = list(loaded.spec.flags)
+    planned = yaml.safe_load((REPO / flags[1]).read_text()).get("epochs") if flags[:1] == ["--config"] else None
+    trained = yaml.safe_load((loaded.run_dir / "config.yaml").read_text())["epochs"]
+    if planned is not None and planned != trained:
+        flags += ["--epochs", str(trained)]
+    return " ".join(["python -m", loaded.spec.train_module, *flags])
 
 
 def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
@@ -100,9 +108,10 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
                                                "--name", spec.name])
     run_dir = finished_runs(log_dir, spec.name)[-1]
     model = load_run(run_dir)[0]
-    timing_path = run_dir / "timing.json"
-    fit_seconds = json.loads(timing_path.read_text())["fit_seconds"] if timing_path.is_file() else None
-    return Loaded(spec, model, run_dir, json.loads((run_dir / "metrics.json").read_text()), fit_seconds, trained_here)
+    timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
+    fit_seconds = timing.get("total_fit_seconds", timing.get("fit_seconds"))
+    return Loaded(spec, model, run_dir, json.loads((run_dir / "metrics.json").read_text()), fit_seconds, trained_here,
+                  bool(timing.get("resumed")) and "total_fit_seconds" not in timing)
 
 
 def num_parameters(model: torch.nn.Module) -> int:
@@ -140,7 +149,8 @@ def likelihood_rows(models: list[Loaded]) -> list[str]:
                          f"(multi-draw bound: {metrics.get('test_iw_bpd', float('nan')):.4f})",
                  "vae": f"importance-weighted bound (ELBO: {metrics['test_bpd']:.4f})"}[key]
         rows.append(f"| {loaded.spec.label} | {bpd:.4f} | {nats:.1f} | {bound} | {num_parameters(loaded.model):,} | "
-                    f"{metrics['epochs']} | {seconds(loaded.fit_seconds)} | `{loaded.run_dir}`{mark(loaded)} |")
+                    f"{metrics['epochs']} | {seconds(loaded.fit_seconds)}{' (last resumed part)' if loaded.resumed else ''} | "
+                    f"`{loaded.run_dir}`{mark(loaded)} |")
     return rows
 
 
@@ -387,7 +397,7 @@ def main(argv=None) -> Path:
                    ", so this call trained a short default run of each; their figures say little. Train them with "
                    "the commands below and run this script again.", ""]
     report += ["## Runs", "", "| model | run | epochs | command |", "| --- | --- | ---: | --- |"]
-    report += [f"| {m.spec.label} | `{m.run_dir}`{mark(m)} | {m.metrics['epochs']} | `{command(m.spec)}` |"
+    report += [f"| {m.spec.label} | `{m.run_dir}`{mark(m)} | {m.metrics['epochs']} | `{command(m)}` |"
                for m in models]
     report += ["", "## Likelihood (test set, threshold-binarized MNIST)", "", *likelihood_rows(models), "",
                "bpd = NLL / (784 ln 2). The VAE's test bpd is the importance-weighted bound "

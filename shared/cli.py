@@ -161,7 +161,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
 
     Writes to ``<log_dir>/<name>/version_N/``: TensorBoard events, ``config.yaml``,
     ``checkpoints/`` (best by ``monitor`` and ``last.ckpt``), ``samples/*.png``, ``metrics.json``
-    (deterministic given the seed) and ``timing.json`` (wall-clock, which is not).
+    (deterministic given the seed) and ``timing.json`` (wall-clock, which is not: this call's fit and,
+    across resumed calls, the total).
     """
     logger, run_dir = _run_directory(args)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min", save_last=True,
@@ -197,8 +198,12 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        (run_dir / "timing.json").write_text(json.dumps(
-            {"fit_seconds": round(fit_seconds, 1), "machine": _machine(), "resumed": bool(args.resume)}, indent=2) + "\n")
+        timing_path = run_dir / "timing.json"
+        earlier = json.loads(timing_path.read_text()).get("total_fit_seconds", 0.0) if args.resume and \
+            timing_path.is_file() else 0.0
+        timing_path.write_text(json.dumps(
+            {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(earlier + fit_seconds, 1),
+             "machine": _machine(), "resumed": bool(args.resume)}, indent=2) + "\n")
         print(f"Run directory: {run_dir}\n  TensorBoard:  tensorboard --logdir {run_dir}\n"
               f"  checkpoints:  {run_dir / 'checkpoints'}\n  samples:      {run_dir / 'samples'}\n"
               f"  metrics:      {run_dir / 'metrics.json'}\n  fit time:     {fit_seconds:.1f} s")

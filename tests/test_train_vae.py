@@ -98,7 +98,13 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
     assert [p.name for p in (tmp_path / "vae_mlp_z20").iterdir()] == ["version_0"]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert metrics["epochs"] == 3 and last["global_step"] == 3 * 4
-    assert json.loads((run_dir / "timing.json").read_text())["resumed"] is True
+    first = json.loads((run_dir / "timing.json").read_text())
+    assert first["resumed"] is True
+
+    # A finished run continued to more epochs counts its fit time across both calls.
+    assert main(["--resume", str(run_dir), "--epochs", "4"])["epochs"] == 4
+    second = json.loads((run_dir / "timing.json").read_text())
+    assert second["total_fit_seconds"] == pytest.approx(first["total_fit_seconds"] + second["fit_seconds"], abs=0.11)
 
 
 @pytest.mark.slow
