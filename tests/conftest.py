@@ -48,3 +48,13 @@ def load_script(name: str):
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+def assert_fails_fast(run, tmp_path, capsys, message: str) -> None:
+    """``run()`` must exit with status 2 and one line containing ``message``, before writing anything."""
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"

@@ -11,6 +11,7 @@ from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPr
     mmd2_unbiased
 from part2_gan.train_aae import main
 from shared.evaluation import draw_samples
+from tests.conftest import assert_fails_fast
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -157,12 +158,7 @@ def test_each_of_the_three_steps_updates_exactly_its_own_networks(tiny_datamodul
     (["--eval_samples", "1"], "--eval_samples must be 0 (skip) or at least 2"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_info:
-        run(tmp_path, *flags)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
+    assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
 
 
 def test_config_parses_to_the_documented_run():

@@ -11,6 +11,7 @@ import part2_gan.gan
 from part2_gan.gan import GAN
 from part2_gan.models import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
 from part2_gan.train import main
+from tests.conftest import assert_fails_fast
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -143,12 +144,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_info:
-        run(tmp_path, *flags)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
+    assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
 
 
 def test_configs_parse_to_the_documented_runs():

@@ -6,7 +6,7 @@ import torch
 
 import part1_vae.vae
 from part1_vae.train import main
-from tests.conftest import TINY_RUN
+from tests.conftest import TINY_RUN, assert_fails_fast
 
 
 def run(tmp_path, *flags):
@@ -24,12 +24,7 @@ def run(tmp_path, *flags):
     (["--epochs", "three"], "invalid int value: 'three'"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
-    with pytest.raises(SystemExit) as exit_info:
-        run(tmp_path, *flags)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
-    assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
+    assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
 
 
 def test_config_file_then_flags_override(tmp_path):
