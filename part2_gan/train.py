@@ -33,9 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
     add("--interpolation_steps", type=int, default=5, help="images between the ends of each logged interpolation")
-    add("--eval_samples", type=int, default=10_000, help="samples the judge scores after training (0: skip)")
-    add("--judge", default=None, help=f"judge checkpoint, trained there first if missing (default: {DEFAULT_JUDGE_PATH})")
+    add_judge_flags(parser)
     return parser
+
+
+def add_judge_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of the judged evaluation after training (GAN, AAE)."""
+    parser.add_argument("--eval_samples", type=int, default=10_000,
+                        help="samples the judge scores after training (0: skip)")
+    parser.add_argument("--judge", default=None,
+                        help=f"judge checkpoint, trained there first if missing (default: {DEFAULT_JUDGE_PATH})")
+
+
+def check_judge_flags(args: argparse.Namespace) -> None:
+    if args.eval_samples == 1 or args.eval_samples < 0:
+        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
 
 
 def check(args: argparse.Namespace) -> None:
@@ -51,8 +63,7 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be in [0, 1), got {getattr(args, flag)}")
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
-    if args.eval_samples == 1 or args.eval_samples < 0:
-        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
+    check_judge_flags(args)
 
 
 def default_name(args: argparse.Namespace) -> str:

@@ -16,10 +16,9 @@ import pytorch_lightning as pl
 
 from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import PRIORS
-from part2_gan.train import evaluate_run
+from part2_gan.train import add_judge_flags, check_judge_flags, evaluate_run
 from shared.cli import ConfigError, make_parser, parse_args, run_experiment
 from shared.data import BinarizedMNISTDataModule
-from shared.judge import DEFAULT_JUDGE_PATH
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "steps (--lr: the reconstruction step)")
     add("--binarize", action=argparse.BooleanOptionalAction, default=True,
         help="train on threshold-binarized MNIST (default) or, with --no-binarize, grey-scale (BCE to grey targets)")
-    add("--eval_samples", type=int, default=10_000, help="samples the judge scores after training (0: skip)")
-    add("--judge", default=None, help=f"judge checkpoint, trained there first if missing (default: {DEFAULT_JUDGE_PATH})")
+    add_judge_flags(parser)
     return parser
 
 
@@ -48,8 +46,7 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--hidden_dim must be positive, got {args.hidden_dim}")
     if args.lr_adv <= 0:
         raise ConfigError(f"--lr_adv must be positive, got {args.lr_adv}")
-    if args.eval_samples == 1 or args.eval_samples < 0:
-        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
+    check_judge_flags(args)
 
 
 def default_name(args: argparse.Namespace) -> str:
