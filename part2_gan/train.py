@@ -50,6 +50,13 @@ def check_judge_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
 
 
+def check_adversarial_strategy(args: argparse.Namespace) -> None:
+    """Plain DDP fails mid-step here: each optimizer step leaves the other network's parameters unused."""
+    if args.strategy == "ddp":
+        raise ConfigError("--strategy ddp: each of the adversarial steps leaves a network unused; "
+                          "use --strategy ddp_find_unused_parameters_true")
+
+
 def check(args: argparse.Namespace) -> None:
     for flag in ("z_dim", "num_filters"):
         if getattr(args, flag) <= 0:
@@ -64,6 +71,7 @@ def check(args: argparse.Namespace) -> None:
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
     check_judge_flags(args)
+    check_adversarial_strategy(args)
 
 
 def default_name(args: argparse.Namespace) -> str:

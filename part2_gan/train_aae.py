@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 
 from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import PRIORS
-from part2_gan.train import add_judge_flags, check_judge_flags, evaluate_run
+from part2_gan.train import add_judge_flags, check_adversarial_strategy, check_judge_flags, evaluate_run
 from shared.cli import ConfigError, make_parser, parse_args, run_experiment
 from shared.data import BinarizedMNISTDataModule
 
@@ -47,6 +47,7 @@ def check(args: argparse.Namespace) -> None:
     if args.lr_adv <= 0:
         raise ConfigError(f"--lr_adv must be positive, got {args.lr_adv}")
     check_judge_flags(args)
+    check_adversarial_strategy(args)
 
 
 def default_name(args: argparse.Namespace) -> str:

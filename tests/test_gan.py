@@ -142,6 +142,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--eval_samples", "1"], "--eval_samples must be 0 (skip) or at least 2"),
     (["--lr", "0"], "--lr must be positive, got 0.0"),
     (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
+    (["--strategy", "ddp"], "use --strategy ddp_find_unused_parameters_true"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
