@@ -199,8 +199,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         timing_path = run_dir / "timing.json"
-        earlier = json.loads(timing_path.read_text()).get("total_fit_seconds", 0.0) if args.resume and \
-            timing_path.is_file() else 0.0
+        earlier = 0.0
+        if args.resume and timing_path.is_file():  # a finished run continued to more epochs
+            before = json.loads(timing_path.read_text())
+            earlier = before.get("total_fit_seconds", before["fit_seconds"])
         timing_path.write_text(json.dumps(
             {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(earlier + fit_seconds, 1),
              "machine": _machine(), "resumed": bool(args.resume)}, indent=2) + "\n")
