@@ -6,8 +6,6 @@ the figures join the run's metrics.json under ``eval_*``.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Sequence
 
 import pytorch_lightning as pl
@@ -93,25 +91,22 @@ def build_datamodule(args: argparse.Namespace) -> BinarizedMNISTDataModule:
                                     binarize=args.binarize, value_range="pm1", train_on_all=True, subset=args.subset)
 
 
-def evaluate_run(args: argparse.Namespace, model: GAN, metrics: dict) -> dict:
-    """Score the trained model's samples with the judge and add the figures to the run's metrics.json."""
+def judged_metrics(args: argparse.Namespace, model: GAN) -> dict:
+    """The judge's figures for the trained model's samples, as the ``eval_*`` entries of metrics.json."""
     judge, record = load_judge(args.judge or DEFAULT_JUDGE_PATH, args.data_dir)
     samples = draw_samples(model, args.eval_samples, seed=args.seed)
     results = evaluate_samples(judge, samples, binarized=args.binarize, data_dir=args.data_dir, seed=args.seed)
     print(format_report(results, f"Sample quality of {args.name} (judge test accuracy {record['test_accuracy']:.4f})"))
-    metrics = {**metrics, **{f"eval_{name}": value for name, value in results.items()},
-               "eval_judge_test_accuracy": record["test_accuracy"]}
-    if model.trainer.is_global_zero:
-        (Path(model.trainer.log_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    return metrics
+    return {**{f"eval_{name}": value for name, value in results.items()},
+            "eval_judge_test_accuracy": record["test_accuracy"]}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
     model = build_model(args)
-    metrics = run_experiment(args, model, build_datamodule(args), monitor=None)
-    return evaluate_run(args, model, metrics) if args.eval_samples else metrics
+    judged = (lambda: judged_metrics(args, model)) if args.eval_samples else None
+    return run_experiment(args, model, build_datamodule(args), monitor=None, extra_metrics=judged)
 
 
 if __name__ == "__main__":

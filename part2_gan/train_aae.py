@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 
 from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import PRIORS
-from part2_gan.train import add_judge_flags, check_adversarial_strategy, check_judge_flags, evaluate_run
+from part2_gan.train import add_judge_flags, check_adversarial_strategy, check_judge_flags, judged_metrics
 from shared.cli import ConfigError, make_parser, parse_args, run_experiment
 from shared.data import BinarizedMNISTDataModule
 
@@ -73,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     datamodule.setup()
     test = datamodule.splits["test"]
     model.latent_map_data = (test.images, test.labels)
-    metrics = run_experiment(args, model, datamodule, monitor=None)
-    return evaluate_run(args, model, metrics) if args.eval_samples else metrics
+    judged = (lambda: judged_metrics(args, model)) if args.eval_samples else None
+    return run_experiment(args, model, datamodule, monitor=None, extra_metrics=judged)
 
 
 if __name__ == "__main__":

@@ -156,8 +156,11 @@ def _machine() -> str:
 
 
 def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                   monitor: str | None = "val_bpd") -> dict:
+                   monitor: str | None = "val_bpd", extra_metrics: Callable[[], dict] | None = None) -> dict:
     """Fit (or resume), evaluate the best checkpoint on val and test, write metrics.json; return the metrics.
+
+    ``extra_metrics``, if given, is called once the model holds the reported checkpoint's weights
+    (after testing); what it returns joins metrics.json (the judge's sample figures, for example).
 
     Writes to ``<log_dir>/<name>/version_N/``: TensorBoard events, ``config.yaml``,
     ``checkpoints/`` (best by ``monitor`` and ``last.ckpt``), ``samples/*.png``, ``metrics.json``
@@ -196,6 +199,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     if monitor:
         metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])
     metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])
+    if extra_metrics is not None:
+        metrics.update(extra_metrics())
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         timing_path = run_dir / "timing.json"
