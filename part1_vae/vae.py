@@ -10,7 +10,7 @@ from torch import nn
 
 from part1_vae.utils import KLD, log_normal_diag, log_standard_normal, sample_reparameterize
 from shared.metrics import EpochMeans
-from shared.utils import elbo_to_bpd, make_grid, visualize_manifold
+from shared.utils import dequantize, elbo_to_bpd, make_grid, quantize, visualize_manifold
 
 
 def bernoulli_nll(logits: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
@@ -23,22 +23,21 @@ def gaussian_nll(means: torch.Tensor, log_std: torch.Tensor, imgs: torch.Tensor)
     return -log_normal_diag(imgs.flatten(1), means.flatten(1), torch.broadcast_to(log_std, means.shape).flatten(1))
 
 
-def dequantize(imgs: torch.Tensor) -> torch.Tensor:
+def dequantize_grey(imgs: torch.Tensor) -> torch.Tensor:
     """Grey-scale images k / 255 (k the 8-bit value) -> (k + u) / 256 with u ~ U[0, 1) per pixel.
 
     A continuous density fitted to these lower-bounds the probability of the 8-bit data: per pixel,
     P(k) >= exp(E_u log p((k + u) / 256)) / 256, hence the + 8 bits of :data:`DEQUANTIZED_BPD_OFFSET`.
     """
-    return (torch.round(imgs * 255.0) + torch.rand_like(imgs)) / 256.0
+    return dequantize(torch.round(imgs * 255.0), 256)
 
 
-def quantize(x: torch.Tensor) -> torch.Tensor:
-    """Continuous samples on the [0, 1] scale -> the 8-bit images they fall in (k = floor(256 x) clipped to
-    0..255), as k / 255 like the data."""
-    return torch.floor(x * 256.0).clamp_(0.0, 255.0) / 255.0
+def quantize_grey(x: torch.Tensor) -> torch.Tensor:
+    """Continuous samples on the [0, 1] scale -> the 8-bit images they fall in, as k / 255 like the data."""
+    return quantize(x, 256) / 255.0
 
 
-# log2(256): the density on [0, 1] in bits, plus this, bounds bits per 8-bit pixel (see ``dequantize``).
+# log2(256): the density on [0, 1] in bits, plus this, bounds bits per 8-bit pixel (see ``dequantize_grey``).
 DEQUANTIZED_BPD_OFFSET = 8.0
 # The Gaussian's std never goes below the std of the dequantization noise, 1 / (256 sqrt(12)): no
 # Gaussian fits a uniform bin better than one of that width, and below it gradients blow up.
@@ -97,7 +96,7 @@ class VAE(pl.LightningModule):
 
     def _prepare(self, imgs: torch.Tensor) -> torch.Tensor:
         """A batch as the likelihood models it: dequantized for the Gaussian, as is for the Bernoulli."""
-        return dequantize(imgs) if self.gaussian else imgs
+        return dequantize_grey(imgs) if self.gaussian else imgs
 
     def _bpd(self, nll: torch.Tensor, shape) -> torch.Tensor:
         return elbo_to_bpd(nll, shape) + self.bpd_offset
@@ -126,7 +125,7 @@ class VAE(pl.LightningModule):
             z = torch.randn(batch_size, self.hparams.z_dim, device=self.device)
         means = torch.sigmoid(self.decoder(z))
         if self.gaussian:
-            return quantize(means + torch.exp(self.pixel_log_std()) * torch.randn_like(means)), means
+            return quantize_grey(means + torch.exp(self.pixel_log_std()) * torch.randn_like(means)), means
         return torch.bernoulli(means), means
 
     @torch.no_grad()
@@ -199,7 +198,7 @@ class VAE(pl.LightningModule):
         means = torch.sigmoid(self.decoder(self.fixed_z))
         if self.gaussian:
             noise = torch.randn(means.shape, generator=generator, device=self.device)
-            samples = quantize(means + torch.exp(self.pixel_log_std()) * noise)
+            samples = quantize_grey(means + torch.exp(self.pixel_log_std()) * noise)
         else:
             samples = torch.bernoulli(means, generator=generator)
         grids = {"samples": make_grid(samples), "sample_means": make_grid(means)}

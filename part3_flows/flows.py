@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 from part3_flows.distributions import BimodalGaussianDiag
-from part3_flows.image_flow import LEVELS, ImageFlow, dequantize, quantize
+from part3_flows.image_flow import LEVELS, ImageFlow
 from part3_flows.model import NormalizingFlow
 from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
 from shared.data import TensorBatchDataset, batch_loader
 from shared.metrics import EpochMeans
-from shared.utils import elbo_to_bpd, interpolate_latents, make_grid
+from shared.utils import dequantize, elbo_to_bpd, interpolate_latents, make_grid, quantize
 
 
 class ToyDataModule(pl.LightningDataModule):
@@ -195,7 +195,7 @@ class ImageFlowModule(_FlowModule):
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """One-draw estimate of the dequantized bound on -log P(x), nats per image ``[B]``."""
-        return -self.flow.log_prob(dequantize(x)) + self.flow.dims * math.log(LEVELS)
+        return -self.flow.log_prob(dequantize(x, LEVELS)) + self.flow.dims * math.log(LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nll(x)
@@ -208,7 +208,7 @@ class ImageFlowModule(_FlowModule):
         if stage != "fit" or bool(self.data_ready):
             return
         datamodule = self.trainer.datamodule
-        self.flow.data_init(dequantize(next(iter(datamodule.train_dataloader()))[0]).to(self.device))
+        self.flow.data_init(dequantize(next(iter(datamodule.train_dataloader()))[0], LEVELS).to(self.device))
         test_images = next(iter(datamodule.test_dataloader()))[0]
         index = torch.arange(2 * self.hparams.num_interpolations) % len(test_images)
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))
@@ -222,16 +222,16 @@ class ImageFlowModule(_FlowModule):
     @torch.no_grad()
     def sample(self, num_samples: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Binary images ``[n, 1, 28, 28]`` (the cells the flow's samples fall in), at ``temperature``."""
-        return quantize(self.flow.sample(num_samples, self.hparams.temperature, z=z))
+        return quantize(self.flow.sample(num_samples, self.hparams.temperature, z=z), LEVELS)
 
     @torch.no_grad()
     def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:
         """``[B, steps + 2, C, H, W]``: binary images decoded along straight lines between the encodings
         of ``x_start`` and ``x_end`` (dequantized at the cell centres, so the ends decode to themselves)."""
-        z_start = self.flow.transform(dequantize(x_start, torch.full_like(x_start, 0.5)))[0]
-        z_end = self.flow.transform(dequantize(x_end, torch.full_like(x_end, 0.5)))[0]
+        z_start = self.flow.transform(dequantize(x_start, LEVELS, torch.full_like(x_start, 0.5)))[0]
+        z_end = self.flow.transform(dequantize(x_end, LEVELS, torch.full_like(x_end, 0.5)))[0]
         z = interpolate_latents(z_start, z_end, steps)
-        images = quantize(self.flow.transform(z.flatten(0, 1), inverse=True)[0])
+        images = quantize(self.flow.transform(z.flatten(0, 1), inverse=True)[0], LEVELS)
         return images.view(len(x_start), steps + 2, *self.flow.shape)
 
     @torch.no_grad()

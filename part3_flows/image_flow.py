@@ -29,17 +29,6 @@ from part3_flows.model import AffineCoupling
 LEVELS = 2  # binary pixels
 
 
-def dequantize(x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
-    """Binary images x in {0, 1} -> y = (x + u) / 2 in [0, 1), u ~ U(0, 1) per pixel unless given."""
-    u = torch.rand_like(x) if u is None else u
-    return (x + u) / LEVELS
-
-
-def quantize(y: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`dequantize` up to the noise: the pixel value whose cell holds y."""
-    return torch.clamp(torch.floor(y * LEVELS), 0, LEVELS - 1)
-
-
 class LogitTransform(nn.Module):
     """y in (0, 1) -> logit(alpha + (1 - 2 alpha) y), with its log-determinant.
 

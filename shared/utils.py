@@ -61,6 +61,22 @@ def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_siz
     return make_grid(means, nrow=grid_size)
 
 
+def dequantize(levels: torch.Tensor, num_levels: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Discrete values k in {0, ..., num_levels - 1} -> (k + u) / num_levels in [0, 1), u ~ U[0, 1) per
+    entry unless ``noise`` gives it.
+
+    Each k owns the cell [k, k + 1) / num_levels, so a density p fitted to these values bounds the
+    discrete probability: log P(k) >= E_u log p((k + u) / num_levels) - log num_levels per entry.
+    """
+    return (levels + (torch.rand_like(levels) if noise is None else noise)) / num_levels
+
+
+def quantize(y: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """The level k whose cell [k, k + 1) / num_levels holds y (clipped to 0..num_levels - 1): undoes
+    :func:`dequantize` up to its noise."""
+    return torch.floor(y * num_levels).clamp_(0, num_levels - 1)
+
+
 def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:
     """``[B, ...]`` endpoints -> ``[B, steps + 2, ...]``: linear path, start and end included."""
     weights = torch.linspace(0.0, 1.0, steps + 2, device=z_start.device)

@@ -14,10 +14,11 @@ from torch.autograd.functional import jacobian
 
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag
 from part3_flows.flows import ImageFlowModule
-from part3_flows.image_flow import (ActNorm, ConvCoupling, ImageFlow, LogitTransform, Squeeze, channel_mask,
-                                    checkerboard_mask, dequantize, quantize)
+from part3_flows.image_flow import (LEVELS, ActNorm, ConvCoupling, ImageFlow, LogitTransform, Squeeze, channel_mask,
+                                    checkerboard_mask)
 from part3_flows.model import AffineCoupling, Coupling, NormalizingFlow, alternating_mask
 from part3_flows.train import main
+from shared.utils import dequantize, quantize
 from tests.conftest import assert_fails_fast
 
 TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
@@ -124,7 +125,7 @@ def test_each_layer_inverts_with_cancelling_log_dets(layer):
 def test_whole_flow_inverts_with_cancelling_log_dets(flow):
     randomise(flow)
     x = toy_flow().base_density.sample(8) * 3 if isinstance(flow, NormalizingFlow) else \
-        dequantize(binary_images(flow.shape, 8))
+        dequantize(binary_images(flow.shape, 8), LEVELS)
     z, log_det = flow.transform(x)
     x_back, log_det_back = flow.transform(z, inverse=True)
     torch.testing.assert_close(x_back, x, atol=1e-4, rtol=0)
@@ -151,7 +152,7 @@ def test_toy_flow_log_det_equals_autograd_jacobian():
 @pytest.mark.parametrize("num_scales", [1, 2])
 def test_image_flow_log_det_equals_autograd_jacobian(num_scales):
     flow = tiny_image_flow(num_scales=num_scales).double()
-    y = dequantize(binary_images(flow.shape, 3)).double()
+    y = dequantize(binary_images(flow.shape, 3), LEVELS).double()
     flow.data_init(y)
     randomise(flow)
     assert_log_det_is_exact(flow.transform, y)
@@ -167,9 +168,9 @@ def test_fresh_toy_flow_is_the_identity():
 
 def test_actnorm_data_init_standardises_each_channel():
     flow = ImageFlow((1, 28, 28), num_channels=8, num_blocks=1)
-    flow.data_init(dequantize(binary_images((1, 28, 28), 64)))
+    flow.data_init(dequantize(binary_images((1, 28, 28), 64), LEVELS))
     first = flow.scales[0][0]
-    x = flow.logit(dequantize(binary_images((1, 28, 28), 64)), torch.zeros(64))[0]
+    x = flow.logit(dequantize(binary_images((1, 28, 28), 64), LEVELS), torch.zeros(64))[0]
     out = first(x, torch.zeros(64))[0]
     assert abs(out.mean().item()) < 0.1 and abs(out.std().item() - 1) < 0.1
 
@@ -178,9 +179,9 @@ def test_actnorm_data_init_standardises_each_channel():
 
 def test_dequantize_stays_in_the_cell_and_quantize_inverts_it():
     x = binary_images((1, 28, 28), 4)
-    y = dequantize(x)
+    y = dequantize(x, LEVELS)
     assert ((y >= x / 2) & (y < (x + 1) / 2)).all()
-    assert torch.equal(quantize(y), x)
+    assert torch.equal(quantize(y, LEVELS), x)
 
 
 def test_bound_probabilities_sum_to_the_mass_the_flow_puts_on_the_unit_cube():

@@ -8,7 +8,7 @@ from torch.distributions import Normal
 
 from part1_vae.models import MLPDecoder, MLPEncoder
 from part1_vae.train import main
-from part1_vae.vae import VAE, dequantize, gaussian_nll, quantize
+from part1_vae.vae import VAE, dequantize_grey, gaussian_nll, quantize_grey
 from shared.data import to_model_range
 from tests.conftest import TINY_RUN
 
@@ -33,7 +33,7 @@ def test_vae_reconstruction_term_is_the_density_of_the_sigmoid_mean_and_the_pixe
     vae = gaussian_vae()
     with torch.no_grad():
         vae.log_std_raw.normal_(0.0, 2.0)
-    logits, imgs = torch.randn(5, 1, 28, 28), dequantize(grey_images(5))
+    logits, imgs = torch.randn(5, 1, 28, 28), dequantize_grey(grey_images(5))
     expected = -Normal(torch.sigmoid(logits), vae.pixel_log_std().exp()).log_prob(imgs).flatten(1).sum(1)
     assert torch.allclose(vae._nll(logits, imgs), expected, rtol=1e-5)
     assert vae.pixel_log_std().min() >= -math.log(256 * math.sqrt(12))  # never below the dequantization noise
@@ -41,7 +41,7 @@ def test_vae_reconstruction_term_is_the_density_of_the_sigmoid_mean_and_the_pixe
 
 def test_bpd_is_nats_per_pixel_in_bits_plus_eight():
     vae = gaussian_vae()
-    imgs = dequantize(grey_images())
+    imgs = dequantize_grey(grey_images())
     torch.manual_seed(1)
     rec, kl, bpd = vae(imgs)
     assert bpd.item() == pytest.approx((rec + kl).item() / (784 * math.log(2)) + 8, rel=1e-5)
@@ -50,11 +50,11 @@ def test_bpd_is_nats_per_pixel_in_bits_plus_eight():
 
 def test_dequantization_stays_in_the_pixel_bin_and_quantize_undoes_it():
     imgs = grey_images()
-    x = dequantize(imgs)
+    x = dequantize_grey(imgs)
     k = torch.round(imgs * 255)
     assert (x >= k / 256).all() and (x < (k + 1) / 256).all()
-    assert torch.equal(quantize(x), imgs)
-    assert torch.equal(quantize(torch.tensor([-0.3, 1.7])), torch.tensor([0.0, 1.0]))
+    assert torch.equal(quantize_grey(x), imgs)
+    assert torch.equal(quantize_grey(torch.tensor([-0.3, 1.7])), torch.tensor([0.0, 1.0]))
 
 
 def test_sample_gives_8_bit_samples_and_means_in_unit_range():
@@ -66,7 +66,7 @@ def test_sample_gives_8_bit_samples_and_means_in_unit_range():
 
 def test_importance_weighted_bound_works_for_the_gaussian():
     vae = gaussian_vae()
-    nll = vae.importance_weighted_nll(dequantize(grey_images(4)), k=10)
+    nll = vae.importance_weighted_nll(dequantize_grey(grey_images(4)), k=10)
     assert nll.shape == (4,) and torch.isfinite(nll).all()
 
 
