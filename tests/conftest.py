@@ -3,6 +3,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
+import torch
 
 from shared.data import BinarizedMNISTDataModule
 from shared.judge import save_judge, train_judge
@@ -58,3 +60,26 @@ def assert_fails_fast(run, tmp_path, capsys, message: str) -> None:
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
+
+
+def changed_by_each_optimizer_step(module, dataloader) -> list[set[str]]:
+    """Train ``module`` (manual optimization) on one batch; for each optimizer step in order, the names
+    of the parameters it changed."""
+    def snapshot():
+        return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+    snapshots = [snapshot()]
+    original_configure = module.configure_optimizers
+
+    def configure_with_hooks():
+        optimizers = original_configure()
+        for optimizer in optimizers:
+            optimizer.register_step_post_hook(lambda *_: snapshots.append(snapshot()))
+        return optimizers
+
+    module.configure_optimizers = configure_with_hooks
+    # Lightning counts every optimizer step of a manual-optimization batch as a step.
+    pl.Trainer(max_steps=len(original_configure()), limit_train_batches=1, logger=False, enable_checkpointing=False,
+               enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(module, dataloader)
+    return [{name for name in before if not torch.equal(before[name], after[name])}
+            for before, after in zip(snapshots[:-1], snapshots[1:])]

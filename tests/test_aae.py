@@ -3,7 +3,6 @@ import json
 import math
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
@@ -11,7 +10,7 @@ from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPr
     mmd2_unbiased
 from part2_gan.train_aae import main
 from shared.evaluation import draw_samples
-from tests.conftest import assert_fails_fast
+from tests.conftest import assert_fails_fast, changed_by_each_optimizer_step
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -118,35 +117,13 @@ def test_image_grids_with_and_without_test_data(tiny_datamodule):
     assert latent_map.shape[0] == 3 and latent_map.shape[1] >= 300 and 0 <= latent_map.min() < latent_map.max() <= 1
 
 
-def snapshot(module):
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
-
-
-def changed(before, after):
-    return {name for name in before if not torch.equal(before[name], after[name])}
-
-
 def test_each_of_the_three_steps_updates_exactly_its_own_networks(tiny_datamodule):
     aae = small_aae()
     names = {part: {f"{part}.{n}" for n, _ in getattr(aae, part).named_parameters()}
              for part in ("encoder", "decoder", "discriminator")}
-    snapshots = [snapshot(aae)]
-    original_configure = aae.configure_optimizers
-
-    def configure_with_hooks():
-        optimizers = original_configure()
-        for optimizer in optimizers:
-            optimizer.register_step_post_hook(lambda *_: snapshots.append(snapshot(aae)))
-        return optimizers
-
-    aae.configure_optimizers = configure_with_hooks
-    pl.Trainer(max_steps=3, limit_train_batches=1, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(
-        aae, tiny_datamodule.train_dataloader())
-    assert len(snapshots) == 4  # before, after reconstruction, discriminator and encoder-as-generator steps
-    assert changed(snapshots[0], snapshots[1]) == names["encoder"] | names["decoder"]
-    assert changed(snapshots[1], snapshots[2]) == names["discriminator"]
-    assert changed(snapshots[2], snapshots[3]) == names["encoder"]
+    changes = changed_by_each_optimizer_step(aae, tiny_datamodule.train_dataloader())
+    # reconstruction, discriminator, encoder-as-generator
+    assert changes == [names["encoder"] | names["decoder"], names["discriminator"], names["encoder"]]
 
 
 @pytest.mark.parametrize("flags, message", [

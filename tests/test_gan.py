@@ -11,7 +11,7 @@ import part2_gan.gan
 from part2_gan.gan import GAN
 from part2_gan.models import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
 from part2_gan.train import main
-from tests.conftest import assert_fails_fast
+from tests.conftest import assert_fails_fast, changed_by_each_optimizer_step
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -84,34 +84,12 @@ def test_image_grids_show_64_samples_and_4_interpolations_of_7_images():
     assert grids["interpolations"].shape == (3, 4 * 30 + 2, 7 * 30 + 2)
 
 
-def snapshot(module):
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
-
-
-def changed(before, after):
-    return {name for name in before if not torch.equal(before[name], after[name])}
-
-
 def test_each_optimizer_step_updates_exactly_its_own_network(tiny_datamodule):
     gan = small_gan()
     generator_names = {f"generator.{n}" for n, _ in gan.generator.named_parameters()}
     discriminator_names = {f"discriminator.{n}" for n, _ in gan.discriminator.named_parameters()}
-    snapshots = [snapshot(gan)]
-    original_configure = gan.configure_optimizers
-
-    def configure_with_hooks():
-        optimizers = original_configure()
-        for optimizer in optimizers:
-            optimizer.register_step_post_hook(lambda *_: snapshots.append(snapshot(gan)))
-        return optimizers
-
-    gan.configure_optimizers = configure_with_hooks
-    pl.Trainer(max_steps=2, limit_train_batches=1, logger=False, enable_checkpointing=False,
-               enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(
-        gan, tiny_datamodule.train_dataloader())
-    assert len(snapshots) == 3  # before, after the generator's step, after the discriminator's
-    assert changed(snapshots[0], snapshots[1]) == generator_names
-    assert changed(snapshots[1], snapshots[2]) == discriminator_names
+    changes = changed_by_each_optimizer_step(gan, tiny_datamodule.train_dataloader())
+    assert changes == [generator_names, discriminator_names]  # the generator's step, then the discriminator's
 
 
 class AlwaysFakeDiscriminator(nn.Module):
