@@ -214,10 +214,15 @@ class ImageFlowModule(_FlowModule):
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))
         self.data_ready.fill_(True)
 
+    def nll_draws(self, x: torch.Tensor) -> torch.Tensor:
+        """``[test_dequant_samples, B]``: the one-draw bound for independent dequantization draws; their
+        mean is the test figure, and -log mean exp(-.) the tighter multi-draw bound."""
+        return torch.stack([self.nll(x) for _ in range(self.hparams.test_dequant_samples)])
+
     def test_step(self, batch, batch_idx):
-        x, k = batch[0], self.hparams.test_dequant_samples
-        nlls = torch.stack([self.nll(x) for _ in range(k)])  # [k, B]
-        self.epoch_means.add("test", {"nll": nlls.mean(dim=0), "iw_nll": -(torch.logsumexp(-nlls, dim=0) - math.log(k))})
+        nlls = self.nll_draws(batch[0])
+        self.epoch_means.add("test", {"nll": nlls.mean(dim=0),
+                                      "iw_nll": -(torch.logsumexp(-nlls, dim=0) - math.log(len(nlls)))})
 
     @torch.no_grad()
     def sample(self, num_samples: int, z: torch.Tensor | None = None) -> torch.Tensor:
