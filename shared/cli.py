@@ -114,24 +114,33 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--data_dir {args.data_dir}: no folder MNIST/raw inside it")
 
 
+def _resolve(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
+    base = {**defaults, **task_defaults(given)} if task_defaults else defaults
+    return argparse.Namespace(**{**base, **given})
+
+
 def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
-               check: Callable[[argparse.Namespace], None], default_name: Callable[[argparse.Namespace], str]
-               ) -> argparse.Namespace:
-    """Resolve defaults < YAML < flags, then validate; any problem exits with one line."""
+               check: Callable[[argparse.Namespace], None], default_name: Callable[[argparse.Namespace], str],
+               task_defaults: Callable[[dict], dict] | None = None) -> argparse.Namespace:
+    """Resolve defaults < YAML < flags, then validate; any problem exits with one line.
+
+    ``task_defaults`` maps the settings given (YAML and flags) to defaults that replace the parser's,
+    for a command whose tasks need different ones (the flow's toy and MNIST tasks).
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = {action.dest: action.default for action in parser._actions if action.dest != "help"}
     known = set(defaults) - set(_NOT_SAVED)
     try:
         explicit = _explicit_flags(parser, argv)
         from_file = _load_yaml(Path(explicit["config"]), known) if "config" in explicit else {}
-        args = argparse.Namespace(**{**defaults, **from_file, **explicit})
+        args = _resolve(defaults, {**from_file, **explicit}, task_defaults)
         args.name = args.name or default_name(args)
         if args.resume is not None:
             run_dir = _latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there")
             saved = _load_yaml(run_dir / "config.yaml", known)
-            args = argparse.Namespace(**{**defaults, **saved, **explicit, "resume": str(run_dir)})
+            args = _resolve(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)
         check(args)
     except ConfigError as err:

@@ -14,8 +14,8 @@ from torch.autograd.functional import jacobian
 
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag
 from part3_flows.flows import ImageFlowModule
-from part3_flows.image_flow import (LEVELS, ActNorm, ConvCoupling, ImageFlow, LogitTransform, Squeeze, channel_mask,
-                                    checkerboard_mask)
+from part3_flows.image_flow import (LEVELS, ActNorm, ConvCoupling, ImageFlow, InvertibleConv1x1, LogitTransform, Squeeze,
+                                    channel_mask, checkerboard_mask)
 from part3_flows.model import AffineCoupling, Coupling, NormalizingFlow, alternating_mask
 from part3_flows.train import main
 from shared.utils import dequantize, quantize
@@ -37,6 +37,8 @@ def randomise(flow: nn.Module, seed: int = 0) -> nn.Module:
             if isinstance(module, ActNorm):
                 module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
                 module.log_scale.copy_(0.3 * torch.randn(module.log_scale.shape, generator=generator))
+            if isinstance(module, InvertibleConv1x1):  # rows rescaled: a log-det off 0, still well-conditioned
+                module.weight.mul_(torch.exp(0.3 * torch.randn(len(module.weight), 1, generator=generator)))
     return flow
 
 
@@ -101,7 +103,7 @@ def test_target_entropy_is_two_gaussian_entropies_plus_one_bit():
 # --- invertibility and exact log-determinants ------------------------------------------------------------------
 
 def image_layers():
-    return [ActNorm(2), Squeeze(), LogitTransform(), ConvCoupling(checkerboard_mask(2, 4, 4, 0), 8),
+    return [ActNorm(2), InvertibleConv1x1(2), Squeeze(), LogitTransform(), ConvCoupling(checkerboard_mask(2, 4, 4, 0), 8),
             ConvCoupling(checkerboard_mask(2, 4, 4, 1), 8), ConvCoupling(channel_mask(2, 4, 4, 0), 8),
             ConvCoupling(channel_mask(2, 4, 4, 1), 8)]
 
@@ -169,9 +171,9 @@ def test_fresh_toy_flow_is_the_identity():
 def test_actnorm_data_init_standardises_each_channel():
     flow = ImageFlow((1, 28, 28), num_channels=8, num_blocks=1)
     flow.data_init(dequantize(binary_images((1, 28, 28), 64), LEVELS))
-    first = flow.scales[0][0]
+    squeeze, first = flow.scales[0][:2]
     x = flow.logit(dequantize(binary_images((1, 28, 28), 64), LEVELS), torch.zeros(64))[0]
-    out = first(x, torch.zeros(64))[0]
+    out = first(squeeze(x, torch.zeros(64))[0], torch.zeros(64))[0]
     assert abs(out.mean().item()) < 0.1 and abs(out.std().item() - 1) < 0.1
 
 
@@ -225,13 +227,25 @@ def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message)
     assert_fails_fast(lambda: main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
 
 
-@pytest.mark.parametrize("config", ["configs/flow_toy.yaml", "configs/flow_mnist.yaml"])
-def test_shipped_configs_are_valid(config):
-    from part3_flows.train import build_parser, check, default_name
+def parse_flow_args(argv):
+    from part3_flows.train import build_parser, check, default_name, task_defaults
     from shared.cli import parse_args
 
-    args = parse_args(build_parser(), ["--config", str(Path(__file__).parents[1] / config)], check, default_name)
-    assert args.name.startswith(f"flow_{args.task}")
+    return vars(parse_args(build_parser(), argv, check, default_name, task_defaults))
+
+
+@pytest.mark.parametrize("task", ["toy", "mnist"])
+def test_shipped_configs_are_valid_and_repeat_the_task_defaults(task):
+    from_config = parse_flow_args(["--config", str(Path(__file__).parents[1] / f"configs/flow_{task}.yaml")])
+    assert from_config["name"].startswith(f"flow_{task}")
+    assert {**from_config, "config": None} == parse_flow_args(["--task", task])
+
+
+def test_mnist_task_brings_its_own_defaults_below_the_flags():
+    toy, mnist = parse_flow_args([]), parse_flow_args(["--task", "mnist"])
+    assert (toy["batch_size"], toy["epochs"]) == (256, 40)  # the toy's, as its issue states them
+    assert (mnist["batch_size"], mnist["epochs"]) == (64, 30)
+    assert parse_flow_args(["--task", "mnist", "--batch_size", "32"])["batch_size"] == 32
 
 
 def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
