@@ -37,14 +37,22 @@ def main(argv=None) -> dict:
     parser.add_argument("--value_range", choices=["auto", *VALUE_RANGES], default="auto",
                         help="range of the samples (auto: the module's sample_range, else [0, 1])")
     parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="scale on the base noise, for a model that samples at one (the flow; default: the run's)")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.num_samples < 2:
         parser.error(f"--num_samples must be at least 2, got {args.num_samples}")
+    if args.temperature is not None and args.temperature <= 0:
+        parser.error(f"--temperature must be positive, got {args.temperature}")
 
     model, module, run_args = load_run(args.run_dir, args.checkpoint)
     print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
+    if args.temperature is not None:
+        if "temperature" not in model.hparams:
+            raise SystemExit(f"error: --temperature: {type(model).__name__} samples at no temperature")
+        model.hparams.temperature = args.temperature
     try:
         samples = draw_samples(model, args.num_samples, seed=args.seed, sample_index=args.sample_index,
                                value_range=VALUE_RANGES.get(args.value_range))
@@ -60,6 +68,8 @@ def main(argv=None) -> dict:
     results = evaluate_samples(judge, samples, binarized=binarized, data_dir=getattr(run_args, "data_dir", None),
                                seed=args.seed)
     results["judge_test_accuracy"] = record["test_accuracy"]
+    if "temperature" in model.hparams:
+        results["temperature"] = model.hparams.temperature
     print(format_report(results, f"Sample quality of {args.run_dir} (judge test accuracy {record['test_accuracy']:.4f})"))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
