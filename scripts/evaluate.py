@@ -2,6 +2,7 @@
 
     python scripts/evaluate.py runs/gan_mlp/version_0
     python scripts/evaluate.py runs/vae_mlp_z20/version_0 --num_samples 10000 --json eval.json
+    python scripts/evaluate.py runs/flow_mnist_c64_b4_s2/version_0 --temperature 1.0 --grid t1.png
 
 Works for a run of any part: its config.yaml names settings that only one part's train module
 has, and that module rebuilds the model; the checkpoint is the one the run's metrics.json names
@@ -20,6 +21,7 @@ from pathlib import Path
 from shared.evaluation import draw_samples, evaluate_samples, format_report
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import load_run
+from shared.utils import make_grid, save_grid
 
 # Parts whose training data is threshold-binarized without a --binarize flag (the VAE unless --likelihood gaussian).
 ALWAYS_BINARIZED = {"part1_vae.train", "part1_vae.train_mixture"}
@@ -41,6 +43,7 @@ def main(argv=None) -> dict:
                         help="scale on the base noise, for a model that samples at one (the flow; default: the run's)")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument("--grid", type=Path, default=None, help="also save the first 64 samples as an 8x8 PNG grid")
     args = parser.parse_args(argv)
     if args.num_samples < 2:
         parser.error(f"--num_samples must be at least 2, got {args.num_samples}")
@@ -58,6 +61,8 @@ def main(argv=None) -> dict:
                                value_range=VALUE_RANGES.get(args.value_range))
     except (ValueError, IndexError) as err:
         raise SystemExit(f"error: cannot use the samples of {args.run_dir}: {err}") from None
+    if args.grid:
+        save_grid(make_grid(samples[:64]), args.grid)
     if args.reference == "auto":
         trained_binarized = (getattr(run_args, "binarize", False) or
                              (module.__name__ in ALWAYS_BINARIZED and getattr(run_args, "likelihood", "bernoulli") == "bernoulli"))

@@ -169,7 +169,8 @@ def test_evaluate_command_samples_a_flow_at_the_temperature_asked(tmp_path, tiny
     torch.save({"state_dict": flow.state_dict()}, run_dir / "checkpoints" / "last.ckpt")
     evaluate = load_script("evaluate").main
     common = [str(run_dir), "--num_samples", "200", "--judge", str(tiny_judge_path)]
-    at_run, colder = evaluate(common), evaluate([*common, "--temperature", "0.1"])
+    at_run, colder = evaluate(common), evaluate([*common, "--temperature", "0.1", "--grid", str(tmp_path / "grid.png")])
+    assert (tmp_path / "grid.png").is_file()
     assert (at_run["temperature"], colder["temperature"]) == (0.7, 0.1)
     assert at_run["reference"] == "threshold-binarized"
     assert colder["frechet_distance"] != at_run["frechet_distance"]
