@@ -70,7 +70,7 @@ MODELS = (
           ("--config", "configs/gan_mlp.yaml"), ("--epochs", "2", "--eval_samples", "0"), binary=False),
     Model("gan", "GAN (DCGAN)", "DCGAN", "gan_dcgan", "part2_gan.train",
           ("--config", "configs/gan_dcgan.yaml"), ("--epochs", "1", "--eval_samples", "0"), binary=False),
-    Model("flow", "Flow (RealNVP)", "flow", "flow_mnist_c32_b2_s2", "part3_flows.train",
+    Model("flow", "Flow (RealNVP)", "flow", "flow_mnist_c64_b4_s2", "part3_flows.train",
           ("--config", "configs/flow_mnist.yaml"), ("--epochs", "1")),
 )
 
@@ -316,7 +316,7 @@ def reading(models: list[Loaded], quality: list[dict], aurocs: dict[str, float])
         lines.append(f"- **Sampling speed.** {fastest['loaded'].spec.label} draws "
                      f"{fastest['images_per_second']:,.0f} images/s, {slowest['loaded'].spec.label} "
                      f"{slowest['images_per_second']:,.0f} images/s on this machine. Every model samples in one pass through its networks; the cost "
-                     "follows their size and resolution (the flow runs every coupling at full image size).")
+                     "follows their size and depth (the flow inverts its couplings one after another, each with its own convolutional network).")
     if aurocs:
         best = max(aurocs, key=aurocs.get)
         lines.append(f"- **Spotting unnatural digits.** {best} separates Frankenstein digits from natural ones best "
@@ -403,7 +403,9 @@ def main(argv=None) -> Path:
                f"{args.num_samples:,} samples per model, scored by the judge (test accuracy "
                f"{record['test_accuracy']:.4f}); the Fréchet distance is between judge features of the samples and "
                f"of the 10,000 test images; the ceiling row scores {args.num_samples:,} real training images the "
-               "same way. Samples/s: drawing on this machine's CPU, batches of 1,000.", "",
+               "same way. Samples/s: drawing on this machine's CPU, batches of 1,000.",
+               *[f"{m.spec.label} samples at temperature {m.model.hparams.temperature} (its run's scale on the base "
+                 "noise)." for m in models if m.spec.key == "flow"], "",
                *quality_rows(quality), "",
                f"![samples](comparison/{names['samples']})", "",
                "## Interpolations", "",
