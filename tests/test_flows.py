@@ -282,3 +282,70 @@ def test_smoke_mnist_training_logs_test_bpd_and_grids(tmp_path):
     assert metrics["test_iw_bpd"] <= metrics["test_bpd"] < 2.0
     pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
     assert {"samples_epoch000.png", "interpolations_epoch000.png", "samples_epoch001.png"} <= pngs
+
+
+# --- reliability of the MNIST flow's runs ----------------------------------------------------------------------
+
+TINY_MNIST_FLOW = ["--task", "mnist", "--subset", "128", "--batch_size", "32", "--num_channels", "8", "--num_blocks",
+                   "1", "--test_dequant_samples", "1", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
+
+
+def run_mnist_flow(tmp_path, *flags):
+    return main([*TINY_MNIST_FLOW, "--log_dir", str(tmp_path), *flags])
+
+
+@pytest.mark.slow
+def test_mnist_flow_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real_nll = ImageFlowModule.nll
+    calls = {"n": 0}
+
+    def nll_that_turns_nan(self, x):
+        calls["n"] += 1
+        value = real_nll(self, x)
+        return value * float("nan") if calls["n"] > 10 else value  # epoch 0: 2 sanity + 4 train + 4 val
+
+    monkeypatch.setattr(ImageFlowModule, "nll", nll_that_turns_nan)
+    with pytest.raises(SystemExit) as exit_info:
+        run_mnist_flow(tmp_path, "--epochs", "3")
+    message = str(exit_info.value.code)
+    assert "loss is nan at epoch 1, step 5 (batch 0)" in message and "last good checkpoint" in message
+    last = torch.load(tmp_path / "flow_mnist_c8_b1_s2" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == 0 and last["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_mnist_flow_resumes_from_its_checkpoint_not_from_a_fresh_data_init(tmp_path, monkeypatch):
+    original_step = ImageFlowModule.training_step
+
+    def crash_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            raise RuntimeError("simulated crash")
+        return original_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ImageFlowModule, "training_step", crash_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_mnist_flow(tmp_path, "--epochs", "3")
+    monkeypatch.undo()
+    run_dir = tmp_path / "flow_mnist_c8_b1_s2" / "version_0"
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+
+    restored = {}
+    original_start = ImageFlowModule.on_train_start
+
+    def record_weights(self):  # what the resumed run trains from: the checkpoint's weights
+        restored.update({k: v.detach().clone() for k, v in self.state_dict().items()})
+        original_start(self)
+
+    monkeypatch.setattr(ImageFlowModule, "on_train_start", record_weights)
+    metrics = main(["--resume", str(run_dir)])
+    assert [p.name for p in (tmp_path / "flow_mnist_c8_b1_s2").iterdir()] == ["version_0"]
+    assert metrics["epochs"] == 3 and metrics["test_bpd"] < metrics["train_loss_first_step"]
+    assert restored.keys() == saved.keys() and all(torch.equal(restored[k], saved[k]) for k in saved)
+
+
+@pytest.mark.slow
+def test_same_seed_same_flow_metrics(tmp_path):
+    first = run_mnist_flow(tmp_path / "a", "--epochs", "1")
+    assert run_mnist_flow(tmp_path / "b", "--epochs", "1") == first
+    assert run_mnist_flow(tmp_path / "c", "--epochs", "1", "--seed", "7") != first
