@@ -52,6 +52,38 @@ def load_script(name: str):
     return module
 
 
+def turns_nan_after(function, good_calls: int):
+    """``function`` wrapped to return NaN from call ``good_calls + 1`` on: a loss that goes bad mid-run."""
+    calls = {"n": 0}
+
+    def wrapped(*args):
+        calls["n"] += 1
+        value = function(*args)
+        return value * float("nan") if calls["n"] > good_calls else value
+    return wrapped
+
+
+def stopped_by_nan(run, run_dir: Path) -> tuple[str, dict]:
+    """``run()`` trains until its loss turns NaN: it must stop with a message naming the last good checkpoint,
+    whose weights are all finite. Returns the message and that checkpoint."""
+    with pytest.raises(SystemExit) as exit_info:
+        run()
+    message = str(exit_info.value.code)
+    assert "last good checkpoint" in message
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+    return message, last
+
+
+def crashes_in_epoch_two(training_step):
+    """``training_step`` wrapped to raise at the third batch of the second epoch: a run killed mid-epoch."""
+    def wrapped(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            raise RuntimeError("simulated crash")
+        return training_step(self, batch, batch_idx)
+    return wrapped
+
+
 def assert_fails_fast(run, tmp_path, capsys, message: str) -> None:
     """``run()`` must exit with status 2 and one line containing ``message``, before writing anything."""
     with pytest.raises(SystemExit) as exit_info:

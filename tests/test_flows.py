@@ -19,7 +19,7 @@ from part3_flows.image_flow import (LEVELS, ActNorm, ConvCoupling, ImageFlow, In
 from part3_flows.model import AffineCoupling, Coupling, NormalizingFlow, alternating_mask
 from part3_flows.train import main
 from shared.utils import dequantize, quantize
-from tests.conftest import assert_fails_fast
+from tests.conftest import assert_fails_fast, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
 
 TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
 
@@ -296,34 +296,17 @@ def run_mnist_flow(tmp_path, *flags):
 
 @pytest.mark.slow
 def test_mnist_flow_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real_nll = ImageFlowModule.nll
-    calls = {"n": 0}
-
-    def nll_that_turns_nan(self, x):
-        calls["n"] += 1
-        value = real_nll(self, x)
-        return value * float("nan") if calls["n"] > 10 else value  # epoch 0: 2 sanity + 4 train + 4 val
-
-    monkeypatch.setattr(ImageFlowModule, "nll", nll_that_turns_nan)
-    with pytest.raises(SystemExit) as exit_info:
-        run_mnist_flow(tmp_path, "--epochs", "3")
-    message = str(exit_info.value.code)
-    assert "loss is nan at epoch 1, step 5 (batch 0)" in message and "last good checkpoint" in message
-    last = torch.load(tmp_path / "flow_mnist_c8_b1_s2" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    # epoch 0: 2 sanity + 4 train + 4 val batches
+    monkeypatch.setattr(ImageFlowModule, "nll", turns_nan_after(ImageFlowModule.nll, 10))
+    message, last = stopped_by_nan(lambda: run_mnist_flow(tmp_path, "--epochs", "3"),
+                                   tmp_path / "flow_mnist_c8_b1_s2" / "version_0")
+    assert "loss is nan at epoch 1, step 5 (batch 0)" in message
     assert last["epoch"] == 0 and last["global_step"] == 4
-    assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
 
 
 @pytest.mark.slow
 def test_mnist_flow_resumes_from_its_checkpoint_not_from_a_fresh_data_init(tmp_path, monkeypatch):
-    original_step = ImageFlowModule.training_step
-
-    def crash_in_epoch_two(self, batch, batch_idx):
-        if self.current_epoch == 1 and batch_idx == 2:
-            raise RuntimeError("simulated crash")
-        return original_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(ImageFlowModule, "training_step", crash_in_epoch_two)
+    monkeypatch.setattr(ImageFlowModule, "training_step", crashes_in_epoch_two(ImageFlowModule.training_step))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_mnist_flow(tmp_path, "--epochs", "3")
     monkeypatch.undo()
