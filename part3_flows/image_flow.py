@@ -212,7 +212,6 @@ class ImageFlow(nn.Module):
             z = torch.randn(num_samples, self.dims, device=next(self.parameters()).device)
         return self.transform(z * temperature, inverse=True)[0]
 
-
     @torch.no_grad()
     def data_init(self, y: torch.Tensor) -> None:
         """Data-dependent actnorm initialisation from one batch of dequantized images."""
