@@ -1,8 +1,8 @@
-"""Train a VAE on MNIST: ``python -m part1_vae.train --z_dim 20``.
+"""Train a VAE on MNIST: python -m part1_vae.train --z_dim 20.
 
-``--likelihood bernoulli`` (default) models threshold-binarized MNIST; ``--likelihood gaussian``
-models grey-scale MNIST, dequantized, with a learned per-pixel std, and its bpd are bits per
-8-bit pixel (see ``part1_vae.vae.VAE``). Gaussian runs are named ``..._gaussian``.
+--likelihood bernoulli (default) models threshold-binarized MNIST; --likelihood gaussian models
+grey-scale MNIST as 8-bit data, dequantized, with a learned per-pixel std, and its bpd are bits per
+8-bit pixel (see part1_vae.modules.VAE). Gaussian runs are named ..._gaussian.
 """
 from __future__ import annotations
 
@@ -11,21 +11,23 @@ from typing import Sequence
 
 import pytorch_lightning as pl
 
-from part1_vae.models import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
-from part1_vae.vae import VAE
-from shared.cli import ConfigError, make_parser, parse_args, run_experiment
-from shared.data import BinarizedMNISTDataModule
+from part1_vae.modules import VAE
+from part1_vae.networks import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
+from shared.cli import ConfigError, default_of, make_parser, parse_args
+from shared.data import MNISTDataModule
+from shared.experiment import run_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("part1_vae.train", __doc__, epochs=80, lr=1e-3, batch_size=128)
-    parser.add_argument("--model", choices=["MLP", "CNN"], default="MLP")
-    parser.add_argument("--z_dim", type=int, default=20)
-    parser.add_argument("--hidden_dims", type=int, nargs="+", default=[512], help="MLP hidden layer sizes")
-    parser.add_argument("--num_filters", type=int, default=32, help="CNN channels of the first stage")
-    parser.add_argument("--iw_samples", type=int, default=1000, help="importance samples per test image")
-    parser.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli",
-                        help="decoder likelihood: binarized MNIST, or dequantized grey-scale MNIST")
+    parser = make_parser("part1_vae.train", __doc__, epochs=80, lr=default_of(VAE, "lr"), batch_size=128)
+    add = parser.add_argument
+    add("--model", type=str.lower, choices=["mlp", "cnn"], default="mlp", help="encoder and decoder networks")
+    add("--z_dim", type=int, default=20, help="latent dimensions")
+    add("--hidden_dims", type=int, nargs="+", default=[512], help="MLP hidden layer sizes")
+    add("--num_filters", type=int, default=default_of(CNNEncoder, "num_filters"), help="CNN channels of the first stage")
+    add("--iw_samples", type=int, default=default_of(VAE, "iw_samples"), help="importance samples per test image")
+    add("--likelihood", choices=["bernoulli", "gaussian"], default=default_of(VAE, "likelihood"),
+        help="decoder likelihood: binarized MNIST, or dequantized 8-bit grey-scale MNIST")
     return parser
 
 
@@ -38,11 +40,11 @@ def check(args: argparse.Namespace) -> None:
 
 
 def default_name(args: argparse.Namespace) -> str:
-    return f"vae_{args.model.lower()}_z{args.z_dim}" + ("_gaussian" if args.likelihood == "gaussian" else "")
+    return f"vae_{args.model}_z{args.z_dim}" + ("_gaussian" if args.likelihood == "gaussian" else "")
 
 
 def build_model(args: argparse.Namespace) -> VAE:
-    if args.model == "MLP":
+    if args.model == "mlp":
         encoder = MLPEncoder(784, args.hidden_dims, args.z_dim)
         decoder = MLPDecoder(args.z_dim, args.hidden_dims, [1, 28, 28])
     else:
@@ -51,9 +53,9 @@ def build_model(args: argparse.Namespace) -> VAE:
     return VAE(encoder, decoder, z_dim=args.z_dim, lr=args.lr, iw_samples=args.iw_samples, likelihood=args.likelihood)
 
 
-def build_datamodule(args: argparse.Namespace) -> BinarizedMNISTDataModule:
-    return BinarizedMNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
-                                    binarize=args.likelihood == "bernoulli", subset=args.subset)
+def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
+    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
+                           binarize=args.likelihood == "bernoulli", subset=args.subset)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

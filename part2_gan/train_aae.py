@@ -1,11 +1,11 @@
-"""Train an adversarial autoencoder on MNIST: ``python -m part2_gan.train_aae --prior swiss_roll``.
+"""Train an adversarial autoencoder on MNIST: python -m part2_gan.train_aae --prior swiss_roll.
 
-Test metrics say how well the codes match the prior: ``test_d_acc`` (the discriminator's accuracy
-on test codes vs prior samples; 0.5 is chance) and ``test_mmd2`` (unbiased MMD^2 between the first
+Test metrics say how well the codes match the prior: test_d_acc (the discriminator's accuracy
+on test codes vs prior samples; 0.5 is chance) and test_mmd2 (unbiased MMD^2 between the first
 5,000 test codes and as many prior samples, RBF kernels at multiples of the prior's median distance) beside
-``test_mmd2_reference`` (the same between two prior samples: what a perfect match would give).
+test_mmd2_reference (the same between two prior samples: what a perfect match would give).
 After training, the samples (decoded prior samples, Bernoulli means) are scored by the judge as
-for the GAN, and the figures join metrics.json under ``eval_*``.
+for the GAN, and the figures join metrics.json under eval_*.
 """
 from __future__ import annotations
 
@@ -14,23 +14,26 @@ from typing import Sequence
 
 import pytorch_lightning as pl
 
-from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from part2_gan.modules import AAE
+from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import PRIORS
-from part2_gan.train import add_judge_flags, check_adversarial_strategy, check_judge_flags, judged_metrics
-from shared.cli import ConfigError, make_parser, parse_args, run_experiment
-from shared.data import BinarizedMNISTDataModule
+from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy, check_judge_flags, default_of,
+                        make_parser, parse_args)
+from shared.data import MNISTDataModule
+from shared.evaluation import judged_metrics
+from shared.experiment import run_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("part2_gan.train_aae", __doc__, epochs=50, lr=1e-3, batch_size=128)
+    parser = make_parser("part2_gan.train_aae", __doc__, epochs=50, lr=default_of(AAE, "lr"), batch_size=128)
     add = parser.add_argument
-    add("--prior", choices=list(PRIORS), default="gaussian", help="the distribution imposed on the codes")
+    add("--prior", choices=list(PRIORS), default=default_of(AAE, "prior"), help="the distribution imposed on the codes")
     add("--z_dim", type=int, default=2, help="code size (mog and swiss_roll are 2-D)")
     add("--hidden_dim", type=int, default=512, help="units of each of the two hidden layers of every network")
     # As fast as the reconstruction step: at 2e-4 reconstruction pulled the codes off the prior faster than the
     # adversarial steps pulled them back (swiss roll, 2 epochs: test MMD^2 0.031 against 0.0045 at 1e-3).
-    add("--lr_adv", type=float, default=1e-3, help="Adam learning rate of the discriminator and encoder-as-generator "
-                                                   "steps (--lr: the reconstruction step)")
+    add("--lr_adv", type=float, default=default_of(AAE, "lr_adv"),
+        help="Adam learning rate of the discriminator and encoder-as-generator steps (--lr: the reconstruction step)")
     add("--binarize", action=argparse.BooleanOptionalAction, default=True,
         help="train on threshold-binarized MNIST (default) or, with --no-binarize, grey-scale (BCE to grey targets)")
     add_judge_flags(parser)
@@ -57,13 +60,13 @@ def default_name(args: argparse.Namespace) -> str:
 def build_model(args: argparse.Namespace) -> AAE:
     return AAE(AAEEncoder(784, args.hidden_dim, args.z_dim), AAEDecoder(args.z_dim, args.hidden_dim),
                LatentDiscriminator(args.z_dim, args.hidden_dim), prior=args.prior, z_dim=args.z_dim, lr=args.lr,
-               lr_adv=args.lr_adv)
+               lr_adv=args.lr_adv, data="binary" if args.binarize else "grey")
 
 
-def build_datamodule(args: argparse.Namespace) -> BinarizedMNISTDataModule:
+def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
     # All 60,000 training images, as for the GAN: nothing is chosen by validation.
-    return BinarizedMNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
-                                    binarize=args.binarize, train_on_all=True, subset=args.subset)
+    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
+                           binarize=args.binarize, train_on_all=True, subset=args.subset)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -73,8 +76,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
     datamodule.setup()
     test = datamodule.splits["test"]
     model.latent_map_data = (test.images, test.labels)
-    judged = (lambda: judged_metrics(args, model)) if args.eval_samples else None
-    return run_experiment(args, model, datamodule, monitor=None, extra_metrics=judged)
+
+    def judged() -> dict:
+        return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
+
+    return run_experiment(args, model, datamodule, monitor=None,
+                          extra_metrics=judged if args.eval_samples else None)
 
 
 if __name__ == "__main__":

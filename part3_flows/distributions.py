@@ -1,7 +1,8 @@
-"""Toy densities written out by hand (no ``torch.distributions``), so the formulas are in plain view.
+"""The toy task of Part 3: its densities, written out by hand (no ``torch.distributions``) so the formulas
+are in plain view, and its DataModule of seeded draws from the target.
 
-Both are ``nn.Module``s whose parameters are buffers: they move with the flow to the GPU and are
-saved in its checkpoint, but the optimizer never sees them. ``log_prob`` reduces over the last
+The densities are ``nn.Module``s whose parameters are buffers: they move with the flow to the GPU and
+are saved in its checkpoint, but the optimizer never sees them. ``log_prob`` reduces over the last
 dimension only, so it works on points ``[N, dims]`` and on plotting meshes ``[n, n, dims]`` alike.
 """
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-LOG_2PI = math.log(2 * math.pi)
+from shared.data import TensorBatchDataset, TensorSplitsDataModule
+from shared.densities import log_normal_diag
 
 
 def _vector(value: float | Sequence[float], dims: int) -> torch.Tensor:
@@ -21,11 +23,6 @@ def _vector(value: float | Sequence[float], dims: int) -> torch.Tensor:
     if vector.numel() not in (1, dims):
         raise ValueError(f"expected a scalar or {dims} values, got {vector.numel()}")
     return vector.expand(dims).clone()
-
-
-def log_normal_diag(x: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """log N(x; mu, diag(sigma^2)), summed over the last dimension."""
-    return -0.5 * (((x - mu) / sigma) ** 2 + 2 * torch.log(sigma) + LOG_2PI).sum(dim=-1)
 
 
 class MultivariateGaussianDiag(nn.Module):
@@ -38,7 +35,7 @@ class MultivariateGaussianDiag(nn.Module):
         self.register_buffer("sigma", _vector(sigma, dims))
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return log_normal_diag(x, self.mu, self.sigma)
+        return log_normal_diag(x, self.mu, self.sigma.log())
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``[num_samples, dims]`` as mu + sigma * eps (differentiable in mu and sigma)."""
@@ -62,7 +59,7 @@ class BimodalGaussianDiag(nn.Module):
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         # log(0.5 N_1 + 0.5 N_2) by logsumexp: the modes are many sigmas apart, so exp would underflow.
-        per_mode = torch.stack([log_normal_diag(x, self.mu[k], self.sigma[k]) for k in range(2)], dim=-1)
+        per_mode = torch.stack([log_normal_diag(x, self.mu[k], self.sigma[k].log()) for k in range(2)], dim=-1)
         return torch.logsumexp(per_mode, dim=-1) - math.log(2)
 
     def sample(self, num_samples: int, generator: torch.Generator | None = None,
@@ -83,3 +80,29 @@ class BimodalGaussianDiag(nn.Module):
         generator = torch.Generator(device=self.mu.device).manual_seed(seed)
         nll = -self.log_prob(self.sample(num_samples, generator=generator).double()).mean()
         return (nll / (self.dims * math.log(2))).item()
+
+
+class ToyDataModule(TensorSplitsDataModule):
+    """Seeded draws from ``target``: ``num_train`` / ``num_val`` / ``num_test`` points.
+
+    Batches are ``(points [B, dims], mode index [B])``, the same (inputs, labels) shape as MNIST's.
+    """
+
+    def __init__(self, target: BimodalGaussianDiag, batch_size: int = 256, seed: int = 42, num_train: int = 10_000,
+                 num_val: int = 2_000, num_test: int = 2_000, num_workers: int = 0):
+        super().__init__(batch_size, seed, num_workers)
+        self.target = target
+        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
+
+    def description(self) -> dict:
+        """What a run's config.yaml records about its data."""
+        return {"dataset": "toy: equal mixture of two 2-D Gaussians", "modes": self.target.mu.tolist(),
+                "sigmas": self.target.sigma.tolist(), **self.sizes}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        for offset, (split, size) in enumerate(self.sizes.items()):
+            generator = torch.Generator().manual_seed(self.seed + offset)  # independent, reproducible splits
+            points, modes = self.target.sample(size, generator=generator, return_modes=True)
+            self.splits[split] = TensorBatchDataset(points, modes)

@@ -1,6 +1,6 @@
 """Matplotlib figures of the toy task rendered to ``[3, H, W]`` tensors in [0, 1].
 
-They are returned from ``image_grids()`` like any sample grid, so ImageGridCallback writes them
+They are returned from ``logged_images()`` like any sample grid, so LoggedImagesCallback writes them
 to TensorBoard and PNG with no plotting code of its own. Drawn off-screen, without pyplot.
 """
 from __future__ import annotations

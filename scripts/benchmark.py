@@ -5,7 +5,7 @@
 
 Three ways to train the same model for one epoch, each timed ``--repeats`` times (interleaved,
 best kept so that a background hiccup does not decide the result):
-  lightning   the project's pipeline: BinarizedMNISTDataModule + the LightningModule + a Trainer
+  lightning   the project's pipeline: MNISTDataModule + the LightningModule + a Trainer
               set up as in shared.cli (TensorBoard logger, loss monitor), validation off; the
               epoch is timed from its start to its end (fit()'s one-off set-up is printed apart);
   plain       a hand-written loop over batches sliced from the same in-memory tensor;
@@ -32,12 +32,12 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from part1_vae.models import MLPDecoder, MLPEncoder
-from part1_vae.vae import VAE
-from part2_gan.gan import GAN
-from part2_gan.models import DiscriminatorMLP, GeneratorMLP
+from part1_vae.modules import VAE
+from part1_vae.networks import MLPDecoder, MLPEncoder
+from part2_gan.modules import GAN
+from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
 from shared.callbacks import LossMonitor
-from shared.data import BinarizedMNISTDataModule, load_mnist
+from shared.data import MNISTDataModule, load_mnist
 
 
 class PerImagePILDataset(Dataset):
@@ -66,7 +66,7 @@ class EpochTimer(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def time_lightning(model: pl.LightningModule, datamodule: BinarizedMNISTDataModule, log_dir: str) -> tuple[float, float]:
+def time_lightning(model: pl.LightningModule, datamodule: MNISTDataModule, log_dir: str) -> tuple[float, float]:
     """(seconds of the epoch, seconds of the whole ``fit`` call)."""
     timer = EpochTimer()
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=TensorBoardLogger(log_dir),
@@ -132,7 +132,7 @@ def report(title: str, seconds: dict[str, list[float]], fit_seconds: list[float]
             print(f"  lightning / {name:<9} = {rate['lightning'] / rate[name]:.2f}x")
 
 
-def benchmark(title: str, template: pl.LightningModule, datamodule: BinarizedMNISTDataModule,
+def benchmark(title: str, template: pl.LightningModule, datamodule: MNISTDataModule,
               plain_loops: dict[str, tuple[Callable, Callable[[], object]]], repeats: int) -> None:
     """Time ``repeats`` interleaved rounds of the Lightning epoch and each plain loop, from the same initial weights."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -162,7 +162,7 @@ def main() -> None:
     pl.seed_everything(0, verbose=False)
     if args.model == "vae":
         template = VAE(MLPEncoder(), MLPDecoder(), z_dim=20)
-        datamodule = BinarizedMNISTDataModule(batch_size=args.batch_size)
+        datamodule = MNISTDataModule(batch_size=args.batch_size)
         datamodule.setup()
         per_image_loader = DataLoader(PerImagePILDataset(load_mnist("train")[0][:len(datamodule.splits["train"])]),
                                       batch_size=args.batch_size, shuffle=True, num_workers=args.per_image_workers)
@@ -171,7 +171,7 @@ def main() -> None:
         title = f"VAE (MLP, z=20), one epoch of 45000 threshold-binarized MNIST images, batch {args.batch_size}"
     else:
         template = GAN(GeneratorMLP(), DiscriminatorMLP(), z_dim=32)
-        datamodule = BinarizedMNISTDataModule(batch_size=args.batch_size, binarize=False, value_range="pm1",
+        datamodule = MNISTDataModule(batch_size=args.batch_size, binarize=False, value_range="pm1",
                                               train_on_all=True)
         datamodule.setup()
         loops = {"plain": (time_plain_gan_loop, datamodule.train_dataloader)}

@@ -4,13 +4,11 @@
     python scripts/evaluate.py runs/vae_mlp_z20/version_0 --num_samples 10000 --json eval.json
     python scripts/evaluate.py runs/flow_mnist_c64_b4_s2/version_0 --temperature 1.0 --grid t1.png
 
-Works for a run of any part: its config.yaml names settings that only one part's train module
-has, and that module rebuilds the model; the checkpoint is the one the run's metrics.json names
-(the VAE's best, the GAN's last), else last.ckpt, unless --checkpoint says otherwise. Any module
-whose ``sample(n)`` returns images (or a tuple whose --sample_index'th element is images) works;
-images are mapped to [0, 1] from the module's ``sample_range`` (default [0, 1]). Samples are
-compared with threshold-binarized MNIST when the run trained on it (Bernoulli VAE, mixture; GAN/AAE: --binarize)
-or when every sample pixel is 0 or 1, else with grey-scale MNIST; --reference overrides.
+Works for a run of any command: its config.yaml names the command that made it, whose
+build_model rebuilds the model; the checkpoint is the one the run's metrics.json names (the VAE's
+best, the GAN's last), else last.ckpt, unless --checkpoint says otherwise. The model says what it
+samples and which data it models (shared.generative): samples are compared with threshold-binarized
+MNIST when the model's data is binary, else with grey-scale MNIST; --reference overrides.
 """
 from __future__ import annotations
 
@@ -19,13 +17,10 @@ import json
 from pathlib import Path
 
 from shared.evaluation import draw_samples, evaluate_samples, format_report
+from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import load_run
 from shared.utils import make_grid, save_grid
-
-# Parts whose training data is threshold-binarized without a --binarize flag (the VAE unless --likelihood gaussian).
-ALWAYS_BINARIZED = {"part1_vae.train", "part1_vae.train_mixture"}
-VALUE_RANGES = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
 
 
 def main(argv=None) -> dict:
@@ -34,11 +29,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--num_samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="for the samples and the real training images drawn")
-    parser.add_argument("--sample_index", type=int, default=0,
-                        help="element of a tuple that sample() returns (VAE: 0 binary samples, 1 Bernoulli means)")
-    parser.add_argument("--value_range", choices=["auto", *VALUE_RANGES], default="auto",
-                        help="range of the samples (auto: the module's sample_range, else [0, 1])")
-    parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto")
+    parser.add_argument("--means", action="store_true",
+                        help="score the per-pixel means the samples are drawn from (the VAE's) instead of the samples")
+    parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto",
+                        help="MNIST to compare with (auto: binarized for a model of binary data, else grey-scale)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="scale on the base noise, for a model that samples at one (the flow; default: the run's)")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
@@ -50,28 +44,24 @@ def main(argv=None) -> dict:
     if args.temperature is not None and args.temperature <= 0:
         parser.error(f"--temperature must be positive, got {args.temperature}")
 
-    model, module, run_args = load_run(args.run_dir, args.checkpoint)
+    model, _, run_args = load_run(args.run_dir, args.checkpoint)
+    if not isinstance(model, GenerativeModel):
+        raise SystemExit(f"error: {args.run_dir}: {type(model).__name__} does not sample images "
+                         f"(it is no shared.generative.GenerativeModel)")
     print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
     if args.temperature is not None:
         if "temperature" not in model.hparams:
             raise SystemExit(f"error: --temperature: {type(model).__name__} samples at no temperature")
         model.hparams.temperature = args.temperature
     try:
-        samples = draw_samples(model, args.num_samples, seed=args.seed, sample_index=args.sample_index,
-                               value_range=VALUE_RANGES.get(args.value_range))
-    except (ValueError, IndexError) as err:
+        samples = draw_samples(model, args.num_samples, seed=args.seed, means=args.means)
+    except ValueError as err:
         raise SystemExit(f"error: cannot use the samples of {args.run_dir}: {err}") from None
     if args.grid:
         save_grid(make_grid(samples[:64]), args.grid)
-    if args.reference == "auto":
-        trained_binarized = (getattr(run_args, "binarize", False) or
-                             (module.__name__ in ALWAYS_BINARIZED and getattr(run_args, "likelihood", "bernoulli") == "bernoulli"))
-        binarized = bool(trained_binarized or ((samples == 0) | (samples == 1)).all())
-    else:
-        binarized = args.reference == "binarized"
-    judge, record = load_judge(args.judge, getattr(run_args, "data_dir", None))
-    results = evaluate_samples(judge, samples, binarized=binarized, data_dir=getattr(run_args, "data_dir", None),
-                               seed=args.seed)
+    binarized = model.data == "binary" if args.reference == "auto" else args.reference == "binarized"
+    judge, record = load_judge(args.judge, run_args.data_dir)
+    results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed)
     results["judge_test_accuracy"] = record["test_accuracy"]
     if "temperature" in model.hparams:
         results["temperature"] = model.hparams.temperature

@@ -1,4 +1,4 @@
-"""Callbacks every training run uses: a monitor of the training losses and epoch-end image grids."""
+"""Callbacks every training run uses: a monitor of the training losses and the images logged at epoch ends."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,8 +58,9 @@ class LossMonitor(pl.Callback):
         self.first_loss, self.batches_seen = state_dict["first_loss"], state_dict["batches_seen"]
 
 
-class ImageGridCallback(pl.Callback):
-    """Logs the module's ``image_grids()`` to TensorBoard and PNG before training and after chosen epochs.
+class LoggedImagesCallback(pl.Callback):
+    """Logs the module's ``logged_images()`` (sample grids and rendered plots, ``name -> [3, H, W]`` in
+    [0, 1]) to TensorBoard and PNG before training and after chosen epochs.
 
     "Epoch 0" is the untrained model; epoch e is after e epochs of training. The final epoch is
     always included. PNGs go to ``<run_dir>/samples/<name>_epoch<e>.png``.
@@ -74,7 +75,7 @@ class ImageGridCallback(pl.Callback):
             return
         was_training = pl_module.training
         pl_module.eval()
-        for name, grid in pl_module.image_grids().items():
+        for name, grid in pl_module.logged_images().items():
             log_grid(trainer.logger, name, grid, epoch)
             save_grid(grid, self.sample_dir / f"{name}_epoch{epoch:03d}.png")
         pl_module.train(was_training)

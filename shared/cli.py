@@ -1,29 +1,25 @@
-"""The flow every ``train.py`` shares: flags and configs in, a Lightning run with its outputs out.
+"""Settings for every command: flags and YAML files in, one validated ``argparse.Namespace`` out.
 
-Configuration precedence: parser defaults < YAML file (``--config``, or the run's own
-``config.yaml`` when resuming) < flags given on the command line. Every invalid value fails
-before any work, with one line on stderr and exit status 2.
+Precedence: parser defaults < YAML file (``--config``, or the run's own ``config.yaml`` when
+resuming) < flags typed on the command line. A YAML value goes through the same type conversion and
+choices as the same value typed as a flag (``lr: 1e-3`` is a float). Every invalid value ends the
+command before any work, with one line on stderr and exit status 2. Running the experiment is
+:mod:`shared.experiment`'s job.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import platform
+import inspect
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import pytorch_lightning as pl
-import torch
 import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
-
-from shared.callbacks import ImageGridCallback, LossMonitor, NonFiniteLossError
 
 # Bookkeeping flags: they say how to run, not what was trained, so a run's config.yaml leaves them out.
-_NOT_SAVED = ("config", "resume")
+NOT_SAVED = ("config", "resume")
+# Keys of a run's config.yaml that are records, not flags: the command that made it and its data.
+RECORDS = ("command", "data")
 
 
 class ConfigError(ValueError):
@@ -31,8 +27,21 @@ class ConfigError(ValueError):
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
+    """Errors as one line; no abbreviated flags (``--epoch`` is not taken for ``--epochs``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def default_of(callable_: Callable, parameter: str):
+    """The default of ``parameter`` in ``callable_``'s signature: a flag that sets a class's argument
+    takes its default from the class, so the default lives in one place."""
+    return inspect.signature(callable_).parameters[parameter].default
 
 
 def _devices(value: str):
@@ -40,34 +49,59 @@ def _devices(value: str):
 
 
 def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_size: int) -> OneLineArgumentParser:
-    """A parser holding the flags every part shares; a part adds its model's flags to it."""
+    """A parser holding the flags every command shares; the command adds its model's flags to it.
+    ``prog`` is the command's module name (``part1_vae.train``), which each run records."""
     parser = OneLineArgumentParser(prog=prog, description=description)
     add = parser.add_argument
     add("--config", help="YAML file of settings (flags given on the command line override it)")
-    add("--seed", type=int, default=42)
-    add("--epochs", type=int, default=epochs)
-    add("--lr", type=float, default=lr)
-    add("--batch_size", type=int, default=batch_size)
+    add("--seed", type=int, default=42, help="seed of every random number of the run")
+    add("--epochs", type=int, default=epochs, help="epochs to train")
+    add("--lr", type=float, default=lr, help="Adam learning rate")
+    add("--batch_size", type=int, default=batch_size, help="images per training batch")
     add("--num_workers", type=int, default=0, help="DataLoader workers (batches are tensor slices: 0 is fastest)")
-    add("--data_dir", default=None, help="folder holding MNIST/raw (default: the bundled copy)")
+    add("--data_dir", default=None, help="folder holding MNIST/raw; none: the bundled copy")
     add("--subset", type=int, default=None, help="keep only the first N images of each split (smoke runs)")
-    add("--log_dir", default="runs")
-    add("--name", default=None, help="run name under log_dir (default: derived from the model settings)")
+    add("--log_dir", default="runs", help="folder of the runs")
+    add("--name", default=None, help="run name under log_dir; none: derived from the model settings")
     add("--sample_epochs", type=int, nargs="+", default=[0, 10], help="epochs to draw sample grids at (final added)")
-    add("--log_every_n_steps", type=int, default=50)
-    add("--progress_bar", action=argparse.BooleanOptionalAction, default=False)
+    add("--log_every_n_steps", type=int, default=50, help="log the training losses every N batches")
+    add("--progress_bar", action=argparse.BooleanOptionalAction, default=False, help="show Lightning's progress bar")
     add("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
-        help="continue an interrupted run from its last checkpoint (default: the latest run of this name)")
+        help="continue an interrupted run from its last checkpoint; no RUN_DIR: the latest run of this name")
     trainer = parser.add_argument_group("Lightning Trainer flags, passed through")
-    trainer.add_argument("--accelerator", default="auto")
-    trainer.add_argument("--devices", type=_devices, default="auto")
-    trainer.add_argument("--strategy", default="auto")
-    trainer.add_argument("--precision", default="32-true")
+    trainer.add_argument("--accelerator", default="auto", help="cpu, gpu, mps, auto")
+    trainer.add_argument("--devices", type=_devices, default="auto", help="how many, or which")
+    trainer.add_argument("--strategy", default="auto", help="auto, ddp, ...")
+    trainer.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
     return parser
+
+
+def add_judge_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of the judged evaluation after training (GAN, AAE)."""
+    from shared.judge import DEFAULT_JUDGE_PATH  # the path only; torch is imported by then anyway
+
+    parser.add_argument("--eval_samples", type=int, default=10_000,
+                        help="samples the judge scores after training (0: skip)")
+    parser.add_argument("--judge", default=None,
+                        help=f"judge checkpoint, trained there first if missing; none: {DEFAULT_JUDGE_PATH}")
+
+
+def check_judge_flags(args: argparse.Namespace) -> None:
+    if args.eval_samples == 1 or args.eval_samples < 0:
+        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
+
+
+def check_adversarial_strategy(args: argparse.Namespace) -> None:
+    """Plain DDP fails mid-step for adversarial models: each optimizer step leaves another network's
+    parameters unused."""
+    if args.strategy == "ddp":
+        raise ConfigError("--strategy ddp: each of the adversarial steps leaves a network unused; "
+                          "use --strategy ddp_find_unused_parameters_true")
 
 
 def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict:
     """The settings actually typed on the command line (defaults suppressed)."""
+    parser.parse_args(argv)  # errors and --help first, with the real defaults
     saved = {action.dest: action.default for action in parser._actions}
     try:
         for action in parser._actions:
@@ -78,19 +112,57 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dic
             action.default = saved[action.dest]
 
 
-def _load_yaml(path: Path, known: set[str]) -> dict:
+def _typed(parser: argparse.ArgumentParser, action: argparse.Action, value):
+    """A YAML value converted and checked as the same value typed after the flag would be."""
+    if isinstance(action, argparse.BooleanOptionalAction):
+        if not isinstance(value, bool):
+            raise argparse.ArgumentError(action, f"expected true or false, got {value!r}")
+        return value
+    if value is None:
+        return None
+    many = action.nargs in ("+", "*")
+    items = value if isinstance(value, list) and many else [value]
+    if isinstance(value, (list, dict)) and not many or any(isinstance(item, (list, dict)) for item in items):
+        raise argparse.ArgumentError(action, f"expected {'values' if many else 'one value'}, got {value!r}")
+    if many and not items:
+        raise argparse.ArgumentError(action, "expected at least one value")
+    converted = []
+    for item in items:
+        text = ("true" if item else "false") if isinstance(item, bool) else str(item)
+        item = parser._get_value(action, text)
+        parser._check_value(action, item)
+        converted.append(item)
+    return converted if many else converted[0]
+
+
+def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
+    """The settings of a YAML file, typed; a run's records (command, data) are checked and left out."""
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
-    settings = yaml.safe_load(path.read_text()) or {}
+    try:
+        settings = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise ConfigError(f"config file {path} is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
     if not isinstance(settings, dict):
         raise ConfigError(f"config file {path} must hold a mapping of flag names to values")
-    unknown = sorted(set(settings) - known)
+    command = settings.pop("command", parser.prog)
+    settings.pop("data", None)
+    if command != parser.prog:
+        raise ConfigError(f"config file {path} was written by {command}, not {parser.prog}: "
+                          f"use python -m {command}")
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", *NOT_SAVED)}
+    unknown = sorted(set(settings) - set(actions))
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
-    return settings
+    try:
+        return {name: _typed(parser, actions[name], value) for name, value in settings.items()}
+    except argparse.ArgumentError as err:
+        raise ConfigError(f"config file {path}: {err}") from None
 
 
-def _latest_run(log_dir: str, name: str) -> Path:
+def latest_run(log_dir: str, name: str) -> Path:
     runs = sorted(Path(log_dir, name).glob("version_*"), key=lambda p: int(p.name.split("_")[-1]))
     runs = [run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()]
     if not runs:
@@ -125,104 +197,25 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
     """Resolve defaults < YAML < flags, then validate; any problem exits with one line.
 
     ``task_defaults`` maps the settings given (YAML and flags) to defaults that replace the parser's,
-    for a command whose tasks need different ones (the flow's toy and MNIST tasks).
+    for a command whose tasks need different ones (the flow's toy and MNIST tasks). The result's
+    ``command`` is the parser's ``prog``: the module a run's config.yaml names as its maker.
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = {action.dest: action.default for action in parser._actions if action.dest != "help"}
-    known = set(defaults) - set(_NOT_SAVED)
     try:
         explicit = _explicit_flags(parser, argv)
-        from_file = _load_yaml(Path(explicit["config"]), known) if "config" in explicit else {}
+        from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
         args = _resolve(defaults, {**from_file, **explicit}, task_defaults)
         args.name = args.name or default_name(args)
         if args.resume is not None:
-            run_dir = _latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
+            run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there")
-            saved = _load_yaml(run_dir / "config.yaml", known)
+            saved = load_settings(parser, run_dir / "config.yaml")
             args = _resolve(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)
         check(args)
     except ConfigError as err:
         parser.error(str(err))
+    args.command = parser.prog
     return args
-
-
-def _run_directory(args: argparse.Namespace) -> tuple[TensorBoardLogger, Path]:
-    if args.resume:
-        run_dir = Path(args.resume)
-        logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
-                                   default_hp_metric=False)
-    else:
-        logger = TensorBoardLogger(args.log_dir, name=args.name, default_hp_metric=False)
-    return logger, Path(logger.log_dir)
-
-
-def _machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
-
-
-def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                   monitor: str | None = "val_bpd", extra_metrics: Callable[[], dict] | None = None) -> dict:
-    """Fit (or resume), evaluate the best checkpoint on val and test, write metrics.json; return the metrics.
-
-    ``extra_metrics``, if given, is called once the model holds the reported checkpoint's weights
-    (after testing); what it returns joins metrics.json (the judge's sample figures, for example).
-
-    Writes to ``<log_dir>/<name>/version_N/``: TensorBoard events, ``config.yaml``,
-    ``checkpoints/`` (best by ``monitor`` and ``last.ckpt``), ``samples/*.png``, ``metrics.json``
-    (deterministic given the seed) and ``timing.json`` (wall-clock, which is not: this call's fit and,
-    across resumed calls, the total).
-    """
-    logger, run_dir = _run_directory(args)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min", save_last=True,
-                                 filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
-                                 auto_insert_metric_name=False, enable_version_counter=False)
-    monitor_losses = LossMonitor()
-    trainer = pl.Trainer(
-        max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
-        precision=args.precision, logger=logger, log_every_n_steps=args.log_every_n_steps,
-        callbacks=[checkpoint, monitor_losses, ImageGridCallback(run_dir, args.sample_epochs)],
-        enable_progress_bar=args.progress_bar, enable_model_summary=args.progress_bar,
-    )
-    if trainer.is_global_zero:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(args).items() if k not in _NOT_SAVED}
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
-        print(f"{'Resuming' if args.resume else 'Starting'} run in {run_dir}", flush=True)
-
-    start = time.perf_counter()
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if args.resume else None)
-    except NonFiniteLossError as err:
-        last = run_dir / "checkpoints" / "last.ckpt"
-        kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written before it"
-        raise SystemExit(f"error: training stopped, {err}; {kept}") from None
-    fit_seconds = time.perf_counter() - start
-
-    which = "best" if monitor else "last"
-    metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": monitor_losses.first_loss,
-                     "checkpoint": Path(checkpoint.best_model_path if monitor else checkpoint.last_model_path).name}
-    if monitor:
-        metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])
-    metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])
-    if extra_metrics is not None:
-        metrics.update(extra_metrics())
-    if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        timing_path = run_dir / "timing.json"
-        earlier = 0.0
-        if args.resume and timing_path.is_file():  # a finished run continued to more epochs
-            before = json.loads(timing_path.read_text())
-            earlier = before.get("total_fit_seconds", before["fit_seconds"])
-        timing_path.write_text(json.dumps(
-            {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(earlier + fit_seconds, 1),
-             "machine": _machine(), "resumed": bool(args.resume)}, indent=2) + "\n")
-        print(f"Run directory: {run_dir}\n  TensorBoard:  tensorboard --logdir {run_dir}\n"
-              f"  checkpoints:  {run_dir / 'checkpoints'}\n  samples:      {run_dir / 'samples'}\n"
-              f"  metrics:      {run_dir / 'metrics.json'}\n  fit time:     {fit_seconds:.1f} s")
-        for key, value in metrics.items():
-            print(f"  {key} = {value:.4f}" if isinstance(value, float) else f"  {key} = {value}")
-    return metrics

@@ -129,11 +129,36 @@ def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, se
                       num_workers=num_workers, persistent_workers=num_workers > 0)
 
 
-class BinarizedMNISTDataModule(pl.LightningDataModule):
+class TensorSplitsDataModule(pl.LightningDataModule):
+    """A DataModule whose splits are in-memory tensors: ``setup`` fills ``self.splits`` with
+    "train", "val" and "test"; training batches are shuffled with the module's seed."""
+
+    def __init__(self, batch_size: int, seed: int, num_workers: int):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.splits: dict[str, TensorBatchDataset] = {}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+class MNISTDataModule(TensorSplitsDataModule):
     """MNIST split 45,000 / 5,000 / 10,000 (train / val / test), decoded once into tensors.
 
-    Batches are ``(images, labels)`` with images ``[B, 1, 28, 28]`` float: in {0, 1} by default,
-    in [0, 1] with ``binarize=False``, and in [-1, 1] with ``value_range="pm1"``.
+    Batches are ``(images, labels)`` with images ``[B, 1, 28, 28]`` float: threshold-binarized
+    (pixels > 0.5 become 1, others 0) by default, grey-scale k / 255 in [0, 1] with
+    ``binarize=False``, and mapped to [-1, 1] with ``value_range="pm1"``.
     ``train_on_all=True`` trains on all 60,000 training images (the GAN's default; val is then
     the last 5,000 of them). ``subset`` keeps only the first n images of each split (tests).
     """
@@ -141,13 +166,17 @@ class BinarizedMNISTDataModule(pl.LightningDataModule):
     def __init__(self, data_dir: str | None = None, batch_size: int = 128, num_workers: int = 0,
                  seed: int = 42, binarize: bool = True, value_range: str = "01",
                  train_on_all: bool = False, subset: int | None = None):
-        super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.data_dir, self.batch_size, self.num_workers, self.seed = data_dir, batch_size, num_workers, seed
-        self.binarize, self.value_range = binarize, value_range
+        super().__init__(batch_size, seed, num_workers)
+        self.data_dir, self.binarize, self.value_range = data_dir, binarize, value_range
         self.train_on_all, self.subset = train_on_all, subset
-        self.splits: dict[str, TensorBatchDataset] = {}
+
+    def description(self) -> dict:
+        """What a run's config.yaml records about its data."""
+        end_of_train = 60_000 if self.train_on_all else TRAIN_SIZE
+        return {"dataset": "MNIST", "pixels": "threshold-binarized" if self.binarize else "grey-scale",
+                "value_range": "[-1, 1]" if self.value_range == "pm1" else "[0, 1]",
+                "train": f"training images 0-{end_of_train - 1}", "val": f"training images {TRAIN_SIZE}-"
+                f"{TRAIN_SIZE + VAL_SIZE - 1}", "test": "the 10,000 test images", "subset": self.subset}
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -164,14 +193,6 @@ class BinarizedMNISTDataModule(pl.LightningDataModule):
             images, labels = images[:self.subset], labels[:self.subset]
             self.splits[name] = TensorBatchDataset(to_model_range(images, self.binarize, self.value_range), labels)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+# The name of the first layout (the DataModule also serves grey-scale images, hence the new one).
+BinarizedMNISTDataModule = MNISTDataModule

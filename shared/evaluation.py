@@ -13,6 +13,7 @@ The class figures' ceiling is their value on the real test images.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import torch
@@ -20,7 +21,8 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from shared.data import load_mnist, to_model_range
-from shared.judge import DigitClassifier
+from shared.generative import GenerativeModel
+from shared.judge import DEFAULT_JUDGE_PATH, DigitClassifier, load_judge
 
 NUM_DIGITS = 10
 COVERAGE_FRACTION = 0.01
@@ -52,26 +54,26 @@ def to_unit_range(images: torch.Tensor, value_range: tuple[float, float]) -> tor
 
 
 @torch.no_grad()
-def draw_samples(model: nn.Module, n: int, seed: int = 0, batch_size: int = 1000, sample_index: int = 0,
-                 value_range: tuple[float, float] | None = None) -> torch.Tensor:
+def draw_samples(model: GenerativeModel, n: int, seed: int = 0, batch_size: int = 1000, means: bool = False
+                 ) -> torch.Tensor:
     """``n`` images ``[n, 1, 28, 28]`` in [0, 1] on the CPU from ``model.sample``, reproducible given ``seed``.
 
-    ``model.sample(k)`` may return images or a tuple (the VAE's is (binary samples, means));
-    ``sample_index`` picks from a tuple. ``value_range`` defaults to the model's ``sample_range``
-    attribute, else (0, 1). The model is put in eval mode for sampling (no dropout) and the
-    global random state is left as it was.
+    ``means``: the per-pixel means the samples are drawn from instead (``model.sample(k, means=True)``,
+    the VAE's). The model is put in eval mode for sampling (no dropout) and the global random state is
+    left as it was.
     """
-    value_range = value_range or getattr(model, "sample_range", (0.0, 1.0))
+    if means and "means" not in inspect.signature(model.sample).parameters:
+        raise ValueError(f"{type(model).__name__} has no means to sample: its sample() takes no 'means'")
     was_training = model.training
     model.eval()
     chunks = []
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
-            images = model.sample(min(batch_size, n - start))
-            chunks.append((images[sample_index] if isinstance(images, (tuple, list)) else images).float().cpu())
+            k = min(batch_size, n - start)
+            chunks.append((model.sample(k, means=True) if means else model.sample(k)).float().cpu())
     model.train(was_training)
-    return to_unit_range(torch.cat(chunks), value_range)
+    return to_unit_range(torch.cat(chunks), (0.0, 1.0))
 
 
 def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
@@ -174,3 +176,15 @@ def format_report(results: dict, title: str) -> str:
                  f"real: the test images themselves, and for the Fréchet distance "
                  f"{results['num_samples']} training images)")
     return "\n".join(lines)
+
+
+def judged_metrics(model: GenerativeModel, num_samples: int, seed: int, title: str,
+                   judge_path: str | Path | None = None, data_dir: str | Path | None = None) -> dict:
+    """The judge's figures for ``num_samples`` of the model's samples against the MNIST variant it models,
+    printed as a table and returned as the ``eval_*`` entries of a run's metrics.json."""
+    judge, record = load_judge(judge_path or DEFAULT_JUDGE_PATH, data_dir)
+    samples = draw_samples(model, num_samples, seed=seed)
+    results = evaluate_samples(judge, samples, binarized=model.data == "binary", data_dir=data_dir, seed=seed)
+    print(format_report(results, f"Sample quality of {title} (judge test accuracy {record['test_accuracy']:.4f})"))
+    return {**{f"eval_{name}": value for name, value in results.items()},
+            "eval_judge_test_accuracy": record["test_accuracy"]}

@@ -1,8 +1,9 @@
-"""Per-epoch means of a module's figures, one running mean per stage and name."""
+"""Per-epoch means of a module's figures, one running mean per stage and name, and the stage hooks that feed them."""
 from __future__ import annotations
 
 from typing import Iterable
 
+import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MeanMetric
@@ -43,3 +44,33 @@ class EpochMeans(nn.Module):
                     out[key] = mean.compute()
                 mean.reset()
         return out
+
+
+class StagedModule(pl.LightningModule):
+    """A LightningModule whose train, val and test stages share one ``step(stage, batch)``, which adds the
+    batch to the stage's running means and returns the training loss, and log once per epoch with
+    ``log_epoch(stage)``. A subclass whose test stage measures more overrides ``test_step``."""
+
+    def step(self, stage: str, batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_epoch(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def training_step(self, batch, batch_idx):
+        return self.step("train", batch)
+
+    def validation_step(self, batch, batch_idx):
+        self.step("val", batch)
+
+    def test_step(self, batch, batch_idx):
+        self.step("test", batch)
+
+    def on_train_epoch_end(self) -> None:
+        self.log_epoch("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_epoch("test")

@@ -1,9 +1,12 @@
-"""Quantities and pictures every part uses: bits per dimension, image grids, manifolds, interpolations."""
+"""Pictures every part uses: image grids, the 2-D latent manifold, latent interpolations, figures as tensors.
+
+(``elbo_to_bpd`` lives in :mod:`shared.densities`; it is imported here too because the course assignment
+and older code import it from ``shared.utils``.)
+"""
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,13 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-
-def elbo_to_bpd(elbo: torch.Tensor, img_shape: Sequence[int]) -> torch.Tensor:
-    """Negative log-likelihood (or negative ELBO) summed over an image, in nats, to bits per dimension.
-
-    ``img_shape`` is a batch shape ``[B, C, H, W]``; the dimensions counted are ``C * H * W``.
-    """
-    return elbo * math.log2(math.e) / math.prod(img_shape[1:])
+from shared.densities import elbo_to_bpd  # noqa: F401  (a public name of this module)
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
@@ -59,22 +56,6 @@ def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_siz
     device = next(decoder.parameters()).device if isinstance(decoder, torch.nn.Module) else "cpu"
     means = torch.sigmoid(decoder(z.to(device)))
     return make_grid(means, nrow=grid_size)
-
-
-def dequantize(levels: torch.Tensor, num_levels: int, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Discrete values k in {0, ..., num_levels - 1} -> (k + u) / num_levels in [0, 1), u ~ U[0, 1) per
-    entry unless ``noise`` gives it.
-
-    Each k owns the cell [k, k + 1) / num_levels, so a density p fitted to these values bounds the
-    discrete probability: log P(k) >= E_u log p((k + u) / num_levels) - log num_levels per entry.
-    """
-    return (levels + (torch.rand_like(levels) if noise is None else noise)) / num_levels
-
-
-def quantize(y: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """The level k whose cell [k, k + 1) / num_levels holds y (clipped to 0..num_levels - 1): undoes
-    :func:`dequantize` up to its noise."""
-    return torch.floor(y * num_levels).clamp_(0, num_levels - 1)
 
 
 def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:

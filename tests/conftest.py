@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from shared.data import BinarizedMNISTDataModule
+from shared.data import MNISTDataModule
 from shared.judge import save_judge, train_judge
 
 # Flags that make a training run take seconds: a few hundred images, 2 epochs, cheap test-time bound.
@@ -17,14 +17,14 @@ TINY_RUN = ["--subset", "256", "--batch_size", "64", "--epochs", "2", "--iw_samp
 @pytest.fixture(scope="session")
 def full_mnist():
     """The bundled data set, decoded once for the whole session."""
-    datamodule = BinarizedMNISTDataModule()
+    datamodule = MNISTDataModule()
     datamodule.setup()
     return datamodule
 
 
 @pytest.fixture
 def tiny_datamodule():
-    datamodule = BinarizedMNISTDataModule(batch_size=32, subset=128)
+    datamodule = MNISTDataModule(batch_size=32, subset=128)
     datamodule.setup()
     return datamodule
 

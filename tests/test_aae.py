@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from part2_gan.aae import AAE, AAEDecoder, AAEEncoder, LatentDiscriminator
+from part2_gan.modules import AAE
+from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior, median_bandwidths, \
     mmd2_unbiased
 from part2_gan.train_aae import main
@@ -99,17 +100,17 @@ def small_aae(prior="swiss_roll", z_dim=2):
 def test_sample_gives_means_in_unit_range_that_the_evaluator_takes():
     aae = small_aae().eval()
     samples = aae.sample(7)
-    assert samples.shape == (7, 1, 28, 28) and aae.sample_range == (0.0, 1.0)
+    assert samples.shape == (7, 1, 28, 28) and aae.data == "binary"
     assert 0 <= samples.min() and samples.max() <= 1
     assert torch.equal(draw_samples(aae, 5, seed=3), draw_samples(aae, 5, seed=3))
 
 
-def test_image_grids_with_and_without_test_data(tiny_datamodule):
+def test_logged_images_with_and_without_test_data(tiny_datamodule):
     aae = small_aae().eval()
-    assert set(aae.image_grids()) == {"samples", "prior_walk"}
+    assert set(aae.logged_images()) == {"samples", "prior_walk"}
     test = tiny_datamodule.splits["test"]
     aae.latent_map_data = (test.images, test.labels)
-    grids = aae.image_grids()
+    grids = aae.logged_images()
     assert grids["samples"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)
     assert grids["prior_walk"].shape == (3, 10 * 30 + 2, 10 * 30 + 2)
     assert grids["reconstructions"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)  # 32 pairs

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from shared.data import BUNDLED_DIR, BinarizedMNISTDataModule, DataFileError, load_mnist, to_model_range
+from shared.data import BUNDLED_DIR, MNISTDataModule, DataFileError, load_mnist, to_model_range
 
 RAW = BUNDLED_DIR / "MNIST" / "raw"
 
@@ -21,7 +21,7 @@ def test_split_sizes_and_binary_values(full_mnist):
 
 def test_val_is_the_5000_images_after_train():
     images, labels = load_mnist("train")
-    datamodule = BinarizedMNISTDataModule()
+    datamodule = MNISTDataModule()
     datamodule.setup()
     assert torch.equal(datamodule.splits["val"].labels, labels[45_000:50_000])
     assert torch.equal(datamodule.splits["val"].images, to_model_range(images[45_000:50_000]))
@@ -41,7 +41,7 @@ def test_batches_are_tensor_slices_and_shuffle_is_seeded(tiny_datamodule):
     batches = list(tiny_datamodule.train_dataloader())
     assert [len(b[0]) for b in batches] == [32, 32, 32, 32]
     assert batches[0][0].shape == (32, 1, 28, 28) and batches[0][1].dtype == torch.int64
-    again = BinarizedMNISTDataModule(batch_size=32, subset=128)
+    again = MNISTDataModule(batch_size=32, subset=128)
     again.setup()
     assert torch.equal(next(iter(again.train_dataloader()))[1], batches[0][1])
     val_labels = torch.cat([b[1] for b in tiny_datamodule.val_dataloader()])
@@ -49,7 +49,7 @@ def test_batches_are_tensor_slices_and_shuffle_is_seeded(tiny_datamodule):
 
 
 def test_train_on_all_uses_60000_images():
-    datamodule = BinarizedMNISTDataModule(train_on_all=True, binarize=False, value_range="pm1")
+    datamodule = MNISTDataModule(train_on_all=True, binarize=False, value_range="pm1")
     datamodule.setup()
     train = datamodule.splits["train"].images
     assert len(train) == 60_000 and train.min() == -1 and train.max() == 1

@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from part1_vae.models import MLPDecoder, MLPEncoder
-from part1_vae.vae import VAE
+from part1_vae.networks import MLPDecoder, MLPEncoder
+from part1_vae.modules import VAE
 from shared.data import load_mnist, to_model_range
 from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, to_unit_range
 from shared.judge import DigitClassifier, fit_judge, load_judge
@@ -102,32 +102,43 @@ def test_load_judge_trains_and_caches_when_missing(tmp_path, monkeypatch, tiny_j
     assert len(calls) == 1 and path.is_file()
 
 
-class PlusMinusOneModel(torch.nn.Module):
-    """Samples in [-1, 1], as the GAN's, declared by ``sample_range``."""
-    sample_range = (-1.0, 1.0)
+class NoiseModel(torch.nn.Module):
+    """Uniform noise images, shifted by ``low``: a model that keeps to [0, 1] only when ``low`` is 0."""
+
+    def __init__(self, low: float = 0.0):
+        super().__init__()
+        self.low = low
 
     def sample(self, n):
-        return torch.rand(n, 1, 28, 28) * 2 - 1
+        return torch.rand(n, 1, 28, 28) + self.low
 
 
-def test_draw_samples_maps_ranges_is_reproducible_and_keeps_the_global_random_state():
-    model = PlusMinusOneModel().train()
+def test_draw_samples_is_reproducible_and_keeps_the_global_random_state():
+    model = NoiseModel().train()
     torch.manual_seed(123)
     expected_next = torch.rand(1)
     torch.manual_seed(123)
     first = draw_samples(model, 250, seed=5, batch_size=100)
     assert torch.equal(torch.rand(1), expected_next)
     assert torch.equal(first, draw_samples(model, 250, seed=5))
-    assert first.shape == (250, 1, 28, 28) and first.min() >= 0 and first.max() <= 1 and first.min() < 0.01
+    assert first.shape == (250, 1, 28, 28) and first.min() >= 0 and first.max() <= 1
     assert model.training
 
 
-def test_draw_samples_takes_the_vae_binary_samples_from_its_tuple():
+def test_draw_samples_rejects_samples_outside_the_unit_range_and_means_a_model_lacks():
+    with pytest.raises(ValueError, match=r"samples lie in \[-1, .*\], outside their declared range \[0, 1\]"):
+        draw_samples(NoiseModel(low=-1.0), 10)
+    with pytest.raises(ValueError, match="NoiseModel has no means to sample"):
+        draw_samples(NoiseModel(), 10, means=True)
+
+
+def test_draw_samples_takes_the_vae_samples_or_the_means_of_the_same_draws():
     torch.manual_seed(0)
     vae = VAE(MLPEncoder(784, [32], 4), MLPDecoder(4, [32]), z_dim=4)
     samples = draw_samples(vae, 64)
-    means = draw_samples(vae, 64, sample_index=1)
+    means = draw_samples(vae, 64, means=True)
     assert set(samples.unique().tolist()) <= {0.0, 1.0} and len(means.unique()) > 2
+    assert ((means - samples).abs() < 1).all() and ((means > 0.99) <= (samples == 1)).all()
 
 
 @pytest.mark.slow
@@ -136,7 +147,8 @@ def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tin
 
     run_dir = tmp_path / "vae_mlp_z2" / "version_0"
     (run_dir / "checkpoints").mkdir(parents=True)
-    config = {"model": "MLP", "z_dim": 2, "hidden_dims": [32], "seed": 42, "iw_samples": 5}
+    config = {"command": "part1_vae.train", "model": "mlp", "z_dim": 2, "hidden_dims": [32], "seed": 42,
+              "iw_samples": 5}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     args = build_parser().parse_args([])
     vars(args).update(config)
@@ -152,13 +164,13 @@ def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tin
 
 @pytest.mark.slow
 def test_evaluate_command_samples_a_flow_at_the_temperature_asked(tmp_path, tiny_judge_path):
-    from part3_flows.image_flow import ActNorm
+    from part3_flows.layers import ActNorm
     from part3_flows.train import build_model, build_parser
 
     run_dir = tmp_path / "flow_mnist" / "version_0"
     (run_dir / "checkpoints").mkdir(parents=True)
     config = {"task": "mnist", "num_channels": 8, "num_blocks": 1, "temperature": 0.7}
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({"command": "part3_flows.train", **config}))
     args = build_parser().parse_args([])
     vars(args).update(config)
     flow = build_model(args)
@@ -187,7 +199,13 @@ def test_evaluate_command_errors(tmp_path, capsys, argv, message):
     assert message in str(exit_info.value.code) + capsys.readouterr().err
 
 
-def test_evaluate_command_rejects_a_config_of_no_known_part(tmp_path):
-    (tmp_path / "config.yaml").write_text("model: rnn\nnum_layers: 3\n")
-    with pytest.raises(SystemExit, match="matches 0 part"):
+@pytest.mark.parametrize("config, message", [
+    ("model: mlp\nz_dim: 3\n", "names no command; add the line 'command: <module>'"),
+    ("command: part9.train\n", "command 'part9.train' is not a training command of this project"),
+    ("command: part1_vae.train\nnum_layers: 3\n", "unknown setting(s) num_layers"),
+])
+def test_evaluate_command_rejects_a_run_it_cannot_rebuild(tmp_path, config, message):
+    (tmp_path / "config.yaml").write_text(config)
+    with pytest.raises(SystemExit) as exit_info:
         load_script("evaluate").main([str(tmp_path)])
+    assert message in str(exit_info.value.code)

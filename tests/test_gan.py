@@ -7,9 +7,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-import part2_gan.gan
-from part2_gan.gan import GAN
-from part2_gan.models import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
+import part2_gan.modules
+from part2_gan.modules import GAN
+from part2_gan.networks import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
 from part2_gan.train import main
 from tests.conftest import assert_fails_fast, changed_by_each_optimizer_step, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
 
@@ -78,8 +78,8 @@ def test_sample_and_interpolate_shapes_and_endpoints():
     assert gan.interpolate(2, 0).shape == (2, 2, 1, 28, 28)
 
 
-def test_image_grids_show_64_samples_and_4_interpolations_of_7_images():
-    grids = small_gan().eval().image_grids()
+def test_logged_images_show_64_samples_and_4_interpolations_of_7_images():
+    grids = small_gan().eval().logged_images()
     assert grids["samples"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)
     assert grids["interpolations"].shape == (3, 4 * 30 + 2, 7 * 30 + 2)
 
@@ -130,7 +130,7 @@ def test_configs_parse_to_the_documented_runs():
     from part2_gan.train import build_parser, check, default_name
     from shared.cli import parse_args
 
-    mlp = parse_args(build_parser(), ["--config", "configs/gan_mlp.yaml"], check, default_name)
+    mlp = parse_args(build_parser(), [], check, default_name)
     dcgan = parse_args(build_parser(), ["--config", "configs/gan_dcgan.yaml"], check, default_name)
     assert (mlp.name, mlp.z_dim, mlp.hidden_dims_gen, mlp.lr, mlp.epochs) == ("gan_mlp", 32, [128, 256, 512], 2e-4, 250)
     assert (dcgan.name, dcgan.model) == ("gan_dcgan", "dcgan")
@@ -161,7 +161,7 @@ def test_dcgan_and_binarized_data_train(tmp_path):
 @pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     # 3 calls a step, 4 steps an epoch: the first step of epoch 1 is still good
-    monkeypatch.setattr(part2_gan.gan, "_bce", turns_nan_after(part2_gan.gan._bce, 4 * 3 + 3))
+    monkeypatch.setattr(part2_gan.modules, "_bce", turns_nan_after(part2_gan.modules._bce, 4 * 3 + 3))
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "gan_mlp" / "version_0")
     assert "loss is nan at epoch 1" in message and "(batch 1)" in message
     assert last["epoch"] == 0

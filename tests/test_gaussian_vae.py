@@ -6,9 +6,10 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from part1_vae.models import MLPDecoder, MLPEncoder
+from part1_vae.networks import MLPDecoder, MLPEncoder
 from part1_vae.train import main
-from part1_vae.vae import VAE, dequantize_grey, gaussian_nll, quantize_grey
+from part1_vae.modules import VAE, dequantize_grey, quantize_grey
+from shared.densities import gaussian_nll
 from shared.data import to_model_range
 from tests.conftest import TINY_RUN
 
@@ -58,7 +59,8 @@ def test_dequantization_stays_in_the_pixel_bin_and_quantize_undoes_it():
 
 
 def test_sample_gives_8_bit_samples_and_means_in_unit_range():
-    samples, means = gaussian_vae().sample(6)
+    vae = gaussian_vae()
+    samples, means = vae.sample(6), vae.sample(6, means=True)
     assert samples.shape == means.shape == (6, 1, 28, 28)
     assert 0 <= samples.min() and samples.max() <= 1 and torch.equal(torch.round(samples * 255) / 255, samples)
     assert 0 <= means.min() and means.max() <= 1

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from part1_vae.mixture import BernoulliMixture
+from part1_vae.modules import MixtureModule
+from part1_vae.networks import BernoulliMixture
 from part1_vae.train_mixture import main
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
 
@@ -32,12 +33,12 @@ def test_log_prob_matches_brute_force_on_a_tiny_model():
 
 def test_untrained_model_is_a_fair_coin_per_pixel():
     imgs = torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))
-    assert BernoulliMixture()(imgs).item() == pytest.approx(1.0, abs=0.01)
+    assert MixtureModule()(imgs).item() == pytest.approx(1.0, abs=0.01)
     assert BernoulliMixture().log_prob(imgs).mean().item() == pytest.approx(784 * math.log(0.5), rel=0.01)
 
 
 def test_gradients_reach_every_parameter():
-    model = BernoulliMixture(num_components=4)
+    model = MixtureModule(num_components=4)
     model(torch.bernoulli(torch.full((8, 1, 28, 28), 0.3))).backward()
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name

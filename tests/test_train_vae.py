@@ -3,8 +3,9 @@ import json
 
 import pytest
 import torch
+import yaml
 
-import part1_vae.vae
+import part1_vae.modules
 from part1_vae.train import main
 from tests.conftest import TINY_RUN, assert_fails_fast, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
 
@@ -16,7 +17,7 @@ def run(tmp_path, *flags):
 @pytest.mark.parametrize("flags, message", [
     (["--z_dim", "0"], "--z_dim must be positive, got 0"),
     (["--batch_size", "-1"], "--batch_size must be positive, got -1"),
-    (["--model", "RNN"], "invalid choice: 'RNN'"),
+    (["--model", "RNN"], "invalid choice: 'rnn'"),
     (["--config", "configs/no_such_file.yaml"], "config file configs/no_such_file.yaml not found"),
     (["--hidden_dims", "512", "0"], "--hidden_dims must be positive"),
     (["--data_dir", "/nonexistent"], "--data_dir /nonexistent: no folder MNIST/raw"),
@@ -48,7 +49,11 @@ def test_smoke_training_writes_outputs_and_bpd_falls(tmp_path):
     assert metrics["val_bpd"] < 0.75 * metrics["train_loss_first_step"]
     assert metrics["test_iw_bpd"] < metrics["test_bpd"]
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["command"] == "part1_vae.train" and config["z_dim"] == 2
+    assert config["data"]["pixels"] == "threshold-binarized" and config["data"]["subset"] == 1024
+    assert metrics["train_loss"] == "negative ELBO, bits per dimension"
     pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
     assert {"samples_epoch000.png", "samples_epoch003.png", "manifold_epoch003.png"} <= pngs
     assert list(run_dir.glob("events.out.tfevents.*"))
@@ -57,7 +62,7 @@ def test_smoke_training_writes_outputs_and_bpd_falls(tmp_path):
 @pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
     # epoch 0: 2 sanity + 4 train + 4 val batches, the first 2 of epoch 1 (its NLL is computed once a batch)
-    monkeypatch.setattr(part1_vae.vae, "bernoulli_nll", turns_nan_after(part1_vae.vae.bernoulli_nll, 12))
+    monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 12))
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "vae_mlp_z20" / "version_0")
     assert "loss is nan at epoch 1, step 7 (batch 2)" in message
     assert last["epoch"] == 0 and last["global_step"] == 4
@@ -65,7 +70,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
 
 @pytest.mark.slow
 def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(part1_vae.vae.VAE, "training_step", crashes_in_epoch_two(part1_vae.vae.VAE.training_step))
+    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_two(part1_vae.modules.VAE.training_step))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, "--epochs", "3")
     monkeypatch.undo()

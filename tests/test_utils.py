@@ -4,9 +4,10 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from part1_vae.models import MLPDecoder
-from part1_vae.vae import bernoulli_nll
-from shared.utils import elbo_to_bpd, interpolate_latents, visualize_manifold
+from part1_vae.networks import MLPDecoder
+from shared.densities import bernoulli_nll
+from shared.densities import elbo_to_bpd
+from shared.utils import interpolate_latents, visualize_manifold
 
 
 def test_bpd_of_an_all_half_bernoulli_image_is_one():

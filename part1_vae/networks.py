@@ -1,7 +1,9 @@
-"""Encoders and decoders of the VAE: plain ``nn.Module``s that know nothing of training.
+"""Part 1's networks, plain ``nn.Module``s that know nothing of training: the VAE's encoders and
+decoders, and the Bernoulli mixture's parameters.
 
 Encoders map images ``[B, C, 28, 28]`` to ``(mean, log_std)``, each ``[B, z_dim]``; decoders map
-latents ``[B, z_dim]`` to per-pixel Bernoulli logits ``[B, C, 28, 28]`` (no sigmoid).
+latents ``[B, z_dim]`` to one unbounded output per pixel ``[B, C, 28, 28]``, which the VAE reads as
+Bernoulli logits or as the pre-sigmoid mean of a Gaussian, depending on its likelihood.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -80,3 +83,42 @@ class CNNDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.linear(z).view(z.shape[0], -1, 4, 4))
+
+
+class BernoulliMixture(nn.Module):
+    """p(z = k) = softmax(b)_k and p(x_d = 1 | z = k) = sigmoid(w_kd + c_d), pixels independent given z.
+
+    With ``w`` near 0 and ``c = 0`` every pixel starts as a fair coin, so an untrained model scores
+    D log(1/2) = -543 nats per MNIST image.
+    """
+
+    def __init__(self, num_components: int = 20, image_shape: Sequence[int] = (1, 28, 28)):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.mixture_logits = nn.Parameter(torch.zeros(num_components))  # b
+        # Small random w breaks the symmetry between components; c is shared by all of them.
+        self.component_logits = nn.Parameter(0.01 * torch.randn(num_components, math.prod(image_shape)))  # w
+        self.pixel_bias = nn.Parameter(torch.zeros(math.prod(image_shape)))  # c
+
+    def pixel_logits(self) -> torch.Tensor:
+        """``[K, D]`` logits of p(x_d = 1 | z = k)."""
+        return self.component_logits + self.pixel_bias
+
+    def log_prob(self, images: torch.Tensor) -> torch.Tensor:
+        """Exact log p(x) in nats for images ``[B, ...]`` in {0, 1}: logsumexp over components, never a product."""
+        x = images.flatten(1)
+        logits = self.pixel_logits()
+        # log p(x | k) = sum_d x_d log s(l_kd) + (1 - x_d) log s(-l_kd), as two matrix products.
+        log_px_given_k = x @ F.logsigmoid(logits).T + (1 - x) @ F.logsigmoid(-logits).T
+        return torch.logsumexp(log_px_given_k + F.log_softmax(self.mixture_logits, dim=0), dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.log_prob(images)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Binary images ``[n, *image_shape]``: a component from p(z), then independent pixels."""
+        components = torch.multinomial(F.softmax(self.mixture_logits, dim=0), n, replacement=True,
+                                       generator=generator)
+        probs = torch.sigmoid(self.pixel_logits()[components])
+        return torch.bernoulli(probs, generator=generator).view(n, *self.image_shape)

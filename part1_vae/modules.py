@@ -1,4 +1,4 @@
-"""The VAE as a thin LightningModule around an injected encoder and decoder."""
+"""Part 1's LightningModules: the VAE around an injected encoder and decoder, and the Bernoulli mixture."""
 from __future__ import annotations
 
 import math
@@ -8,19 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from part1_vae.utils import KLD, log_normal_diag, log_standard_normal, sample_reparameterize
-from shared.metrics import EpochMeans
-from shared.utils import dequantize, elbo_to_bpd, make_grid, quantize, visualize_manifold
-
-
-def bernoulli_nll(logits: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
-    """-log p(x | z) of images in {0, 1} under per-pixel Bernoulli logits, summed per image (nats)."""
-    return F.binary_cross_entropy_with_logits(logits, imgs, reduction="none").flatten(1).sum(dim=1)
-
-
-def gaussian_nll(means: torch.Tensor, log_std: torch.Tensor, imgs: torch.Tensor) -> torch.Tensor:
-    """-log N(x; mean, exp(log_std)^2) per pixel, summed per image (nats): the exact density, not a bare MSE."""
-    return -log_normal_diag(imgs.flatten(1), means.flatten(1), torch.broadcast_to(log_std, means.shape).flatten(1))
+from part1_vae.networks import BernoulliMixture
+from shared.densities import (KLD, bernoulli_nll, dequantize, gaussian_nll, log_normal_diag, log_standard_normal,
+                              quantize, sample_reparameterize)
+from shared.generative import GenerativeModel
+from shared.metrics import EpochMeans, StagedModule
+from shared.utils import make_grid, visualize_manifold
 
 
 def dequantize_grey(imgs: torch.Tensor) -> torch.Tensor:
@@ -46,19 +39,20 @@ _LOG_STD_FLOOR = -math.log(256 * math.sqrt(12))
 LOG_STD_LR_FACTOR = 10.0
 
 
-class VAE(pl.LightningModule):
+class VAE(GenerativeModel, StagedModule):
     """VAE trained on the negative ELBO in bits per dimension, with one of two decoder likelihoods.
 
-    ``likelihood="bernoulli"``: images in {0, 1}; the decoder gives per-pixel Bernoulli logits.
-    ``likelihood="gaussian"``: grey-scale images k / 255, dequantized on the fly to (k + u) / 256;
-    the Gaussian mean is the sigmoid of the decoder's output (so it lies in [0, 1] like the data)
-    and its log-std is one learned parameter per pixel (the background needs a far smaller std than
-    the strokes), kept above the dequantization noise's std. The loss is the exact Gaussian negative
-    log-density, and every bpd reported then bounds bits per *8-bit* pixel: nats / (D ln 2) + 8.
+    ``likelihood="bernoulli"``: images in {0, 1} (data "binary"); the decoder gives per-pixel
+    Bernoulli logits. ``likelihood="gaussian"``: grey-scale images k / 255 (data "8bit"),
+    dequantized on the fly to (k + u) / 256; the Gaussian mean is the sigmoid of the decoder's
+    output (so it lies in [0, 1] like the data) and its log-std is one learned parameter per pixel
+    (the background needs a far smaller std than the strokes), kept above the dequantization noise's
+    std. The loss is the exact Gaussian negative log-density, and every bpd reported then bounds
+    bits per *8-bit* pixel: nats / (D ln 2) + 8.
 
     Args:
         encoder: images ``[B, 1, 28, 28]`` -> ``(mean, log_std)`` of q(z|x), each ``[B, z_dim]``.
-        decoder: latents ``[B, z_dim]`` -> logits ``[B, 1, 28, 28]`` (Bernoulli logits, or the Gaussian
+        decoder: latents ``[B, z_dim]`` -> ``[B, 1, 28, 28]`` (Bernoulli logits, or the Gaussian
             mean before its sigmoid).
         z_dim: latent size (for the prior and the fixed noise of the sample grids).
         lr: Adam learning rate.
@@ -66,6 +60,10 @@ class VAE(pl.LightningModule):
         iw_chunk: how many of those go through the decoder at once (memory, not result).
         likelihood: "bernoulli" or "gaussian".
     """
+
+    likelihood_kind = "importance-weighted bound"
+    likelihood_metric = "test_iw_bpd"
+    training_loss = "negative ELBO, bits per dimension"
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int, lr: float = 1e-3,
                  iw_samples: int = 1000, iw_chunk: int = 100, likelihood: str = "bernoulli"):
@@ -75,12 +73,13 @@ class VAE(pl.LightningModule):
         self.save_hyperparameters(ignore=["encoder", "decoder"])
         self.encoder, self.decoder = encoder, decoder
         self.gaussian = likelihood == "gaussian"
+        self.data = "8bit" if self.gaussian else "binary"
         self.bpd_offset = DEQUANTIZED_BPD_OFFSET if self.gaussian else 0.0
         if self.gaussian:  # log_std = floor + softplus(raw), starting at log_std = 0
             self.log_std_raw = nn.Parameter(torch.full((1, 28, 28), math.log(math.expm1(-_LOG_STD_FLOOR))))
         # Fixed noise (saved with the checkpoint) so sample grids of different epochs compare.
         self.register_buffer("fixed_z", torch.randn(64, z_dim))
-        self.example_input_array = torch.zeros(2, 1, 28, 28)
+        self.example_input_array = torch.zeros(2, *self.image_shape)
         # Running means per stage, in nats per image (test_iw_nll in the test stage only).
         self.epoch_means = EpochMeans(("train", "val", "test"), ["recon", "kl", "iw_nll"])
 
@@ -98,8 +97,8 @@ class VAE(pl.LightningModule):
         """A batch as the likelihood models it: dequantized for the Gaussian, as is for the Bernoulli."""
         return dequantize_grey(imgs) if self.gaussian else imgs
 
-    def _bpd(self, nll: torch.Tensor, shape) -> torch.Tensor:
-        return elbo_to_bpd(nll, shape) + self.bpd_offset
+    def _bpd(self, nll: torch.Tensor) -> torch.Tensor:
+        return self.bpd(nll) + self.bpd_offset
 
     def _nelbo_terms(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.encoder(imgs)
@@ -112,28 +111,31 @@ class VAE(pl.LightningModule):
         ``imgs`` are taken as the likelihood models them (for the Gaussian: already dequantized).
         """
         rec, kl = self._nelbo_terms(imgs)
-        return rec.mean(), kl.mean(), self._bpd(rec + kl, imgs.shape).mean()
+        return rec.mean(), kl.mean(), self._bpd(rec + kl).mean()
 
     @torch.no_grad()
-    def sample(self, batch_size: int, z: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Samples ``[B, 1, 28, 28]`` and the means they were drawn from.
+    def sample(self, n: int, z: torch.Tensor | None = None, means: bool = False) -> torch.Tensor:
+        """``[n, 1, 28, 28]`` samples in [0, 1], or with ``means`` the per-pixel means they are drawn from.
 
         Bernoulli: binary samples. Gaussian: mean + std * noise, quantized to the 8-bit image it falls
-        in (shown as k / 255, so in [0, 1]); the means are the sigmoid outputs, in [0, 1].
+        in (shown as k / 255); the means are the sigmoid outputs. The samples are drawn either way, so
+        that ``means=True`` under a seed gives the means of exactly the samples ``means=False`` gives.
         """
         if z is None:
-            z = torch.randn(batch_size, self.hparams.z_dim, device=self.device)
-        means = torch.sigmoid(self.decoder(z))
+            z = torch.randn(n, self.hparams.z_dim, device=self.device)
+        pixel_means = torch.sigmoid(self.decoder(z))
         if self.gaussian:
-            return quantize_grey(means + torch.exp(self.pixel_log_std()) * torch.randn_like(means)), means
-        return torch.bernoulli(means), means
+            samples = quantize_grey(pixel_means + torch.exp(self.pixel_log_std()) * torch.randn_like(pixel_means))
+        else:
+            samples = torch.bernoulli(pixel_means)
+        return pixel_means if means else samples
 
     @torch.no_grad()
     def importance_weighted_nll(self, imgs: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """-log p(x) estimated with k importance samples from q(z|x) (the IWAE bound), nats per image.
 
         log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x); the bound tightens as k grows and equals
-        the ELBO at k = 1.
+        the ELBO at k = 1. ``imgs`` as the likelihood models them (for the Gaussian: dequantized).
         """
         k = k or self.hparams.iw_samples
         mean, log_std = self.encoder(imgs)
@@ -146,40 +148,35 @@ class VAE(pl.LightningModule):
             log_weights.append(log_px_z + log_standard_normal(z) - log_normal_diag(z, mean, log_std))
         return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k))
 
+    @torch.no_grad()
+    def log_likelihood(self, images: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        """The importance-weighted lower bound on log P(x) of the data (binary, or 8-bit: the bound of
+        the dequantized density less D log 256), nats per image; ``num_samples`` defaults to ``iw_samples``."""
+        nll = self.importance_weighted_nll(self._prepare(images), num_samples)
+        return -(nll + self.num_dims * math.log(256)) if self.gaussian else -nll
+
+    def step(self, stage: str, batch) -> torch.Tensor:
+        return self._update_means(stage, self._prepare(batch[0]))
+
     def _update_means(self, stage: str, imgs: torch.Tensor) -> torch.Tensor:
         """Add the batch to the stage's running means; return the batch's bpd (the training loss)."""
         rec, kl = self._nelbo_terms(imgs)
         self.epoch_means.add(stage, {"recon": rec, "kl": kl})
-        return self._bpd(rec + kl, imgs.shape).mean()
+        return self._bpd(rec + kl).mean()
 
-    def _log_epoch(self, stage: str) -> None:
+    def log_epoch(self, stage: str) -> None:
         means = {key.removeprefix(f"{stage}_"): mean for key, mean in self.epoch_means.compute_and_reset(stage).items()}
         nelbo = means["recon"] + means["kl"]  # nELBO and bpd are linear in the means
         logged = {f"{stage}_recon": means["recon"], f"{stage}_kl": means["kl"], f"{stage}_nelbo": nelbo,
-                  f"{stage}_bpd": self._bpd(nelbo, self.example_input_array.shape)}
+                  f"{stage}_bpd": self._bpd(nelbo)}
         if "iw_nll" in means:
-            logged[f"{stage}_iw_bpd"] = self._bpd(means["iw_nll"], self.example_input_array.shape)
+            logged[f"{stage}_iw_bpd"] = self._bpd(means["iw_nll"])
         self.log_dict(logged, prog_bar=True, sync_dist=True)
 
-    def training_step(self, batch, batch_idx):
-        return self._update_means("train", self._prepare(batch[0]))
-
-    def validation_step(self, batch, batch_idx):
-        self._update_means("val", self._prepare(batch[0]))
-
     def test_step(self, batch, batch_idx):
-        imgs = self._prepare(batch[0])
+        imgs = self._prepare(batch[0])  # one dequantization draw for both figures
         self._update_means("test", imgs)
         self.epoch_means.add("test", {"iw_nll": self.importance_weighted_nll(imgs)})
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
 
     def configure_optimizers(self):
         fused = self.device.type in ("cpu", "cuda")
@@ -192,7 +189,7 @@ class VAE(pl.LightningModule):
         return torch.optim.Adam([{"params": networks}, log_std], lr=self.hparams.lr, fused=fused)
 
     @torch.no_grad()
-    def image_grids(self) -> dict[str, torch.Tensor]:
+    def logged_images(self) -> dict[str, torch.Tensor]:
         """8x8 grids from the fixed noise: the means and samples drawn from them; the manifold (means) when z is 2-D."""
         generator = torch.Generator(device=self.device).manual_seed(0)
         means = torch.sigmoid(self.decoder(self.fixed_z))
@@ -205,3 +202,50 @@ class VAE(pl.LightningModule):
         if self.hparams.z_dim == 2:
             grids["manifold"] = visualize_manifold(self.decoder)
         return grids
+
+
+class MixtureModule(GenerativeModel, StagedModule):
+    """The Bernoulli mixture (:class:`part1_vae.networks.BernoulliMixture`) trained by Adam on its exact
+    log-likelihood; the training loss is its negative in bits per dimension."""
+
+    likelihood_kind = "exact"
+    likelihood_metric = "test_bpd"
+    training_loss = "negative log-likelihood, bits per dimension"
+
+    def __init__(self, num_components: int = 20, lr: float = 0.1):
+        super().__init__()
+        self.save_hyperparameters()
+        self.mixture = BernoulliMixture(num_components, self.image_shape)
+        self.example_input_array = torch.zeros(2, *self.image_shape)
+        self.epoch_means = EpochMeans(("train", "val", "test"), ["nll"])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the batch in bits per dimension."""
+        return self.bpd(-self.mixture.log_prob(images)).mean()
+
+    @torch.no_grad()
+    def log_likelihood(self, images: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        return self.mixture.log_prob(images)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.mixture.sample(n, generator)
+
+    def step(self, stage: str, batch) -> torch.Tensor:
+        nll = -self.mixture.log_prob(batch[0])
+        self.epoch_means.add(stage, {"nll": nll})
+        return self.bpd(nll).mean()
+
+    def log_epoch(self, stage: str) -> None:
+        nll = self.epoch_means.compute_and_reset(stage)[f"{stage}_nll"]
+        self.log_dict({f"{stage}_log_likelihood": -nll, f"{stage}_bpd": self.bpd(nll)}, prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    @torch.no_grad()
+    def logged_images(self) -> dict[str, torch.Tensor]:
+        """The K component means (ordered by weight) and 16 samples from a fixed seed."""
+        order = torch.argsort(self.mixture.mixture_logits, descending=True)
+        means = torch.sigmoid(self.mixture.pixel_logits()[order]).view(-1, *self.image_shape)
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        return {"component_means": make_grid(means, nrow=10), "samples": make_grid(self.sample(16, generator), nrow=4)}

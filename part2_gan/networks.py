@@ -1,6 +1,7 @@
-"""Generators and discriminators of the GAN: plain ``nn.Module``s that know nothing of training.
+"""Part 2's networks, plain ``nn.Module``s that know nothing of training: the GAN's generators and
+discriminators, and the adversarial autoencoder's encoder, decoder and latent discriminator.
 
-Generators map latents ``[B, z_dim]`` to images ``[B, 1, 28, 28]`` in [-1, 1] (tanh output);
+GAN generators map latents ``[B, z_dim]`` to images ``[B, 1, 28, 28]`` in [-1, 1] (tanh output);
 discriminators map images ``[B, 1, 28, 28]`` (or flat ``[B, 784]``) to logits ``[B, 1]``
 (no sigmoid: the losses use the numerically stable ``binary_cross_entropy_with_logits``).
 """
@@ -83,3 +84,54 @@ class DiscriminatorDCGAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.view(-1, 1, 28, 28))
+
+
+def _linear_bn_relu(sizes: Sequence[int]) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(n_in, n_out), nn.BatchNorm1d(n_out), nn.ReLU()]
+    return layers
+
+
+class AAEEncoder(nn.Module):
+    """Images ``[B, 1, 28, 28]`` -> codes ``[B, z_dim]``: ``num_layers`` Linear-BatchNorm-ReLU blocks, then linear."""
+
+    def __init__(self, input_dim: int = 784, hidden_dim: int = 512, z_dim: int = 2, num_layers: int = 2):
+        super().__init__()
+        sizes = [input_dim] + [hidden_dim] * num_layers
+        self.net = nn.Sequential(*_linear_bn_relu(sizes), nn.Linear(hidden_dim, z_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+class AAEDecoder(nn.Module):
+    """Codes ``[B, z_dim]`` -> Bernoulli logits ``[B, 1, 28, 28]`` (the encoder's mirror; no sigmoid)."""
+
+    def __init__(self, z_dim: int = 2, hidden_dim: int = 512, output_shape: Sequence[int] = (1, 28, 28),
+                 num_layers: int = 2):
+        super().__init__()
+        self.output_shape = tuple(output_shape)
+        sizes = [z_dim] + [hidden_dim] * num_layers
+        self.net = nn.Sequential(*_linear_bn_relu(sizes), nn.Linear(hidden_dim, math.prod(output_shape)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.output_shape)
+
+
+class LatentDiscriminator(nn.Module):
+    """Codes ``[B, z_dim]`` -> logits ``[B, 1]`` (prior sample vs encoder code).
+
+    No batch norm: real and fake batches go through separately, and normalising each by its own
+    statistics would erase exactly what tells them apart (a shifted or squeezed cloud of codes).
+    """
+
+    def __init__(self, z_dim: int = 2, hidden_dim: int = 512, num_layers: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for n_in in [z_dim] + [hidden_dim] * (num_layers - 1):
+            layers += [nn.Linear(n_in, hidden_dim), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, nn.Linear(hidden_dim, 1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

@@ -1,8 +1,18 @@
-"""LightningModules around the flows (toy 2-D and MNIST) and the toy task's DataModule.
+"""Part 3's LightningModules around an injected flow: the toy 2-D flow and the image flow on binary MNIST.
 
-Like the VAE, the modules are thin: the flow is injected, each stage accumulates the negative
-log-likelihood per point in a torchmetrics MeanMetric and logs it once per epoch (``*_nll`` in
-nats, ``*_bpd`` via shared.utils.elbo_to_bpd), and the training loss is the batch's bpd.
+Each stage accumulates the negative log-likelihood per point and logs it once per epoch (``*_nll``
+in nats, ``*_bpd`` in bits per dimension); the training loss is the batch's bpd.
+
+The image flow's likelihood of binary data (2 levels per pixel). A flow has a density p(y) on
+continuous y, not a probability for x in {0, 1}^D, so each pixel value x owns the cell
+[x/2, (x+1)/2) of (0, 1) and P(x) = integral of p(y) over the cell of x. Uniform dequantization
+draws y = (x + u) / 2 with u ~ U(0, 1)^D, i.e. y has density q(y | x) = 2^D on the cell, and by Jensen
+
+    log P(x) = log E_u[p(y) / q(y | x)] >= E_u[log p(y)] - D log 2,
+
+so  -log P(x) <= E_u[-log p(y)] + D log 2  (nats per image). Training minimises the right-hand
+side with one u per image; the test figure averages it over several u (same bound, less noise)
+and also reports the tighter -log mean_k p(y_k) 2^-D, still an upper bound on -log P(x) by Jensen.
 """
 from __future__ import annotations
 
@@ -13,98 +23,49 @@ import torch
 from torch import nn
 
 from part3_flows.distributions import BimodalGaussianDiag
-from part3_flows.image_flow import LEVELS, ImageFlow
-from part3_flows.model import NormalizingFlow
+from part3_flows.networks import ImageFlow, NormalizingFlow
 from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
-from shared.data import TensorBatchDataset, batch_loader
-from shared.metrics import EpochMeans
-from shared.utils import dequantize, elbo_to_bpd, interpolate_latents, make_grid, quantize
+from shared.densities import dequantize, nll_to_bpd, quantize
+from shared.generative import GenerativeModel
+from shared.metrics import EpochMeans, StagedModule
+from shared.utils import interpolate_latents, make_grid
+
+LEVELS = 2  # binary pixels
 
 
-class ToyDataModule(pl.LightningDataModule):
-    """Seeded draws from ``target``: ``num_train`` / ``num_val`` / ``num_test`` points.
+class FlowModule(StagedModule):
+    """What both flows share: per-epoch NLL means, their bpd, Adam. Subclasses define ``nll(x)`` and
+    ``num_dims``."""
 
-    Batches are ``(points [B, dims], mode index [B])``, the same (inputs, labels) shape as MNIST's,
-    served by slicing one tensor like shared.data does.
-    """
-
-    def __init__(self, target: nn.Module, batch_size: int = 256, seed: int = 42, num_train: int = 10_000,
-                 num_val: int = 2_000, num_test: int = 2_000, num_workers: int = 0):
-        super().__init__()
-        self.target, self.batch_size, self.seed, self.num_workers = target, batch_size, seed, num_workers
-        self.sizes = {"train": num_train, "val": num_val, "test": num_test}
-        self.splits: dict[str, TensorBatchDataset] = {}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        for offset, (split, size) in enumerate(self.sizes.items()):
-            generator = torch.Generator().manual_seed(self.seed + offset)  # independent, reproducible splits
-            points, modes = self.target.sample(size, generator=generator, return_modes=True)
-            self.splits[split] = TensorBatchDataset(points, modes)
-
-    def _loader(self, split: str, shuffle: bool):
-        return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)
-
-
-class _FlowModule(pl.LightningModule):
-    """What both flows share: per-epoch NLL means, their bpd, Adam. Subclasses define ``nll(x)``."""
-
-    data_shape: tuple[int, ...]  # a batch shape [1, *dims] for elbo_to_bpd
+    training_loss = "negative log-likelihood, bits per dimension"
+    num_dims: int
 
     def _init_means(self, names: list[str]) -> None:
         self.epoch_means = EpochMeans(("train", "val", "test"), names)
 
     def bpd(self, nll: torch.Tensor) -> torch.Tensor:
-        return elbo_to_bpd(nll, self.data_shape)
+        return nll_to_bpd(nll, self.num_dims)
 
-    def _step(self, stage: str, batch) -> torch.Tensor:
+    def step(self, stage: str, batch) -> torch.Tensor:
         nll = self.nll(batch[0])
         self.epoch_means.add(stage, {"nll": nll})
         return self.bpd(nll).mean()
 
-    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+    def log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
         means = self.epoch_means.compute_and_reset(stage)
         logged = {**means, **{key.replace("nll", "bpd"): self.bpd(mean) for key, mean in means.items()}}
         self.log_dict(logged, prog_bar=True, sync_dist=True)
         return logged
 
-    def training_step(self, batch, batch_idx):
-        return self._step("train", batch)
-
-    def validation_step(self, batch, batch_idx):
-        self._step("val", batch)
-
-    def test_step(self, batch, batch_idx):
-        self._step("test", batch)
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
-
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-class ToyFlowModule(_FlowModule):
+class ToyFlowModule(FlowModule):
     """The 2-D flow fitted to ``target`` by maximum likelihood; bpd = NLL / (2 ln 2).
 
-    ``image_grids()`` returns figures, not image grids: contours of the base, target and learned
-    densities, a scatter of flow samples (fixed base noise) with the true modes marked, and the
+    ``logged_images()`` returns plots: contours of the base, target and learned densities, a
+    scatter of flow samples (fixed base noise) with the true modes marked, and the
     per-epoch train/val bpd curve with the target's entropy as the floor.
     """
 
@@ -113,22 +74,23 @@ class ToyFlowModule(_FlowModule):
         super().__init__()
         self.save_hyperparameters(ignore=["flow", "target"])
         self.flow, self.target = flow, target
-        self.data_shape = (1, flow.dim)
+        self.num_dims = flow.dim
         self.register_buffer("fixed_z", flow.base_density.sample(1000))
         self.history: dict[str, list[float]] = {"train": [], "val": []}
         self._init_means(["nll"])
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
-        return self.flow(x)
+        """-log p(x) per point ``[N]``, nats."""
+        return -self.flow.log_prob(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.flow(x)
+        return self.nll(x)
 
     def sample(self, num_samples: int) -> torch.Tensor:
         return self.flow.sample(num_samples)
 
-    def _log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
-        logged = super()._log_epoch(stage)
+    def log_epoch(self, stage: str) -> dict[str, torch.Tensor]:
+        logged = super().log_epoch(stage)
         if stage in self.history and not self.trainer.sanity_checking:
             self.history[stage].append(logged[f"{stage}_bpd"].item())
         return logged
@@ -140,7 +102,7 @@ class ToyFlowModule(_FlowModule):
         self.history = checkpoint.get("bpd_history", {"train": [], "val": []})
 
     @torch.no_grad()
-    def image_grids(self) -> dict[str, torch.Tensor]:
+    def logged_images(self) -> dict[str, torch.Tensor]:
         limit, n = self.hparams.plot_limit, 100
         axis = torch.linspace(-limit, limit, n, device=self.device)
         x, y = torch.meshgrid(axis, axis, indexing="xy")
@@ -161,8 +123,8 @@ class ToyFlowModule(_FlowModule):
         return figures
 
 
-class ImageFlowModule(_FlowModule):
-    """RealNVP on binarized MNIST, trained on the dequantized bound (see part3_flows.image_flow).
+class ImageFlowModule(GenerativeModel, FlowModule):
+    """RealNVP on binarized MNIST, trained on the dequantized bound (see the module docstring).
 
     ``nll(x)`` is E_u[-log p(y)] + D log 2 estimated with one dequantization draw, an upper bound on
     -log P(x) in nats per image. The test stage averages it over ``test_dequant_samples`` draws per
@@ -177,14 +139,15 @@ class ImageFlowModule(_FlowModule):
         num_interpolations, interpolation_steps: the interpolation grid between pairs of test images.
     """
 
-    sample_range = (0.0, 1.0)
+    likelihood_kind = "dequantized bound (exact for the dequantized model, an upper bound on the discrete NLL)"
+    likelihood_metric = "test_bpd"
 
     def __init__(self, flow: ImageFlow, lr: float = 1e-3, temperature: float = 1.0, test_dequant_samples: int = 4,
                  num_interpolations: int = 4, interpolation_steps: int = 6):
         super().__init__()
         self.save_hyperparameters(ignore=["flow"])
         self.flow = flow
-        self.data_shape = (1, *flow.shape)
+        self.image_shape = flow.shape
         # Fixed noise and interpolation ends (saved with the checkpoint) so grids of different epochs compare.
         self.register_buffer("fixed_z", torch.randn(64, flow.dims))
         self.register_buffer("interpolation_ends", torch.zeros(2, num_interpolations, *flow.shape))
@@ -195,7 +158,7 @@ class ImageFlowModule(_FlowModule):
 
     def nll(self, x: torch.Tensor) -> torch.Tensor:
         """One-draw estimate of the dequantized bound on -log P(x), nats per image ``[B]``."""
-        return -self.flow.log_prob(dequantize(x, LEVELS)) + self.flow.dims * math.log(LEVELS)
+        return -self.flow.log_prob(dequantize(x, LEVELS)) + self.num_dims * math.log(LEVELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nll(x)
@@ -214,10 +177,15 @@ class ImageFlowModule(_FlowModule):
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))
         self.data_ready.fill_(True)
 
-    def nll_draws(self, x: torch.Tensor) -> torch.Tensor:
-        """``[test_dequant_samples, B]``: the one-draw bound for independent dequantization draws; their
-        mean is the test figure, and -log mean exp(-.) the tighter multi-draw bound."""
-        return torch.stack([self.nll(x) for _ in range(self.hparams.test_dequant_samples)])
+    def nll_draws(self, x: torch.Tensor, draws: int | None = None) -> torch.Tensor:
+        """``[draws, B]`` (default ``test_dequant_samples``): the one-draw bound for independent
+        dequantization draws; their mean is the test figure, and -log mean exp(-.) the tighter multi-draw bound."""
+        return torch.stack([self.nll(x) for _ in range(draws or self.hparams.test_dequant_samples)])
+
+    @torch.no_grad()
+    def log_likelihood(self, images: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        """Minus the dequantized bound, averaged over ``num_samples`` draws (default ``test_dequant_samples``)."""
+        return -self.nll_draws(images, num_samples).mean(dim=0)
 
     def test_step(self, batch, batch_idx):
         nlls = self.nll_draws(batch[0])
@@ -225,9 +193,9 @@ class ImageFlowModule(_FlowModule):
                                       "iw_nll": -(torch.logsumexp(-nlls, dim=0) - math.log(len(nlls)))})
 
     @torch.no_grad()
-    def sample(self, num_samples: int, z: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Binary images ``[n, 1, 28, 28]`` (the cells the flow's samples fall in), at ``temperature``."""
-        return quantize(self.flow.sample(num_samples, self.hparams.temperature, z=z), LEVELS)
+        return quantize(self.flow.sample(n, self.hparams.temperature, z=z), LEVELS)
 
     @torch.no_grad()
     def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:
@@ -240,7 +208,7 @@ class ImageFlowModule(_FlowModule):
         return images.view(len(x_start), steps + 2, *self.flow.shape)
 
     @torch.no_grad()
-    def image_grids(self) -> dict[str, torch.Tensor]:
+    def logged_images(self) -> dict[str, torch.Tensor]:
         """8x8 samples from the fixed noise; one row per interpolation between two test images."""
         lines = self.interpolate(*self.interpolation_ends, self.hparams.interpolation_steps)
         return {"samples": make_grid(self.sample(len(self.fixed_z), z=self.fixed_z)),

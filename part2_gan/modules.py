@@ -1,0 +1,304 @@
+"""Part 2's LightningModules, thin wrappers around injected networks: the GAN and the adversarial autoencoder."""
+from __future__ import annotations
+
+from itertools import chain
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
+from torch import nn
+from torchmetrics import CatMetric, MaxMetric
+
+from part2_gan.plots import render_latent_map
+from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
+from shared.densities import bernoulli_nll
+from shared.generative import GenerativeModel, check_data_kind
+from shared.metrics import EpochMeans
+from shared.utils import interpolate_latents, make_grid
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    """The adversarial loss of a batch of discriminator logits that should all say ``target`` (1 or 0)."""
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def _to_unit(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] -> [0, 1], the range of every model's samples."""
+    return (images + 1.0) / 2.0
+
+
+class GAN(GenerativeModel, pl.LightningModule):
+    """GAN with the non-saturating generator loss, trained with two Adam optimizers (manual optimization).
+
+    Each training step first updates the generator on ``-log D(G(z))``, then the discriminator on
+    ``-log D(x) - log(1 - D(G(z')))`` with a freshly drawn fake batch ``z'``, so the discriminator
+    never judges the very batch the generator was just tuned against.
+
+    Args:
+        generator: latents ``[B, z_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1].
+        discriminator: images -> logits ``[B, 1]``.
+        z_dim: latent size (for the prior and the fixed noise of the sample grids).
+        lr, betas: Adam settings shared by both optimizers.
+        num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
+        data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
+    """
+
+    training_loss = "discriminator loss, nats (2 ln 2 for a discriminator that cannot tell)"
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, lr: float = 2e-4,
+                 betas: tuple[float, float] = (0.5, 0.999), num_interpolations: int = 4, interpolation_steps: int = 5,
+                 data: str = "grey"):
+        super().__init__()
+        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        self.data = check_data_kind(data)
+        self.automatic_optimization = False
+        self.generator, self.discriminator = generator, discriminator
+        # Fixed latents (saved with the checkpoint) so the grids of different epochs compare.
+        self.register_buffer("fixed_z", torch.randn(64, z_dim))
+        self.register_buffer("fixed_interpolation_ends", torch.randn(2, num_interpolations, z_dim))
+        self.example_input_array = torch.zeros(2, z_dim)
+        self.epoch_means = EpochMeans(("train", "test"), ["g_loss", "d_loss", "d_acc_real", "d_acc_fake", "d_real",
+                                                          "d_fake"])
+        # Collapse watch: the epoch's highest fraction of fakes that fooled the discriminator.
+        self.most_fakes_passed = MaxMetric()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The generator's images in [-1, 1], the range it trains in."""
+        return self.generator(z)
+
+    def _noise(self, batch_size: int) -> torch.Tensor:
+        return torch.randn(batch_size, self.hparams.z_dim, device=self.device)
+
+    @torch.no_grad()
+    def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior)."""
+        return _to_unit(self.generator(self._noise(n) if z is None else z))
+
+    @torch.no_grad()
+    def interpolate(self, batch_size: int, interpolation_steps: int, z_start: torch.Tensor | None = None,
+                    z_end: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, interpolation_steps + 2, 1, 28, 28]``: images in [0, 1] along straight latent lines, ends included.
+
+        The end latents are drawn from the prior unless given.
+        """
+        z_start = self._noise(batch_size) if z_start is None else z_start
+        z_end = self._noise(batch_size) if z_end is None else z_end
+        z = interpolate_latents(z_start, z_end, interpolation_steps)
+        images = _to_unit(self.generator(z.flatten(0, 1)))
+        return images.view(batch_size, interpolation_steps + 2, *images.shape[1:])
+
+    def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The discriminator's loss on a real and a fake batch, and the figures that tell how it is doing."""
+        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
+        loss = _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
+        figures = {"d_acc_real": (real_logits > 0).float().mean(), "d_acc_fake": (fake_logits < 0).float().mean(),
+                   "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
+        return loss, figures
+
+    def _log_epoch(self, stage: str) -> None:
+        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train")
+
+    def training_step(self, batch, batch_idx):
+        """Returns ``loss`` (the discriminator's: 2 ln 2 for one that cannot tell) and ``g_loss``."""
+        real = batch[0]
+        opt_g, opt_d = self.optimizers()
+
+        self.toggle_optimizer(opt_g)
+        g_loss = _bce(self.discriminator(self.generator(self._noise(len(real)))), 1.0)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(g_loss)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+
+        self.toggle_optimizer(opt_d)
+        with torch.no_grad():
+            fake = self.generator(self._noise(len(real)))
+        d_loss, figures = self._discriminate(real, fake)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+
+        self.epoch_means.add("train", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
+        self.most_fakes_passed.update(1.0 - figures["d_acc_fake"].detach())
+        return {"loss": d_loss, "g_loss": g_loss}
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+        collapsed = bool(self.most_fakes_passed.compute() == 0.0)
+        self.most_fakes_passed.reset()
+        self.log("train_d_collapsed", float(collapsed))
+        if collapsed:
+            rank_zero_warn(f"discriminator collapse in epoch {self.current_epoch}: it caught every fake image of "
+                           f"every batch (accuracy on fake pinned at 100%), so the generator learns little; "
+                           f"consider a lower discriminator learning rate or more discriminator dropout")
+
+    def test_step(self, batch, batch_idx):
+        real = batch[0]
+        fake = self.generator(self._noise(len(real)))
+        d_loss, figures = self._discriminate(real, fake)
+        self.epoch_means.add("test", {"g_loss": _bce(self.discriminator(fake), 1.0), "d_loss": d_loss, **figures},
+                             count=len(real))
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def configure_optimizers(self):
+        adam = dict(lr=self.hparams.lr, betas=tuple(self.hparams.betas), fused=self.device.type in ("cpu", "cuda"))
+        return [torch.optim.Adam(self.generator.parameters(), **adam),
+                torch.optim.Adam(self.discriminator.parameters(), **adam)]
+
+    @torch.no_grad()
+    def logged_images(self) -> dict[str, torch.Tensor]:
+        """An 8x8 grid from the fixed noise; one row per fixed interpolation, ends included."""
+        z_start, z_end = self.fixed_interpolation_ends
+        lines = self.interpolate(len(z_start), self.hparams.interpolation_steps, z_start, z_end)
+        return {"samples": make_grid(self.sample(len(self.fixed_z), self.fixed_z), nrow=8),
+                "interpolations": make_grid(lines.flatten(0, 1), nrow=lines.shape[1])}
+
+
+class AAE(GenerativeModel, pl.LightningModule):
+    """Adversarial autoencoder, trained with three Adam optimizers (manual optimization).
+
+    Each training batch takes three steps, each updating only its own networks:
+      1. reconstruction: encoder and decoder on the Bernoulli negative log-likelihood (BCE with
+         logits, summed over pixels, mean over images);
+      2. discriminator: prior samples are real, encoder codes (no gradient to the encoder) fake;
+      3. encoder as generator: the non-saturating ``-log D(E(x))``.
+    The encoder has a separate Adam for step 3 rather than sharing step 1's, so the moment
+    estimates of two very differently scaled losses (~100 nats vs ~1) are not mixed.
+
+    Args:
+        encoder: images -> codes ``[B, z_dim]``; decoder: codes -> Bernoulli logits;
+        discriminator: codes -> logits ``[B, 1]``.
+        prior: name in :data:`part2_gan.priors.PRIORS`; z_dim: code size.
+        lr: Adam learning rate of the reconstruction step; lr_adv, betas_adv: Adam settings of the two
+            adversarial steps (GAN-style betas).
+        eval_points: test images in the latent map and in the MMD (whose cost grows with its square:
+            5,000 points take seconds on one CPU core, 10,000 about a minute).
+        data: the MNIST variant trained on, "binary" or "grey" (its samples are scored against it).
+
+    Set ``latent_map_data = (images, labels)`` (not saved with the checkpoint) to get the latent map
+    and the reconstructions among :meth:`image_grids`.
+    """
+
+    training_loss = "reconstruction, nats per image"
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, discriminator: nn.Module, prior: str = "gaussian",
+                 z_dim: int = 2, lr: float = 1e-3, lr_adv: float = 1e-3,
+                 betas_adv: tuple[float, float] = (0.5, 0.999), eval_points: int = 5000, data: str = "binary"):
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder", "decoder", "discriminator"])
+        self.data = check_data_kind(data)
+        self.automatic_optimization = False
+        self.encoder, self.decoder, self.discriminator = encoder, decoder, discriminator
+        self.prior = make_prior(prior, z_dim)
+        # Fixed prior samples (saved with the checkpoint) so the grids of different epochs compare.
+        self.register_buffer("fixed_z", self.prior.sample(64))
+        self.example_input_array = torch.zeros(2, 1, 28, 28)
+        self.latent_map_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        names = ["recon", "d_loss", "g_loss", "d_acc_prior", "d_acc_codes", "d_acc"]
+        self.epoch_means = EpochMeans(("train", "test"), names)
+        self.test_codes = CatMetric(nan_strategy="disable")
+
+    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
+        """The codes of ``imgs``."""
+        return self.encoder(imgs)
+
+    @torch.no_grad()
+    def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoded Bernoulli means ``[n, 1, 28, 28]`` in [0, 1] of latents ``z`` (default: prior samples):
+        the AAE's samples are these means, as in Makhzani et al."""
+        z = self.prior.sample(n, device=self.device) if z is None else z
+        return torch.sigmoid(self.decoder(z))
+
+    def _discriminate(self, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The discriminator's loss on a batch of codes against as many fresh prior samples, and its accuracies."""
+        prior_logits = self.discriminator(self.prior.sample(len(codes), device=self.device))
+        code_logits = self.discriminator(codes)
+        loss = _bce(prior_logits, 1.0) + _bce(code_logits, 0.0)
+        acc_prior, acc_codes = (prior_logits > 0).float().mean(), (code_logits < 0).float().mean()
+        return loss, {"d_acc_prior": acc_prior, "d_acc_codes": acc_codes, "d_acc": (acc_prior + acc_codes) / 2}
+
+    def _step(self, optimizer, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+
+    def training_step(self, batch, batch_idx):
+        """Returns ``loss`` (reconstruction, nats per image), ``d_loss`` and ``g_loss``."""
+        imgs = batch[0]
+        opt_ae, opt_d, opt_g = self.optimizers()
+
+        self.toggle_optimizer(opt_ae)
+        recon = bernoulli_nll(self.decoder(self.encoder(imgs)), imgs).mean()
+        self._step(opt_ae, recon)
+
+        self.toggle_optimizer(opt_d)
+        with torch.no_grad():
+            codes = self.encoder(imgs)
+        d_loss, figures = self._discriminate(codes)
+        self._step(opt_d, d_loss)
+
+        self.toggle_optimizer(opt_g)
+        g_loss = _bce(self.discriminator(self.encoder(imgs)), 1.0)
+        self._step(opt_g, g_loss)
+
+        self.epoch_means.add("train", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
+                             count=len(imgs))
+        return {"loss": recon, "d_loss": d_loss, "g_loss": g_loss}
+
+    def _log_epoch(self, stage: str) -> None:
+        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train")
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+
+    def test_step(self, batch, batch_idx):
+        imgs = batch[0]
+        codes = self.encoder(imgs)
+        d_loss, figures = self._discriminate(codes)
+        recon = bernoulli_nll(self.decoder(codes), imgs).mean()
+        g_loss = _bce(self.discriminator(codes), 1.0)
+        self.epoch_means.add("test", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
+                             count=len(imgs))
+        self.test_codes.update(codes)
+
+    def on_test_epoch_end(self) -> None:
+        """Besides the means: MMD^2 between the first ``eval_points`` test codes and as many prior samples,
+        and, as the floor it would reach if the codes matched the prior, between two independent prior samples."""
+        self._log_epoch("test")
+        codes = self.test_codes.compute().float()[:self.hparams.eval_points]
+        self.test_codes.reset()
+        generator = torch.Generator().manual_seed(0)  # the same prior samples for every run
+        prior, other = (self.prior.sample(len(codes), generator=generator).to(codes.device) for _ in range(2))
+        bandwidths = median_bandwidths(prior)
+        self.log_dict({"test_mmd2": mmd2_unbiased(codes, prior, bandwidths),
+                       "test_mmd2_reference": mmd2_unbiased(other, prior, bandwidths)})
+
+    def configure_optimizers(self):
+        fused = self.device.type in ("cpu", "cuda")
+        adv = dict(lr=self.hparams.lr_adv, betas=tuple(self.hparams.betas_adv), fused=fused)
+        return [torch.optim.Adam(chain(self.encoder.parameters(), self.decoder.parameters()), lr=self.hparams.lr,
+                                 fused=fused),
+                torch.optim.Adam(self.discriminator.parameters(), **adv),
+                torch.optim.Adam(self.encoder.parameters(), **adv)]
+
+    @torch.no_grad()
+    def logged_images(self) -> dict[str, torch.Tensor]:
+        """Samples from the fixed prior noise (8x8), a 10x10 walk through the prior (the swiss roll:
+        centre outwards, row by row), and with ``latent_map_data`` the latent map and 32
+        reconstructions (each original left of its reconstruction). Decoded images are Bernoulli means."""
+        grids = {"samples": make_grid(self.sample(64, self.fixed_z)),
+                 "prior_walk": make_grid(self.sample(100, self.prior.walk(100).to(self.device)), nrow=10)}
+        if self.latent_map_data is not None:
+            images, labels = (t[:self.hparams.eval_points].to(self.device) for t in self.latent_map_data)
+            codes = self.encoder(images)
+            pairs = torch.stack([images[:32], torch.sigmoid(self.decoder(codes[:32]))], dim=1)
+            grids["reconstructions"] = make_grid(pairs.flatten(0, 1), nrow=8)
+            prior = self.prior.sample(20_000, generator=torch.Generator().manual_seed(0))
+            title = f"test codes over the {self.hparams.prior} prior"
+            grids["latent_map"] = render_latent_map(codes, labels, prior, title)
+        return grids

@@ -1,0 +1,69 @@
+"""What every generative model of the project promises, so that evaluation, comparison and reports ask
+the model instead of guessing from its class or its run's flags.
+
+A model (in practice a LightningModule) subclasses :class:`GenerativeModel` and declares:
+
+- ``data``: the MNIST variant it models, a key of :data:`DATA_KINDS`; its samples are compared with
+  that variant, and a likelihood is of that variant;
+- ``image_shape``: the shape of one image, whose product is the number of dimensions behind every
+  bits-per-dimension figure;
+- ``sample(n)``: ``n`` images ``[n, *image_shape]``, float, in [0, 1], on the model's device;
+- ``likelihood_kind``: ``None`` for a model without a likelihood (GAN, adversarial autoencoder),
+  else what ``log_likelihood`` returns: ``"exact"`` or the name of the bound;
+- ``log_likelihood(images)``: log P(x) of the discrete images, in nats per image ``[B]`` (exact, or
+  the named lower bound), for images as the DataModule serves that data variant;
+- ``likelihood_metric``: the metrics.json key of that figure on the test set, in bits per dimension.
+
+The smallest complete model is in ``tests/test_generative.py`` and in the README ("Adding a model").
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+
+import torch
+
+from shared.densities import nll_to_bpd
+
+# The data variants, and how their images arrive from shared.data.MNISTDataModule (before any
+# value_range mapping): each is also the MNIST reference that samples of such a model are scored against.
+DATA_KINDS = {
+    "binary": "threshold-binarized MNIST (pixels > 0.5 become 1): pixels in {0, 1}",
+    "grey": "grey-scale MNIST as continuous values: pixels k / 255 in [0, 1]",
+    "8bit": "8-bit MNIST, the 256 grey levels as discrete values: pixels k / 255",
+}
+
+
+class GenerativeModel(ABC):
+    """The contract; see the module docstring. Mix it in before ``pl.LightningModule``."""
+
+    data: str = "binary"
+    image_shape: tuple[int, ...] = (1, 28, 28)
+    likelihood_kind: str | None = None
+    likelihood_metric: str | None = None
+
+    @abstractmethod
+    def sample(self, n: int) -> torch.Tensor:
+        """``n`` images ``[n, *image_shape]`` in [0, 1]."""
+
+    def log_likelihood(self, images: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        """log P(images) in nats per image, exact or the bound named by ``likelihood_kind``.
+
+        ``num_samples``: Monte-Carlo samples per image for a bound (default: the model's test setting);
+        an exact likelihood ignores it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no likelihood")
+
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.image_shape)
+
+    def bpd(self, nll: torch.Tensor) -> torch.Tensor:
+        """Nats per image (a negative log-likelihood or a bound on one) to bits per dimension."""
+        return nll_to_bpd(nll, self.num_dims)
+
+
+def check_data_kind(data: str) -> str:
+    if data not in DATA_KINDS:
+        raise ValueError(f"data must be one of {', '.join(DATA_KINDS)}, got {data!r}")
+    return data

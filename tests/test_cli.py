@@ -1,0 +1,75 @@
+"""Settings from flags and YAML: one typing for both, one-line errors, configs that hold only what differs."""
+import importlib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from part1_vae.train import build_parser, check, default_name
+from shared.cli import parse_args
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def parse(argv):
+    return parse_args(build_parser(), argv, check, default_name)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.stem)
+def test_each_shipped_config_names_its_command_and_holds_only_what_differs_from_its_defaults(path):
+    settings = yaml.safe_load(path.read_text())
+    command = importlib.import_module(settings.pop("command"))
+    task_defaults = getattr(command, "task_defaults", None)
+    args = vars(parse_args(command.build_parser(), ["--config", str(path)], command.check, command.default_name,
+                           task_defaults))
+    defaults = vars(parse_args(command.build_parser(), [], command.check, command.default_name, task_defaults))
+    with_task = vars(parse_args(command.build_parser(), [f"--task={settings['task']}"] if "task" in settings else [],
+                                command.check, command.default_name, task_defaults))
+    for name, value in settings.items():
+        assert args[name] == value
+        assert value != with_task[name] or value != defaults[name], f"{path.name} repeats the default {name}: {value}"
+
+
+def test_yaml_values_are_typed_like_flags(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: 1e-3\nhidden_dims: 256\nz_dim: 4\nmodel: MLP\nprogress_bar: false\n")
+    args = parse(["--config", str(config)])
+    assert (args.lr, args.hidden_dims, args.z_dim, args.model) == (1e-3, [256], 4, "mlp")
+    assert isinstance(args.lr, float)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('z_dim: "twenty"', "argument --z_dim: invalid int value: 'twenty'"),
+    ("epochs: 2.5", "argument --epochs: invalid int value: '2.5'"),
+    ("likelihood: Gaussian", "argument --likelihood: invalid choice: 'Gaussian'"),
+    ('progress_bar: "no"', "argument --progress_bar/--no-progress_bar: expected true or false, got 'no'"),
+    ("hidden_dims: [[1, 2]]", "argument --hidden_dims: expected values"),
+    ("z_dim: [2, 3]", "argument --z_dim: expected one value"),
+    ("z_dim: 2\n  bad: [", "is not valid YAML (line 2)"),
+    ("- 1\n- 2", "must hold a mapping of flag names to values"),
+    ("z_dims: 2", "unknown setting(s) z_dims"),
+    ("command: part2_gan.train\nmodel: dcgan", "was written by part2_gan.train, not part1_vae.train: use python -m "
+                                               "part2_gan.train"),
+])
+def test_bad_yaml_values_fail_with_one_line_naming_the_file(tmp_path, capsys, text, message):
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--config", str(config)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert f"config file {config}" in err and message in err
+
+
+def test_flags_are_not_matched_by_prefix(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--epoch", "1"])
+    assert "unrecognized arguments: --epoch 1" in capsys.readouterr().err
+
+
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    out = capsys.readouterr().out
+    for shown in ("--epochs EPOCHS", "(default: 80)", "(default: 1000)", "(default: bernoulli)", "(default: mlp)"):
+        assert shown in out

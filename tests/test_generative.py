@@ -1,0 +1,163 @@
+"""The model contract (shared.generative): a model written against it alone trains with the shared runner,
+and evaluate.py and compare.py score it with no line of theirs that knows it.
+
+This file is also the new model's command (``python -m tests.test_generative``): a network, a
+LightningModule and the four functions every train command has. The README's "Adding a model"
+walks through it.
+"""
+import argparse
+import json
+from typing import Sequence
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from shared.cli import make_parser, parse_args
+from shared.data import MNISTDataModule
+from shared.densities import bernoulli_nll
+from shared.experiment import run_experiment
+from shared.generative import GenerativeModel
+from shared.metrics import EpochMeans, StagedModule
+from shared.runs import load_run
+from shared.utils import make_grid
+from tests.conftest import load_script
+
+
+class PixelLogits(nn.Module):
+    """The network: one Bernoulli logit per pixel, shared by every image."""
+
+    def __init__(self, image_shape=(1, 28, 28)):
+        super().__init__()
+        self.logits = nn.Parameter(torch.zeros(image_shape))
+
+    def forward(self, n: int) -> torch.Tensor:
+        return self.logits.expand(n, *self.logits.shape)
+
+
+class IndependentPixels(GenerativeModel, StagedModule):
+    """Every pixel an independent coin: the simplest model of binary MNIST with an exact likelihood."""
+
+    data = "binary"
+    likelihood_kind = "exact"
+    likelihood_metric = "test_bpd"
+    training_loss = "negative log-likelihood, bits per dimension"
+
+    def __init__(self, network: nn.Module, lr: float = 0.05):
+        super().__init__()
+        self.save_hyperparameters(ignore=["network"])
+        self.network = network
+        self.epoch_means = EpochMeans(("train", "val", "test"), ["nll"])
+
+    def log_likelihood(self, images: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
+        return -bernoulli_nll(self.network(len(images)), images)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return torch.bernoulli(torch.sigmoid(self.network(n)))
+
+    def step(self, stage: str, batch) -> torch.Tensor:
+        nll = -self.log_likelihood(batch[0])
+        self.epoch_means.add(stage, {"nll": nll})
+        return self.bpd(nll).mean()
+
+    def log_epoch(self, stage: str) -> None:
+        nll = self.epoch_means.compute_and_reset(stage)[f"{stage}_nll"]
+        self.log_dict({f"{stage}_nll": nll, f"{stage}_bpd": self.bpd(nll)})
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    @torch.no_grad()
+    def logged_images(self) -> dict[str, torch.Tensor]:
+        return {"samples": make_grid(self.sample(64))}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return make_parser("tests.test_generative", __doc__, epochs=2, lr=0.05, batch_size=128)
+
+
+def check(args: argparse.Namespace) -> None:
+    pass
+
+
+def default_name(args: argparse.Namespace) -> str:
+    return "independent_pixels"
+
+
+def build_model(args: argparse.Namespace) -> IndependentPixels:
+    return IndependentPixels(PixelLogits(), lr=args.lr)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(build_parser(), argv, check, default_name)
+    pl.seed_everything(args.seed, verbose=False)
+    datamodule = MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
+    return run_experiment(args, build_model(args), datamodule, monitor="val_bpd")
+
+
+def test_the_contract_refuses_a_model_without_sample():
+    class NoSample(GenerativeModel):
+        pass
+
+    with pytest.raises(TypeError, match="abstract method .*sample"):
+        NoSample()
+
+
+def test_every_model_keeps_the_contract(tiny_datamodule):
+    """Each model of the project samples [0, 1] images of its declared shape, and a likelihood, where it
+    has one, agrees with the test figure its metrics.json reports under ``likelihood_metric``."""
+    from part1_vae.train import build_model as vae
+    from part1_vae.train_mixture import build_model as mixture
+    from part2_gan.train import build_model as gan
+    from part2_gan.train_aae import build_model as aae
+    from part3_flows.train import build_model as flow
+
+    def args_of(command, *flags):
+        return parse_args(command.build_parser(), list(flags), command.check, command.default_name,
+                          getattr(command, "task_defaults", None))
+
+    import part1_vae.train, part1_vae.train_mixture, part2_gan.train, part2_gan.train_aae, part3_flows.train  # noqa
+    models = {"vae": vae(args_of(part1_vae.train, "--hidden_dims", "32", "--iw_samples", "4")),
+              "vae_gaussian": vae(args_of(part1_vae.train, "--hidden_dims", "32", "--likelihood", "gaussian")),
+              "mixture": mixture(args_of(part1_vae.train_mixture)),
+              "gan": gan(args_of(part2_gan.train, "--hidden_dims_gen", "16", "--hidden_dims_disc", "16")),
+              "aae": aae(args_of(part2_gan.train_aae, "--hidden_dim", "16")),
+              "flow": flow(args_of(part3_flows.train, "--task", "mnist", "--num_channels", "4", "--num_blocks", "1"))}
+    images = tiny_datamodule.splits["test"].images[:4]
+    for name, model in models.items():
+        model.eval()
+        samples = model.sample(3)
+        assert samples.shape == (3, *model.image_shape) and 0 <= samples.min() and samples.max() <= 1, name
+        assert model.data in ("binary", "grey", "8bit") and model.num_dims == 784, name
+        if model.likelihood_kind is None:
+            with pytest.raises(NotImplementedError):
+                model.log_likelihood(images)
+            continue
+        data = images if model.data == "binary" else torch.round(images * 255) / 255
+        log_p = model.log_likelihood(data, 2)
+        assert log_p.shape == (4,) and torch.isfinite(log_p).all() and (log_p <= 0).all(), name
+
+
+@pytest.mark.slow
+def test_a_new_model_trains_and_is_evaluated_and_compared_through_the_contract(tmp_path, tiny_judge_path):
+    metrics = main(["--subset", "256", "--sample_epochs", "0", "--log_dir", str(tmp_path / "runs"),
+                    "--accelerator", "cpu", "--devices", "1"])
+    assert metrics["test_bpd"] < metrics["train_loss_first_step"] == pytest.approx(1.0)
+    run_dir = tmp_path / "runs" / "independent_pixels" / "version_0"
+    model, command, _ = load_run(run_dir)  # rebuilt by the command its config.yaml names: this file
+    assert command.__name__ == "tests.test_generative" and type(model).__name__ == "IndependentPixels"
+
+    figures = load_script("evaluate").main([str(run_dir), "--num_samples", "200", "--judge", str(tiny_judge_path)])
+    assert figures["reference"] == "threshold-binarized" and figures["num_samples"] == 200
+
+    compare = load_script("compare")
+    spec = compare.Model("pixels", "independent pixels", "pixels", "independent_pixels", "tests.test_generative")
+    report = compare.main(["--log_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports"),
+                           "--num_samples", "200", "--frankenstein", "40", "--judge", str(tiny_judge_path)],
+                          specs=(spec,)).read_text()
+    likelihood_row = next(line for line in report.splitlines() if line.startswith("| independent pixels | 0."))
+    assert f"{metrics['test_bpd']:.4f}" in likelihood_row and "| exact |" in likelihood_row
+    assert "## Sample quality" in report and "## Frankenstein digits" in report
+    assert json.loads((run_dir / "metrics.json").read_text())["train_loss"] == IndependentPixels.training_loss
