@@ -70,7 +70,7 @@ class VAE(GenerativeModel, StagedModule):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
-        self.save_hyperparameters(ignore=["encoder", "decoder"])
+        self.save_hyperparameters(ignore=["encoder", "decoder"], logger=False)
         self.encoder, self.decoder = encoder, decoder
         self.gaussian = likelihood == "gaussian"
         self.data = "8bit" if self.gaussian else "binary"
@@ -214,7 +214,7 @@ class MixtureModule(GenerativeModel, StagedModule):
 
     def __init__(self, num_components: int = 20, lr: float = 0.1):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)
         self.mixture = BernoulliMixture(num_components, self.image_shape)
         self.example_input_array = torch.zeros(2, *self.image_shape)
         self.epoch_means = EpochMeans(("train", "val", "test"), ["nll"])

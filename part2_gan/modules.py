@@ -45,12 +45,13 @@ class GAN(GenerativeModel, pl.LightningModule):
     """
 
     training_loss = "discriminator loss, nats (2 ln 2 for a discriminator that cannot tell)"
+    progress_metrics = ("train_d_loss", "train_g_loss", "train_d_acc_real", "train_d_acc_fake")
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), num_interpolations: int = 4, interpolation_steps: int = 5,
                  data: str = "grey"):
         super().__init__()
-        self.save_hyperparameters(ignore=["generator", "discriminator"])
+        self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
         self.data = check_data_kind(data)
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
@@ -130,7 +131,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         self.most_fakes_passed.reset()
         self.log("train_d_collapsed", float(collapsed))
         if collapsed:
-            rank_zero_warn(f"discriminator collapse in epoch {self.current_epoch}: it caught every fake image of "
+            rank_zero_warn(f"discriminator collapse in epoch {self.current_epoch + 1}: it caught every fake image of "
                            f"every batch (accuracy on fake pinned at 100%), so the generator learns little; "
                            f"consider a lower discriminator learning rate or more discriminator dropout")
 
@@ -179,17 +180,18 @@ class AAE(GenerativeModel, pl.LightningModule):
             5,000 points take seconds on one CPU core, 10,000 about a minute).
         data: the MNIST variant trained on, "binary" or "grey" (its samples are scored against it).
 
-    Set ``latent_map_data = (images, labels)`` (not saved with the checkpoint) to get the latent map
-    and the reconstructions among :meth:`image_grids`.
+    ``latent_map_data = (images, labels)`` (not saved with the checkpoint; ``setup`` takes the test split of
+    the trainer's data module) adds the latent map and the reconstructions to :meth:`logged_images`.
     """
 
     training_loss = "reconstruction, nats per image"
+    progress_metrics = ("train_recon", "train_d_loss", "train_d_acc")
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, discriminator: nn.Module, prior: str = "gaussian",
                  z_dim: int = 2, lr: float = 1e-3, lr_adv: float = 1e-3,
                  betas_adv: tuple[float, float] = (0.5, 0.999), eval_points: int = 5000, data: str = "binary"):
         super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "decoder", "discriminator"])
+        self.save_hyperparameters(ignore=["encoder", "decoder", "discriminator"], logger=False)
         self.data = check_data_kind(data)
         self.automatic_optimization = False
         self.encoder, self.decoder, self.discriminator = encoder, decoder, discriminator
@@ -201,6 +203,11 @@ class AAE(GenerativeModel, pl.LightningModule):
         names = ["recon", "d_loss", "g_loss", "d_acc_prior", "d_acc_codes", "d_acc"]
         self.epoch_means = EpochMeans(("train", "test"), names)
         self.test_codes = CatMetric(nan_strategy="disable")
+
+    def setup(self, stage: str) -> None:
+        splits = getattr(self.trainer.datamodule, "splits", {})
+        if self.latent_map_data is None and "test" in splits:
+            self.latent_map_data = (splits["test"].images, splits["test"].labels)
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         """The codes of ``imgs``."""

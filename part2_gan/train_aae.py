@@ -72,15 +72,12 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
-    model, datamodule = build_model(args), build_datamodule(args)
-    datamodule.setup()
-    test = datamodule.splits["test"]
-    model.latent_map_data = (test.images, test.labels)
+    model = build_model(args)
 
     def judged() -> dict:
         return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
 
-    return run_experiment(args, model, datamodule, monitor=None,
+    return run_experiment(args, model, build_datamodule(args), monitor=None,
                           extra_metrics=judged if args.eval_samples else None)
 
 

@@ -72,7 +72,7 @@ class ToyFlowModule(FlowModule):
     def __init__(self, flow: NormalizingFlow, target: BimodalGaussianDiag, lr: float = 1e-3,
                  target_entropy_bpd: float | None = None, plot_limit: float = 2.5):
         super().__init__()
-        self.save_hyperparameters(ignore=["flow", "target"])
+        self.save_hyperparameters(ignore=["flow", "target"], logger=False)
         self.flow, self.target = flow, target
         self.num_dims = flow.dim
         self.register_buffer("fixed_z", flow.base_density.sample(1000))
@@ -145,7 +145,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
     def __init__(self, flow: ImageFlow, lr: float = 1e-3, temperature: float = 1.0, test_dequant_samples: int = 4,
                  num_interpolations: int = 4, interpolation_steps: int = 6):
         super().__init__()
-        self.save_hyperparameters(ignore=["flow"])
+        self.save_hyperparameters(ignore=["flow"], logger=False)
         self.flow = flow
         self.image_shape = flow.shape
         # Fixed noise and interpolation ends (saved with the checkpoint) so grids of different epochs compare.

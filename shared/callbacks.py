@@ -1,13 +1,19 @@
-"""Callbacks every training run uses: a monitor of the training losses and the images logged at epoch ends."""
+"""Callbacks every training run uses: the training-loss monitor, the images logged at epoch ends, the
+progress a person sees, and the records a run keeps across interrupts (fit time, validation figures).
+
+Epochs are counted from 1 everywhere a person reads them: "epoch 3" is the third epoch, and a
+checkpoint, PNG or progress line "after epoch 3" holds the model after three epochs of training.
+"""
 from __future__ import annotations
 
+import math
+import time
 from pathlib import Path
 from typing import Iterable
 
-import math
-
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from shared.utils import log_grid, save_grid
 
@@ -42,13 +48,14 @@ class LossMonitor(pl.Callback):
         losses = {name: value.item() for name, value in self._losses(outputs).items()}
         for name, value in losses.items():
             if not math.isfinite(value):
-                raise NonFiniteLossError(f"{name} is {value} at epoch {trainer.current_epoch}, "
+                raise NonFiniteLossError(f"{name} is {value} in epoch {trainer.current_epoch + 1}, "
                                          f"step {trainer.global_step} (batch {batch_idx})")
         if self.first_loss is None and "loss" in losses:
             self.first_loss = losses["loss"]
         if trainer.logger is not None and self.batches_seen % trainer.log_every_n_steps == 0:
+            # Step = the batch's index, Lightning's own step axis (a GAN's global_step counts two per batch).
             trainer.logger.log_metrics({f"train_{name}_step": value for name, value in losses.items()},
-                                       step=trainer.global_step)
+                                       step=self.batches_seen)
         self.batches_seen += 1
 
     def state_dict(self) -> dict:
@@ -56,6 +63,12 @@ class LossMonitor(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.first_loss, self.batches_seen = state_dict["first_loss"], state_dict["batches_seen"]
+
+
+def _batch_step(trainer: pl.Trainer, epochs_done: int) -> int:
+    """TensorBoard's step for what is logged after ``epochs_done`` epochs: the index (from 0) of the last
+    training batch, where Lightning logs its epoch-end figures, so images and curves share one axis."""
+    return max(epochs_done * trainer.num_training_batches - 1, 0)
 
 
 class LoggedImagesCallback(pl.Callback):
@@ -76,7 +89,7 @@ class LoggedImagesCallback(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         for name, grid in pl_module.logged_images().items():
-            log_grid(trainer.logger, name, grid, epoch)
+            log_grid(trainer.logger, name, grid, _batch_step(trainer, epoch))
             save_grid(grid, self.sample_dir / f"{name}_epoch{epoch:03d}.png")
         pl_module.train(was_training)
 
@@ -89,3 +102,130 @@ class LoggedImagesCallback(pl.Callback):
         if done in self.epochs or done == trainer.max_epochs:
             self._log(trainer, pl_module, done)
 
+
+
+def _say(trainer: pl.Trainer, line: str) -> None:
+    """Print a line, above the progress bar when one is shown."""
+    bar = trainer.progress_bar_callback
+    if isinstance(bar, TQDMProgressBar) and bar.is_enabled:
+        bar.print(line)
+    else:
+        print(line, flush=True)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
+
+
+class ProgressLines(pl.Callback):
+    """One line per epoch: ``epoch k/N``, the module's ``progress_metrics`` (default train and val bpd),
+    seconds per epoch and the time left.
+
+    Printed when the next epoch starts or training ends: a module logs its training means in its own
+    ``on_train_epoch_end``, which Lightning calls after the callbacks' hook of that name.
+    """
+
+    def __init__(self):
+        self.pending: int | None = None  # the finished epoch whose line is still to print
+        self.started = 0.0
+        self.epoch_seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._flush(trainer)
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self.started)
+        self.pending = trainer.current_epoch + 1
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._flush(trainer)
+
+    def _flush(self, trainer: pl.Trainer) -> None:
+        if self.pending is None or not trainer.is_global_zero:
+            return
+        done, total, self.pending = self.pending, trainer.max_epochs, None
+        names = getattr(trainer.lightning_module, "progress_metrics", ("train_bpd", "val_bpd"))
+        metrics = trainer.callback_metrics
+        figures = "  ".join(f"{name} {float(metrics[name]):.4f}" for name in names if name in metrics)
+        per_epoch = sum(self.epoch_seconds) / len(self.epoch_seconds)
+        left = f"  {_minutes(per_epoch * (total - done))} left" if done < total else ""
+        _say(trainer, f"epoch {done}/{total}  {figures}  {per_epoch:.1f} s/epoch{left}")
+
+
+class EvaluationProgress(pl.Callback):
+    """Where no progress bar is shown: a line every tenth of a test pass that takes a while (the VAE's
+    importance-weighted bound runs for minutes), with the time left."""
+
+    def __init__(self, min_seconds: float = 10.0):
+        self.min_seconds = min_seconds
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self.started, self.next_report = time.perf_counter(), 0.1
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        total = trainer.num_test_batches[dataloader_idx]
+        done = (batch_idx + 1) / total
+        elapsed = time.perf_counter() - self.started
+        if done >= self.next_report and done < 1 and elapsed >= self.min_seconds and trainer.is_global_zero and \
+                trainer.progress_bar_callback is None:
+            _say(trainer, f"testing: {batch_idx + 1}/{total} batches, {_minutes(elapsed)}, "
+                          f"{_minutes(elapsed / done - elapsed)} left")
+            self.next_report = math.floor(done * 10 + 1) / 10
+
+
+class FitClock(pl.Callback):
+    """Seconds of fitting, carried in every checkpoint so that a run's total survives any number of
+    interrupts and resumes (the time after the last checkpoint of an interrupted part is redone, so it
+    is not counted)."""
+
+    def __init__(self):
+        self.before = 0.0  # fit seconds of the checkpoints this call resumed from
+        self.started = time.perf_counter()
+        self.this_call = 0.0  # seconds of this call's fit, up to its latest epoch end
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.this_call = time.perf_counter() - self.started  # before the checkpoint of this epoch is saved
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.this_call = time.perf_counter() - self.started
+
+    def total(self) -> float:
+        return self.before + self.this_call
+
+    def state_dict(self) -> dict:
+        return {"fit_seconds": self.total()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = state_dict["fit_seconds"]
+
+
+class ValidationRecord(pl.Callback):
+    """The validation figures of the latest epoch, kept in each checkpoint: the best checkpoint thus carries
+    the very figures that chose it, which metrics.json reports (no second, re-drawn validation)."""
+
+    def __init__(self):
+        self.latest: dict[str, float] = {}
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.latest = {name: float(value) for name, value in trainer.callback_metrics.items()
+                       if name.startswith("val_")}
+
+    def state_dict(self) -> dict:
+        return {"latest": self.latest}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.latest = state_dict["latest"]
+
+
+class EpochCountCheckpoint(ModelCheckpoint):
+    """A ModelCheckpoint whose ``{epoch}`` in file names counts epochs from 1, like every other epoch a
+    person reads (Lightning's own is the 0-based index of the epoch just finished)."""
+
+    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)

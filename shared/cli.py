@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 import yaml
 
-# Bookkeeping flags: they say how to run, not what was trained, so a run's config.yaml leaves them out.
-NOT_SAVED = ("config", "resume")
+# Flags that say how to run this once, not what was trained: a run's config.yaml leaves them out, and only
+# the first two cannot be set in a YAML file either.
+NOT_SAVED = ("config", "resume", "progress_bar")
 # Keys of a run's config.yaml that are records, not flags: the command that made it and its data.
 RECORDS = ("command", "data")
 
@@ -65,7 +67,8 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     add("--name", default=None, help="run name under log_dir; none: derived from the model settings")
     add("--sample_epochs", type=int, nargs="+", default=[0, 10], help="epochs to draw sample grids at (final added)")
     add("--log_every_n_steps", type=int, default=50, help="log the training losses every N batches")
-    add("--progress_bar", action=argparse.BooleanOptionalAction, default=False, help="show Lightning's progress bar")
+    add("--progress_bar", action=argparse.BooleanOptionalAction, default=None,
+        help="show Lightning's progress bar; none: shown in a terminal, not in a log file")
     add("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint; no RUN_DIR: the latest run of this name")
     trainer = parser.add_argument_group("Lightning Trainer flags, passed through")
@@ -114,12 +117,14 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dic
 
 def _typed(parser: argparse.ArgumentParser, action: argparse.Action, value):
     """A YAML value converted and checked as the same value typed after the flag would be."""
+    if value is None:  # YAML's null: allowed where the flag's own default is "none"
+        if action.default is None:
+            return None
+        raise argparse.ArgumentError(action, "expected a value, got null")
     if isinstance(action, argparse.BooleanOptionalAction):
         if not isinstance(value, bool):
             raise argparse.ArgumentError(action, f"expected true or false, got {value!r}")
         return value
-    if value is None:
-        return None
     many = action.nargs in ("+", "*")
     items = value if isinstance(value, list) and many else [value]
     if isinstance(value, (list, dict)) and not many or any(isinstance(item, (list, dict)) for item in items):
@@ -152,7 +157,7 @@ def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
     if command != parser.prog:
         raise ConfigError(f"config file {path} was written by {command}, not {parser.prog}: "
                           f"use python -m {command}")
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", *NOT_SAVED)}
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", *NOT_SAVED[:2])}
     unknown = sorted(set(settings) - set(actions))
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
@@ -184,6 +189,12 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--sample_epochs must be >= 0, got {args.sample_epochs}")
     if args.data_dir is not None and not Path(args.data_dir, "MNIST", "raw").is_dir():
         raise ConfigError(f"--data_dir {args.data_dir}: no folder MNIST/raw inside it")
+    log_dir = Path(args.log_dir)
+    if log_dir.exists() and not log_dir.is_dir():
+        raise ConfigError(f"--log_dir {log_dir} is a file, not a folder: pass a folder for the runs")
+    existing = next(p for p in (log_dir, *log_dir.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--log_dir {log_dir}: {existing} is not writable: pass a folder you can write to")
 
 
 def _resolve(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:

@@ -53,6 +53,9 @@ def read_idx(path: Path, rank: int, count: int) -> np.ndarray:
     if len(raw) < header or struct.unpack(">I", raw[:4])[0] != _IDX_MAGIC[rank]:
         raise DataFileError(f"MNIST file {path} is not an IDX file of rank {rank}: {_fix_hint(path)}")
     dims = struct.unpack(f">{rank}I", raw[4:header])
+    if rank == 3 and dims[1:] != IMAGE_SHAPE[1:]:
+        raise DataFileError(f"MNIST file {path} holds {dims[1]}x{dims[2]} images, not MNIST's "
+                            f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[2]}: {_fix_hint(path)}")
     expected = header + int(np.prod(dims))
     if dims[0] != count or len(raw) != expected:
         raise DataFileError(f"MNIST file {path} has {len(raw)} bytes for dims {dims}, expected "

@@ -1,38 +1,68 @@
-"""Running one experiment: a Lightning fit (or resume), the evaluation of the reported checkpoint, and
-the run directory that records it.
+"""Running one experiment: a Lightning fit (or resume), the test of the reported checkpoint, and the run
+directory that records it.
 
 A run directory ``<log_dir>/<name>/version_N/`` holds TensorBoard events, ``config.yaml`` (the
 settings, the command that made the run and its data), ``checkpoints/`` (best by the monitored
 figure and ``last.ckpt``), ``samples/*.png``, ``metrics.json`` (deterministic given the seed) and
-``timing.json`` (wall-clock, which is not).
+``timing.json`` (wall-clock, which is not). A run directory is a record: every check that can fail
+runs before anything is written there, and a resume rewrites nothing until its checkpoint has loaded.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import platform
-import time
+import sys
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NoReturn
 
 import pytorch_lightning as pl
 import torch
 import yaml
-from pytorch_lightning.callbacks import ModelCheckpoint
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.trainer.states import TrainerStatus
 
-from shared.callbacks import LoggedImagesCallback, LossMonitor, NonFiniteLossError
+from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor,
+                              NonFiniteLossError, ProgressLines, ValidationRecord)
 from shared.cli import NOT_SAVED
+from shared.data import DataFileError
+
+# Lightning's lines that tell a user of these commands nothing (the device line is in our start line).
+_QUIET_INFO = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
+               "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:")
+_QUIET_WARNINGS = (
+    r".*LeafSpec.*",  # a deprecation inside Lightning itself
+    r".*exists and is not empty.*",  # a resumed run writes into its own checkpoint folder
+    r".*but have no `validation_step`.*",  # the GAN and AAE validate nothing; their data module has a val split
+    r".*does not have many workers.*",  # batches are tensor slices: workers would only add overhead
+    r".*GPU available but not used.*",  # --accelerator cpu is a choice
+    r".*smaller than the logging interval.*",  # shared.callbacks.LossMonitor logs the step losses from the first
+)
 
 
-def _run_directory(args: argparse.Namespace) -> tuple[TensorBoardLogger, Path]:
-    if args.resume:
-        run_dir = Path(args.resume)
-        logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
-                                   default_hp_metric=False)
-    else:
-        logger = TensorBoardLogger(args.log_dir, name=args.name, default_hp_metric=False)
-    return logger, Path(logger.log_dir)
+class _DropKnownNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().lstrip().startswith(_QUIET_INFO)
+
+
+def silence_known_noise() -> None:
+    """Drop, by their text, the Lightning messages listed above; every other message still shows."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise())
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
+    """A bad setting found after parsing: one line, exit status 2, as the parser's own errors."""
+    print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
 def _machine() -> str:
@@ -41,64 +71,141 @@ def _machine() -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
 
 
+def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """The Trainer, or a one-line usage error restating Lightning's refusal of the device flags."""
+    on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
+    if on_cpu and isinstance(args.devices, int) and args.devices > (os.cpu_count() or 1):
+        usage_error(args, f"--devices {args.devices}: this machine has {os.cpu_count()} CPU cores, and more "
+                          f"processes than cores only slow every one of them down")
+    show_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
+    try:
+        # The model summary stays off: its example forward pass would draw random numbers, so turning the
+        # display on would change the results.
+        return pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
+                          strategy=args.strategy, precision=args.precision, logger=logger,
+                          log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
+                          enable_progress_bar=show_bar, enable_model_summary=False)
+    except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        usage_error(args, f"the Lightning Trainer refused --accelerator {args.accelerator} --devices {args.devices} "
+                          f"--strategy {args.strategy} --precision {args.precision}: {reason}")
+
+
+def _loads(path: Path) -> dict | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # truncated zip, bad pickle, wrong file: all mean "not usable"
+        return None
+
+
+def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: Path) -> None:
+    """The run's last checkpoint loads and fits the model these settings build; otherwise one line."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    state = _loads(last)
+    if state is None:
+        intact = [p.name for p in sorted(last.parent.glob("*.ckpt")) if p != last and _loads(p) is not None]
+        fix = (f"intact beside it: {', '.join(intact)} (copy one to last.ckpt to resume from there)" if intact
+               else "no intact checkpoint beside it: start a new run")
+        raise SystemExit(f"error: {last} is corrupt or truncated; {fix}")
+    ours = model.state_dict()
+    for name, tensor in state["state_dict"].items():
+        if name not in ours or ours[name].shape != tensor.shape:
+            here = tuple(ours[name].shape) if name in ours else "nothing"
+            usage_error(args, f"--resume {run_dir}: its checkpoint holds {name} of shape {tuple(tensor.shape)}, these "
+                              f"settings build {here}: resume with the run's own model settings")
+
+
+def _hparams(settings: dict, prefix: str = "") -> dict:
+    """Settings flattened to the scalars and strings TensorBoard's HParams dashboard takes."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_hparams(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
 def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule,
                    monitor: str | None = "val_bpd", extra_metrics: Callable[[], dict] | None = None) -> dict:
-    """Fit (or resume), evaluate the best checkpoint on val and test, write metrics.json; return the metrics.
+    """Fit (or resume), test the reported checkpoint, write metrics.json; return the metrics.
 
-    ``extra_metrics``, if given, is called once the model holds the reported checkpoint's weights
-    (after testing); what it returns joins metrics.json (the judge's sample figures, for example).
-
-    ``timing.json`` holds this call's fit time and, across resumed calls, the total.
+    The reported checkpoint is the best by ``monitor`` (its validation figures are the ones that chose
+    it), or the last when ``monitor`` is None. The test runs from a fresh seed, so its figures depend
+    on the checkpoint and the seed only. ``extra_metrics``, if given, is called once the model holds
+    the reported checkpoint's weights; what it returns joins metrics.json (the judge's figures).
     """
-    logger, run_dir = _run_directory(args)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min", save_last=True,
-                                 filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
-                                 auto_insert_metric_name=False, enable_version_counter=False)
-    monitor_losses = LossMonitor()
-    trainer = pl.Trainer(
-        max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices, strategy=args.strategy,
-        precision=args.precision, logger=logger, log_every_n_steps=args.log_every_n_steps,
-        callbacks=[checkpoint, monitor_losses, LoggedImagesCallback(run_dir, args.sample_epochs)],
-        enable_progress_bar=args.progress_bar, enable_model_summary=args.progress_bar,
-    )
+    silence_known_noise()
+    if args.resume:
+        run_dir = Path(args.resume)
+        logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
+                                   default_hp_metric=False)
+        finished = run_dir / "metrics.json"
+        if finished.is_file() and json.loads(finished.read_text())["epochs"] >= args.epochs:
+            metrics = json.loads(finished.read_text())
+            print(f"{run_dir} already finished its {metrics['epochs']} epochs: nothing to do (pass --epochs N "
+                  f"with N > {metrics['epochs']} to train it further)", flush=True)
+            return metrics
+        _check_resume(args, model, run_dir)
+    else:
+        logger = TensorBoardLogger(args.log_dir, name=args.name, default_hp_metric=False)
+        run_dir = Path(logger.log_dir)
+
+    checkpoint = EpochCountCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min", save_last=True,
+                                      filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
+                                      auto_insert_metric_name=False, enable_version_counter=False)
+    losses, clock, validation = LossMonitor(), FitClock(), ValidationRecord()
+    # The clock after the images (their time counts), the checkpoint last (it saves the others' state).
+    trainer = _build_trainer(args, logger, [losses, validation, ProgressLines(), EvaluationProgress(),
+                                            LoggedImagesCallback(run_dir, args.sample_epochs), clock, checkpoint])
+    try:
+        datamodule.setup("fit")
+    except DataFileError as err:
+        raise SystemExit(f"error: {err}") from None
+
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k not in NOT_SAVED}
         settings["data"] = datamodule.description()
         (run_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
-        print(f"{'Resuming' if args.resume else 'Starting'} run in {run_dir}", flush=True)
-
-    start = time.perf_counter()
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"{'Resuming' if args.resume else 'Starting'} {args.command} in {run_dir}: {parameters:,} parameters, "
+              f"{args.epochs} epochs, {_machine()}", flush=True)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if args.resume else None)
     except NonFiniteLossError as err:
         last = run_dir / "checkpoints" / "last.ckpt"
         kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written before it"
         raise SystemExit(f"error: training stopped, {err}; {kept}") from None
-    fit_seconds = time.perf_counter() - start
+    except SystemExit:
+        if trainer.state.status == TrainerStatus.INTERRUPTED:
+            print(f"Interrupted; continue with: python -m {args.command} --resume {run_dir}", file=sys.stderr)
+        raise
+    fit_seconds, total_fit_seconds = clock.this_call, clock.total()  # before the test restores the clock's state
 
-    which = "best" if monitor else "last"
-    metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": monitor_losses.first_loss,
-                     "train_loss": model.training_loss,
-                     "checkpoint": Path(checkpoint.best_model_path if monitor else checkpoint.last_model_path).name}
+    reported = Path(checkpoint.best_model_path if monitor else checkpoint.last_model_path)
+    metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": losses.first_loss,
+                     "train_loss": model.training_loss, "checkpoint": reported.name}
     if monitor:
-        metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])
-    metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=which, verbose=False)[0])
+        state = torch.load(reported, map_location="cpu", weights_only=False)
+        metrics.update(state["callbacks"].get(ValidationRecord.__qualname__, {}).get("latest", {}))
+    torch.manual_seed(args.seed)
+    metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
     if extra_metrics is not None:
         metrics.update(extra_metrics())
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        timing_path = run_dir / "timing.json"
-        earlier = 0.0
-        if args.resume and timing_path.is_file():  # a finished run continued to more epochs
-            before = json.loads(timing_path.read_text())
-            earlier = before.get("total_fit_seconds", before["fit_seconds"])
-        timing_path.write_text(json.dumps(
-            {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(earlier + fit_seconds, 1),
+        (run_dir / "timing.json").write_text(json.dumps(
+            {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(total_fit_seconds, 1),
              "machine": _machine(), "resumed": bool(args.resume)}, indent=2) + "\n")
+        figures = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+        logger.log_hyperparams(_hparams(settings), figures)
+        (run_dir / "hparams.yaml").unlink(missing_ok=True)  # Lightning wrote an empty one at the end of fit
+        logger.finalize("success")  # flushed and closed now: the run directory is complete when this returns
         print(f"Run directory: {run_dir}\n  TensorBoard:  tensorboard --logdir {run_dir}\n"
               f"  checkpoints:  {run_dir / 'checkpoints'}\n  samples:      {run_dir / 'samples'}\n"
-              f"  metrics:      {run_dir / 'metrics.json'}\n  fit time:     {fit_seconds:.1f} s")
+              f"  metrics:      {run_dir / 'metrics.json'}\n  fit time:     {fit_seconds:.1f} s "
+              f"(whole run: {total_fit_seconds:.1f} s)")
         for key, value in metrics.items():
             print(f"  {key} = {value:.4f}" if isinstance(value, float) else f"  {key} = {value}")
     return metrics

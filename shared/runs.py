@@ -64,5 +64,14 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
     if not checkpoint.is_file():
         raise SystemExit(f"error: checkpoint {checkpoint} not found")
     model = command.build_model(args)
-    model.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"])
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+    except Exception as err:  # a truncated zip, a bad pickle, another kind of file: all unusable
+        raise SystemExit(f"error: checkpoint {checkpoint} cannot be read ({type(err).__name__}): it is corrupt or "
+                         f"truncated; pass another with --checkpoint") from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise SystemExit(f"error: checkpoint {checkpoint} does not fit the model of {run_dir / 'config.yaml'}: "
+                         f"{str(err).splitlines()[0]}") from None
     return model.eval(), command, args

@@ -107,7 +107,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     gan = small_gan(discriminator=AlwaysFakeDiscriminator())
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
-    with pytest.warns(UserWarning, match="discriminator collapse in epoch 0"):
+    with pytest.warns(UserWarning, match="discriminator collapse in epoch 1"):
         trainer.fit(gan, tiny_datamodule.train_dataloader())
     assert trainer.callback_metrics["train_d_acc_fake"] == 1.0
 
@@ -163,7 +163,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
     # 3 calls a step, 4 steps an epoch: the first step of epoch 1 is still good
     monkeypatch.setattr(part2_gan.modules, "_bce", turns_nan_after(part2_gan.modules._bce, 4 * 3 + 3))
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "gan_mlp" / "version_0")
-    assert "loss is nan at epoch 1" in message and "(batch 1)" in message
+    assert "loss is nan in epoch 2" in message and "(batch 1)" in message
     assert last["epoch"] == 0
 
 

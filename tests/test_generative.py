@@ -46,7 +46,7 @@ class IndependentPixels(GenerativeModel, StagedModule):
 
     def __init__(self, network: nn.Module, lr: float = 0.05):
         super().__init__()
-        self.save_hyperparameters(ignore=["network"])
+        self.save_hyperparameters(ignore=["network"], logger=False)
         self.network = network
         self.epoch_means = EpochMeans(("train", "val", "test"), ["nll"])
 

@@ -1,0 +1,147 @@
+"""Every bad input ends in one line naming the problem and the fix, and leaves nothing behind; runs are
+append-only records (no rewritten config, no overwritten metrics)."""
+import gzip
+import hashlib
+import json
+import shutil
+import struct
+
+import pytest
+import torch
+
+from part1_vae.train import main
+from shared.data import BUNDLED_DIR
+from tests.conftest import TINY_RUN, load_script
+
+
+def run(tmp_path, *flags):
+    return main([*TINY_RUN, "--log_dir", str(tmp_path / "runs"), *flags])
+
+
+def fails_with_one_line(call, capsys, status: int, message: str) -> None:
+    """Exit ``status`` (2: usage, 1: runtime) with one line containing ``message``, on stderr for usage
+    errors and as the exit message (which Python prints to stderr) for runtime ones."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    code = exit_info.value.code
+    line = capsys.readouterr().err if status == 2 else str(code)
+    assert (code == 2) if status == 2 else (isinstance(code, str) and code.startswith("error: "))
+    assert message in line and line.strip().count("\n") == 0, line
+
+
+def nothing_written(tmp_path) -> bool:
+    return not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--accelerator", "tpu"], "the Lightning Trainer refused --accelerator tpu"),
+    (["--accelerator", "gpu"], "the Lightning Trainer refused --accelerator gpu"),
+    (["--precision", "7"], "Precision '7' is invalid"),
+    (["--precision", "fp16"], "Precision 'fp16' is invalid"),
+    (["--strategy", "nonsense"], "--strategy nonsense"),
+    (["--devices", "64"], "--devices 64: this machine has"),
+    (["--epoch", "1"], "unrecognized arguments: --epoch 1"),
+])
+def test_device_flags_lightning_refuses_are_restated_in_one_line(tmp_path, capsys, flags, message):
+    fails_with_one_line(lambda: run(tmp_path, *flags), capsys, 2, message)
+    assert nothing_written(tmp_path)
+
+
+def test_a_log_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "runs").write_text("")
+    fails_with_one_line(lambda: run(tmp_path), capsys, 2, "is a file, not a folder")
+
+
+def broken_copies(tmp_path, damage) -> str:
+    """A data_dir holding the bundled MNIST files with ``damage(raw_dir)`` applied."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in (BUNDLED_DIR / "MNIST" / "raw").glob("*.gz"):
+        shutil.copy(path, raw / path.name)
+    damage(raw)
+    return str(tmp_path / "data")
+
+
+def truncate(raw):
+    path = raw / "train-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:50_000])
+
+
+def bad_magic(raw):
+    path = raw / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(b"\0\0\0\0" + gzip.decompress(path.read_bytes())[4:]))
+
+
+def no_labels(raw):
+    (raw / "t10k-labels-idx1-ubyte.gz").unlink()
+
+
+def images_32x32(raw):
+    path = raw / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 10_000, 32, 32) + bytes(10_000 * 32 * 32)))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (truncate, "train-images-idx3-ubyte.gz is corrupt or truncated"),
+    (bad_magic, "train-images-idx3-ubyte.gz is not an IDX file"),
+    (no_labels, "t10k-labels-idx1-ubyte(.gz) is missing"),
+    (images_32x32, "holds 32x32 images, not MNIST's 28x28"),
+])
+def test_broken_mnist_files_are_named_in_one_line_before_any_run_folder(tmp_path, capsys, damage, message):
+    data_dir = broken_copies(tmp_path, damage)
+    fails_with_one_line(lambda: run(tmp_path, "--data_dir", data_dir), capsys, 1, message)
+    assert nothing_written(tmp_path)
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    run(tmp_path, "--z_dim", "4", "--hidden_dims", "32")
+    return tmp_path / "runs" / "vae_mlp_z4" / "version_0"
+
+
+@pytest.mark.slow
+def test_resume_with_other_model_settings_is_refused_and_rewrites_nothing(finished_run, capsys):
+    before = {p.name: digest(p) for p in finished_run.iterdir() if p.is_file()}
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--z_dim", "5", "--epochs", "3"]), capsys, 2,
+                        "resume with the run's own model settings")
+    assert {p.name: digest(p) for p in finished_run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_changes_nothing_unless_more_epochs_are_asked(finished_run, capsys):
+    before = {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()}
+    metrics = main(["--resume", str(finished_run)])
+    assert "already finished its 2 epochs: nothing to do" in capsys.readouterr().out
+    assert {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()} == before
+    assert metrics == json.loads((finished_run / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_truncated_last_checkpoint_names_the_intact_ones_and_keeps_the_config(finished_run, capsys):
+    last = finished_run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    config = digest(finished_run / "config.yaml")
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 1,
+                        "last.ckpt is corrupt or truncated; intact beside it: best-epoch")
+    assert digest(finished_run / "config.yaml") == config
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_truncated_checkpoint_says_so_in_one_line(finished_run, capsys):
+    best = next((finished_run / "checkpoints").glob("best-*.ckpt"))
+    best.write_bytes(best.read_bytes()[:1000])
+    fails_with_one_line(lambda: load_script("evaluate").main([str(finished_run)]), capsys, 1,
+                        "is corrupt or truncated; pass another with --checkpoint")
+
+
+@pytest.mark.slow
+def test_val_figures_in_metrics_are_those_that_chose_the_checkpoint(finished_run):
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    best = torch.load(finished_run / "checkpoints" / metrics["checkpoint"], weights_only=False)
+    chosen = next(state for key, state in best["callbacks"].items() if key.startswith("EpochCountCheckpoint"))
+    assert metrics["val_bpd"] == pytest.approx(float(chosen["best_model_score"]), abs=1e-7)
+    assert metrics["checkpoint"] == f"best-epoch{best['epoch'] + 1:03d}.ckpt"  # counted from 1
