@@ -16,6 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
+from shared.cli import OneLineArgumentParser
+from shared.data import DataFileError
 from shared.evaluation import draw_samples, evaluate_samples, format_report
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
@@ -24,7 +26,8 @@ from shared.utils import make_grid, save_grid
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(prog="scripts/evaluate.py", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--checkpoint", type=Path, default=None)
     parser.add_argument("--num_samples", type=int, default=10_000)
@@ -60,7 +63,10 @@ def main(argv=None) -> dict:
     if args.grid:
         save_grid(make_grid(samples[:64]), args.grid)
     binarized = model.data == "binary" if args.reference == "auto" else args.reference == "binarized"
-    judge, record = load_judge(args.judge, run_args.data_dir)
+    try:
+        judge, record = load_judge(args.judge, run_args.data_dir)
+    except DataFileError as err:
+        raise SystemExit(f"error: {err}") from None
     results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed)
     results["judge_test_accuracy"] = record["test_accuracy"]
     if "temperature" in model.hparams:

@@ -86,12 +86,21 @@ def add_judge_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval_samples", type=int, default=10_000,
                         help="samples the judge scores after training (0: skip)")
     parser.add_argument("--judge", default=None,
-                        help=f"judge checkpoint, trained there first if missing; none: {DEFAULT_JUDGE_PATH}")
+                        help=f"judge checkpoint (trained there first if missing); none: the bundled {DEFAULT_JUDGE_PATH}")
 
 
 def check_judge_flags(args: argparse.Namespace) -> None:
+    """Also reads the judge to be used, so that a broken file stops the command before training, not after."""
+    from shared.data import DataFileError
+    from shared.judge import load_judge
+
     if args.eval_samples == 1 or args.eval_samples < 0:
         raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
+    if args.eval_samples and (args.judge is None or Path(args.judge).is_file()):
+        try:
+            load_judge(args.judge)
+        except DataFileError as err:
+            raise ConfigError(str(err)) from None
 
 
 def check_adversarial_strategy(args: argparse.Namespace) -> None:

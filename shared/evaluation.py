@@ -1,4 +1,8 @@
-"""Sample quality as judged by the project's own MNIST classifier (``shared.judge``), usable by every part.
+"""Sample quality as judged by the project's own MNIST classifier, usable by every part.
+
+The judge is the one bundled with the package (``shared/datasets/judge/judge.pt``, see ``shared.judge``),
+so scoring needs no training; judging 10,000 images takes seconds on a CPU, and the scoring functions
+print progress lines with an ETA while they run (``progress=False`` silences them).
 
 Figures on N generated images, each beside the same figure for real images as the ceiling:
   frechet_distance     Fréchet distance between the judge's penultimate-layer features of the
@@ -22,7 +26,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from shared.data import load_mnist, to_model_range
 from shared.generative import GenerativeModel
-from shared.judge import DEFAULT_JUDGE_PATH, DigitClassifier, load_judge
+from shared.judge import DigitClassifier, Progress, load_judge
 
 NUM_DIGITS = 10
 COVERAGE_FRACTION = 0.01
@@ -100,29 +104,39 @@ class SampleQualityEvaluator:
     Args:
         judge: the classifier (kept in eval mode).
         reference: real images ``[M, 1, 28, 28]`` in [0, 1] (the test set).
+        progress: print progress lines while the judge reads the reference (see :meth:`evaluate`).
     """
 
-    def __init__(self, judge: DigitClassifier, reference: torch.Tensor, batch_size: int = 1000):
+    def __init__(self, judge: DigitClassifier, reference: torch.Tensor, batch_size: int = 1000,
+                 progress: bool = False):
         self.judge, self.batch_size = judge.eval(), batch_size
         self.frechet = FrechetInceptionDistance(feature=JudgeFeatures(self.judge), reset_real_features=False,
                                                 normalize=True)
-        for batch in reference.split(batch_size):
-            self.frechet.update(batch, real=True)
-        self.reference_figures = self.evaluate(reference, with_frechet=False)
+        self.reference_figures = class_figures(self._judge(reference, real=True, progress=progress,
+                                                           what="reference images"))
 
     @torch.no_grad()
-    def evaluate(self, images: torch.Tensor, with_frechet: bool = True) -> dict[str, float]:
-        """The figures for ``images`` ``[N, 1, 28, 28]`` in [0, 1] (N >= 2 for the Fréchet distance)."""
-        self.frechet.reset()
+    def _judge(self, images: torch.Tensor, real: bool, progress: bool, what: str) -> torch.Tensor:
+        """The judge's logits for ``images``, whose features go to the real or the sample side of the
+        Fréchet distance."""
+        shown = Progress(f"judging {len(images):,} {what}", len(images), "images", enabled=progress)
         logits = []
         for batch in images.split(self.batch_size):
             logits.append(self.judge(batch))
-            if with_frechet:
-                self.frechet.update(batch, real=False)
-        figures = class_figures(torch.cat(logits))
-        if with_frechet:
-            figures = {"frechet_distance": self.frechet.compute().item(), **figures}
-        return figures
+            self.frechet.update(batch, real=real)
+            shown.advance(len(batch))
+        shown.finish()
+        return torch.cat(logits)
+
+    def evaluate(self, images: torch.Tensor, progress: bool = False, what: str = "samples") -> dict[str, float]:
+        """The figures for ``images`` ``[N, 1, 28, 28]`` in [0, 1] (N >= 2 for the Fréchet distance).
+
+        ``progress``: once the work has taken 2 s, a line on stdout every 10 s ("judging 10,000 samples:
+        3,000/10,000 images, 4 s elapsed, ETA 9 s"), then the time taken; the figures are the same either way.
+        """
+        self.frechet.reset()
+        figures = class_figures(self._judge(images, real=False, progress=progress, what=what))
+        return {"frechet_distance": self.frechet.compute().item(), **figures}
 
 
 def real_images(split: str, binarized: bool, data_dir: str | Path | None = None, count: int | None = None,
@@ -135,30 +149,34 @@ def real_images(split: str, binarized: bool, data_dir: str | Path | None = None,
 
 
 def real_reference(judge: DigitClassifier, binarized: bool, num_samples: int, data_dir: str | Path | None = None,
-                   seed: int = 0) -> tuple[SampleQualityEvaluator, dict[str, float]]:
+                   seed: int = 0, progress: bool = True) -> tuple[SampleQualityEvaluator, dict[str, float]]:
     """An evaluator holding the real test set, and the real ceiling of every figure for ``num_samples`` samples.
 
     The ceiling is the class figures of the test images themselves and the Fréchet distance of
     ``num_samples`` real training images (drawn with ``seed``) to the test images; the Fréchet
-    distance is biased by the sample count, so compare sets of the same size only.
+    distance is biased by the sample count, so compare sets of the same size only. ``progress``: see
+    :meth:`SampleQualityEvaluator.evaluate`.
     """
-    evaluator = SampleQualityEvaluator(judge, real_images("test", binarized, data_dir))
+    evaluator = SampleQualityEvaluator(judge, real_images("test", binarized, data_dir), progress=progress)
     train = real_images("train", binarized, data_dir, count=num_samples, seed=seed)
-    return evaluator, {**evaluator.reference_figures, "frechet_distance": evaluator.evaluate(train)["frechet_distance"]}
+    real_frechet = evaluator.evaluate(train, progress=progress, what="real training images")["frechet_distance"]
+    return evaluator, {**evaluator.reference_figures, "frechet_distance": real_frechet}
 
 
 def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: bool = False,
                      data_dir: str | Path | None = None, seed: int = 0,
-                     reference: tuple[SampleQualityEvaluator, dict[str, float]] | None = None) -> dict:
+                     reference: tuple[SampleQualityEvaluator, dict[str, float]] | None = None,
+                     progress: bool = True) -> dict:
     """The figures for ``samples`` (in [0, 1]) and their real ceilings, as one flat dict.
 
     Keys: each figure of :data:`FIGURES`, the same with prefix ``real_`` (the ceiling, see
     :func:`real_reference`; pass one already built to score several sample sets of the same size),
     ``num_samples`` and ``reference`` (which MNIST the samples were compared with: "grey-scale" or
-    "threshold-binarized").
+    "threshold-binarized"). ``progress``: lines on stdout with the time taken and an ETA while the judge
+    reads the images, for work that takes more than 2 s (see :meth:`SampleQualityEvaluator.evaluate`).
     """
-    evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed)
-    figures = evaluator.evaluate(samples)
+    evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed, progress)
+    figures = evaluator.evaluate(samples, progress=progress)
     return {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
             "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "grey-scale"}
 
@@ -181,8 +199,9 @@ def format_report(results: dict, title: str) -> str:
 def judged_metrics(model: GenerativeModel, num_samples: int, seed: int, title: str,
                    judge_path: str | Path | None = None, data_dir: str | Path | None = None) -> dict:
     """The judge's figures for ``num_samples`` of the model's samples against the MNIST variant it models,
-    printed as a table and returned as the ``eval_*`` entries of a run's metrics.json."""
-    judge, record = load_judge(judge_path or DEFAULT_JUDGE_PATH, data_dir)
+    printed as a table and returned as the ``eval_*`` entries of a run's metrics.json. ``judge_path``:
+    None for the bundled judge (see :func:`shared.judge.load_judge`)."""
+    judge, record = load_judge(judge_path, data_dir)
     samples = draw_samples(model, num_samples, seed=seed)
     results = evaluate_samples(judge, samples, binarized=model.data == "binary", data_dir=data_dir, seed=seed)
     print(format_report(results, f"Sample quality of {title} (judge test accuracy {record['test_accuracy']:.4f})"))

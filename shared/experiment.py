@@ -192,7 +192,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     torch.manual_seed(args.seed)
     metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
     if extra_metrics is not None:
-        metrics.update(extra_metrics())
+        try:
+            metrics.update(extra_metrics())
+        except DataFileError as err:  # MNIST or the judge went missing since the start: the run itself is kept
+            raise SystemExit(f"error: {err}; the trained run is in {run_dir}") from None
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (run_dir / "timing.json").write_text(json.dumps(

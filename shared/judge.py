@@ -1,8 +1,11 @@
 """The judge: a small MNIST digit classifier whose features and predictions score generated samples.
 
-No Inception weights can be downloaded, so the codebase trains its own. ``load_judge`` returns the
-cached judge (``runs/judge/judge.ckpt``), training it first if it is missing; the training is
-deterministic given the seed. Train or retrain it explicitly with ``python scripts/train_judge.py``.
+No Inception weights can be downloaded, so the codebase trains its own, and ships it: the trained
+judge travels with the package like the MNIST files (``shared/datasets/judge/judge.pt``, made by
+``python scripts/train_judge.py`` with the default settings; its record holds those settings and its
+test accuracy). ``load_judge()`` returns it at once. ``load_judge(path)`` reads another judge, and
+trains one there first if the file is missing: minutes on a CPU, announced, with progress and an ETA.
+The training is deterministic given the seed (on one machine, torch build and thread count).
 
 The judge takes images ``[B, 1, 28, 28]`` in [0, 1]. Half of every training batch is
 threshold-binarized (pixels > 0.5), so that it reads both grey-scale samples (the GAN's) and
@@ -10,6 +13,7 @@ binary ones (the VAE's).
 """
 from __future__ import annotations
 
+import pickle
 import time
 from pathlib import Path
 
@@ -17,9 +21,61 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.data import TensorBatchDataset, batch_loader, load_mnist, to_model_range
+from shared.data import DataFileError, TensorBatchDataset, batch_loader, load_mnist, to_model_range
 
-DEFAULT_JUDGE_PATH = Path(__file__).resolve().parent.parent / "runs" / "judge" / "judge.ckpt"
+# The bundled judge; the commands' --judge flags default to it.
+DEFAULT_JUDGE_PATH = Path(__file__).resolve().parent / "datasets" / "judge" / "judge.pt"
+
+
+class JudgeFileError(DataFileError):
+    """A judge checkpoint is missing, truncated or corrupt; the one-line message names the file and the fix."""
+
+
+class Progress:
+    """Progress lines for a long loop, on stdout: what is done, the time elapsed and an ETA.
+
+    ``advance`` prints a line once ``first`` seconds have passed and then every ``every`` seconds;
+    ``report`` prints one now (an epoch's end); ``finish`` prints the total time unless no line was
+    printed (work done in under ``first`` seconds stays silent) or the last one said all was done.
+    Reporting only reads the clock: it never changes a number of the work.
+    """
+
+    def __init__(self, task: str, total: int, unit: str, enabled: bool = True, first: float = 2.0,
+                 every: float = 10.0):
+        self.task, self.total, self.unit, self.enabled, self.every = task, total, unit, enabled, every
+        self.done, self.reported_done = 0, None  # how much was done at the last line printed
+        self.start = time.perf_counter()
+        self.next_report = self.start + first
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if self.enabled and self.done < self.total and time.perf_counter() >= self.next_report:
+            self.report()
+
+    def report(self, stage: str = "") -> None:
+        if not self.enabled:
+            return
+        elapsed = self.elapsed()
+        remaining = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        print(f"{self.task}: {stage}{self.done:,}/{self.total:,} {self.unit}, {duration(elapsed)} elapsed, "
+              f"ETA {duration(remaining)}", flush=True)
+        self.reported_done = self.done
+        self.next_report = time.perf_counter() + self.every
+
+    def finish(self) -> None:
+        if self.enabled and self.reported_done is not None and self.reported_done < self.total:
+            print(f"{self.task}: done in {duration(self.elapsed())}", flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for people: "42 s", "12 min 05 s"."""
+    if seconds != seconds:  # NaN: nothing done yet to extrapolate from
+        return "unknown"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
 
 
 class DigitClassifier(nn.Module):
@@ -63,7 +119,10 @@ def accuracy(judge: DigitClassifier, images: torch.Tensor, labels: torch.Tensor,
 def fit_judge(seed: int = 42, epochs: int = 4, batch_size: int = 128, lr: float = 1e-3, num_filters: int = 32,
               feature_dim: int = 128, subset: int | None = None, data_dir: str | Path | None = None,
               verbose: bool = False) -> DigitClassifier:
-    """A judge trained on the MNIST training set (its first ``subset`` images if given), in eval mode."""
+    """A judge trained on the MNIST training set (its first ``subset`` images if given), in eval mode.
+
+    ``verbose``: a progress line with the elapsed time and an ETA every 30 s and at each epoch's end.
+    """
     torch.manual_seed(seed)
     judge = DigitClassifier(num_filters, feature_dim)
     images, labels = load_mnist("train", data_dir)
@@ -72,7 +131,7 @@ def fit_judge(seed: int = 42, epochs: int = 4, batch_size: int = 128, lr: float 
     augment = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(judge.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader))
-    start = time.perf_counter()
+    progress = Progress("training the judge", epochs * len(loader), "batches", enabled=verbose, first=10, every=30)
     for epoch in range(epochs):
         judge.train()
         for batch, batch_labels in loader:
@@ -80,8 +139,9 @@ def fit_judge(seed: int = 42, epochs: int = 4, batch_size: int = 128, lr: float 
             F.cross_entropy(judge(_binarize_half(batch, augment)), batch_labels).backward()
             optimizer.step()
             schedule.step()
-        if verbose:
-            print(f"judge epoch {epoch + 1}/{epochs} done ({time.perf_counter() - start:.0f} s)", flush=True)
+            progress.advance()
+        progress.report(f"epoch {epoch + 1}/{epochs} done, ")
+    progress.finish()
     return judge.eval()
 
 
@@ -101,23 +161,53 @@ def train_judge(seed: int = 42, epochs: int = 4, batch_size: int = 128, lr: floa
 
 
 def save_judge(judge: DigitClassifier, record: dict, path: str | Path) -> Path:
+    """Write the judge and its record to ``path``; an interrupted write leaves any older file there whole."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": judge.state_dict(), "record": record}, path)
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"state_dict": judge.state_dict(), "record": record}, partial)
+    partial.replace(path)
     return path
 
 
-def load_judge(path: str | Path = DEFAULT_JUDGE_PATH, data_dir: str | Path | None = None) -> tuple[DigitClassifier, dict]:
-    """The judge cached at ``path`` and its record; trains and caches the default judge first if it is missing."""
-    path = Path(path)
-    if not path.is_file():
-        print(f"No judge at {path}: training it on MNIST (a few minutes, once)", flush=True)
-        judge, record = train_judge(data_dir=data_dir, verbose=True)
-        save_judge(judge, record, path)
-        print(f"Judge saved to {path}: test accuracy {record['test_accuracy']:.4f}", flush=True)
-        return judge, record
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    record = saved["record"]
-    judge = DigitClassifier(record["num_filters"], record["feature_dim"])
-    judge.load_state_dict(saved["state_dict"])
+def _fix_hint(path: Path) -> str:
+    if path == DEFAULT_JUDGE_PATH:
+        return f"rebuild it with `python scripts/train_judge.py` (minutes) or reinstall the package"
+    return f"delete it to retrain it there (minutes), or pass the bundled one ({DEFAULT_JUDGE_PATH})"
+
+
+def _read_judge(path: Path) -> tuple[DigitClassifier, dict]:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        record = saved["record"]
+        judge = DigitClassifier(record["num_filters"], record["feature_dim"])
+        judge.load_state_dict(saved["state_dict"])
+    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]  # torch's first sentence
+        raise JudgeFileError(f"judge checkpoint {path} is corrupt or truncated ({reason}): {_fix_hint(path)}"
+                             ) from None
     return judge.eval(), record
+
+
+def load_judge(path: str | Path | None = None, data_dir: str | Path | None = None
+               ) -> tuple[DigitClassifier, dict]:
+    """The judge at ``path`` (default: the bundled one) and its record.
+
+    A missing ``path`` other than the bundled one gets the default judge trained there first (on the
+    MNIST of ``data_dir``), announced, with progress and an ETA. A missing bundled judge, or a file
+    that cannot be read as a judge, raises :class:`JudgeFileError` naming the file and the fix.
+    """
+    path = DEFAULT_JUDGE_PATH if path is None else Path(path).resolve()
+    if path.is_file():
+        return _read_judge(path)
+    if path == DEFAULT_JUDGE_PATH:
+        raise JudgeFileError(f"the bundled judge {path} is missing: {_fix_hint(path)}")
+    print(f"No judge at {path}: training the default judge there on the 60,000 MNIST training images (minutes on "
+          f"a CPU, 6 to 18 on 2 cores; progress and ETA follow; the bundled judge, no path, needs no training)",
+          flush=True)
+    start = time.perf_counter()
+    judge, record = train_judge(data_dir=data_dir, verbose=True)
+    save_judge(judge, record, path)
+    print(f"Judge saved to {path} after {duration(time.perf_counter() - start)}: test accuracy "
+          f"{record['test_accuracy']:.4f}", flush=True)
+    return judge, record

@@ -1,4 +1,6 @@
-"""The judge and the sample-quality figures: exact values on known inputs, real beats noise, caching, the command."""
+"""The judge and the sample-quality figures: exact values on known inputs, real beats noise, the bundled judge,
+caching, progress lines, the commands."""
+import inspect
 import json
 import math
 
@@ -10,8 +12,10 @@ from part1_vae.networks import MLPDecoder, MLPEncoder
 from part1_vae.modules import VAE
 from shared.data import load_mnist, to_model_range
 from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, to_unit_range
-from shared.judge import DigitClassifier, fit_judge, load_judge
+from shared.judge import (DEFAULT_JUDGE_PATH, DigitClassifier, JudgeFileError, Progress, accuracy, fit_judge,
+                          load_judge, train_judge)
 from tests.conftest import load_script
+
 
 def one_hot_logits(labels):
     return torch.nn.functional.one_hot(torch.as_tensor(labels), 10).float() * 100.0
@@ -93,13 +97,103 @@ def test_load_judge_reads_the_cache(tiny_judge, tiny_judge_path):
     assert record == tiny_judge[1] and torch.equal(judge(images), tiny_judge[0](images))
 
 
-def test_load_judge_trains_and_caches_when_missing(tmp_path, monkeypatch, tiny_judge):
+def test_load_judge_trains_and_caches_when_missing(tmp_path, monkeypatch, capsys, tiny_judge):
     calls = []
     monkeypatch.setattr("shared.judge.train_judge", lambda **kwargs: calls.append(kwargs) or tiny_judge)
     path = tmp_path / "cache" / "judge.ckpt"
     load_judge(path)
     load_judge(path)
     assert len(calls) == 1 and path.is_file()
+    announced = capsys.readouterr().out
+    assert f"No judge at {path}: training" in announced and "minutes" in announced and "Judge saved" in announced
+
+
+def test_the_bundled_judge_is_the_default_one_and_reproduces_its_recorded_test_accuracy():
+    judge, record = load_judge()
+    defaults = {name: parameter.default for name, parameter in inspect.signature(train_judge).parameters.items()
+                if name not in ("data_dir", "verbose")}
+    assert {name: record[name] for name in defaults} == defaults
+    assert record["test_accuracy"] >= 0.99 and record["test_accuracy_binarized"] >= 0.99
+    images, labels = load_mnist("test")
+    assert accuracy(judge, to_model_range(images, binarize=False), labels) == record["test_accuracy"]
+    assert accuracy(judge, to_model_range(images, binarize=True), labels) == record["test_accuracy_binarized"]
+
+
+def test_the_bundled_judge_loads_without_training(monkeypatch):
+    def no_training(**kwargs):
+        raise AssertionError("load_judge trained a judge although one is bundled")
+
+    monkeypatch.setattr("shared.judge.train_judge", no_training)
+    assert load_judge()[1] == load_judge(DEFAULT_JUDGE_PATH)[1]
+
+
+@pytest.mark.parametrize("damage", [lambda path: path.write_bytes(DEFAULT_JUDGE_PATH.read_bytes()[:900_000]),
+                                    lambda path: path.write_text("<html>404</html>"),
+                                    lambda path: torch.save({"state_dict": {}}, path)],
+                         ids=["truncated", "not a checkpoint", "no record"])
+def test_a_damaged_judge_file_fails_with_one_line_naming_the_file_and_the_fix(tmp_path, damage):
+    path = tmp_path / "judge.pt"
+    damage(path)
+    with pytest.raises(JudgeFileError) as error:
+        load_judge(path)
+    message = str(error.value)
+    assert f"judge checkpoint {path} is corrupt or truncated" in message and "\n" not in message
+    assert "delete it to retrain" in message and str(DEFAULT_JUDGE_PATH) in message
+
+
+def test_a_missing_bundled_judge_is_an_error_that_names_the_rebuild_command(tmp_path, monkeypatch):
+    monkeypatch.setattr("shared.judge.DEFAULT_JUDGE_PATH", tmp_path / "judge.pt")
+    with pytest.raises(JudgeFileError, match=r"bundled judge .*judge.pt is missing: rebuild it with "
+                                             r"`python scripts/train_judge.py`"):
+        load_judge()
+
+
+def test_train_judge_command_rebuilds_the_bundled_judge_or_one_elsewhere(tmp_path, monkeypatch, capsys, tiny_judge):
+    command = load_script("train_judge")
+    monkeypatch.setattr(command, "train_judge", lambda **kwargs: tiny_judge)
+    for flag in ("--out", "--path"):  # --path: the old name
+        path = tmp_path / flag.strip("-") / "judge.pt"
+        with pytest.raises(SystemExit, match="below the required 0.99"):  # the tiny judge reads ~90% of digits
+            command.main([flag, str(path), "--force"])
+        assert load_judge(path)[1] == tiny_judge[1]
+    assert "test accuracy, threshold-binarized MNIST" in capsys.readouterr().out
+    written = []
+    monkeypatch.setattr(command, "save_judge", lambda judge, record, path: written.append(path))
+    with pytest.raises(SystemExit):
+        command.main([])
+    assert written == [str(DEFAULT_JUDGE_PATH)]
+
+
+def test_progress_lines_show_the_elapsed_time_and_an_eta(capsys):
+    progress = Progress("judging 3 things", 3, "things", first=0, every=0)
+    progress.advance()
+    progress.report("stage 1 done, ")
+    progress.advance(2)
+    progress.finish()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("judging 3 things: 1/3 things, ") and "elapsed, ETA " in lines[0]
+    assert lines[1].startswith("judging 3 things: stage 1 done, 1/3 things")
+    assert lines[2].startswith("judging 3 things: done in ") and len(lines) == 3
+    quick = Progress("quick", 3, "things")
+    quick.advance(3)
+    quick.finish()
+    assert capsys.readouterr().out == ""
+
+
+def test_training_progress_changes_no_weight(capsys):
+    settings = dict(subset=256, epochs=2, num_filters=4, feature_dim=8)
+    quiet, verbose = fit_judge(**settings), fit_judge(**settings, verbose=True)
+    assert all(torch.equal(a, b) for a, b in zip(quiet.state_dict().values(), verbose.state_dict().values()))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == ["training the judge: epoch 1/2 done",
+                                                      "training the judge: epoch 2/2 done"]
+    assert all("elapsed, ETA" in line for line in lines)
+
+
+def test_scoring_progress_changes_no_figure(real_and_noise_figures):
+    evaluator, real, _ = real_and_noise_figures
+    train_images = to_model_range(load_mnist("train")[0][-1000:], binarize=False)
+    assert evaluator.evaluate(train_images, progress=True) == real
 
 
 class NoiseModel(torch.nn.Module):

@@ -1,5 +1,6 @@
 """The ``part1_vae.train`` command end to end on tiny data: errors, outputs, NaN stop, resume, determinism."""
 import json
+import re
 
 import pytest
 import torch
@@ -95,3 +96,39 @@ def test_same_seed_same_metrics(tmp_path):
     second = run(tmp_path / "b")
     assert first == second
     assert run(tmp_path / "c", "--seed", "7") != first
+
+
+@pytest.mark.slow
+def test_display_never_changes_a_number_and_each_epoch_prints_a_line(tmp_path, capsys):
+    quiet = run(tmp_path / "a", "--no-progress_bar")
+    out = capsys.readouterr().out
+    assert re.search(r"^epoch 1/2  train_bpd \d\.\d{4}  val_bpd \d\.\d{4}  [\d.]+ s/epoch  \d+ s left$", out, re.M)
+    assert re.search(r"^epoch 2/2  train_bpd .* s/epoch$", out, re.M)
+    assert "GPU available" not in out + capsys.readouterr().err
+    assert run(tmp_path / "b", "--progress_bar") == quiet
+
+
+@pytest.mark.slow
+def test_a_finished_run_is_in_tensorboard_hparams_with_its_settings_and_figures(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    metrics = run(tmp_path)
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    sessions = []
+    for events in run_dir.glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        try:
+            contents = accumulator.PluginTagToContent("hparams").values()
+        except KeyError:  # an events file without hparams (the fit's or the test's)
+            contents = []
+        for content in contents:
+            data = plugin_data_pb2.HParamsPluginData.FromString(content)
+            if data.HasField("session_start_info"):
+                sessions.append(data.session_start_info.hparams)
+    assert len(sessions) == 1
+    assert sessions[0]["z_dim"].number_value == 20 and sessions[0]["command"].string_value == "part1_vae.train"
+    assert sessions[0]["data.pixels"].string_value == "threshold-binarized"
+    scalars = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
+    assert "hparams/test_bpd" in scalars and metrics["test_bpd"] > 0
