@@ -59,6 +59,10 @@ class VAE(GenerativeModel, StagedModule):
         iw_samples: importance samples per test image for ``test_iw_bpd``.
         iw_chunk: how many of those go through the decoder at once (memory, not result).
         likelihood: "bernoulli" or "gaussian".
+        objective: "elbo", or "iwae": the importance-weighted bound with ``train_k`` samples per image
+            (Burda et al. 2016) as the training loss and the val/test ``*_bpd``. At ``train_k = 1`` the
+            IWAE bound is the ELBO, computed as the VAE computes it (analytic KL), so it trains the VAE exactly.
+        adam_eps: Adam's epsilon (the IWAE paper's is 1e-4).
     """
 
     likelihood_kind = "importance-weighted bound"
@@ -66,13 +70,19 @@ class VAE(GenerativeModel, StagedModule):
     training_loss = "negative ELBO, bits per dimension"
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int, lr: float = 1e-3,
-                 iw_samples: int = 1000, iw_chunk: int = 100, likelihood: str = "bernoulli"):
+                 iw_samples: int = 1000, iw_chunk: int = 100, likelihood: str = "bernoulli", objective: str = "elbo",
+                 train_k: int = 1, adam_eps: float = 1e-8):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if objective not in ("elbo", "iwae"):
+            raise ValueError(f"objective must be 'elbo' or 'iwae', got {objective!r}")
         self.save_hyperparameters(ignore=["encoder", "decoder"], logger=False)
         self.encoder, self.decoder = encoder, decoder
         self.gaussian = likelihood == "gaussian"
+        self.iwae_k = train_k if objective == "iwae" and train_k > 1 else None
+        if self.iwae_k:
+            self.training_loss = f"negative IWAE bound (k={train_k}), bits per dimension"
         self.data = "8bit" if self.gaussian else "binary"
         self.bpd_offset = DEQUANTIZED_BPD_OFFSET if self.gaussian else 0.0
         if self.gaussian:  # log_std = floor + softplus(raw), starting at log_std = 0
@@ -81,7 +91,7 @@ class VAE(GenerativeModel, StagedModule):
         self.register_buffer("fixed_z", torch.randn(64, z_dim))
         self.example_input_array = torch.zeros(2, *self.image_shape)
         # Running means per stage, in nats per image (test_iw_nll in the test stage only).
-        self.epoch_means = EpochMeans(("train", "val", "test"), ["recon", "kl", "iw_nll"])
+        self.epoch_means = EpochMeans(("train", "val", "test"), ["recon", "kl", "iwae_nll", "iw_nll"])
 
     def pixel_log_std(self) -> torch.Tensor:
         """The Gaussian likelihood's per-pixel log-std ``[1, 28, 28]``."""
@@ -130,22 +140,25 @@ class VAE(GenerativeModel, StagedModule):
             samples = torch.bernoulli(pixel_means)
         return pixel_means if means else samples
 
+    def _log_weights(self, imgs: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, n: int) -> torch.Tensor:
+        """``[n, B]``: log p(x, z_i) - log q(z_i | x) for n reparameterised draws z_i ~ q(z | x) per image."""
+        z = sample_reparameterize(mean.expand(n, *mean.shape), torch.exp(log_std).expand(n, *log_std.shape))
+        logits = self.decoder(z.reshape(-1, z.shape[-1]))
+        log_px_z = -self._nll(logits, imgs.repeat(n, 1, 1, 1)).view(n, -1)
+        return log_px_z + log_standard_normal(z) - log_normal_diag(z, mean, log_std)
+
     @torch.no_grad()
     def importance_weighted_nll(self, imgs: torch.Tensor, k: int | None = None) -> torch.Tensor:
         """-log p(x) estimated with k importance samples from q(z|x) (the IWAE bound), nats per image.
 
         log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x); the bound tightens as k grows and equals
-        the ELBO at k = 1. ``imgs`` as the likelihood models them (for the Gaussian: dequantized).
+        the ELBO at k = 1. ``imgs`` as the likelihood models them (for the Gaussian: dequantized). The
+        draws go through the decoder ``iw_chunk`` at a time: memory, not result.
         """
         k = k or self.hparams.iw_samples
         mean, log_std = self.encoder(imgs)
-        log_weights = []
-        for start in range(0, k, self.hparams.iw_chunk):
-            n = min(self.hparams.iw_chunk, k - start)
-            z = sample_reparameterize(mean.expand(n, *mean.shape), torch.exp(log_std).expand(n, *log_std.shape))
-            logits = self.decoder(z.reshape(-1, z.shape[-1]))
-            log_px_z = -self._nll(logits, imgs.repeat(n, 1, 1, 1)).view(n, -1)
-            log_weights.append(log_px_z + log_standard_normal(z) - log_normal_diag(z, mean, log_std))
+        log_weights = [self._log_weights(imgs, mean, log_std, min(self.hparams.iw_chunk, k - start))
+                       for start in range(0, k, self.hparams.iw_chunk)]
         return -(torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k))
 
     @torch.no_grad()
@@ -159,16 +172,26 @@ class VAE(GenerativeModel, StagedModule):
         return self._update_means(stage, self._prepare(batch[0]))
 
     def _update_means(self, stage: str, imgs: torch.Tensor) -> torch.Tensor:
-        """Add the batch to the stage's running means; return the batch's bpd (the training loss)."""
+        """Add the batch to the stage's running means; return the batch's bpd under the objective (the
+        training loss)."""
+        if self.iwae_k:
+            mean, log_std = self.encoder(imgs)
+            nll = -(torch.logsumexp(self._log_weights(imgs, mean, log_std, self.iwae_k), dim=0)
+                    - math.log(self.iwae_k))
+            self.epoch_means.add(stage, {"iwae_nll": nll})
+            return self._bpd(nll).mean()
         rec, kl = self._nelbo_terms(imgs)
         self.epoch_means.add(stage, {"recon": rec, "kl": kl})
         return self._bpd(rec + kl).mean()
 
     def log_epoch(self, stage: str) -> None:
         means = {key.removeprefix(f"{stage}_"): mean for key, mean in self.epoch_means.compute_and_reset(stage).items()}
-        nelbo = means["recon"] + means["kl"]  # nELBO and bpd are linear in the means
-        logged = {f"{stage}_recon": means["recon"], f"{stage}_kl": means["kl"], f"{stage}_nelbo": nelbo,
-                  f"{stage}_bpd": self._bpd(nelbo)}
+        if "iwae_nll" in means:
+            logged = {f"{stage}_iwae_nll": means["iwae_nll"], f"{stage}_bpd": self._bpd(means["iwae_nll"])}
+        else:
+            nelbo = means["recon"] + means["kl"]  # nELBO and bpd are linear in the means
+            logged = {f"{stage}_recon": means["recon"], f"{stage}_kl": means["kl"], f"{stage}_nelbo": nelbo,
+                      f"{stage}_bpd": self._bpd(nelbo)}
         if "iw_nll" in means:
             logged[f"{stage}_iw_bpd"] = self._bpd(means["iw_nll"])
         self.log_dict(logged, prog_bar=True, sync_dist=True)
@@ -181,12 +204,13 @@ class VAE(GenerativeModel, StagedModule):
     def configure_optimizers(self):
         fused = self.device.type in ("cpu", "cuda")
         if not self.gaussian:
-            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, fused=fused)
+            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps, fused=fused)
         # The log-std must travel several units (std 1 down to ~1e-3 on the always-black border); Adam moves
         # a parameter by about lr a step, so at the networks' rate that alone would take ~20 epochs.
         networks = [p for name, p in self.named_parameters() if name != "log_std_raw"]
         log_std = {"params": [self.log_std_raw], "lr": LOG_STD_LR_FACTOR * self.hparams.lr}
-        return torch.optim.Adam([{"params": networks}, log_std], lr=self.hparams.lr, fused=fused)
+        return torch.optim.Adam([{"params": networks}, log_std], lr=self.hparams.lr, eps=self.hparams.adam_eps,
+                                fused=fused)
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:

@@ -15,20 +15,25 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mlp(sizes: Sequence[int]) -> nn.Sequential:
-    """Linear layers of the given sizes with ReLU between them (none after the last)."""
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
+    """Linear layers of the given sizes with ``activation`` (a key of :data:`ACTIVATIONS`) between them
+    (none after the last)."""
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(n_in, n_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
 
 
 class MLPEncoder(nn.Module):
-    def __init__(self, input_dim: int = 784, hidden_dims: Sequence[int] = (512,), z_dim: int = 20):
+    def __init__(self, input_dim: int = 784, hidden_dims: Sequence[int] = (512,), z_dim: int = 20,
+                 activation: str = "relu"):
         super().__init__()
-        self.net = mlp([input_dim, *hidden_dims, 2 * z_dim])
+        self.net = mlp([input_dim, *hidden_dims, 2 * z_dim], activation)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(x.flatten(1)).chunk(2, dim=-1)
@@ -36,10 +41,11 @@ class MLPEncoder(nn.Module):
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, z_dim: int = 20, hidden_dims: Sequence[int] = (512,), output_shape: Sequence[int] = (1, 28, 28)):
+    def __init__(self, z_dim: int = 20, hidden_dims: Sequence[int] = (512,), output_shape: Sequence[int] = (1, 28, 28),
+                 activation: str = "relu"):
         super().__init__()
         self.output_shape = tuple(output_shape)
-        self.net = mlp([z_dim, *hidden_dims, math.prod(output_shape)])
+        self.net = mlp([z_dim, *hidden_dims, math.prod(output_shape)], activation)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).view(-1, *self.output_shape)

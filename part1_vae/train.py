@@ -12,8 +12,9 @@ from typing import Sequence
 import pytorch_lightning as pl
 
 from part1_vae.modules import VAE
-from part1_vae.networks import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
-from shared.cli import ConfigError, default_of, make_parser, parse_args
+from part1_vae.networks import ACTIVATIONS, CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
+from shared.cli import (ConfigError, add_binarization_flag, binarization_suffix, default_of, make_parser,
+                        parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
 
@@ -28,34 +29,47 @@ def build_parser() -> argparse.ArgumentParser:
     add("--iw_samples", type=int, default=default_of(VAE, "iw_samples"), help="importance samples per test image")
     add("--likelihood", choices=["bernoulli", "gaussian"], default=default_of(VAE, "likelihood"),
         help="decoder likelihood: binarized MNIST, or dequantized 8-bit grey-scale MNIST")
+    add_binarization_flag(parser)
+    add("--activation", choices=list(ACTIVATIONS), default=default_of(MLPEncoder, "activation"),
+        help="MLP hidden activation (the IWAE paper's: tanh)")
+    add("--objective", choices=["elbo", "iwae"], default=default_of(VAE, "objective"),
+        help="training loss: the ELBO, or the importance-weighted bound with --train_k samples")
+    add("--train_k", type=int, default=default_of(VAE, "train_k"), help="importance samples per image of --objective iwae")
+    add("--adam_eps", type=float, default=default_of(VAE, "adam_eps"), help="Adam's epsilon (the IWAE paper's: 1e-4)")
     return parser
 
 
 def check(args: argparse.Namespace) -> None:
-    for flag in ("z_dim", "num_filters", "iw_samples"):
+    for flag in ("z_dim", "num_filters", "iw_samples", "train_k", "adam_eps"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not args.hidden_dims or min(args.hidden_dims) <= 0:
         raise ConfigError(f"--hidden_dims must be positive sizes, got {args.hidden_dims}")
+    if args.likelihood == "gaussian" and args.binarization != "threshold":
+        raise ConfigError("--binarization dynamic: the Gaussian likelihood models grey-scale MNIST, not binary")
 
 
 def default_name(args: argparse.Namespace) -> str:
-    return f"vae_{args.model}_z{args.z_dim}" + ("_gaussian" if args.likelihood == "gaussian" else "")
+    objective = f"_iwae{args.train_k}" if args.objective == "iwae" and args.train_k > 1 else ""
+    activation = "_tanh" if args.model == "mlp" and args.activation == "tanh" else ""
+    return (f"vae_{args.model}_z{args.z_dim}" + ("_gaussian" if args.likelihood == "gaussian" else "") + activation
+            + objective + binarization_suffix(args))
 
 
 def build_model(args: argparse.Namespace) -> VAE:
     if args.model == "mlp":
-        encoder = MLPEncoder(784, args.hidden_dims, args.z_dim)
-        decoder = MLPDecoder(args.z_dim, args.hidden_dims, [1, 28, 28])
+        encoder = MLPEncoder(784, args.hidden_dims, args.z_dim, args.activation)
+        decoder = MLPDecoder(args.z_dim, args.hidden_dims, [1, 28, 28], args.activation)
     else:
         encoder = CNNEncoder(1, args.num_filters, args.z_dim)
         decoder = CNNDecoder(1, args.num_filters, args.z_dim)
-    return VAE(encoder, decoder, z_dim=args.z_dim, lr=args.lr, iw_samples=args.iw_samples, likelihood=args.likelihood)
+    return VAE(encoder, decoder, z_dim=args.z_dim, lr=args.lr, iw_samples=args.iw_samples, likelihood=args.likelihood,
+               objective=args.objective, train_k=args.train_k, adam_eps=args.adam_eps)
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
-                           binarize=args.likelihood == "bernoulli", subset=args.subset)
+                           binarize=args.likelihood == "bernoulli", subset=args.subset, binarization=args.binarization)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -7,7 +7,8 @@ from typing import Sequence
 import pytorch_lightning as pl
 
 from part1_vae.modules import MixtureModule
-from shared.cli import ConfigError, default_of, make_parser, parse_args
+from shared.cli import (ConfigError, add_binarization_flag, binarization_suffix, default_of, make_parser,
+                        parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
 
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
                          batch_size=128)
     parser.add_argument("--num_components", type=int, default=default_of(MixtureModule, "num_components"),
                         help="mixture components K")
+    add_binarization_flag(parser)
     return parser
 
 
@@ -26,7 +28,7 @@ def check(args: argparse.Namespace) -> None:
 
 
 def default_name(args: argparse.Namespace) -> str:
-    return f"mixture_k{args.num_components}"
+    return f"mixture_k{args.num_components}" + binarization_suffix(args)
 
 
 def build_model(args: argparse.Namespace) -> MixtureModule:
@@ -34,7 +36,8 @@ def build_model(args: argparse.Namespace) -> MixtureModule:
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
-    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
+    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset,
+                           binarization=args.binarization)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -16,7 +16,8 @@ import torch
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag, ToyDataModule
 from part3_flows.modules import ImageFlowModule, ToyFlowModule
 from part3_flows.networks import ImageFlow, NormalizingFlow
-from shared.cli import ConfigError, default_of, make_parser, parse_args
+from shared.cli import (ConfigError, add_binarization_flag, binarization_suffix, default_of, make_parser,
+                        parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
 
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mnist: dequantization draws per test image")
     add("--interpolation_steps", type=int, default=default_of(ImageFlowModule, "interpolation_steps"),
         help="mnist: images between the ends of each interpolation")
+    add_binarization_flag(parser)
     return parser
 
 
@@ -55,6 +57,8 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
+    if args.task == "toy" and args.binarization != "threshold":
+        raise ConfigError("--binarization: the toy task has no images to binarize")
 
 
 def task_defaults(given: dict) -> dict:
@@ -65,7 +69,7 @@ def task_defaults(given: dict) -> dict:
 def default_name(args: argparse.Namespace) -> str:
     if args.task == "toy":
         return f"flow_toy_k{args.num_flows}_h{args.num_hidden}"
-    return f"flow_mnist_c{args.num_channels}_b{args.num_blocks}_s{args.num_scales}"
+    return f"flow_mnist_c{args.num_channels}_b{args.num_blocks}_s{args.num_scales}" + binarization_suffix(args)
 
 
 def build_target() -> BimodalGaussianDiag:
@@ -88,7 +92,8 @@ def build_datamodule(args: argparse.Namespace) -> ToyDataModule | MNISTDataModul
     if args.task == "toy":
         sizes = {} if args.subset is None else {"num_train": args.subset, "num_val": args.subset, "num_test": args.subset}
         return ToyDataModule(build_target(), args.batch_size, args.seed, num_workers=args.num_workers, **sizes)
-    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
+    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset,
+                           binarization=args.binarization)
 
 
 @torch.no_grad()

@@ -79,6 +79,18 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     return parser
 
 
+def add_binarization_flag(parser: argparse.ArgumentParser) -> None:
+    """The flag of every command that models binary MNIST (shared.data.MNISTDataModule's binarization)."""
+    parser.add_argument("--binarization", choices=["threshold", "dynamic"], default="threshold",
+                        help="binary MNIST: pixels > 0.5 (the course's data), or training images re-drawn from "
+                             "Bernoulli(grey) every epoch with val/test drawn once (the papers' data)")
+
+
+def binarization_suffix(args: argparse.Namespace) -> str:
+    """What a run name adds for dynamically binarized data (threshold runs keep their names)."""
+    return "_dynamic" if args.binarization == "dynamic" else ""
+
+
 def add_judge_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of the judged evaluation after training (GAN, AAE)."""
     from shared.judge import DEFAULT_JUDGE_PATH  # the path only; torch is imported by then anyway

@@ -25,6 +25,9 @@ _FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 10_000),
 }
 _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ubyte tensors of rank 3 (images) and 1 (labels)
+# Dynamically binarized MNIST: val and test are drawn once, from these seeds, so that every evaluation of
+# every run sees the same binary images.
+DYNAMIC_EVAL_SEEDS = {"val": 0, "test": 1}
 
 
 class DataFileError(RuntimeError):
@@ -123,6 +126,18 @@ class TensorBatchDataset(Dataset):
         return self.images[indices], self.labels[indices]
 
 
+class DynamicallyBinarizedDataset(TensorBatchDataset):
+    """Grey images ``[N, 1, 28, 28]`` in [0, 1]; every fetch re-draws each pixel as Bernoulli(grey), so each
+    epoch sees new binary images (the data of the IWAE paper and most published binary-MNIST likelihoods)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int):
+        super().__init__(images, labels)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __getitem__(self, indices):
+        return torch.bernoulli(self.images[indices], generator=self.generator), self.labels[indices]
+
+
 def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, seed: int = 0,
                  num_workers: int = 0) -> DataLoader:
     """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice."""
@@ -159,24 +174,32 @@ class TensorSplitsDataModule(pl.LightningDataModule):
 class MNISTDataModule(TensorSplitsDataModule):
     """MNIST split 45,000 / 5,000 / 10,000 (train / val / test), decoded once into tensors.
 
-    Batches are ``(images, labels)`` with images ``[B, 1, 28, 28]`` float: threshold-binarized
-    (pixels > 0.5 become 1, others 0) by default, grey-scale k / 255 in [0, 1] with
-    ``binarize=False``, and mapped to [-1, 1] with ``value_range="pm1"``.
+    Batches are ``(images, labels)`` with images ``[B, 1, 28, 28]`` float: binary by default, grey-scale
+    k / 255 in [0, 1] with ``binarize=False``, and mapped to [-1, 1] with ``value_range="pm1"``. Binary
+    images are ``binarization="threshold"`` (pixels > 0.5 become 1, others 0: the course's data) or
+    ``"dynamic"`` (training images re-drawn from Bernoulli(grey) at every fetch, seeded by ``seed``;
+    val and test drawn once from :data:`DYNAMIC_EVAL_SEEDS`).
     ``train_on_all=True`` trains on all 60,000 training images (the GAN's default; val is then
     the last 5,000 of them). ``subset`` keeps only the first n images of each split (tests).
     """
 
     def __init__(self, data_dir: str | None = None, batch_size: int = 128, num_workers: int = 0,
                  seed: int = 42, binarize: bool = True, value_range: str = "01",
-                 train_on_all: bool = False, subset: int | None = None):
+                 train_on_all: bool = False, subset: int | None = None, binarization: str = "threshold"):
         super().__init__(batch_size, seed, num_workers)
+        if binarization not in ("threshold", "dynamic"):
+            raise ValueError(f"binarization must be 'threshold' or 'dynamic', got {binarization!r}")
+        if binarization == "dynamic" and value_range != "01":
+            raise ValueError("dynamic binarization serves images in [0, 1] only")
         self.data_dir, self.binarize, self.value_range = data_dir, binarize, value_range
         self.train_on_all, self.subset = train_on_all, subset
+        self.dynamic = binarize and binarization == "dynamic"
 
     def description(self) -> dict:
         """What a run's config.yaml records about its data."""
         end_of_train = 60_000 if self.train_on_all else TRAIN_SIZE
-        return {"dataset": "MNIST", "pixels": "threshold-binarized" if self.binarize else "grey-scale",
+        pixels = "grey-scale" if not self.binarize else "dynamically binarized" if self.dynamic else "threshold-binarized"
+        return {"dataset": "MNIST", "pixels": pixels,
                 "value_range": "[-1, 1]" if self.value_range == "pm1" else "[0, 1]",
                 "train": f"training images 0-{end_of_train - 1}", "val": f"training images {TRAIN_SIZE}-"
                 f"{TRAIN_SIZE + VAL_SIZE - 1}", "test": "the 10,000 test images", "subset": self.subset}
@@ -194,7 +217,14 @@ class MNISTDataModule(TensorSplitsDataModule):
         }
         for name, (images, labels) in ranges.items():
             images, labels = images[:self.subset], labels[:self.subset]
-            self.splits[name] = TensorBatchDataset(to_model_range(images, self.binarize, self.value_range), labels)
+            if not self.dynamic:
+                self.splits[name] = TensorBatchDataset(to_model_range(images, self.binarize, self.value_range), labels)
+            elif name == "train":
+                self.splits[name] = DynamicallyBinarizedDataset(to_model_range(images, binarize=False), labels, self.seed)
+            else:
+                generator = torch.Generator().manual_seed(DYNAMIC_EVAL_SEEDS[name])
+                self.splits[name] = TensorBatchDataset(torch.bernoulli(to_model_range(images, binarize=False),
+                                                                       generator=generator), labels)
 
 
 # The name of the first layout (the DataModule also serves grey-scale images, hence the new one).

@@ -184,8 +184,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     fit_seconds, total_fit_seconds = clock.this_call, clock.total()  # before the test restores the clock's state
 
     reported = Path(checkpoint.best_model_path if monitor else checkpoint.last_model_path)
+    described = datamodule.description()
     metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": losses.first_loss,
-                     "train_loss": model.training_loss, "checkpoint": reported.name}
+                     "train_loss": model.training_loss, "checkpoint": reported.name,
+                     "data": described.get("pixels", described["dataset"])}
     if monitor:
         state = torch.load(reported, map_location="cpu", weights_only=False)
         metrics.update(state["callbacks"].get(ValidationRecord.__qualname__, {}).get("latest", {}))

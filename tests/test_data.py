@@ -92,3 +92,24 @@ def test_uncompressed_files_are_read(copied_raw):
     images, labels = load_mnist("test", copied_raw.parent.parent)
     assert images.shape == (10_000, 28, 28) and labels.shape == (10_000,)
     assert torch.equal(labels, load_mnist("test")[1])
+
+
+def test_dynamic_binarization_redraws_training_images_and_fixes_val_and_test():
+    def module(seed=42):
+        datamodule = MNISTDataModule(subset=256, binarization="dynamic", seed=seed)
+        datamodule.setup()
+        return datamodule
+
+    first, again, other = module(), module(), module(seed=7)
+    train = first.splits["train"]
+    draw_a, draw_b = train[list(range(64))][0], train[list(range(64))][0]
+    assert set(draw_a.unique().tolist()) == {0.0, 1.0} and not torch.equal(draw_a, draw_b)  # a new draw each time
+    assert torch.equal(draw_a, again.splits["train"][list(range(64))][0])  # seeded
+    grey = to_model_range(load_mnist("train")[0][:64], binarize=False)
+    assert (draw_a <= torch.ceil(grey)).all()  # a black pixel is never drawn white
+    for split in ("val", "test"):
+        assert torch.equal(first.splits[split].images, other.splits[split].images)  # fixed, whatever the seed
+        assert set(first.splits[split].images.unique().tolist()) == {0.0, 1.0}
+    assert first.description()["pixels"] == "dynamically binarized"
+    with pytest.raises(ValueError, match="binarization must be"):
+        MNISTDataModule(binarization="stochastic")

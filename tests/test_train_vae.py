@@ -132,3 +132,16 @@ def test_a_finished_run_is_in_tensorboard_hparams_with_its_settings_and_figures(
     assert sessions[0]["data.pixels"].string_value == "threshold-binarized"
     scalars = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
     assert "hparams/test_bpd" in scalars and metrics["test_bpd"] > 0
+
+
+@pytest.mark.slow
+def test_the_iwae_objective_with_one_sample_trains_the_vae_exactly(tmp_path):
+    assert run(tmp_path / "iwae", "--objective", "iwae", "--train_k", "1") == run(tmp_path / "elbo")
+
+
+@pytest.mark.slow
+def test_the_iwae_objective_and_dynamic_binarization_train_and_say_so(tmp_path):
+    metrics = run(tmp_path, "--objective", "iwae", "--train_k", "3", "--binarization", "dynamic", "--activation", "tanh")
+    assert metrics["data"] == "dynamically binarized" and "IWAE bound (k=3)" in metrics["train_loss"]
+    assert (tmp_path / "vae_mlp_z20_tanh_iwae3_dynamic" / "version_0" / "metrics.json").is_file()
+    assert metrics["test_iw_bpd"] < metrics["test_bpd"]

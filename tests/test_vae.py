@@ -96,3 +96,22 @@ def test_importance_weighted_bound_is_tighter_than_the_elbo(tiny_datamodule):
     iw_nll = vae.importance_weighted_nll(imgs, k=100)
     assert iw_nll.mean() < elbo_nll.mean() - 1.0  # nats per image
     assert iw_nll.mean() > 0 and math.isfinite(iw_nll.mean().item())
+
+
+def test_tanh_activation_reaches_the_mlps():
+    encoder, decoder = MLPEncoder(784, [16], 2, activation="tanh"), MLPDecoder(2, [16], activation="tanh")
+    assert any(isinstance(layer, torch.nn.Tanh) for layer in encoder.net)
+    assert any(isinstance(layer, torch.nn.Tanh) for layer in decoder.net)
+
+
+def test_the_iwae_objective_is_a_tighter_bound_than_the_elbo():
+    torch.manual_seed(0)
+    imgs = torch.bernoulli(torch.full((16, 1, 28, 28), 0.2))
+    elbo_vae = small_vae()
+    iwae_vae = VAE(elbo_vae.encoder, elbo_vae.decoder, z_dim=elbo_vae.hparams.z_dim, objective="iwae", train_k=50)
+    torch.manual_seed(1)
+    nelbo = elbo_vae.step("train", (imgs,))
+    torch.manual_seed(1)
+    iwae = iwae_vae.step("train", (imgs,))
+    assert iwae < nelbo and iwae.requires_grad
+    assert iwae_vae.training_loss == "negative IWAE bound (k=50), bits per dimension"
