@@ -63,6 +63,8 @@ class VAE(GenerativeModel, StagedModule):
             (Burda et al. 2016) as the training loss and the val/test ``*_bpd``. At ``train_k = 1`` the
             IWAE bound is the ELBO, computed as the VAE computes it (analytic KL), so it trains the VAE exactly.
         adam_eps: Adam's epsilon (the IWAE paper's is 1e-4).
+        lr_final: if given, the learning rate decays exponentially, epoch by epoch, from ``lr`` to this
+            at the trainer's last epoch (the IWAE paper decays from 1e-3 to 1e-4 over its run).
     """
 
     likelihood_kind = "importance-weighted bound"
@@ -71,7 +73,7 @@ class VAE(GenerativeModel, StagedModule):
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, z_dim: int, lr: float = 1e-3,
                  iw_samples: int = 1000, iw_chunk: int = 100, likelihood: str = "bernoulli", objective: str = "elbo",
-                 train_k: int = 1, adam_eps: float = 1e-8):
+                 train_k: int = 1, adam_eps: float = 1e-8, lr_final: float | None = None):
         super().__init__()
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
@@ -204,7 +206,11 @@ class VAE(GenerativeModel, StagedModule):
     def configure_optimizers(self):
         fused = self.device.type in ("cpu", "cuda")
         if not self.gaussian:
-            return torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps, fused=fused)
+            adam = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps, fused=fused)
+            if self.hparams.lr_final is None:
+                return adam
+            gamma = (self.hparams.lr_final / self.hparams.lr) ** (1 / max(self.trainer.max_epochs - 1, 1))
+            return {"optimizer": adam, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(adam, gamma)}
         # The log-std must travel several units (std 1 down to ~1e-3 on the always-black border); Adam moves
         # a parameter by about lr a step, so at the networks' rate that alone would take ~20 epochs.
         networks = [p for name, p in self.named_parameters() if name != "log_std_raw"]

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="training loss: the ELBO, or the importance-weighted bound with --train_k samples")
     add("--train_k", type=int, default=default_of(VAE, "train_k"), help="importance samples per image of --objective iwae")
     add("--adam_eps", type=float, default=default_of(VAE, "adam_eps"), help="Adam's epsilon (the IWAE paper's: 1e-4)")
+    add("--lr_final", type=float, default=default_of(VAE, "lr_final"),
+        help="decay the learning rate exponentially from --lr to this at the last epoch; none: constant")
     return parser
 
 
@@ -45,6 +47,10 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not args.hidden_dims or min(args.hidden_dims) <= 0:
         raise ConfigError(f"--hidden_dims must be positive sizes, got {args.hidden_dims}")
+    if args.lr_final is not None and args.lr_final <= 0:
+        raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
+    if args.lr_final is not None and args.likelihood == "gaussian":
+        raise ConfigError("--lr_final: the Gaussian VAE's two learning rates take no schedule")
     if args.likelihood == "gaussian" and args.binarization != "threshold":
         raise ConfigError("--binarization dynamic: the Gaussian likelihood models grey-scale MNIST, not binary")
 
@@ -64,7 +70,7 @@ def build_model(args: argparse.Namespace) -> VAE:
         encoder = CNNEncoder(1, args.num_filters, args.z_dim)
         decoder = CNNDecoder(1, args.num_filters, args.z_dim)
     return VAE(encoder, decoder, z_dim=args.z_dim, lr=args.lr, iw_samples=args.iw_samples, likelihood=args.likelihood,
-               objective=args.objective, train_k=args.train_k, adam_eps=args.adam_eps)
+               objective=args.objective, train_k=args.train_k, adam_eps=args.adam_eps, lr_final=args.lr_final)
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:

@@ -15,8 +15,7 @@ from part2_gan.networks import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDC
 from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy, check_judge_flags, default_of,
                         make_parser, parse_args)
 from shared.data import MNISTDataModule
-from shared.evaluation import judged_metrics
-from shared.experiment import run_experiment
+from shared.experiment import run_judged_experiment
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,13 +76,7 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
-    model = build_model(args)
-
-    def judged() -> dict:
-        return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
-
-    return run_experiment(args, model, build_datamodule(args), monitor=None,
-                          extra_metrics=judged if args.eval_samples else None)
+    return run_judged_experiment(args, build_model(args), build_datamodule(args))
 
 
 if __name__ == "__main__":

@@ -214,3 +214,15 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         for key, value in metrics.items():
             print(f"  {key} = {value:.4f}" if isinstance(value, float) else f"  {key} = {value}")
     return metrics
+
+
+def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule
+                          ) -> dict:
+    """:func:`run_experiment` for a model without a likelihood (GAN, AAE): it reports the last checkpoint,
+    and the judge scores ``args.eval_samples`` of its samples (none when 0) into metrics.json's ``eval_*``."""
+    from shared.evaluation import judged_metrics  # the judge's imports only where a command needs it
+
+    def judged() -> dict:
+        return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
+
+    return run_experiment(args, model, datamodule, monitor=None, extra_metrics=judged if args.eval_samples else None)

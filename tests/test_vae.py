@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from part1_vae.networks import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
@@ -115,3 +116,16 @@ def test_the_iwae_objective_is_a_tighter_bound_than_the_elbo():
     iwae = iwae_vae.step("train", (imgs,))
     assert iwae < nelbo and iwae.requires_grad
     assert iwae_vae.training_loss == "negative IWAE bound (k=50), bits per dimension"
+
+
+def test_lr_final_decays_the_learning_rate_exponentially_to_it_at_the_last_epoch():
+    vae = VAE(MLPEncoder(784, [8], 2), MLPDecoder(2, [8]), z_dim=2, lr=1e-3, lr_final=1e-4)
+    vae.trainer = pl.Trainer(max_epochs=5, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    scheduler = vae.configure_optimizers()["lr_scheduler"]
+    rates = []
+    for _ in range(5):
+        rates.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert rates[2] == pytest.approx(1e-3 * 10 ** -0.5)
