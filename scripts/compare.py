@@ -1,9 +1,11 @@
-"""Compare every model on MNIST in one report: ``python scripts/compare.py`` -> ``reports/comparison.md``.
+"""Compare every model on MNIST in one report: ``python scripts/compare.py`` -> ``reports/comparison-<time>/``.
 
 Loads the latest finished run of each model under ``--log_dir`` (``runs/<name>/version_N`` with a
 metrics.json). Where a model has none, it trains a short default run first and the report says so
-(train the real thing with the command in the table's last column). The report and its figures are
-written from scratch on every call:
+(train the real thing with the command in the table's last column). Each call writes a new report,
+``comparison.md`` and its figures in a new folder ``--out/comparison-YYYYmmdd-HHMMSS``, and deletes
+nothing; ``--replace`` rewrites the shipped one instead, ``--out/comparison.md`` with its figures in
+``--out/comparison/`` (whose old figures it removes). It prints each phase as it goes. The report:
 
   1. likelihood on the threshold-binarized test set: the mixture (exact), the VAEs (ELBO and the
      importance-weighted bound), the flow (exact dequantized bound); parameters and training time;
@@ -11,13 +13,14 @@ written from scratch on every call:
      and how fast each model samples;
   3. 8x8 sample grids side by side; latent interpolations from the VAE, the GAN and the flow, and the
      VAE between two *encoded* test images;
-  4. latent maps: the 2-D VAE's posterior means and a PCA of the 20-D VAE's, coloured by digit;
+  4. latent maps: the 2-D VAE's posterior means and a t-SNE of the 20-D VAE's (scikit-learn), coloured by digit;
   5. Frankenstein digits: AUROC of each likelihood as a detector, and ten of each with their log p;
   6. a reading of the tables, written from the numbers measured in this call.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import shutil
@@ -33,8 +36,9 @@ from shared.evaluation import draw_samples, evaluate_samples, real_reference
 from shared.cli import parse_args
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
-from shared.report import (Loaded, Model, frankenstein_figure, interpolation_figure, interpolation_rows,
-                           latent_map_figure, sample_figure)
+from shared.report import (TSNE_PERPLEXITY, Loaded, Model, frankenstein_figure, has_likelihood, interpolation_figure,
+                           interpolation_rows, latent_map_figure, load_tsne, mapped_vaes, phase, quality_rows, reading,
+                           sample_figure, test_bpd)
 from shared.runs import finished_runs, load_run
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,7 +86,9 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
         import_module(spec.train_module).main([*flags, *spec.short_flags, *extra, "--log_dir", str(log_dir),
                                                "--name", spec.name])
     run_dir = finished_runs(log_dir, spec.name)[-1]
+    start = time.perf_counter()
     model = load_run(run_dir)[0]
+    print(f"Loaded {spec.label} from {run_dir} ({time.perf_counter() - start:.1f} s)", flush=True)
     timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
     fit_seconds = timing.get("total_fit_seconds", timing.get("fit_seconds"))
     return Loaded(spec, model, run_dir, json.loads((run_dir / "metrics.json").read_text()), fit_seconds, trained_here)
@@ -102,13 +108,18 @@ def log_likelihood(model, images: torch.Tensor, iw_samples: int, batch_size: int
     return torch.cat([model.log_likelihood(batch, samples) for batch in images.split(batch_size)])
 
 
-def has_likelihood(loaded: Loaded) -> bool:
-    return loaded.model.likelihood_kind is not None
+def data_of(loaded: Loaded) -> str:
+    """The data a run was trained and tested on, as its metrics.json says (runs before it said: threshold)."""
+    return loaded.metrics.get("data", "threshold-binarized")
 
 
-def test_bpd(loaded: Loaded) -> float:
-    """The model's headline test figure: its likelihood's, as it names the metric."""
-    return loaded.metrics[loaded.model.likelihood_metric]
+def likelihood_tables(models: list[Loaded]) -> list[str]:
+    """One table per data set the runs were tested on (threshold- or dynamically binarized MNIST): figures
+    of different data never share a ranking."""
+    lines = []
+    for data in sorted({data_of(m) for m in filter(has_likelihood, models)}):
+        lines += [f"### Test set: {data} MNIST", "", *likelihood_rows([m for m in models if data_of(m) == data]), ""]
+    return lines
 
 
 def likelihood_rows(models: list[Loaded]) -> list[str]:
@@ -141,73 +152,17 @@ def sample_quality(models: list[Loaded], judge, num_samples: int, seed: int) -> 
     references = {}
     results = []
     for loaded in (m for m in models if m.spec.judged):
-        start = time.perf_counter()
-        samples = draw_samples(loaded.model, num_samples, seed=seed)
-        rate = num_samples / (time.perf_counter() - start)
         binary = loaded.model.data == "binary"
         if binary not in references:
-            references[binary] = real_reference(judge, binary, num_samples, seed=seed)
-        figures = evaluate_samples(judge, samples, binarized=binary, reference=references[binary])
+            with phase(f"Judging real MNIST ({'threshold-binarized' if binary else 'grey-scale'}), the ceiling"):
+                references[binary] = real_reference(judge, binary, num_samples, seed=seed)
+        with phase(f"Sampling {num_samples:,} images from {loaded.spec.label} and judging them"):
+            start = time.perf_counter()
+            samples = draw_samples(loaded.model, num_samples, seed=seed)
+            rate = num_samples / (time.perf_counter() - start)
+            figures = evaluate_samples(judge, samples, binarized=binary, reference=references[binary])
         results.append({"loaded": loaded, "samples": samples, "images_per_second": rate, **figures})
     return results
-
-
-def quality_rows(results: list[dict]) -> list[str]:
-    rows = ["| model | compared with | Fréchet distance | Inception score | digits covered | KL(classes ‖ uniform) "
-            "| mean max prob | samples / s |",
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    ceilings = {}
-    for r in results:
-        rows.append(f"| {r['loaded'].spec.label} | {r['reference']} | {r['frechet_distance']:.2f} | "
-                    f"{r['inception_score']:.2f} | {r['digits_covered']} | {r['class_kl_to_uniform']:.3f} | "
-                    f"{r['mean_max_prob']:.3f} | {r['images_per_second']:,.0f} |")
-        ceilings[r["reference"]] = r
-    for reference, r in ceilings.items():
-        rows.append(f"| *real MNIST ({reference})* | ceiling | {r['real_frechet_distance']:.2f} | "
-                    f"{r['real_inception_score']:.2f} | {r['real_digits_covered']} | "
-                    f"{r['real_class_kl_to_uniform']:.3f} | {r['real_mean_max_prob']:.3f} | |")
-    return rows
-
-
-# --- The written reading ------------------------------------------------------------------------------------
-
-def reading(models: list[Loaded], quality: list[dict], aurocs: dict[str, float]) -> list[str]:
-    """Sentences built from this call's numbers; the 'why' is what each model's structure implies."""
-    lines = []
-    likelihoods = {m.spec.label: test_bpd(m) for m in models if has_likelihood(m)}
-    if likelihoods:
-        best = min(likelihoods, key=likelihoods.get)
-        worst = max(likelihoods, key=likelihoods.get)
-        lines.append(f"- **Likelihood.** {best} assigns the test set the highest probability "
-                     f"({likelihoods[best]:.4f} bpd); {worst} the lowest ({likelihoods[worst]:.4f} bpd). "
-                     "The mixture and the flow report exact figures (the flow's for its dequantized density); the "
-                     "VAE's are bounds, and the gap between its ELBO and importance-weighted figures is what the "
-                     "ELBO hides. The GAN defines no density, so it has no entry.")
-    if quality:
-        best = min(quality, key=lambda r: r["frechet_distance"] / r["real_frechet_distance"])
-        covered = [r["loaded"].spec.label for r in quality if r["digits_covered"] == 10]
-        lines.append(f"- **Samples.** Relative to its real ceiling, {best['loaded'].spec.label} has the lowest "
-                     f"Fréchet distance ({best['frechet_distance']:.2f} against {best['real_frechet_distance']:.2f} "
-                     f"for real images). All ten digits are covered by: {', '.join(covered) or 'none'}. Binary "
-                     "samples (mixture, VAE, flow) are scored against threshold-binarized MNIST and grey-scale "
-                     "ones (GAN) against grey-scale MNIST, so compare within a reference. A good likelihood does "
-                     "not imply good samples: pixel-independent decoders add salt-and-pepper noise that a "
-                     "likelihood barely charges for but a classifier notices.")
-        fastest = max(quality, key=lambda r: r["images_per_second"])
-        slowest = min(quality, key=lambda r: r["images_per_second"])
-        lines.append(f"- **Sampling speed.** {fastest['loaded'].spec.label} draws "
-                     f"{fastest['images_per_second']:,.0f} images/s, {slowest['loaded'].spec.label} "
-                     f"{slowest['images_per_second']:,.0f} images/s on this machine. Every model samples in one pass through its networks; the cost "
-                     "follows their size and depth (the flow inverts its couplings one after another, each with its own convolutional network).")
-    if aurocs:
-        best = max(aurocs, key=aurocs.get)
-        lines.append(f"- **Spotting unnatural digits.** {best} separates Frankenstein digits from natural ones best "
-                     f"(AUROC {aurocs[best]:.3f}; 0.5 is chance). " + ", ".join(
-                         f"{name}: {value:.3f}" for name, value in aurocs.items()) + ".")
-    lines.append("- **Inference of z.** Only the VAE (and the AAE) has an encoder that gives a code for an image "
-                 "in one pass; the flow's code is exact but as large as the image; the GAN and the mixture give "
-                 "none (the mixture's posterior over its 20 classes is the closest thing).")
-    return lines
 
 
 # --- The command ------------------------------------------------------------------------------------------
@@ -216,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log_dir", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("reports"),
-                        help="where comparison.md and its figures (comparison/) go")
+                        help="the folder that holds the reports: a new comparison-YYYYmmdd-HHMMSS/ each call")
+    parser.add_argument("--replace", action="store_true",
+                        help="rewrite the shipped report instead: OUT/comparison.md and its figures in OUT/comparison/")
     parser.add_argument("--num_samples", type=int, default=10_000, help="samples per generator for the judge")
     parser.add_argument("--frankenstein", type=int, default=500, help="natural and Frankenstein images scored")
     parser.add_argument("--iw_samples", type=int, default=100,
@@ -224,7 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", type=int, default=None, help="images per split for short runs trained here")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tsne_points", type=int, default=3000,
+                        help="test images in the t-SNE map of the 20-D VAE (3,000: about 20 s on a 2-core CPU)")
     return parser
+
+
+def destination(out: Path, replace: bool) -> tuple[Path, Path]:
+    """(the report's path, its figures' folder), both ready to write. Without ``replace`` the folder is new,
+    so no call overwrites or deletes a report; with it, the shipped report's old figures are removed."""
+    if replace:
+        figures = out / "comparison"
+        shutil.rmtree(figures, ignore_errors=True)
+        figures.mkdir(parents=True)
+        return out / "comparison.md", figures
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for attempt in itertools.count(1):
+        folder = out / (f"comparison-{stamp}" if attempt == 1 else f"comparison-{stamp}-{attempt}")
+        try:
+            folder.mkdir(parents=True)  # fails if the folder exists: a call in the same second took that name
+        except FileExistsError:
+            continue
+        return folder / "comparison.md", folder
 
 
 def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
@@ -234,11 +211,12 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     for flag in ("num_samples", "frankenstein", "iw_samples"):
         if getattr(args, flag) < 2:
             parser.error(f"--{flag} must be at least 2, got {getattr(args, flag)}")
+    if args.tsne_points <= TSNE_PERPLEXITY:
+        parser.error(f"--tsne_points must be more than t-SNE's perplexity ({TSNE_PERPLEXITY}), got {args.tsne_points}")
     torch.manual_seed(args.seed)
     models = [load_or_train(spec, args.log_dir, args.subset) for spec in specs]
-    figures = args.out / "comparison"  # this script's own folder: rewritten from scratch on every call
-    shutil.rmtree(figures, ignore_errors=True)
-    figures.mkdir(parents=True)
+    if any(m.model.hparams.z_dim > 2 for m in mapped_vaes(models)):
+        load_tsne()  # a missing scikit-learn fails here, not after minutes of sampling
 
     judge, record = load_judge(args.judge)
     quality = sample_quality(models, judge, args.num_samples, args.seed)
@@ -251,16 +229,22 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     spliced = frankenstein_digits(natural, natural_labels, generator)[0]
     scores, aurocs = {}, {}
     for loaded in filter(has_likelihood, models):
-        scores[loaded.spec] = (log_likelihood(loaded.model, natural, args.iw_samples),
-                               log_likelihood(loaded.model, spliced, args.iw_samples))
+        with phase(f"Frankenstein scores of {loaded.spec.label} ({2 * len(natural):,} images)"):
+            scores[loaded.spec] = (log_likelihood(loaded.model, natural, args.iw_samples),
+                                   log_likelihood(loaded.model, spliced, args.iw_samples))
         aurocs[loaded.spec.label] = frankenstein_auroc(*scores[loaded.spec])
 
-    names = {
-        "samples": sample_figure(quality, figures / "samples.png"),
-        "interpolations": interpolation_figure(interpolation_rows(models, test_images), figures / "interpolations.png"),
-        "latents": latent_map_figure(models, test_images, test_labels, figures / "latent_maps.png"),
-        "frankenstein": frankenstein_figure(natural, spliced, scores, figures / "frankenstein.png"),
-    }
+    path, figures = destination(args.out, args.replace)
+    with phase(f"Figures in {figures}"):
+        names = {
+            "samples": sample_figure(quality, figures / "samples.png"),
+            "interpolations": interpolation_figure(interpolation_rows(models, test_images),
+                                                   figures / "interpolations.png"),
+            "frankenstein": frankenstein_figure(natural, spliced, scores, figures / "frankenstein.png"),
+        }
+        latent_map = latent_map_figure(models, test_images, test_labels, figures / "latent_maps.png",
+                                       args.tsne_points, args.seed)  # (file name, caption), or None
+    figures_prefix = "" if figures == path.parent else f"{figures.name}/"  # links are relative to the report
     short = [m for m in models if m.trained_here]
     report = [
         "# Model comparison on MNIST",
@@ -277,7 +261,7 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     report += ["## Runs", "", "| model | run | epochs | command |", "| --- | --- | ---: | --- |"]
     report += [f"| {m.spec.label} | `{m.run_dir}`{mark(m)} | {m.metrics['epochs']} | `{command(m)}` |"
                for m in models]
-    report += ["", "## Likelihood (test set, threshold-binarized MNIST)", "", *likelihood_rows(models), "",
+    report += ["", "## Likelihood", "", *likelihood_tables(models),
                "bpd = NLL / (784 ln 2). The VAE's test bpd is the importance-weighted bound "
                "(its run's `--iw_samples`); the GAN has no likelihood.", ""]
     report += ["## Sample quality", "",
@@ -288,16 +272,15 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
                *[f"{m.spec.label} samples at temperature {m.model.hparams.temperature} (its run's scale on the base "
                  "noise)." for m in models if "temperature" in m.model.hparams], "",
                *quality_rows(quality), "",
-               f"![samples](comparison/{names['samples']})", "",
+               f"![samples]({figures_prefix}{names['samples']})", "",
                ]
     if names["interpolations"]:
         report += ["## Interpolations", "",
                    "Linear paths in latent space, ends included: between prior draws (VAE, GAN) and between the "
                    "codes of two test images (VAE encoder means; the flow's exact inverse).", "",
-                   f"![interpolations](comparison/{names['interpolations']})", ""]
-    if names["latents"]:
-        report += ["## Latent spaces", "", "Posterior means of the 10,000 test images, coloured by digit.", "",
-                   f"![latent maps](comparison/{names['latents']})", ""]
+                   f"![interpolations]({figures_prefix}{names['interpolations']})", ""]
+    if latent_map:
+        report += ["## Latent spaces", "", latent_map[1], "", f"![latent maps]({figures_prefix}{latent_map[0]})", ""]
     report += ["## Frankenstein digits", "",
                f"{args.frankenstein} test digits and as many Frankenstein digits (left half of one test digit, right "
                "half of a digit of another class). AUROC of -log p(x) as a detector of Frankenstein digits "
@@ -305,11 +288,10 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
                "| model | AUROC | mean log p natural | mean log p Frankenstein |", "| --- | ---: | ---: | ---: |"]
     report += [f"| {spec.label} | {aurocs[spec.label]:.3f} | {nat.mean():.1f} | {fr.mean():.1f} |"
                for spec, (nat, fr) in scores.items()]
-    report += ["", f"![frankenstein](comparison/{names['frankenstein']})", "",
+    report += ["", f"![frankenstein]({figures_prefix}{names['frankenstein']})", "",
                "## Reading", "", *reading(models, quality, aurocs), ""]
-    path = args.out / "comparison.md"
     path.write_text("\n".join(report))
-    print(f"Report: {path}")
+    print(f"Report: {path} (figures in {figures})", flush=True)
     return path
 
 

@@ -1,5 +1,10 @@
-"""The comparison report: end to end on tiny runs it trains itself, every section and figure present."""
+"""The comparison report: end to end on tiny runs it trains itself, every section and figure present; a
+default call writes a new folder and never touches the shipped report, which only --replace rewrites."""
+import contextlib
+import io
 import re
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -7,37 +12,110 @@ from tests.conftest import load_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
+FIGURES = {"samples.png", "interpolations.png", "latent_maps.png", "frankenstein.png"}
+SHIPPED_REPORT, SHIPPED_FIGURE = "the shipped report", b"a shipped figure"
+
+
+@pytest.fixture(scope="module")
+def first_call(tmp_path_factory, tiny_judge_path):
+    """compare.py's first call, without --replace, next to a shipped report: it trains every model's tiny run.
+    Returns the folder it worked in, its flags, the report's path and what it printed."""
+    root = tmp_path_factory.mktemp("compare")
+    (root / "reports" / "comparison").mkdir(parents=True)
+    (root / "reports" / "comparison.md").write_text(SHIPPED_REPORT)
+    (root / "reports" / "comparison" / "samples.png").write_bytes(SHIPPED_FIGURE)
+    argv = ["--log_dir", str(root / "runs"), "--out", str(root / "reports"), "--num_samples", "100",
+            "--frankenstein", "40", "--iw_samples", "4", "--subset", "128", "--tsne_points", "200",
+            "--judge", str(tiny_judge_path)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        path = load_script("compare").main(argv)
+    return root, argv, path, printed.getvalue()
+
 
 @pytest.mark.slow
-def test_report_trains_missing_runs_and_writes_every_section(tmp_path, tiny_judge_path, capsys):
-    compare = load_script("compare")
-    argv = ["--log_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "reports"), "--num_samples", "100",
-            "--frankenstein", "40", "--iw_samples", "4", "--subset", "128", "--judge", str(tiny_judge_path)]
-    report = compare.main(argv).read_text()
+def test_report_trains_missing_runs_and_writes_every_section(first_call):
+    root, _, path, printed = first_call
+    report = path.read_text()
     for section in ("## Runs", "## Likelihood", "## Sample quality", "## Interpolations", "## Latent spaces",
                     "## Frankenstein digits", "## Reading"):
         assert section in report
-    for spec in compare.MODELS:
+    for spec in load_script("compare").MODELS:
         assert spec.label in report
-        assert (tmp_path / "runs" / spec.name / "version_0" / "metrics.json").is_file()
+        assert (root / "runs" / spec.name / "version_0" / "metrics.json").is_file()
     assert "short run trained by compare.py" in report
-    figures = tmp_path / "reports" / "comparison"
-    assert {p.name for p in figures.iterdir()} == {"samples.png", "interpolations.png", "latent_maps.png",
-                                                    "frankenstein.png"}
+    assert {p.name for p in path.parent.iterdir()} == FIGURES | {"comparison.md"}
+    assert all(f"]({name})" in report for name in FIGURES)  # linked from the report's own folder
     assert report.count("AUROC") >= 2 and not re.search(r"\bnan\b", report, re.IGNORECASE)
+    # Each phase on its own line as it goes, and where the report went.
+    for line in ("Loaded VAE (MLP, z=20) from", "Sampling 100 images from GAN (MLP) and judging them: done in",
+                 "Frankenstein scores of Flow (RealNVP) (80 images): done in",
+                 "t-SNE of VAE (MLP, z=20) (200 points, perplexity 30, seed 0): done in", f"Report: {path}"):
+        assert line in printed
 
-    # A second call reuses the runs (no training) and rewrites the report from scratch.
-    (figures / "stale.png").write_bytes(b"")
-    report = compare.main(argv).read_text()
-    assert "short run trained by compare.py" not in report and not (figures / "stale.png").exists()
-    assert not list((tmp_path / "runs").glob("*/version_1"))
+
+@pytest.mark.slow
+def test_a_default_call_writes_a_new_folder_and_leaves_the_shipped_report_alone(first_call):
+    root, _, path, _ = first_call
+    assert re.fullmatch(r"comparison-\d{8}-\d{6}", path.parent.name) and path.parent.parent == root / "reports"
+    assert (root / "reports" / "comparison.md").read_text() == SHIPPED_REPORT
+    assert [p.name for p in (root / "reports" / "comparison").iterdir()] == ["samples.png"]
+    assert (root / "reports" / "comparison" / "samples.png").read_bytes() == SHIPPED_FIGURE
+    assert {p.name for p in (root / "reports").iterdir()} == {"comparison", "comparison.md", path.parent.name}
 
 
-@pytest.mark.parametrize("flag", ["--num_samples", "--frankenstein", "--iw_samples"])
-def test_invalid_counts_fail_fast(flag, capsys):
+@pytest.mark.slow
+def test_the_20d_vae_latent_map_is_a_seeded_tsne_and_the_2d_vae_keeps_its_means(first_call):
+    report = first_call[2].read_text()
+    caption = report.split("## Latent spaces")[1].split("![latent maps]")[0]
+    assert ("VAE (MLP, z=20): t-SNE (scikit-learn; perplexity 30, PCA initialisation, seed 0) of the posterior means "
+            "of 200 test images") in caption
+    assert "VAE (MLP, z=2): the posterior means of the 10,000 test images" in caption
+
+
+@pytest.mark.slow
+def test_replace_rewrites_the_shipped_report_and_removes_its_old_figures(first_call, tmp_path, capsys):
+    root, argv, _, _ = first_call
+    shipped = tmp_path / "reports"
+    (shipped / "comparison").mkdir(parents=True)
+    (shipped / "comparison.md").write_text(SHIPPED_REPORT)
+    (shipped / "comparison" / "stale.png").write_bytes(SHIPPED_FIGURE)
+    path = load_script("compare").main([*argv, "--out", str(shipped), "--replace"])  # the first call's runs
+    assert path == shipped / "comparison.md" and {p.name for p in shipped.iterdir()} == {"comparison", "comparison.md"}
+    report = path.read_text()
+    assert "short run trained by compare.py" not in report and "## Latent spaces" in report
+    assert {p.name for p in (shipped / "comparison").iterdir()} == FIGURES
+    assert all(f"](comparison/{name})" in report for name in FIGURES)
+    assert not list((root / "runs").glob("*/version_1"))  # the runs were reused, none trained
+    assert f"Report: {path}" in capsys.readouterr().out
+
+
+def test_calls_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    compare = load_script("compare")
+    monkeypatch.setattr(compare.time, "strftime", lambda format: "20250101-120000")
+    folders = [compare.destination(tmp_path, replace=False)[1] for _ in range(3)]
+    assert [folder.name for folder in folders] == ["comparison-20250101-120000", "comparison-20250101-120000-2",
+                                                   "comparison-20250101-120000-3"]
+    assert all(folder.is_dir() for folder in folders)
+
+
+def test_tsne_without_scikit_learn_fails_with_one_line(monkeypatch):
+    from shared.report import load_tsne
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)  # what an environment without it raises
     with pytest.raises(SystemExit) as exit_info:
-        load_script("compare").main([flag, "1"])
-    assert exit_info.value.code == 2 and f"{flag} must be at least 2" in capsys.readouterr().err
+        load_tsne()
+    assert str(exit_info.value) == "t-SNE needs scikit-learn: pip install -e '.[report]'"
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--num_samples", "1", "--num_samples must be at least 2"),
+    ("--frankenstein", "1", "--frankenstein must be at least 2"),
+    ("--iw_samples", "1", "--iw_samples must be at least 2"),
+    ("--tsne_points", "30", "--tsne_points must be more than t-SNE's perplexity (30), got 30")])
+def test_invalid_counts_fail_fast(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_script("compare").main([flag, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_collect_figures_copies_the_latest_final_grid_and_skips_unfinished_runs(tmp_path, capsys):
@@ -50,3 +128,24 @@ def test_collect_figures_copies_the_latest_final_grid_and_skips_unfinished_runs(
     load_script("collect_figures").main(["--log_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
     assert (tmp_path / "out" / "vae_mlp_z20__samples_epoch080.png").read_bytes() == b"v1 e80"
     assert "skipped gan_mlp/samples_final: no finished run" in capsys.readouterr().out
+
+
+def test_figures_of_different_binarizations_never_share_a_table():
+    from part1_vae.modules import VAE
+    from part1_vae.networks import MLPDecoder, MLPEncoder
+
+    compare = load_script("compare")
+    vae = VAE(MLPEncoder(784, [8], 2), MLPDecoder(2, [8]), z_dim=2)
+
+    def loaded(label, data):
+        metrics = {"test_iw_bpd": 0.2, "test_bpd": 0.21, "epochs": 1, "data": data}
+        return compare.Loaded(compare.Model("vae", label, label, "vae", "part1_vae.train"), vae, Path("run"), metrics,
+                              None, False)
+
+    lines = compare.likelihood_tables([loaded("A", "threshold-binarized"), loaded("B", "dynamically binarized")])
+    headings = [i for i, line in enumerate(lines) if line.startswith("### Test set")]
+    assert [lines[i] for i in headings] == ["### Test set: dynamically binarized MNIST",
+                                            "### Test set: threshold-binarized MNIST"]
+    first_table = lines[headings[0]:headings[1]]
+    assert any(line.startswith("| B |") for line in first_table) and not any(line.startswith("| A |")
+                                                                              for line in first_table)
