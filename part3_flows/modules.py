@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import math
 
-import pytorch_lightning as pl
 import torch
-from torch import nn
 
 from part3_flows.distributions import BimodalGaussianDiag
 from part3_flows.networks import ImageFlow, NormalizingFlow

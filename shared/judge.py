@@ -172,7 +172,7 @@ def save_judge(judge: DigitClassifier, record: dict, path: str | Path) -> Path:
 
 def _fix_hint(path: Path) -> str:
     if path == DEFAULT_JUDGE_PATH:
-        return f"rebuild it with `python scripts/train_judge.py` (minutes) or reinstall the package"
+        return "rebuild it with `python scripts/train_judge.py` (minutes) or reinstall the package"
     return f"delete it to retrain it there (minutes), or pass the bundled one ({DEFAULT_JUDGE_PATH})"
 
 
