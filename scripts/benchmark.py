@@ -37,6 +37,7 @@ from part1_vae.networks import MLPDecoder, MLPEncoder
 from part2_gan.modules import GAN
 from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
 from shared.callbacks import LossMonitor
+from shared.cli import OneLineArgumentParser
 from shared.data import MNISTDataModule, load_mnist
 
 
@@ -149,7 +150,7 @@ def benchmark(title: str, template: pl.LightningModule, datamodule: MNISTDataMod
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=["vae", "gan"], default="vae")
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)

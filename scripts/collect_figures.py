@@ -10,6 +10,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from shared.cli import OneLineArgumentParser
 from shared.runs import finished_runs
 
 # (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
@@ -31,7 +32,7 @@ FIGURES = (
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log_dir", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("reports/figures"))
     args = parser.parse_args(argv)

@@ -31,9 +31,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist, to_model_range
 from shared.evaluation import draw_samples, evaluate_samples, real_reference
-from shared.cli import parse_args
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.report import (TSNE_PERPLEXITY, Loaded, Model, frankenstein_figure, has_likelihood, interpolation_figure,
@@ -168,7 +168,7 @@ def sample_quality(models: list[Loaded], judge, num_samples: int, seed: int) -> 
 # --- The command ------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--log_dir", type=Path, default=Path("runs"))
     parser.add_argument("--out", type=Path, default=Path("reports"),
                         help="the folder that holds the reports: a new comparison-YYYYmmdd-HHMMSS/ each call")

@@ -15,13 +15,14 @@ import argparse
 import sys
 import time
 
+from shared.cli import OneLineArgumentParser
 from shared.judge import DEFAULT_JUDGE_PATH, duration, save_judge, train_judge
 
 REQUIRED_ACCURACY = 0.99
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", "--path", dest="out", default=str(DEFAULT_JUDGE_PATH),
                         help="where to write the judge (default: the bundled one); --path is the old name")
     parser.add_argument("--force", action="store_true",
