@@ -68,7 +68,7 @@ def truncate(raw):
 
 
 def bad_magic(raw):
-    path = raw / "train-images-idx3-ubyte.gz"
+    path = raw / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(gzip.compress(b"\0\0\0\0" + gzip.decompress(path.read_bytes())[4:]))
 
 
@@ -83,7 +83,7 @@ def images_32x32(raw):
 
 @pytest.mark.parametrize("damage, message", [
     (truncate, "train-images-idx3-ubyte.gz is corrupt or truncated"),
-    (bad_magic, "train-images-idx3-ubyte.gz is not an IDX file"),
+    (bad_magic, "t10k-images-idx3-ubyte.gz is not an IDX file"),
     (no_labels, "t10k-labels-idx1-ubyte(.gz) is missing"),
     (images_32x32, "holds 32x32 images, not MNIST's 28x28"),
 ])
