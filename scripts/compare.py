@@ -36,7 +36,7 @@ from shared.data import load_mnist, to_model_range
 from shared.evaluation import draw_samples, evaluate_samples, real_reference
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
-from shared.report import (TSNE_PERPLEXITY, Loaded, Model, frankenstein_figure, has_likelihood, interpolation_figure,
+from shared.report import (TSNE_PERPLEXITY, Loaded, Model, data_of, frankenstein_figure, has_likelihood, interpolation_figure,
                            interpolation_rows, latent_map_figure, load_tsne, mapped_vaes, phase, quality_rows, reading,
                            sample_figure, test_bpd)
 from shared.runs import finished_runs, load_run
@@ -106,11 +106,6 @@ def log_likelihood(model, images: torch.Tensor, iw_samples: int, batch_size: int
     importance samples for an importance-weighted bound and the model's own test setting otherwise."""
     samples = iw_samples if model.likelihood_kind == "importance-weighted bound" else None
     return torch.cat([model.log_likelihood(batch, samples) for batch in images.split(batch_size)])
-
-
-def data_of(loaded: Loaded) -> str:
-    """The data a run was trained and tested on, as its metrics.json says (runs before it said: threshold)."""
-    return loaded.metrics.get("data", "threshold-binarized")
 
 
 def likelihood_tables(models: list[Loaded]) -> list[str]:

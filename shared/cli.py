@@ -17,9 +17,10 @@ from typing import Callable, Sequence
 
 import yaml
 
-# Flags that say how to run this once, not what was trained: a run's config.yaml leaves them out, and only
-# the first two cannot be set in a YAML file either.
-NOT_SAVED = ("config", "resume", "progress_bar")
+# Flags that name files to read, which a YAML file cannot set.
+NOT_IN_FILES = ("config", "resume")
+# Flags that say how to run this once, not what was trained: a run's config.yaml leaves them out.
+NOT_SAVED = (*NOT_IN_FILES, "progress_bar")
 # Keys of a run's config.yaml that are records, not flags: the command that made it and its data.
 RECORDS = ("command", "data")
 
@@ -178,7 +179,7 @@ def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
     if command != parser.prog:
         raise ConfigError(f"config file {path} was written by {command}, not {parser.prog}: "
                           f"use python -m {command}")
-    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", *NOT_SAVED[:2])}
+    actions = {action.dest: action for action in parser._actions if action.dest not in ("help", *NOT_IN_FILES)}
     unknown = sorted(set(settings) - set(actions))
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")

@@ -46,6 +46,11 @@ def has_likelihood(loaded: Loaded) -> bool:
     return loaded.model.likelihood_kind is not None
 
 
+def data_of(loaded: Loaded) -> str:
+    """The data a run was trained and tested on, as its metrics.json says (runs before it said: threshold)."""
+    return loaded.metrics.get("data", "threshold-binarized")
+
+
 def test_bpd(loaded: Loaded) -> float:
     """The model's headline test figure: its likelihood's, as it names the metric."""
     return loaded.metrics[loaded.model.likelihood_metric]
@@ -83,8 +88,7 @@ def reading(models: list[Loaded], quality: list[dict], aurocs: dict[str, float])
     lines = []
     # One data set only: figures of threshold- and dynamically binarized MNIST never share a ranking.
     tested = [m for m in models if has_likelihood(m)]
-    likelihoods = {m.spec.label: test_bpd(m) for m in tested
-                   if m.metrics.get("data", "threshold-binarized") == "threshold-binarized"}
+    likelihoods = {m.spec.label: test_bpd(m) for m in tested if data_of(m) == "threshold-binarized"}
     if likelihoods:
         best = min(likelihoods, key=likelihoods.get)
         worst = max(likelihoods, key=likelihoods.get)
