@@ -16,7 +16,8 @@ import sys
 import time
 
 from shared.cli import OneLineArgumentParser
-from shared.judge import DEFAULT_JUDGE_PATH, duration, save_judge, train_judge
+from shared.judge import DEFAULT_JUDGE_PATH, save_judge, train_judge
+from shared.progress import duration
 
 REQUIRED_ACCURACY = 0.99
 

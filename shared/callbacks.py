@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from shared.progress import duration
 from shared.utils import log_grid, save_grid
 
 
@@ -103,7 +104,6 @@ class LoggedImagesCallback(pl.Callback):
             self._log(trainer, pl_module, done)
 
 
-
 def _say(trainer: pl.Trainer, line: str) -> None:
     """Print a line, above the progress bar when one is shown."""
     bar = trainer.progress_bar_callback
@@ -111,10 +111,6 @@ def _say(trainer: pl.Trainer, line: str) -> None:
         bar.print(line)
     else:
         print(line, flush=True)
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 100 else f"{seconds / 60:.1f} min"
 
 
 class ProgressLines(pl.Callback):
@@ -149,7 +145,7 @@ class ProgressLines(pl.Callback):
         metrics = trainer.callback_metrics
         figures = "  ".join(f"{name} {float(metrics[name]):.4f}" for name in names if name in metrics)
         per_epoch = sum(self.epoch_seconds) / len(self.epoch_seconds)
-        left = f"  {_minutes(per_epoch * (total - done))} left" if done < total else ""
+        left = f"  {duration(per_epoch * (total - done))} left" if done < total else ""
         _say(trainer, f"epoch {done}/{total}  {figures}  {per_epoch:.1f} s/epoch{left}")
 
 
@@ -169,8 +165,8 @@ class EvaluationProgress(pl.Callback):
         elapsed = time.perf_counter() - self.started
         if done >= self.next_report and done < 1 and elapsed >= self.min_seconds and trainer.is_global_zero and \
                 trainer.progress_bar_callback is None:
-            _say(trainer, f"testing: {batch_idx + 1}/{total} batches, {_minutes(elapsed)}, "
-                          f"{_minutes(elapsed / done - elapsed)} left")
+            _say(trainer, f"testing: {batch_idx + 1}/{total} batches, {duration(elapsed)}, "
+                          f"{duration(elapsed / done - elapsed)} left")
             self.next_report = math.floor(done * 10 + 1) / 10
 
 

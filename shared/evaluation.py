@@ -26,7 +26,8 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from shared.data import load_mnist, to_model_range
 from shared.generative import GenerativeModel
-from shared.judge import DigitClassifier, Progress, load_judge
+from shared.judge import DigitClassifier, load_judge
+from shared.progress import Progress
 
 NUM_DIGITS = 10
 COVERAGE_FRACTION = 0.01

@@ -12,8 +12,9 @@ from part1_vae.networks import MLPDecoder, MLPEncoder
 from part1_vae.modules import VAE
 from shared.data import load_mnist, to_model_range
 from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, to_unit_range
-from shared.judge import (DEFAULT_JUDGE_PATH, DigitClassifier, JudgeFileError, Progress, accuracy, fit_judge,
+from shared.judge import (DEFAULT_JUDGE_PATH, DigitClassifier, JudgeFileError, accuracy, fit_judge,
                           load_judge, train_judge)
+from shared.progress import Progress
 from tests.conftest import load_script
 
 

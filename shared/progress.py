@@ -1,0 +1,51 @@
+"""Progress a person reads while long work runs: lines with what is done, the time elapsed and the time left."""
+from __future__ import annotations
+
+import time
+
+
+class Progress:
+    """Progress lines for a long loop, on stdout: what is done, the time elapsed and an ETA.
+
+    ``advance`` prints a line once ``first`` seconds have passed and then every ``every`` seconds;
+    ``report`` prints one now (an epoch's end); ``finish`` prints the total time unless no line was
+    printed (work done in under ``first`` seconds stays silent) or the last one said all was done.
+    Reporting only reads the clock: it never changes a number of the work.
+    """
+
+    def __init__(self, task: str, total: int, unit: str, enabled: bool = True, first: float = 2.0,
+                 every: float = 10.0):
+        self.task, self.total, self.unit, self.enabled, self.every = task, total, unit, enabled, every
+        self.done, self.reported_done = 0, None  # how much was done at the last line printed
+        self.start = time.perf_counter()
+        self.next_report = self.start + first
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def advance(self, count: int = 1) -> None:
+        self.done += count
+        if self.enabled and self.done < self.total and time.perf_counter() >= self.next_report:
+            self.report()
+
+    def report(self, stage: str = "") -> None:
+        if not self.enabled:
+            return
+        elapsed = self.elapsed()
+        remaining = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        print(f"{self.task}: {stage}{self.done:,}/{self.total:,} {self.unit}, {duration(elapsed)} elapsed, "
+              f"ETA {duration(remaining)}", flush=True)
+        self.reported_done = self.done
+        self.next_report = time.perf_counter() + self.every
+
+    def finish(self) -> None:
+        if self.enabled and self.reported_done is not None and self.reported_done < self.total:
+            print(f"{self.task}: done in {duration(self.elapsed())}", flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for people: "42 s", "12 min 05 s"."""
+    if seconds != seconds:  # NaN: nothing done yet to extrapolate from
+        return "unknown"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
