@@ -17,7 +17,7 @@ import platform
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable, NoReturn, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -127,13 +127,15 @@ def _hparams(settings: dict, prefix: str = "") -> dict:
 
 
 def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                   monitor: str | None = "val_bpd", extra_metrics: Callable[[], dict] | None = None) -> dict:
+                   monitor: str | None = "val_bpd", extra_metrics: Callable[[], dict] | None = None,
+                   callbacks: Sequence[pl.Callback] = ()) -> dict:
     """Fit (or resume), test the reported checkpoint, write metrics.json; return the metrics.
 
     The reported checkpoint is the best by ``monitor`` (its validation figures are the ones that chose
     it), or the last when ``monitor`` is None. The test runs from a fresh seed, so its figures depend
     on the checkpoint and the seed only. ``extra_metrics``, if given, is called once the model holds
     the reported checkpoint's weights; what it returns joins metrics.json (the judge's figures).
+    ``callbacks`` join the run's own (a command's extra figures during training).
     """
     silence_known_noise()
     if args.resume:
@@ -157,7 +159,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     losses, clock, validation = LossMonitor(), FitClock(), ValidationRecord()
     # The clock after the images (their time counts), the checkpoint last (it saves the others' state).
     trainer = _build_trainer(args, logger, [losses, validation, ProgressLines(), EvaluationProgress(),
-                                            LoggedImagesCallback(run_dir, args.sample_epochs), clock, checkpoint])
+                                            LoggedImagesCallback(run_dir, args.sample_epochs), *callbacks, clock,
+                                            checkpoint])
     try:
         datamodule.setup("fit")
     except DataFileError as err:
@@ -216,8 +219,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     return metrics
 
 
-def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule
-                          ) -> dict:
+def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule,
+                          callbacks: Sequence[pl.Callback] = ()) -> dict:
     """:func:`run_experiment` for a model without a likelihood (GAN, AAE): it reports the last checkpoint,
     and the judge scores ``args.eval_samples`` of its samples (none when 0) into metrics.json's ``eval_*``."""
     from shared.evaluation import judged_metrics  # the judge's imports only where a command needs it
@@ -225,4 +228,5 @@ def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, d
     def judged() -> dict:
         return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
 
-    return run_experiment(args, model, datamodule, monitor=None, extra_metrics=judged if args.eval_samples else None)
+    return run_experiment(args, model, datamodule, monitor=None, extra_metrics=judged if args.eval_samples else None,
+                          callbacks=callbacks)
