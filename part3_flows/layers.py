@@ -21,6 +21,8 @@ class AffineCoupling(nn.Module):
     under the mask get log_s = t = 0. The log-scale is ``scale * tanh(raw)``: bounded, so one
     coupling cannot blow up the Jacobian early in training, with a learnable bound ``scale``
     (RealNVP's choice). The last layer of ``net`` is zero-initialised: a new coupling is the identity.
+    A ``context`` given to ``forward`` is appended to what ``net`` sees (along dimension 1), making the
+    coupling conditional on it while staying invertible in ``z`` (the variational dequantizer's, given the image).
     """
 
     def __init__(self, net: nn.Module, mask: torch.Tensor, scale_shape: tuple[int, ...]):
@@ -31,10 +33,10 @@ class AffineCoupling(nn.Module):
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
 
-    def forward(self, z: torch.Tensor, log_det: torch.Tensor, inverse: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        free = 1 - self.mask
-        raw_log_s, t = self.net(z * self.mask).chunk(2, dim=1)
+    def forward(self, z: torch.Tensor, log_det: torch.Tensor, inverse: bool = False,
+                context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        free, kept = 1 - self.mask, z * self.mask
+        raw_log_s, t = self.net(kept if context is None else torch.cat([kept, context], dim=1)).chunk(2, dim=1)
         log_s = self.scale * torch.tanh(raw_log_s) * free
         t = t * free
         if inverse:
@@ -145,12 +147,13 @@ class ConvCoupling(AffineCoupling):
     """Affine coupling on images ``[B, C, H, W]`` with a Glow-style conditioner: 3x3 conv, 1x1 conv, 3x3 conv.
 
     The 1x1 middle layer keeps the cost of a wide conditioner low on a CPU; the zero-initialised
-    last 3x3 conv outputs C log-scales and C translations per pixel.
+    last 3x3 conv outputs C log-scales and C translations per pixel. ``context_channels``: the channels
+    of the ``context`` that a conditional coupling's ``forward`` is given.
     """
 
-    def __init__(self, mask: torch.Tensor, num_channels: int):
+    def __init__(self, mask: torch.Tensor, num_channels: int, context_channels: int = 0):
         channels = mask.shape[0]
-        net = nn.Sequential(nn.Conv2d(channels, num_channels, 3, padding=1), nn.ReLU(),
+        net = nn.Sequential(nn.Conv2d(channels + context_channels, num_channels, 3, padding=1), nn.ReLU(),
                             nn.Conv2d(num_channels, num_channels, 1), nn.ReLU(),
                             nn.Conv2d(num_channels, 2 * channels, 3, padding=1))
         super().__init__(net, mask, (channels, 1, 1))

@@ -1,25 +1,32 @@
-"""Part 3's LightningModules around an injected flow: the toy 2-D flow and the image flow on binary MNIST.
+"""Part 3's LightningModules around an injected flow: the toy 2-D flow and the image flow on MNIST with
+binary or 8-bit pixels.
 
 Each stage accumulates the negative log-likelihood per point and logs it once per epoch (``*_nll``
 in nats, ``*_bpd`` in bits per dimension); the training loss is the batch's bpd.
 
-The image flow's likelihood of binary data (2 levels per pixel). A flow has a density p(y) on
-continuous y, not a probability for x in {0, 1}^D, so each pixel value x owns the cell
-[x/2, (x+1)/2) of (0, 1) and P(x) = integral of p(y) over the cell of x. Uniform dequantization
-draws y = (x + u) / 2 with u ~ U(0, 1)^D, i.e. y has density q(y | x) = 2^D on the cell, and by Jensen
+The image flow's likelihood of discrete data (L levels per pixel: 2 for binary images, 256 for 8-bit
+ones). A flow has a density p(y) on continuous y, not a probability for x in {0, ..., L - 1}^D, so each
+pixel level k owns the cell [k/L, (k+1)/L) of (0, 1) (``shared.densities.dequantize``) and P(x) = integral
+of p(y) over the cells of x. A dequantizer (:mod:`part3_flows.dequantization`) draws u in (0, 1)^D with
+density q(u | x) and y = (x + u) / L, whose density on the cells is q(u | x) L^D; by Jensen
 
-    log P(x) = log E_u[p(y) / q(y | x)] >= E_u[log p(y)] - D log 2,
+    log P(x) = log E_q[p(y) / (q(u | x) L^D)] >= E_q[log p(y) - log q(u | x)] - D log L,
 
-so  -log P(x) <= E_u[-log p(y)] + D log 2  (nats per image). Training minimises the right-hand
-side with one u per image; the test figure averages it over several u (same bound, less noise)
-and also reports the tighter -log mean_k p(y_k) 2^-D, still an upper bound on -log P(x) by Jensen.
+so  -log P(x) <= E_q[-log p(y) + log q(u | x)] + D log L  (nats per image; bpd divides by D ln 2, so
+the figure is in bits per discrete pixel, the papers' unit). Uniform dequantization has q = 1 and
+log q = 0; variational dequantization (Flow++) learns q with the flow, which tightens the bound.
+Training minimises the right-hand side with one u per image; the test figure averages it over several
+u (same bound, less noise) and also reports the tighter -log mean_k p(y_k) / (q(u_k | x) L^D), still an
+upper bound on -log P(x) by Jensen.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+from torch import nn
 
+from part3_flows.dequantization import UniformDequantizer
 from part3_flows.distributions import BimodalGaussianDiag
 from part3_flows.networks import ImageFlow, NormalizingFlow
 from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
@@ -28,7 +35,7 @@ from shared.generative import GenerativeModel
 from shared.metrics import EpochMeans, StagedModule
 from shared.utils import interpolate_latents, make_grid
 
-LEVELS = 2  # binary pixels
+NUM_LEVELS = {"binary": 2, "8bit": 256}  # the levels of a pixel of each kind of data the image flow models
 
 
 class FlowModule(StagedModule):
@@ -122,29 +129,34 @@ class ToyFlowModule(FlowModule):
 
 
 class ImageFlowModule(GenerativeModel, FlowModule):
-    """RealNVP on binarized MNIST, trained on the dequantized bound (see the module docstring).
+    """RealNVP/Glow on binary or 8-bit MNIST, trained on the dequantized bound (see the module docstring).
 
-    ``nll(x)`` is E_u[-log p(y)] + D log 2 estimated with one dequantization draw, an upper bound on
-    -log P(x) in nats per image. The test stage averages it over ``test_dequant_samples`` draws per
-    image (``test_bpd``) and also logs the tighter multi-sample bound -log mean_k p(y_k) 2^-D
-    (``test_iw_bpd``).
+    ``nll(x)`` is E_q[-log p(y) + log q(u | x)] + D log L estimated with one dequantization draw, an upper
+    bound on -log P(x) in nats per image. The test stage averages it over ``test_dequant_samples`` draws
+    per image (``test_bpd``) and also logs the tighter multi-draw bound (``test_iw_bpd``).
 
     Args:
         flow: an :class:`ImageFlow` on (0, 1)-valued ``[1, 28, 28]`` images.
+        dequantizer: a dequantizer of :mod:`part3_flows.dequantization`, trained with the flow; none: uniform.
+        data: "binary" (images in {0, 1}) or "8bit" (images k / 255), as the DataModule serves them.
         lr: Adam learning rate.
         temperature: scale on the base noise for ``sample`` and the sample grids.
         test_dequant_samples: dequantization draws per test image.
         num_interpolations, interpolation_steps: the interpolation grid between pairs of test images.
     """
 
-    likelihood_kind = "dequantized bound (exact for the dequantized model, an upper bound on the discrete NLL)"
     likelihood_metric = "test_bpd"
 
-    def __init__(self, flow: ImageFlow, lr: float = 1e-3, temperature: float = 1.0, test_dequant_samples: int = 4,
-                 num_interpolations: int = 4, interpolation_steps: int = 6):
+    def __init__(self, flow: ImageFlow, dequantizer: nn.Module | None = None, data: str = "binary", lr: float = 1e-3,
+                 temperature: float = 1.0, test_dequant_samples: int = 4, num_interpolations: int = 4,
+                 interpolation_steps: int = 6):
         super().__init__()
-        self.save_hyperparameters(ignore=["flow"], logger=False)
-        self.flow = flow
+        if data not in NUM_LEVELS:
+            raise ValueError(f"data must be one of {', '.join(NUM_LEVELS)}, got {data!r}")
+        self.save_hyperparameters(ignore=["flow", "dequantizer"], logger=False)
+        self.flow, self.dequantizer = flow, dequantizer or UniformDequantizer()
+        self.data, self.num_levels = data, NUM_LEVELS[data]
+        self.likelihood_kind = self.dequantizer.bound
         self.image_shape = flow.shape
         # Fixed noise and interpolation ends (saved with the checkpoint) so grids of different epochs compare.
         self.register_buffer("fixed_z", torch.randn(64, flow.dims))
@@ -154,9 +166,23 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         self.example_input_array = torch.zeros(2, *flow.shape)
         self._init_means(["nll", "iw_nll"])
 
-    def nll(self, x: torch.Tensor) -> torch.Tensor:
+    def levels(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] as served (k / (L - 1)) -> their levels k."""
+        return torch.round(images * (self.num_levels - 1))
+
+    def images(self, y: torch.Tensor) -> torch.Tensor:
+        """Points y of (0, 1)^D -> the images k / (L - 1) of the cells they fall in."""
+        return quantize(y, self.num_levels) / (self.num_levels - 1)
+
+    def dequantized(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y in the cells of ``x``, log q(u | x) per image): one draw of the dequantizer (``noise``: its base draw)."""
+        u, log_q = self.dequantizer(x, noise)
+        return dequantize(self.levels(x), self.num_levels, u), log_q
+
+    def nll(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """One-draw estimate of the dequantized bound on -log P(x), nats per image ``[B]``."""
-        return -self.flow.log_prob(dequantize(x, LEVELS)) + self.num_dims * math.log(LEVELS)
+        y, log_q = self.dequantized(x, noise)
+        return -self.flow.log_prob(y) + log_q + self.num_dims * math.log(self.num_levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nll(x)
@@ -169,7 +195,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         if stage != "fit" or bool(self.data_ready):
             return
         datamodule = self.trainer.datamodule
-        self.flow.data_init(dequantize(next(iter(datamodule.train_dataloader()))[0], LEVELS).to(self.device))
+        self.flow.data_init(self.dequantized(next(iter(datamodule.train_dataloader()))[0].to(self.device))[0])
         test_images = next(iter(datamodule.test_dataloader()))[0]
         index = torch.arange(2 * self.hparams.num_interpolations) % len(test_images)
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))
@@ -192,17 +218,17 @@ class ImageFlowModule(GenerativeModel, FlowModule):
 
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Binary images ``[n, 1, 28, 28]`` (the cells the flow's samples fall in), at ``temperature``."""
-        return quantize(self.flow.sample(n, self.hparams.temperature, z=z), LEVELS)
+        """Images ``[n, 1, 28, 28]`` of the data's levels (the cells the flow's samples fall in), at ``temperature``."""
+        return self.images(self.flow.sample(n, self.hparams.temperature, z=z))
 
     @torch.no_grad()
     def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:
-        """``[B, steps + 2, C, H, W]``: binary images decoded along straight lines between the encodings
-        of ``x_start`` and ``x_end`` (dequantized at the cell centres, so the ends decode to themselves)."""
-        z_start = self.flow.transform(dequantize(x_start, LEVELS, torch.full_like(x_start, 0.5)))[0]
-        z_end = self.flow.transform(dequantize(x_end, LEVELS, torch.full_like(x_end, 0.5)))[0]
+        """``[B, steps + 2, C, H, W]``: images decoded along straight lines between the encodings of
+        ``x_start`` and ``x_end`` (dequantized at the cell centres, so the ends decode to themselves)."""
+        z_start, z_end = (self.flow.transform(dequantize(self.levels(x), self.num_levels, torch.full_like(x, 0.5)))[0]
+                          for x in (x_start, x_end))
         z = interpolate_latents(z_start, z_end, steps)
-        images = quantize(self.flow.transform(z.flatten(0, 1), inverse=True)[0], LEVELS)
+        images = self.images(self.flow.transform(z.flatten(0, 1), inverse=True)[0])
         return images.view(len(x_start), steps + 2, *self.flow.shape)
 
     @torch.no_grad()

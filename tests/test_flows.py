@@ -13,7 +13,7 @@ from torch import nn
 from torch.autograd.functional import jacobian
 
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag
-from part3_flows.modules import LEVELS, ImageFlowModule
+from part3_flows.modules import NUM_LEVELS, ImageFlowModule
 from part3_flows.layers import (ActNorm, AffineCoupling, ConvCoupling, InvertibleConv1x1, LogitTransform, MLPCoupling,
                                 Squeeze, alternating_mask, channel_mask, checkerboard_mask)
 from part3_flows.networks import ImageFlow, NormalizingFlow
@@ -21,6 +21,7 @@ from part3_flows.train import main
 from shared.densities import dequantize, quantize
 from tests.conftest import assert_fails_fast, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
 
+LEVELS = NUM_LEVELS["binary"]
 TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
 
 
