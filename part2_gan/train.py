@@ -1,7 +1,9 @@
 """Train a GAN on grey-scale MNIST in [-1, 1]: python -m part2_gan.train --model mlp.
 
 After training, the last checkpoint's samples are scored by the judge (shared.evaluation) and
-the figures join the run's metrics.json under eval_*.
+the figures join the run's metrics.json under eval_*. While it trains, every --judge_every epochs
+the judge scores a fixed draw of samples into TensorBoard (shared.judge_curve): judge_fd and the
+class histogram, which shows a mode collapse.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy
                         make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
+from shared.judge_curve import JudgeCurveCallback, add_judge_curve_flags, check_judge_curve_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--interpolation_steps", type=int, default=default_of(GAN, "interpolation_steps"),
         help="images between the ends of each logged interpolation")
     add_judge_flags(parser)
+    add_judge_curve_flags(parser)
     return parser
 
 
@@ -50,6 +54,7 @@ def check(args: argparse.Namespace) -> None:
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
     check_judge_flags(args)
+    check_judge_curve_flags(args)
     check_adversarial_strategy(args)
 
 
@@ -76,7 +81,8 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
-    return run_judged_experiment(args, build_model(args), build_datamodule(args))
+    curve = JudgeCurveCallback(args.judge_every, args.judge_every_samples, args.seed, args.judge, args.data_dir)
+    return run_judged_experiment(args, build_model(args), build_datamodule(args), callbacks=[curve])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ on test codes vs prior samples; 0.5 is chance) and test_mmd2 (unbiased MMD^2 bet
 5,000 test codes and as many prior samples, RBF kernels at multiples of the prior's median distance) beside
 test_mmd2_reference (the same between two prior samples: what a perfect match would give).
 After training, the samples (decoded prior samples, Bernoulli means) are scored by the judge as
-for the GAN, and the figures join metrics.json under eval_*.
+for the GAN, and the figures join metrics.json under eval_*; during training, every --judge_every epochs,
+into TensorBoard as for the GAN.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy
                         make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
+from shared.judge_curve import JudgeCurveCallback, add_judge_curve_flags, check_judge_curve_flags
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--binarize", action=argparse.BooleanOptionalAction, default=True,
         help="train on threshold-binarized MNIST (default) or, with --no-binarize, grey-scale (BCE to grey targets)")
     add_judge_flags(parser)
+    add_judge_curve_flags(parser)
     return parser
 
 
@@ -49,6 +52,7 @@ def check(args: argparse.Namespace) -> None:
     if args.lr_adv <= 0:
         raise ConfigError(f"--lr_adv must be positive, got {args.lr_adv}")
     check_judge_flags(args)
+    check_judge_curve_flags(args)
     check_adversarial_strategy(args)
 
 
@@ -71,7 +75,8 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
-    return run_judged_experiment(args, build_model(args), build_datamodule(args))
+    curve = JudgeCurveCallback(args.judge_every, args.judge_every_samples, args.seed, args.judge, args.data_dir)
+    return run_judged_experiment(args, build_model(args), build_datamodule(args), callbacks=[curve])
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 import part2_gan.modules
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
 # Flags that make a GAN run take seconds: 256 images (4 batches), 2 epochs, no judge.
 TINY_GAN = ["--subset", "256", "--batch_size", "64", "--epochs", "2", "--sample_epochs", "0",
-            "--accelerator", "cpu", "--devices", "1", "--eval_samples", "0"]
+            "--accelerator", "cpu", "--devices", "1", "--eval_samples", "0", "--judge_every", "0"]
 
 
 def run(tmp_path, *flags):
@@ -179,6 +180,24 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert metrics["epochs"] == 3 and last["epoch"] == 2
     assert len(last["optimizer_states"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:mode collapse")  # after 2 tiny epochs its samples are no digits yet
+def test_the_judge_curve_changes_nothing_in_training_and_logs_on_the_grids_step_axis(tmp_path, tiny_judge_path):
+    judged = ["--judge", str(tiny_judge_path), "--eval_samples", "200", "--judge_every_samples", "200"]
+    curved = run(tmp_path / "on", *judged, "--judge_every", "1")
+    assert run(tmp_path / "off", *judged) == curved  # TINY_GAN's --judge_every 0
+    on, off = (torch.load(tmp_path / side / "gan_mlp" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+               for side in ("on", "off"))
+    assert all(torch.equal(on["state_dict"][name], off["state_dict"][name]) for name in off["state_dict"])
+    events = EventAccumulator(str(tmp_path / "on" / "gan_mlp" / "version_0")).Reload()
+    curve = events.Scalars("judge_fd")
+    assert [point.step for point in curve] == [3, 7]  # the last batch of each epoch of 4 batches
+    assert [image.step for image in events.Images("judge_class_histogram")] == [3, 7]
+    assert 7 in [image.step for image in events.Images("samples")]  # the final grid, on the same axis
+    # Its last point is the same draw of the same model as the judged figures of metrics.json.
+    assert curve[-1].value == pytest.approx(curved["eval_frechet_distance"], rel=1e-6)
 
 
 @pytest.mark.slow
