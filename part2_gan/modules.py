@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
-from torchmetrics import CatMetric, MaxMetric
+from torchmetrics import CatMetric
 
 from part2_gan.plots import render_latent_map
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
@@ -61,8 +61,6 @@ class GAN(GenerativeModel, pl.LightningModule):
         self.example_input_array = torch.zeros(2, z_dim)
         self.epoch_means = EpochMeans(("train", "test"), ["g_loss", "d_loss", "d_acc_real", "d_acc_fake", "d_real",
                                                           "d_fake"])
-        # Collapse watch: the epoch's highest fraction of fakes that fooled the discriminator.
-        self.most_fakes_passed = MaxMetric()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The generator's images in [-1, 1], the range it trains in."""
@@ -122,13 +120,13 @@ class GAN(GenerativeModel, pl.LightningModule):
         self.untoggle_optimizer(opt_d)
 
         self.epoch_means.add("train", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
-        self.most_fakes_passed.update(1.0 - figures["d_acc_fake"].detach())
         return {"loss": d_loss, "g_loss": g_loss}
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-        collapsed = bool(self.most_fakes_passed.compute() == 0.0)
-        self.most_fakes_passed.reset()
+        means = self.epoch_means.compute_and_reset("train")
+        self.log_dict(means, prog_bar=True)
+        # Every batch's accuracy on fakes is k / B, so the epoch's mean is exactly 1 only if each batch's was.
+        collapsed = bool(means["train_d_acc_fake"] == 1.0)
         self.log("train_d_collapsed", float(collapsed))
         if collapsed:
             rank_zero_warn(f"discriminator collapse in epoch {self.current_epoch + 1}: it caught every fake image of "

@@ -24,40 +24,60 @@ class NonFiniteLossError(RuntimeError):
 
 
 class LossMonitor(pl.Callback):
-    """Watches every training loss: stops on the first NaN/inf, logs the losses every
-    ``log_every_n_steps`` batches (from the very first), and remembers the first loss.
+    """Watches every training loss: stops on a NaN/inf, logs the losses every ``log_every_n_steps``
+    batches (from the very first), and remembers the first loss.
 
     ``training_step`` may return a tensor or a dict of tensors (the GAN returns both of its losses);
-    every value is checked. Raising here means no checkpoint is written for the bad step, so the
-    last checkpoint on disk is the last good one. Step losses go straight to the logger: going
-    through ``self.log`` every step costs more than a whole step of a small MLP.
+    every value is checked. Nothing is read back to the host inside a step (on a GPU each read would
+    wait for the whole step to finish): the losses of the steps since the last check are kept as tensors
+    and checked, and the logged ones written, every ``log_every_n_steps`` batches and at the epoch's
+    last batch, before validation and the checkpoint. A NaN thus stops the run naming the epoch and
+    step where it first appeared, and no checkpoint is written after it: the last one on disk is good.
     """
 
     def __init__(self):
         self.first_loss: float | None = None
         self.batches_seen = 0
+        self.pending: list[tuple[tuple[int, int, int], dict[str, torch.Tensor]]] = []  # ((epoch, step, batch), losses)
 
     @staticmethod
     def _losses(outputs) -> dict[str, torch.Tensor]:
         if isinstance(outputs, torch.Tensor):
-            return {"loss": outputs}
+            return {"loss": outputs.detach()}
         if isinstance(outputs, dict):
             return {k: v.detach() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
         return {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        losses = {name: value.item() for name, value in self._losses(outputs).items()}
-        for name, value in losses.items():
-            if not math.isfinite(value):
-                raise NonFiniteLossError(f"{name} is {value} in epoch {trainer.current_epoch + 1}, "
-                                         f"step {trainer.global_step} (batch {batch_idx})")
-        if self.first_loss is None and "loss" in losses:
-            self.first_loss = losses["loss"]
-        if trainer.logger is not None and self.batches_seen % trainer.log_every_n_steps == 0:
-            # Step = the batch's index, Lightning's own step axis (a GAN's global_step counts two per batch).
-            trainer.logger.log_metrics({f"train_{name}_step": value for name, value in losses.items()},
-                                       step=self.batches_seen)
+        self.pending.append(((trainer.current_epoch + 1, trainer.global_step, batch_idx), self._losses(outputs)))
         self.batches_seen += 1
+        if self.batches_seen % trainer.log_every_n_steps == 0 or batch_idx + 1 == trainer.num_training_batches:
+            self._check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check(trainer)  # an epoch cut short (limit_train_batches, an interrupt) still gets its check
+
+    def _check(self, trainer: pl.Trainer) -> None:
+        """One read-back for all pending steps: raise at the first non-finite loss, else log the logged steps'."""
+        pending, self.pending = self.pending, []
+        if not pending:
+            return
+        names = list(pending[0][1])  # a module's training_step returns the same losses every step
+        values = torch.stack([torch.stack([losses[name].float() for name in names]) for _, losses in pending])
+        rows = values.cpu().tolist()
+        for (where, _), row in zip(pending, rows):
+            bad = [(name, value) for name, value in zip(names, row) if not math.isfinite(value)]
+            if bad:
+                epoch, step, batch_idx = where
+                raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]} in epoch {epoch}, step {step} (batch {batch_idx})")
+        if self.first_loss is None and "loss" in names:
+            self.first_loss = rows[0][names.index("loss")]
+        first_batch = self.batches_seen - len(pending)
+        for offset, row in enumerate(rows):
+            if trainer.logger is not None and (first_batch + offset) % trainer.log_every_n_steps == 0:
+                # Step = the batch's index, Lightning's own step axis (a GAN's global_step counts two per batch).
+                trainer.logger.log_metrics({f"train_{name}_step": value for name, value in zip(names, row)},
+                                           step=first_batch + offset)
 
     def state_dict(self) -> dict:
         return {"first_loss": self.first_loss, "batches_seen": self.batches_seen}

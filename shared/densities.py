@@ -26,9 +26,11 @@ def log_standard_normal(x: torch.Tensor) -> torch.Tensor:
 
 
 def sample_reparameterize(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """z = mean + std * eps with eps ~ N(0, I): a sample whose gradients flow to ``mean`` and ``std``."""
-    if (std < 0).any():
-        raise ValueError("std must be non-negative")
+    """z = mean + std * eps with eps ~ N(0, I): a sample whose gradients flow to ``mean`` and ``std``.
+
+    ``std`` must be non-negative (callers pass ``exp(log_std)``); it is not checked, since the check would
+    read a value back from the GPU in every training step.
+    """
     return mean + std * torch.randn_like(std)
 
 
