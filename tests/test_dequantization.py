@@ -1,7 +1,10 @@
 """Part 3's dequantizers: the variational one at the identity gives today's uniform bound, its log q against
-autograd, and on all 16 binary 2x2 images its bound against the exact discrete likelihood."""
+autograd, and on all 16 binary 2x2 images its bound against the exact discrete likelihood; the 8-bit task and
+the dequantization flag of ``part3_flows.train``, end to end on tiny data through the scripts that read runs."""
 import itertools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,8 +12,10 @@ import torch
 from part3_flows.dequantization import UniformDequantizer, VariationalDequantizer
 from part3_flows.modules import NUM_LEVELS, ImageFlowModule
 from part3_flows.networks import ImageFlow
+from part3_flows.train import main
 from shared.densities import dequantize
-from tests.test_flows import assert_log_det_is_exact, randomise
+from tests.conftest import assert_fails_fast, load_script
+from tests.test_flows import TINY_FLOW_RUN, assert_log_det_is_exact, parse_flow_args, randomise
 
 SHAPE = (1, 4, 4)
 ALL_2X2_BINARY_IMAGES = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4))).view(16, 1, 2, 2)
@@ -99,3 +104,79 @@ def test_on_all_binary_2x2_images_the_bound_never_beats_the_exact_likelihood():
     weights = torch.exp(-bounds)
     weights_se = (weights.std(0) ** 2 / draws + (torch.exp(-exact) * exact_se) ** 2).sqrt()
     assert ((weights.mean(0) - torch.exp(-exact)).abs() <= 4 * weights_se).all()
+
+
+# --- the command -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("flags, message", [
+    (["--task", "mnist8bit", "--binarization", "dynamic"],
+     "--binarization: the mnist8bit task models the 256 grey levels, not binary images"),
+    (["--dequantization", "variational"], "--dequantization: the toy task's data are continuous"),
+    (["--task", "mnist8bit", "--dequant_channels", "0"], "--dequant_channels must be positive, got 0"),
+    (["--task", "mnist", "--dequant_couplings", "-1"], "--dequant_couplings must be positive, got -1"),
+    (["--task", "mnist", "--dequantization", "gaussian"], "invalid choice: 'gaussian'"),
+])
+def test_bad_dequantization_and_task_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
+    assert_fails_fast(lambda: main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
+
+
+@pytest.mark.parametrize("flags, name", [
+    (["--task", "mnist8bit"], "flow_mnist8bit_c64_b4_s2"),
+    (["--task", "mnist8bit", "--dequantization", "variational"], "flow_mnist8bit_c64_b4_s2_vardeq"),
+    (["--task", "mnist"], "flow_mnist_c64_b4_s2"),  # the name of the runs made before the flag
+    (["--task", "mnist", "--binarization", "dynamic", "--dequantization", "variational"],
+     "flow_mnist_c64_b4_s2_dynamic_vardeq"),
+])
+def test_run_names_say_the_task_and_the_dequantization(flags, name):
+    assert parse_flow_args(flags)["name"] == name
+
+
+def test_the_shipped_8bit_config_is_the_8bit_task_with_the_mnist_defaults():
+    from_config = parse_flow_args(["--config", str(Path(__file__).parents[1] / "configs/flow_mnist8bit.yaml")])
+    assert {**from_config, "config": None} == parse_flow_args(["--task", "mnist8bit"])
+    assert (from_config["batch_size"], from_config["epochs"], from_config["dequantization"]) == (64, 30, "uniform")
+
+
+TINY_8BIT_RUN = [*TINY_FLOW_RUN, "--task", "mnist8bit", "--dequantization", "variational", "--subset", "64", "--epochs",
+                 "1", "--num_channels", "8", "--num_blocks", "1", "--dequant_channels", "4", "--dequant_couplings", "2",
+                 "--test_dequant_samples", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_8bit_run(tmp_path_factory):
+    """(metrics, run directory) of a one-step 8-bit flow run with variational dequantization."""
+    log_dir = tmp_path_factory.mktemp("runs")
+    metrics = main([*TINY_8BIT_RUN, "--log_dir", str(log_dir)])
+    return metrics, log_dir / "flow_mnist8bit_c8_b1_s2_vardeq" / "version_0"
+
+
+def test_smoke_8bit_variational_training_reports_bits_per_8bit_pixel(tiny_8bit_run):
+    metrics, run_dir = tiny_8bit_run
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert math.isfinite(metrics["test_bpd"]) and metrics["test_iw_bpd"] <= metrics["test_bpd"]
+    # An untrained flow on 8-bit pixels: a few bits per pixel, far from the binary task's < 1.
+    assert 1 < metrics["test_bpd"] < 12 and metrics["data"] == "grey-scale"
+
+    from shared.runs import load_run
+    model = load_run(run_dir)[0]
+    assert model.data == "8bit" and isinstance(model.dequantizer, VariationalDequantizer)
+    samples = model.sample(4)
+    assert torch.equal(samples, torch.round(samples * 255) / 255) and 0 <= samples.min() and samples.max() <= 1
+    ends = images_of("8bit", n=2, shape=(1, 28, 28))
+    assert torch.equal(model.interpolate(ends[:1], ends[1:], steps=2)[:, 0], ends[:1])  # ends decode to themselves
+
+
+@pytest.mark.slow
+def test_evaluate_and_compare_read_an_8bit_flow_run(tiny_8bit_run, tmp_path, tiny_judge_path):
+    metrics, run_dir = tiny_8bit_run
+    figures = load_script("evaluate").main([str(run_dir), "--num_samples", "50", "--judge", str(tiny_judge_path)])
+    assert figures["reference"] == "grey-scale"
+
+    compare = load_script("compare")
+    spec = compare.Model("flow", "Flow (8-bit)", "flow 8-bit", run_dir.parent.name, "part3_flows.train",
+                         ("--config", "configs/flow_mnist8bit.yaml", "--dequantization", "variational"))
+    report = compare.main(["--log_dir", str(run_dir.parents[1]), "--out", str(tmp_path), "--num_samples", "50",
+                           "--frankenstein", "10", "--judge", str(tiny_judge_path)], specs=(spec,)).read_text()
+    likelihoods = report.split("### Test set: grey-scale MNIST")[1]
+    row = next(line for line in likelihoods.splitlines() if line.startswith("| Flow (8-bit) | "))
+    assert f"{metrics['test_bpd']:.4f}" in row and VariationalDequantizer.bound in row
