@@ -25,7 +25,8 @@ def test_a_balanced_histogram_is_no_collapse():
 
 @pytest.mark.parametrize("counts, found", [
     (torch.tensor([100, 100, 100, 100, 100, 100, 100, 5, 100, 100]), "digit 7 in under 1% of them;"),
-    (torch.tensor([0, 600, 50, 50, 50, 50, 50, 50, 50, 50]), "digit 0 in under 1% of them and digit 1 in 60% (over 50%)"),
+    (torch.tensor([0, 600, 50, 50, 50, 50, 50, 50, 50, 50]),
+     "digit 0 in under 1% of them and digit 1 in 60% (over 50%)"),
     (torch.tensor([51, 51, 51, 51, 51, 51, 51, 51, 51, 541]), "digit 9 in 54% (over 50%)"),
     (torch.tensor([0, 0, 300, 0, 0, 0, 0, 0, 0, 0]), "digits 0, 1, 3, 4, 5, 6, 7, 8, 9 in under 1% of them and digit 2 "
                                                      "in 100%"),
@@ -56,7 +57,8 @@ def test_invalid_curve_flags_fail_fast_with_one_line(tmp_path, capsys, command, 
     assert_fails_fast(lambda: command.main(["--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
 
 
-def test_the_curve_reads_its_judge_before_training_even_without_the_final_evaluation(tmp_path, tmp_path_factory, capsys):
+def test_the_curve_reads_its_judge_before_training_even_without_the_final_evaluation(tmp_path, tmp_path_factory,
+                                                                                    capsys):
     corrupt = tmp_path_factory.mktemp("judges") / "judge.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
     curve_only = ["--log_dir", str(tmp_path), "--eval_samples", "0", "--judge", str(corrupt)]
