@@ -3,7 +3,9 @@
 Reading order for the raw files: ``data_dir`` if given, else the copy bundled in
 ``shared/datasets``, else torchvision's download. Every split is decoded once into a single
 ``[N, 1, 28, 28]`` float tensor; a batch is one fancy-index into it, so the training loop never
-touches PIL or a per-image transform.
+touches PIL or a per-image transform. Without DataLoader workers (the default) each split is moved
+to the training device once and batches are drawn there (:class:`ResidentBatches`); nothing is
+copied from the host in a training step.
 """
 from __future__ import annotations
 
@@ -126,16 +128,66 @@ class TensorBatchDataset(Dataset):
         return self.images[indices], self.labels[indices]
 
 
+    def to(self, device: torch.device) -> TensorBatchDataset:
+        """The same data on ``device`` (this dataset itself when it is there already)."""
+        if self.images.device == device:
+            return self
+        return TensorBatchDataset(self.images.to(device), self.labels.to(device))
+
+
 class DynamicallyBinarizedDataset(TensorBatchDataset):
     """Grey images ``[N, 1, 28, 28]`` in [0, 1]; every fetch re-draws each pixel as Bernoulli(grey), so each
-    epoch sees new binary images (the data of the IWAE paper and most published binary-MNIST likelihoods)."""
+    epoch sees new binary images (the data of the IWAE paper and most published binary-MNIST likelihoods).
+    The draws come from a generator on the images' device seeded with ``seed`` (so a GPU draws other
+    binary images than the CPU, from the same seed)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int):
         super().__init__(images, labels)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator = torch.Generator(images.device).manual_seed(seed)
 
     def __getitem__(self, indices):
         return torch.bernoulli(self.images[indices], generator=self.generator), self.labels[indices]
+
+    def to(self, device: torch.device) -> DynamicallyBinarizedDataset:
+        if self.images.device == device:
+            return self
+        return DynamicallyBinarizedDataset(self.images.to(device), self.labels.to(device), self.seed)
+
+
+class ResidentBatches:
+    """The batches of one split whose tensors live on the training device: each epoch one permutation
+    (drawn on the CPU from ``generator`` exactly as ``RandomSampler`` draws it, so the batches and their
+    order are those of :func:`batch_loader`), copied to the device once, then sliced there.
+
+    In a run of several processes, process ``rank`` takes every ``world_size``-th batch, the list padded
+    with its own first batches to a multiple of ``world_size`` so all processes run as many steps (what
+    Lightning's distributed sampler does).
+    """
+
+    def __init__(self, dataset: TensorBatchDataset, batch_size: int, generator: torch.Generator | None,
+                 rank: int = 0, world_size: int = 1):
+        self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
+        self.rank, self.world_size = rank, world_size
+
+    def _starts(self) -> list[int]:
+        starts = list(range(0, len(self.dataset), self.batch_size))
+        starts += (starts * self.world_size)[:-len(starts) % self.world_size]
+        return starts[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        return len(self._starts())
+
+    def __iter__(self):
+        n, device = len(self.dataset), self.dataset.images.device
+        order = torch.randperm(n, generator=self.generator) if self.generator is not None else torch.arange(n)
+        order = order.to(device)
+        for start in self._starts():
+            yield self.dataset[order[start:start + self.batch_size]]
+        if self.generator is not None:
+            # RandomSampler draws (and leaves unused) a second permutation as each epoch ends: so does this,
+            # so that the epochs after the first are the DataLoader's too.
+            torch.randperm(n, generator=self.generator)
 
 
 def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, seed: int = 0,
@@ -149,7 +201,12 @@ def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, se
 
 class TensorSplitsDataModule(pl.LightningDataModule):
     """A DataModule whose splits are in-memory tensors: ``setup`` fills ``self.splits`` with
-    "train", "val" and "test"; training batches are shuffled with the module's seed."""
+    "train", "val" and "test"; training batches are shuffled with the module's seed.
+
+    With ``num_workers=0`` the splits are moved to the trainer's device once (the CPU when no trainer is
+    attached) and served as :class:`ResidentBatches`; with workers, as a DataLoader over host memory.
+    Either way the batches and their order are the same for a given seed.
+    """
 
     def __init__(self, batch_size: int, seed: int, num_workers: int):
         super().__init__()
@@ -158,8 +215,16 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.splits: dict[str, TensorBatchDataset] = {}
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | ResidentBatches:
+        if self.num_workers:
+            return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        if self.splits[split].images.device != device:  # moved once; the host copy is not kept
+            self.splits[split] = self.splits[split].to(device)
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -113,3 +113,32 @@ def test_dynamic_binarization_redraws_training_images_and_fixes_val_and_test():
     assert first.description()["pixels"] == "dynamically binarized"
     with pytest.raises(ValueError, match="binarization must be"):
         MNISTDataModule(binarization="stochastic")
+
+
+@pytest.mark.parametrize("binarization", ["threshold", "dynamic"])
+def test_resident_batches_are_the_dataloaders_batches_in_the_same_order(binarization):
+    """Without workers the splits stay on the device and batches are sliced there: the same batches, in the
+    same order, epoch after epoch, as the DataLoader (the path with workers) draws for the seed."""
+    from shared.data import ResidentBatches, batch_loader
+
+    def epochs(loader, count=3):
+        return [torch.cat([images.flatten(1) for images, _ in loader]) for _ in range(count)]
+
+    loaded, resident = (MNISTDataModule(batch_size=48, subset=200, binarization=binarization) for _ in range(2))
+    loaded.setup()
+    resident.setup()
+    batches = resident.train_dataloader()
+    assert isinstance(batches, ResidentBatches) and len(batches) == 5
+    expected = epochs(batch_loader(loaded.splits["train"], 48, shuffle=True, seed=42))
+    assert all(torch.equal(a, b) for a, b in zip(expected, epochs(batches), strict=True))
+    assert not torch.equal(expected[0], expected[1])  # a new order (and for "dynamic", new draws) each epoch
+    assert torch.equal(torch.cat([i for i, _ in resident.val_dataloader()]), loaded.splits["val"].images)
+
+
+def test_resident_batches_split_between_processes_like_a_distributed_sampler():
+    from shared.data import ResidentBatches, TensorBatchDataset
+
+    dataset = TensorBatchDataset(torch.arange(50.0).view(50, 1), torch.zeros(50))
+    ranks = [[images.flatten().tolist() for images, _ in ResidentBatches(dataset, 10, None, rank, 3)] for rank in range(3)]
+    assert [len(batches) for batches in ranks] == [2, 2, 2]  # 5 batches padded to 6 with the first
+    assert sorted(sum(ranks, [])) == sorted([list(range(i, i + 10)) for i in range(0, 50, 10)] + [list(range(10))])
