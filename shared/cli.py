@@ -70,11 +70,14 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     add("--log_every_n_steps", type=int, default=50, help="log the training losses every N batches")
     add("--progress_bar", action=argparse.BooleanOptionalAction, default=None,
         help="show Lightning's progress bar; none: shown in a terminal, not in a log file")
+    add("--compile", action=argparse.BooleanOptionalAction, default=False,
+        help="torch.compile the networks (README: Speed has what it gains and costs)")
     add("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint; no RUN_DIR: the latest run of this name")
     trainer = parser.add_argument_group("Lightning Trainer flags, passed through")
     trainer.add_argument("--accelerator", default="auto", help="cpu, gpu, mps, auto")
     trainer.add_argument("--devices", type=_devices, default="auto", help="how many, or which")
+    trainer.add_argument("--num_nodes", type=int, default=1, help="machines of a multi-node DDP run (README: Scaling out)")
     trainer.add_argument("--strategy", default="auto", help="auto, ddp, ...")
     trainer.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
     return parser
@@ -199,7 +202,7 @@ def latest_run(log_dir: str, name: str) -> Path:
 
 def _check_shared(args: argparse.Namespace) -> None:
     positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
-                "log_every_n_steps": args.log_every_n_steps}
+                "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes}
     if args.subset is not None:
         positive["subset"] = args.subset
     for flag, value in positive.items():

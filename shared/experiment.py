@@ -32,7 +32,8 @@ from shared.cli import NOT_SAVED
 from shared.data import DataFileError
 
 # Lightning's lines that tell a user of these commands nothing (the device line is in our start line).
-_QUIET_INFO = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
+_QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without a GPU
+               "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
                "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:")
 _QUIET_WARNINGS = (
     r".*LeafSpec.*",  # a deprecation inside Lightning itself
@@ -51,7 +52,8 @@ class _DropKnownNoise(logging.Filter):
 
 def silence_known_noise() -> None:
     """Drop, by their text, the Lightning messages listed above; every other message still shows."""
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "torch.utils.cpp_extension"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
             logger.addFilter(_DropKnownNoise())
@@ -65,7 +67,8 @@ def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def _machine() -> str:
+def machine_name() -> str:
+    """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
@@ -82,13 +85,23 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
         # The model summary stays off: its example forward pass would draw random numbers, so turning the
         # display on would change the results.
         return pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
-                          strategy=args.strategy, precision=args.precision, logger=logger,
+                          num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision, logger=logger,
                           log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
                           enable_progress_bar=show_bar, enable_model_summary=False)
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         usage_error(args, f"the Lightning Trainer refused --accelerator {args.accelerator} --devices {args.devices} "
-                          f"--strategy {args.strategy} --precision {args.precision}: {reason}")
+                          f"--num_nodes {args.num_nodes} --strategy {args.strategy} --precision {args.precision}: "
+                          f"{reason}")
+
+
+def compile_networks(model: pl.LightningModule) -> None:
+    """``torch.compile`` each network of the module (its children holding parameters), in place: a network
+    called as ``network(x)`` runs compiled, and its parameters keep their names, so checkpoints are those
+    of an uncompiled run."""
+    for network in model.children():
+        if next(network.parameters(), None) is not None:
+            network.compile()
 
 
 def _loads(path: Path) -> dict | None:
@@ -173,7 +186,9 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         (run_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
         parameters = sum(p.numel() for p in model.parameters())
         print(f"{'Resuming' if args.resume else 'Starting'} {args.command} in {run_dir}: {parameters:,} parameters, "
-              f"{args.epochs} epochs, {_machine()}", flush=True)
+              f"{args.epochs} epochs, {machine_name()}", flush=True)
+    if args.compile:
+        compile_networks(model)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if args.resume else None)
     except NonFiniteLossError as err:
@@ -205,7 +220,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (run_dir / "timing.json").write_text(json.dumps(
             {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(total_fit_seconds, 1),
-             "machine": _machine(), "resumed": bool(args.resume)}, indent=2) + "\n")
+             "machine": machine_name(), "resumed": bool(args.resume)}, indent=2) + "\n")
         figures = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         logger.log_hyperparams(_hparams(settings), figures)
         (run_dir / "hparams.yaml").unlink(missing_ok=True)  # Lightning wrote an empty one at the end of fit

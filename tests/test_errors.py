@@ -41,6 +41,7 @@ def nothing_written(tmp_path) -> bool:
     (["--strategy", "nonsense"], "--strategy nonsense"),
     (["--devices", "64"], "--devices 64: this machine has"),
     (["--epoch", "1"], "unrecognized arguments: --epoch 1"),
+    (["--num_nodes", "0"], "--num_nodes must be positive, got 0"),
 ])
 def test_device_flags_lightning_refuses_are_restated_in_one_line(tmp_path, capsys, flags, message):
     fails_with_one_line(lambda: run(tmp_path, *flags), capsys, 2, message)
@@ -145,3 +146,16 @@ def test_val_figures_in_metrics_are_those_that_chose_the_checkpoint(finished_run
     chosen = next(state for key, state in best["callbacks"].items() if key.startswith("EpochCountCheckpoint"))
     assert metrics["val_bpd"] == pytest.approx(float(chosen["best_model_score"]), abs=1e-7)
     assert metrics["checkpoint"] == f"best-epoch{best['epoch'] + 1:03d}.ckpt"  # counted from 1
+
+
+def test_num_nodes_reaches_the_trainer_beside_devices_and_strategy():
+    """Multi-node DDP is Lightning's: the flag is passed through, not re-implemented (a real launch needs
+    the nodes, so only the Trainer's settings are checked here)."""
+    from part1_vae.train import build_parser, check, default_name
+    from shared.cli import parse_args
+    from shared.experiment import _build_trainer
+
+    args = parse_args(build_parser(), ["--accelerator", "cpu", "--devices", "1", "--num_nodes", "3", "--strategy", "ddp"],
+                      check, default_name)
+    trainer = _build_trainer(args, logger=False, callbacks=[])
+    assert (trainer.num_nodes, trainer.num_devices, type(trainer.strategy).__name__) == (3, 1, "DDPStrategy")

@@ -145,3 +145,36 @@ def test_the_iwae_objective_and_dynamic_binarization_train_and_say_so(tmp_path):
     assert metrics["data"] == "dynamically binarized" and "IWAE bound (k=3)" in metrics["train_loss"]
     assert (tmp_path / "vae_mlp_z20_tanh_iwae3_dynamic" / "version_0" / "metrics.json").is_file()
     assert metrics["test_iw_bpd"] < metrics["test_bpd"]
+
+
+@pytest.mark.slow
+def test_compiled_networks_train_to_the_same_figures(tmp_path, capfd):
+    eager = run(tmp_path / "a")
+    compiled = run(tmp_path / "b", "--compile")
+    assert "No CUDA runtime" not in capfd.readouterr().err
+    assert compiled["test_bpd"] == pytest.approx(eager["test_bpd"], abs=1e-4)
+    assert compiled["train_loss_first_step"] == pytest.approx(eager["train_loss_first_step"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_gives_the_same_bpd_within_0_002(tmp_path):
+    """The same weights scored in bf16 autocast and in float32, and a bf16-trained run beside a float32 one."""
+    import pytorch_lightning as pl
+
+    from part1_vae.train import build_datamodule, build_parser, check, default_name
+    from shared.cli import parse_args
+    from shared.runs import load_run
+
+    fp32 = run(tmp_path / "a", "--subset", "1024", "--epochs", "3")
+    bf16 = run(tmp_path / "b", "--subset", "1024", "--epochs", "3", "--precision", "bf16-mixed")
+    assert bf16["test_bpd"] == pytest.approx(fp32["test_bpd"], abs=0.002)
+    model = load_run(tmp_path / "a" / "vae_mlp_z20" / "version_0")[0]
+    datamodule = build_datamodule(parse_args(build_parser(), [*TINY_RUN, "--subset", "1024"], check, default_name))
+    scored = {}
+    for precision in ("32-true", "bf16-mixed"):
+        torch.manual_seed(42)  # the test stage's seed in every run
+        trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False)
+        scored[precision] = trainer.test(model, datamodule=datamodule, verbose=False)[0]["test_bpd"]
+    assert scored["bf16-mixed"] == pytest.approx(scored["32-true"], abs=0.002)
+    assert scored["32-true"] == pytest.approx(fp32["test_bpd"], abs=1e-6)
