@@ -1,27 +1,37 @@
-"""Training throughput of the project's Lightning pipeline against plain PyTorch, in one process.
+"""The project's speed on whatever device it runs on, in one call, written as a markdown table.
 
-    python scripts/benchmark.py                 # default VAE, one epoch of 45,000 images per method
-    python scripts/benchmark.py --model gan     # default MLP GAN, one epoch of 60,000 images per method
+    python scripts/benchmark.py                          # all of it (on a 2-core CPU: about 20 minutes)
+    python scripts/benchmark.py --vae_epochs 0 --iw_samples 0   # throughput only
 
-Three ways to train the same model for one epoch, each timed ``--repeats`` times (interleaved,
-best kept so that a background hiccup does not decide the result):
-  lightning   the project's pipeline: MNISTDataModule + the LightningModule + a Trainer
-              set up as in shared.cli (TensorBoard logger, loss monitor), validation off; the
-              epoch is timed from its start to its end (fit()'s one-off set-up is printed apart);
-  plain       a hand-written loop over batches sliced from the same in-memory tensor;
-  per-image   the same loop fed by a DataLoader of PIL images through a per-image
-              torchvision transform (ToTensor + threshold), the usual tutorial pipeline.
-Prints images/second of each and the ratios lightning/plain and lightning/per-image.
-The GAN is timed as lightning (manual optimization, two optimizers) against plain: the same
-generator and discriminator steps written by hand.
+What it measures:
+  throughput  one epoch of the default VAE and of the default MLP GAN, and --flow_batches batches of the
+              MNIST flow, each trained two ways from the same initial weights, interleaved, best of
+              --repeats: the project's pipeline (the command's DataModule, LightningModule and a Trainer
+              with every callback a run has, validation off) and a plain PyTorch loop over the same
+              model, on batches sliced from a tensor on the device (the floor the framework adds to);
+              images per second and their ratio. The VAE also against a per-image PIL + torchvision
+              transform DataLoader, the tutorials' pipeline.
+  VAE fit     `python -m part1_vae.train --epochs N` (N = --vae_epochs, default 80, the command's default):
+              the fit seconds of its timing.json.
+  IW bound    the project's test stage on that run's checkpoint: the importance-weighted bound with
+              --iw_samples (default 1000) samples on the 10,000 test images, timed alone.
+  GAN fit     `python -m part2_gan.train --epochs N --eval_samples 0 --judge_every 0` with N = --gan_epochs
+              (default 0: skipped; 250 is its command's default).
+The table goes to stdout and to --out (default reports/benchmark-<device>.md).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import copy
-import platform
+import io
+import json
+import re
+import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -32,13 +42,14 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from part1_vae.modules import VAE
-from part1_vae.networks import MLPDecoder, MLPEncoder
-from part2_gan.modules import GAN
-from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
-from shared.callbacks import LossMonitor
-from shared.cli import OneLineArgumentParser
-from shared.data import MNISTDataModule, load_mnist
+from shared.callbacks import EvaluationProgress, FitClock, LossMonitor, ProgressLines, ValidationRecord
+from shared.cli import OneLineArgumentParser, parse_args
+from shared.data import load_mnist
+from shared.experiment import machine_name, silence_known_noise
+
+# The commands whose models are timed, imported by name as shared.runs does (a command is imported by nothing).
+vae_command, gan_command, flow_command = (importlib.import_module(f"{part}.train")
+                                          for part in ("part1_vae", "part2_gan", "part3_flows"))
 
 
 class PerImagePILDataset(Dataset):
@@ -55,52 +66,69 @@ class PerImagePILDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index], mode="L")), 0
 
 
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 class EpochTimer(pl.Callback):
     """Wall-clock time of the training epoch itself, without the Trainer's one-off set-up and tear-down."""
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        _synchronize(pl_module.device)
         self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize()
+        _synchronize(pl_module.device)
         self.seconds = time.perf_counter() - self.start
 
 
-def time_lightning(model: pl.LightningModule, datamodule: MNISTDataModule, log_dir: str) -> tuple[float, float]:
-    """(seconds of the epoch, seconds of the whole ``fit`` call)."""
+def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule, log_dir: str,
+                  batches: int | None) -> float:
+    """Seconds of one training epoch (or its first ``batches``) through the project's pipeline."""
     timer = EpochTimer()
+    callbacks = [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock(), timer]
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=TensorBoardLogger(log_dir),
-                         callbacks=[LossMonitor(), timer], enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule)
-    return timer.seconds, time.perf_counter() - start
+                         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                         limit_train_batches=batches or 1.0)
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's epoch line
+        trainer.fit(model, datamodule=datamodule)
+    return timer.seconds
 
 
-def time_plain_loop(model: VAE, batches: Callable[[], object], device: torch.device) -> float:
+def device_batches(images: torch.Tensor, batch_size: int, batches: int | None, seed: int = 0):
+    """The plain loop's data: a permutation and slices of a tensor already on the device."""
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(images.device)
+    starts = list(range(0, len(images), batch_size))[:batches]
+    return ([images[order[start:start + batch_size]]] for start in starts)
+
+
+def time_plain(model: pl.LightningModule, loss: Callable, batches, device: torch.device) -> float:
+    """Seconds of a hand-written loop: zero_grad, the loss, backward, one Adam step per batch."""
     model.to(device).train()
     optimizer = model.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    _synchronize(device)
     start = time.perf_counter()
-    for imgs, _ in batches():
-        imgs = imgs.to(device, non_blocking=True)
+    for batch in batches:
+        images = batch[0].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        model(imgs)[2].backward()
+        loss(model, images).backward()
         optimizer.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _synchronize(device)
     return time.perf_counter() - start
 
 
-def time_plain_gan_loop(model: GAN, batches: Callable[[], object], device: torch.device) -> float:
+def time_plain_gan(model: pl.LightningModule, batches, device: torch.device) -> float:
     """The GAN's training step by hand: generator on -log D(G(z)), then discriminator on real and fresh fakes."""
     model.to(device).train()
     generator, discriminator = model.generator, model.discriminator
     opt_g, opt_d = model.configure_optimizers()
     z_dim = model.hparams.z_dim
+    _synchronize(device)
     start = time.perf_counter()
-    for imgs, _ in batches():
-        real = imgs.to(device, non_blocking=True)
+    for (real,) in batches:
         ones = torch.ones(len(real), 1, device=device)
         discriminator.requires_grad_(False)  # what toggle_optimizer does: no discriminator gradients here
         opt_g.zero_grad(set_to_none=True)
@@ -114,70 +142,128 @@ def time_plain_gan_loop(model: GAN, batches: Callable[[], object], device: torch
         (F.binary_cross_entropy_with_logits(discriminator(real), ones)
          + F.binary_cross_entropy_with_logits(discriminator(fake), torch.zeros_like(ones))).backward()
         opt_d.step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    _synchronize(device)
     return time.perf_counter() - start
 
 
-def report(title: str, seconds: dict[str, list[float]], fit_seconds: list[float], n_images: int,
-           device: torch.device) -> None:
-    machine = torch.cuda.get_device_name(0) if device.type == "cuda" else \
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
-    print(f"{title}, best of {len(fit_seconds)}, on {machine}")
-    rate = {name: n_images / min(times) for name, times in seconds.items()}
-    for name, times in seconds.items():
-        print(f"  {name:<10} {rate[name]:>9.0f} images/s   (epoch times: {', '.join(f'{t:.2f}' for t in times)} s)")
-    print(f"  lightning's whole fit() call, set-up and tear-down included: {', '.join(f'{t:.2f}' for t in fit_seconds)} s")
-    for name in seconds:
-        if name != "lightning":
-            print(f"  lightning / {name:<9} = {rate['lightning'] / rate[name]:.2f}x")
+def build(command, flags: list[str]) -> tuple[argparse.Namespace, pl.LightningModule, pl.LightningDataModule]:
+    """A command's model and data module with its defaults (and ``flags``), seeded as a run is."""
+    args = parse_args(command.build_parser(), flags, command.check, command.default_name,
+                      getattr(command, "task_defaults", None))
+    pl.seed_everything(args.seed, verbose=False)
+    datamodule = command.build_datamodule(args)
+    datamodule.setup("fit")
+    return args, command.build_model(args), datamodule
 
 
-def benchmark(title: str, template: pl.LightningModule, datamodule: MNISTDataModule,
-              plain_loops: dict[str, tuple[Callable, Callable[[], object]]], repeats: int) -> None:
-    """Time ``repeats`` interleaved rounds of the Lightning epoch and each plain loop, from the same initial weights."""
+def throughput(name: str, command, flags: list[str], repeats: int, batches: int | None, per_image: bool) -> dict:
+    """Images per second of the pipeline and of the plain loop(s), best of ``repeats`` interleaved rounds."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    seconds: dict[str, list[float]] = {"lightning": [], **{name: [] for name in plain_loops}}
-    fit_seconds = []
+    args, template, datamodule = build(command, flags)
+    train = datamodule.splits["train"]
+    images = train.images.to(device)
+    if command is flow_command:  # the actnorm data init a fit does first, done once for both ways
+        template.flow.data_init(template.dequantized(images[:args.batch_size])[0])
+        template.data_ready.fill_(True)
+    count = len(train) if batches is None else min(len(train), batches * args.batch_size)
+    plain_loss = {vae_command: lambda model, x: model(x)[2],
+                  flow_command: lambda model, x: model.bpd(model.nll(x)).mean()}.get(command)
+    ways: dict[str, Callable[[], float]] = {}
     with tempfile.TemporaryDirectory() as log_dir:
+        ways["pipeline"] = lambda: time_pipeline(copy.deepcopy(template), datamodule, log_dir, batches)
+        if plain_loss is None:
+            ways["plain"] = lambda: time_plain_gan(copy.deepcopy(template), device_batches(images, args.batch_size,
+                                                                                            batches), device)
+        else:
+            ways["plain"] = lambda: time_plain(copy.deepcopy(template), plain_loss,
+                                               device_batches(images, args.batch_size, batches), device)
+        if per_image:
+            loader = DataLoader(PerImagePILDataset(load_mnist("train")[0][:len(train)]),
+                                batch_size=args.batch_size, shuffle=True)
+            ways["per-image"] = lambda: time_plain(copy.deepcopy(template), plain_loss, loader, device)
+        seconds = {way: [] for way in ways}
         for _ in range(repeats):
-            epoch, fit = time_lightning(copy.deepcopy(template), datamodule, log_dir)
-            seconds["lightning"].append(epoch)
-            fit_seconds.append(fit)
-            for name, (loop, batches) in plain_loops.items():
-                seconds[name].append(loop(copy.deepcopy(template), batches, device))
-    report(title, seconds, fit_seconds, len(datamodule.splits["train"]), device)
+            for way, timed in ways.items():
+                seconds[way].append(timed())
+    rates = {way: count / min(times) for way, times in seconds.items()}
+    print(f"{name}: " + ", ".join(f"{way} {rate:,.0f} images/s" for way, rate in rates.items())
+          + f", pipeline / plain {rates['pipeline'] / rates['plain']:.2f}x", flush=True)
+    return {"what": name, "images": count, "batch_size": args.batch_size, **rates}
+
+
+def run_and_time(command, flags: list[str], log_dir: str) -> tuple[float, Path]:
+    """Run a command; its fit seconds (timing.json) and the run directory."""
+    command.main([*flags, "--log_dir", log_dir, "--name", "benchmark"])
+    run_dir = Path(log_dir, "benchmark", "version_0")
+    return json.loads((run_dir / "timing.json").read_text())["fit_seconds"], run_dir
+
+
+def iw_bound_seconds(run_dir: Path, iw_samples: int) -> float:
+    """Seconds of the project's test stage (the IW bound on the 10,000 test images) on a run's checkpoint."""
+    from shared.runs import load_run  # imported here: it imports every command's builder
+
+    model = load_run(run_dir)[0]
+    model.hparams.iw_samples = iw_samples
+    args, _, datamodule = build(vae_command, ["--iw_samples", str(iw_samples)])
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
+                         callbacks=[EvaluationProgress()], enable_model_summary=False)
+    start = time.perf_counter()
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    _synchronize(model.device)
+    return time.perf_counter() - start
+
+
+def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str) -> str:
+    lines = [f"Measured on {device} with `{command}`.", "",
+             "| model, data | project's pipeline | plain loop | project / plain | per-image pipeline |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for row in rows:
+        per_image = f"{row['per-image']:,.0f} img/s" if "per-image" in row else ""
+        lines.append(f"| {row['what']}, {row['images']:,} images, batch {row['batch_size']} | {row['pipeline']:,.0f} "
+                     f"img/s | {row['plain']:,.0f} img/s | **{row['pipeline'] / row['plain']:.2f}x** | {per_image} |")
+    if fits:
+        lines += ["", "| run | wall-clock |", "| --- | ---: |"] + [f"| {what} | {value} |" for what, value in fits.items()]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["vae", "gan"], default="vae")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--per_image_workers", type=int, default=0,
-                        help="DataLoader workers for the per-image pipeline (0: the same process, like the others)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each throughput (best kept)")
+    parser.add_argument("--flow_batches", type=int, default=100, help="batches of the flow's throughput")
+    parser.add_argument("--vae_epochs", type=int, default=80, help="epochs of the default VAE fit (0: skipped)")
+    parser.add_argument("--iw_samples", type=int, default=1000, help="k of the timed IW bound (0: skipped)")
+    parser.add_argument("--gan_epochs", type=int, default=0, help="epochs of the MLP GAN fit (0: skipped)")
+    parser.add_argument("--no_per_image", action="store_true", help="skip the per-image PIL pipeline")
+    parser.add_argument("--out", default=None, help="markdown file; none: reports/benchmark-<device>.md")
     args = parser.parse_args()
-    if args.batch_size <= 0 or args.repeats <= 0:
-        parser.error("--batch_size and --repeats must be positive")
-
-    pl.seed_everything(0, verbose=False)
-    if args.model == "vae":
-        template = VAE(MLPEncoder(), MLPDecoder(), z_dim=20)
-        datamodule = MNISTDataModule(batch_size=args.batch_size)
-        datamodule.setup()
-        per_image_loader = DataLoader(PerImagePILDataset(load_mnist("train")[0][:len(datamodule.splits["train"])]),
-                                      batch_size=args.batch_size, shuffle=True, num_workers=args.per_image_workers)
-        loops = {"plain": (time_plain_loop, datamodule.train_dataloader),
-                 "per-image": (time_plain_loop, lambda: per_image_loader)}
-        title = f"VAE (MLP, z=20), one epoch of 45000 threshold-binarized MNIST images, batch {args.batch_size}"
-    else:
-        template = GAN(GeneratorMLP(), DiscriminatorMLP(), z_dim=32)
-        datamodule = MNISTDataModule(batch_size=args.batch_size, binarize=False, value_range="pm1",
-                                              train_on_all=True)
-        datamodule.setup()
-        loops = {"plain": (time_plain_gan_loop, datamodule.train_dataloader)}
-        title = f"GAN (MLP, z=32), one epoch of 60000 grey-scale MNIST images in [-1, 1], batch {args.batch_size}"
-    benchmark(title, template, datamodule, loops, args.repeats)
+    if args.repeats <= 0 or args.flow_batches <= 0 or min(args.vae_epochs, args.iw_samples, args.gan_epochs) < 0:
+        parser.error("--repeats and --flow_batches must be positive, the epochs and --iw_samples >= 0")
+    silence_known_noise()
+    device = machine_name()
+    print(f"Benchmark on {device}", flush=True)
+    rows = [throughput("VAE MLP z=20, threshold-binarized MNIST", vae_command, [], args.repeats, None,
+                       not args.no_per_image),
+            throughput("GAN MLP, grey MNIST in [-1, 1]", gan_command, ["--judge_every", "0"], args.repeats, None, False),
+            throughput("flow (RealNVP c64 b4 s2), threshold-binarized MNIST", flow_command, ["--task", "mnist"],
+                       args.repeats, args.flow_batches, False)]
+    fits: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as log_dir:
+        if args.vae_epochs:
+            seconds, run_dir = run_and_time(vae_command, ["--epochs", str(args.vae_epochs), "--iw_samples", "2"], log_dir)
+            fits[f"default VAE fit, {args.vae_epochs} epochs"] = f"{seconds:,.1f} s"
+        if args.iw_samples:
+            if not args.vae_epochs:  # an untrained model costs the same to bound
+                _, run_dir = run_and_time(vae_command, ["--epochs", "1", "--subset", "256", "--iw_samples", "2"], log_dir)
+            fits[f"IW bound, k={args.iw_samples}, 10,000 test images"] = f"{iw_bound_seconds(run_dir, args.iw_samples):,.1f} s"
+        if args.gan_epochs:
+            seconds, _ = run_and_time(gan_command, ["--epochs", str(args.gan_epochs), "--eval_samples", "0",
+                                                   "--judge_every", "0"], str(Path(log_dir, "gan")))
+            fits[f"MLP GAN fit, {args.gan_epochs} epochs"] = f"{seconds:,.1f} s"
+    table = markdown(device, rows, fits, "python scripts/benchmark.py " + " ".join(sys.argv[1:]))
+    out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
+    print(f"\n{table}\nwritten to {out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,15 @@
+"""scripts/benchmark.py on a few batches: both ways train the same model, and the table names the device."""
+from tests.conftest import load_script
+
+
+def test_throughput_of_each_model_and_the_markdown_table():
+    benchmark = load_script("benchmark")
+    rows = [benchmark.throughput("VAE", benchmark.vae_command, [], 1, 3, per_image=False),
+            benchmark.throughput("GAN", benchmark.gan_command, ["--judge_every", "0"], 1, 3, per_image=False),
+            benchmark.throughput("flow", benchmark.flow_command, ["--task", "mnist", "--num_channels", "8",
+                                                                  "--num_blocks", "1"], 1, 2, per_image=False)]
+    assert [row["images"] for row in rows] == [3 * 128, 3 * 128, 2 * 64]
+    assert all(row["pipeline"] > 0 and row["plain"] > 0 for row in rows)
+    table = benchmark.markdown("a CPU", rows, {"default VAE fit, 80 epochs": "1.0 s"}, "python scripts/benchmark.py")
+    assert table.startswith("Measured on a CPU with `python scripts/benchmark.py`.")
+    assert "| flow, 128 images, batch 64 |" in table and "| default VAE fit, 80 epochs | 1.0 s |" in table
