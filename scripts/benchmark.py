@@ -91,7 +91,7 @@ def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule,
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=TensorBoardLogger(log_dir),
                          callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                         limit_train_batches=batches or 1.0)
+                         **({"limit_train_batches": batches} if batches else {}))
     with contextlib.redirect_stdout(io.StringIO()):  # the run's epoch line
         trainer.fit(model, datamodule=datamodule)
     return timer.seconds

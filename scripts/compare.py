@@ -149,7 +149,7 @@ def sample_quality(models: list[Loaded], judge, num_samples: int, seed: int) -> 
     for loaded in (m for m in models if m.spec.judged):
         binary = loaded.model.data == "binary"
         if binary not in references:
-            with phase(f"Judging real MNIST ({'threshold-binarized' if binary else 'grey-scale'}), the ceiling"):
+            with phase(f"Judging real MNIST ({'threshold-binarized' if binary else '8-bit grey'}), the ceiling"):
                 references[binary] = real_reference(judge, binary, num_samples, seed=seed)
         with phase(f"Sampling {num_samples:,} images from {loaded.spec.label} and judging them"):
             start = time.perf_counter()

@@ -61,7 +61,7 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     add("--epochs", type=int, default=epochs, help="epochs to train")
     add("--lr", type=float, default=lr, help="Adam learning rate")
     add("--batch_size", type=int, default=batch_size, help="images per training batch")
-    add("--num_workers", type=int, default=0, help="DataLoader workers (batches are tensor slices: 0 is fastest)")
+    add("--num_workers", type=int, default=0, help="0: the data lives on the training device, batches are sliced there; N: a DataLoader with N workers")
     add("--data_dir", default=None, help="folder holding MNIST/raw; none: the bundled copy")
     add("--subset", type=int, default=None, help="keep only the first N images of each split (smoke runs)")
     add("--log_dir", default="runs", help="folder of the runs")

@@ -263,7 +263,7 @@ class MNISTDataModule(TensorSplitsDataModule):
     def description(self) -> dict:
         """What a run's config.yaml records about its data."""
         end_of_train = 60_000 if self.train_on_all else TRAIN_SIZE
-        pixels = "grey-scale" if not self.binarize else "dynamically binarized" if self.dynamic else "threshold-binarized"
+        pixels = "8-bit grey" if not self.binarize else "dynamically binarized" if self.dynamic else "threshold-binarized"
         return {"dataset": "MNIST", "pixels": pixels,
                 "value_range": "[-1, 1]" if self.value_range == "pm1" else "[0, 1]",
                 "train": f"training images 0-{end_of_train - 1}", "val": f"training images {TRAIN_SIZE}-"

@@ -172,14 +172,14 @@ def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: b
 
     Keys: each figure of :data:`FIGURES`, the same with prefix ``real_`` (the ceiling, see
     :func:`real_reference`; pass one already built to score several sample sets of the same size),
-    ``num_samples`` and ``reference`` (which MNIST the samples were compared with: "grey-scale" or
+    ``num_samples`` and ``reference`` (which MNIST the samples were compared with: "8-bit grey" or
     "threshold-binarized"). ``progress``: lines on stdout with the time taken and an ETA while the judge
     reads the images, for work that takes more than 2 s (see :meth:`SampleQualityEvaluator.evaluate`).
     """
     evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed, progress)
     figures = evaluator.evaluate(samples, progress=progress)
     return {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
-            "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "grey-scale"}
+            "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "8-bit grey"}
 
 
 def format_report(results: dict, title: str) -> str:

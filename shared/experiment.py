@@ -71,7 +71,12 @@ def machine_name() -> str:
     """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} CPU threads"
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():  # Linux names the model there; platform.processor() is often empty
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return f"{cpu}, {torch.get_num_threads()} CPU threads"
 
 
 def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]) -> pl.Trainer:

@@ -155,7 +155,7 @@ def test_smoke_8bit_variational_training_reports_bits_per_8bit_pixel(tiny_8bit_r
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     assert math.isfinite(metrics["test_bpd"]) and metrics["test_iw_bpd"] <= metrics["test_bpd"]
     # An untrained flow on 8-bit pixels: a few bits per pixel, far from the binary task's < 1.
-    assert 1 < metrics["test_bpd"] < 12 and metrics["data"] == "grey-scale"
+    assert 1 < metrics["test_bpd"] < 12 and metrics["data"] == "8-bit grey"
 
     from shared.runs import load_run
     model = load_run(run_dir)[0]
@@ -170,13 +170,13 @@ def test_smoke_8bit_variational_training_reports_bits_per_8bit_pixel(tiny_8bit_r
 def test_evaluate_and_compare_read_an_8bit_flow_run(tiny_8bit_run, tmp_path, tiny_judge_path):
     metrics, run_dir = tiny_8bit_run
     figures = load_script("evaluate").main([str(run_dir), "--num_samples", "50", "--judge", str(tiny_judge_path)])
-    assert figures["reference"] == "grey-scale"
+    assert figures["reference"] == "8-bit grey"
 
     compare = load_script("compare")
     spec = compare.Model("flow", "Flow (8-bit)", "flow 8-bit", run_dir.parent.name, "part3_flows.train",
                          ("--config", "configs/flow_mnist8bit.yaml", "--dequantization", "variational"))
     report = compare.main(["--log_dir", str(run_dir.parents[1]), "--out", str(tmp_path), "--num_samples", "50",
                            "--frankenstein", "10", "--judge", str(tiny_judge_path)], specs=(spec,)).read_text()
-    likelihoods = report.split("### Test set: grey-scale MNIST")[1]
+    likelihoods = report.split("### Test set: 8-bit grey MNIST")[1]
     row = next(line for line in likelihoods.splitlines() if line.startswith("| Flow (8-bit) | "))
     assert f"{metrics['test_bpd']:.4f}" in row and VariationalDequantizer.bound in row

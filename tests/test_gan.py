@@ -143,7 +143,7 @@ def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, ti
     run_dir = tmp_path / "gan_mlp" / "version_0"
     assert metrics["train_loss_first_step"] == pytest.approx(2 * math.log(2), abs=0.1)  # D cannot tell yet
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
-    assert metrics["eval_num_samples"] == 200 and metrics["eval_reference"] == "grey-scale"
+    assert metrics["eval_num_samples"] == 200 and metrics["eval_reference"] == "8-bit grey"
     assert 1 <= metrics["eval_inception_score"] <= 10 and metrics["eval_frechet_distance"] > 0
     assert metrics["eval_real_digits_covered"] == 10
     assert 0 <= metrics["test_d_acc_real"] <= 1 and (run_dir / "checkpoints" / "last.ckpt").is_file()

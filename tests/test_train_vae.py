@@ -178,3 +178,22 @@ def test_bf16_mixed_precision_gives_the_same_bpd_within_0_002(tmp_path):
         scored[precision] = trainer.test(model, datamodule=datamodule, verbose=False)[0]["test_bpd"]
     assert scored["bf16-mixed"] == pytest.approx(scored["32-true"], abs=0.002)
     assert scored["32-true"] == pytest.approx(fp32["test_bpd"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ddp_with_two_processes_on_cpu(tmp_path):
+    """The command as a user starts it (Lightning's DDP launcher runs it again for rank 1): the processes share
+    each epoch's batches, with the data resident in each, and reduce their epoch means."""
+    import subprocess
+    import sys
+
+    flags = [*TINY_RUN, "--epochs", "1"]
+    done = subprocess.run([sys.executable, "-m", "part1_vae.train", *flags, "--devices", "2", "--strategy", "ddp",
+                           "--log_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and 0 < metrics["test_bpd"] < 1
+    # The epoch's four batches of 64: two for each process.
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["vae_mlp_z20"]
