@@ -36,15 +36,20 @@ FIGURES = ("frechet_distance", "inception_score", "inception_score_std", "digits
 
 
 class JudgeFeatures(nn.Module):
-    """The judge's penultimate layer as the feature extractor torchmetrics' Fréchet distance calls."""
+    """The judge's penultimate layer as the feature extractor torchmetrics' Fréchet distance calls. The
+    judge's logits of the same images are kept in ``logits``: the class figures need them, and running the
+    judge's body a second time for them would double the cost of every judged evaluation."""
 
     def __init__(self, judge: DigitClassifier):
         super().__init__()
         self.judge = judge
         self.num_features = judge.num_features
+        self.logits: torch.Tensor | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.judge.features(images)
+        features = self.judge.features(images)
+        self.logits = self.judge.head(features)
+        return features
 
 
 def to_unit_range(images: torch.Tensor, value_range: tuple[float, float]) -> torch.Tensor:
@@ -123,8 +128,8 @@ class SampleQualityEvaluator:
         shown = Progress(f"judging {len(images):,} {what}", len(images), "images", enabled=progress)
         logits = []
         for batch in images.split(self.batch_size):
-            logits.append(self.judge(batch))
             self.frechet.update(batch, real=real)
+            logits.append(self.frechet.inception.logits)
             shown.advance(len(batch))
         shown.finish()
         return torch.cat(logits)
