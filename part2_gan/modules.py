@@ -39,7 +39,10 @@ class GAN(GenerativeModel, pl.LightningModule):
         generator: latents ``[B, z_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1].
         discriminator: images -> logits ``[B, 1]``.
         z_dim: latent size (for the prior and the fixed noise of the sample grids).
-        lr, betas: Adam settings shared by both optimizers.
+        lr, betas: Adam settings of both optimizers; lr_disc: the discriminator's learning rate, if not ``lr``
+            (the two time-scale update rule, Heusel et al., 2017).
+        real_label: the discriminator's target for real images; below 1, one-sided label smoothing
+            (Salimans et al., 2016), which keeps a winning discriminator's gradients from vanishing.
         num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
     """
@@ -49,7 +52,7 @@ class GAN(GenerativeModel, pl.LightningModule):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), num_interpolations: int = 4, interpolation_steps: int = 5,
-                 data: str = "grey"):
+                 data: str = "grey", lr_disc: float | None = None, real_label: float = 1.0):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
         self.data = check_data_kind(data)
@@ -90,7 +93,7 @@ class GAN(GenerativeModel, pl.LightningModule):
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The discriminator's loss on a real and a fake batch, and the figures that tell how it is doing."""
         real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-        loss = _bce(real_logits, 1.0) + _bce(fake_logits, 0.0)
+        loss = _bce(real_logits, self.hparams.real_label) + _bce(fake_logits, 0.0)
         figures = {"d_acc_real": (real_logits > 0).float().mean(), "d_acc_fake": (fake_logits < 0).float().mean(),
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
         return loss, figures
@@ -144,9 +147,9 @@ class GAN(GenerativeModel, pl.LightningModule):
         self._log_epoch("test")
 
     def configure_optimizers(self):
-        adam = dict(lr=self.hparams.lr, betas=tuple(self.hparams.betas), fused=self.device.type in ("cpu", "cuda"))
-        return [torch.optim.Adam(self.generator.parameters(), **adam),
-                torch.optim.Adam(self.discriminator.parameters(), **adam)]
+        adam = dict(betas=tuple(self.hparams.betas), fused=self.device.type in ("cpu", "cuda"))
+        return [torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, **adam),
+                torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_disc or self.hparams.lr, **adam)]
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:

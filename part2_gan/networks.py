@@ -45,13 +45,31 @@ class DiscriminatorMLP(nn.Module):
         return self.net(x.flatten(1))
 
 
+def dcgan_init_(module: nn.Module) -> nn.Module:
+    """DCGAN's initialisation (Radford et al., 2016), in place: conv and linear weights from N(0, 0.02),
+    batch-norm scales from N(1, 0.02), biases and shifts zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+    return module
+
+
+DCGAN_INITS = ("default", "dcgan")
+DISCRIMINATOR_NORMS = ("batch", "spectral", "none")
+
+
 class GeneratorDCGAN(nn.Module):
     """A linear layer to ``2c`` maps of 7x7, then two stride-2 transposed convolutions 7 -> 14 -> 28.
 
     Batch normalisation after every layer but the output, as in DCGAN (Radford et al., 2016).
+    ``init``: "default" (PyTorch's) or "dcgan" (:func:`dcgan_init_`).
     """
 
-    def __init__(self, z_dim: int = 32, num_filters: int = 32):
+    def __init__(self, z_dim: int = 32, num_filters: int = 32, init: str = "default"):
         super().__init__()
         c = num_filters
         self.z_dim = z_dim
@@ -61,6 +79,8 @@ class GeneratorDCGAN(nn.Module):
             nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),  # 7 -> 14
             nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1), nn.Tanh(),  # 14 -> 28
         )
+        if init == "dcgan":
+            dcgan_init_(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.linear(z).view(z.shape[0], -1, 7, 7))
@@ -69,18 +89,29 @@ class GeneratorDCGAN(nn.Module):
 class DiscriminatorDCGAN(nn.Module):
     """Two stride-2 convolutions 28 -> 14 -> 7 with LeakyReLU(0.2), then a linear layer to one logit.
 
-    No batch normalisation on the first layer, as in DCGAN.
+    ``norm``: "batch" after the second convolution (DCGAN's, none on the first layer), "spectral" on
+    every layer (each weight divided by its largest singular value, Miyato et al., 2018) or "none".
+    ``dp_rate``: dropout after each convolution. ``init`` as for :class:`GeneratorDCGAN`.
     """
 
-    def __init__(self, num_filters: int = 32):
+    def __init__(self, num_filters: int = 32, norm: str = "batch", dp_rate: float = 0.0, init: str = "default"):
         super().__init__()
         c = num_filters
+        # Dropout layers only when asked for, so the default's parameter names match older checkpoints.
+        dropout = [nn.Dropout(dp_rate)] if dp_rate > 0 else []
+        batch_norm = [nn.BatchNorm2d(2 * c)] if norm == "batch" else []
         self.net = nn.Sequential(
-            nn.Conv2d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),  # 28 -> 14
-            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2),  # -> 7
-            nn.Flatten(),
+            nn.Conv2d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2), *dropout,  # 28 -> 14
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=not batch_norm), *batch_norm, nn.LeakyReLU(0.2),  # -> 7
+            *dropout, nn.Flatten(),
             nn.Linear(2 * c * 7 * 7, 1),
         )
+        if init == "dcgan":
+            dcgan_init_(self)
+        if norm == "spectral":  # after the initialisation: it reparametrizes the weights it reads
+            for layer in self.net:
+                if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.view(-1, 1, 28, 28))

@@ -13,7 +13,8 @@ from typing import Sequence
 import pytorch_lightning as pl
 
 from part2_gan.modules import GAN
-from part2_gan.networks import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
+from part2_gan.networks import (DCGAN_INITS, DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
+                                GeneratorMLP)
 from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy, check_judge_flags, default_of,
                         make_parser, parse_args)
 from shared.data import MNISTDataModule
@@ -31,6 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dp_rate_gen", type=float, default=0.1, help="MLP generator dropout")
     add("--dp_rate_disc", type=float, default=0.3, help="MLP discriminator dropout")
     add("--num_filters", type=int, default=32, help="DCGAN channels of the widest-resolution stage")
+    add("--num_filters_disc", type=int, default=None,
+        help="DCGAN discriminator's channels of its widest-resolution stage; none: --num_filters")
+    add("--norm_disc", type=str.lower, choices=DISCRIMINATOR_NORMS, default="batch",
+        help="DCGAN discriminator's normalisation (default: batch)")
+    add("--dp_rate_disc_dcgan", type=float, default=0.0, help="DCGAN discriminator dropout (default: 0)")
+    add("--init", type=str.lower, choices=DCGAN_INITS, default="default",
+        help="DCGAN weight initialisation: PyTorch's default or dcgan's N(0, 0.02) (default: default)")
+    add("--lr_disc", type=float, default=None, help="discriminator's Adam learning rate; none: --lr")
+    add("--betas", type=float, nargs="+", default=list(default_of(GAN, "betas")),
+        help=f"Adam betas of both networks (default: {' '.join(map(str, default_of(GAN, 'betas')))})")
+    add("--real_label", type=float, default=default_of(GAN, "real_label"),
+        help="discriminator's target for real images, < 1 for one-sided label smoothing (default: 1)")
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
     add("--interpolation_steps", type=int, default=default_of(GAN, "interpolation_steps"),
@@ -41,16 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check(args: argparse.Namespace) -> None:
-    for flag in ("z_dim", "num_filters"):
-        if getattr(args, flag) <= 0:
+    for flag in ("z_dim", "num_filters", "num_filters_disc", "lr_disc"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     for flag in ("hidden_dims_gen", "hidden_dims_disc"):
         sizes = getattr(args, flag)
         if not sizes or min(sizes) <= 0:
             raise ConfigError(f"--{flag} must be positive sizes, got {sizes}")
-    for flag in ("dp_rate_gen", "dp_rate_disc"):
+    for flag in ("dp_rate_gen", "dp_rate_disc", "dp_rate_disc_dcgan"):
         if not 0.0 <= getattr(args, flag) < 1.0:
             raise ConfigError(f"--{flag} must be in [0, 1), got {getattr(args, flag)}")
+    if len(args.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in args.betas):
+        raise ConfigError(f"--betas must be two values in [0, 1), got {args.betas}")
+    if not 0.5 < args.real_label <= 1.0:
+        raise ConfigError(f"--real_label must be in (0.5, 1], got {args.real_label}")
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
     check_judge_flags(args)
@@ -67,10 +84,12 @@ def build_model(args: argparse.Namespace) -> GAN:
         generator = GeneratorMLP(args.z_dim, args.hidden_dims_gen, [1, 28, 28], args.dp_rate_gen)
         discriminator = DiscriminatorMLP(784, args.hidden_dims_disc, args.dp_rate_disc)
     else:
-        generator = GeneratorDCGAN(args.z_dim, args.num_filters)
-        discriminator = DiscriminatorDCGAN(args.num_filters)
-    return GAN(generator, discriminator, z_dim=args.z_dim, lr=args.lr, interpolation_steps=args.interpolation_steps,
-               data="binary" if args.binarize else "grey")
+        generator = GeneratorDCGAN(args.z_dim, args.num_filters, args.init)
+        discriminator = DiscriminatorDCGAN(args.num_filters_disc or args.num_filters, args.norm_disc,
+                                           args.dp_rate_disc_dcgan, args.init)
+    return GAN(generator, discriminator, z_dim=args.z_dim, lr=args.lr, betas=tuple(args.betas),
+               interpolation_steps=args.interpolation_steps, data="binary" if args.binarize else "grey",
+               lr_disc=args.lr_disc, real_label=args.real_label)
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:

@@ -5,12 +5,15 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
+from torch.nn.utils import parametrize
 
 import part2_gan.modules
 from part2_gan.modules import GAN
-from part2_gan.networks import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
+from part2_gan.networks import (DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
+                                GeneratorMLP)
 from part2_gan.train import main
 from tests.conftest import assert_fails_fast, changed_by_each_optimizer_step, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
 
@@ -122,6 +125,13 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--lr", "0"], "--lr must be positive, got 0.0"),
     (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
     (["--strategy", "ddp"], "use --strategy ddp_find_unused_parameters_true"),
+    (["--norm_disc", "layer"], "invalid choice: 'layer'"),
+    (["--num_filters_disc", "0"], "--num_filters_disc must be positive, got 0"),
+    (["--lr_disc", "0"], "--lr_disc must be positive, got 0.0"),
+    (["--dp_rate_disc_dcgan", "1.0"], "--dp_rate_disc_dcgan must be in [0, 1), got 1.0"),
+    (["--betas", "0.5", "1.0"], "--betas must be two values in [0, 1), got [0.5, 1.0]"),
+    (["--betas", "0.5"], "--betas must be two values in [0, 1), got [0.5]"),
+    (["--real_label", "0.5"], "--real_label must be in (0.5, 1], got 0.5"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
@@ -135,6 +145,42 @@ def test_configs_parse_to_the_documented_runs():
     dcgan = parse_args(build_parser(), ["--config", "configs/gan_dcgan.yaml"], check, default_name)
     assert (mlp.name, mlp.z_dim, mlp.hidden_dims_gen, mlp.lr, mlp.epochs) == ("gan_mlp", 32, [128, 256, 512], 2e-4, 250)
     assert (dcgan.name, dcgan.model) == ("gan_dcgan", "dcgan")
+
+
+def test_dcgan_discriminator_norms_dropout_and_init_follow_the_arguments():
+    kinds = {norm: {type(m) for m in DiscriminatorDCGAN(8, norm).modules()} for norm in DISCRIMINATOR_NORMS}
+    assert nn.BatchNorm2d in kinds["batch"] and not {nn.BatchNorm2d, nn.Dropout} & (kinds["none"] | kinds["spectral"])
+    spectral = DiscriminatorDCGAN(8, "spectral")
+    assert sum(parametrize.is_parametrized(m, "weight") for m in spectral.modules()) == 3  # both convs and the linear
+    # The default keeps the parameter names of the DCGAN checkpoints trained before these options.
+    assert list(DiscriminatorDCGAN().state_dict())[:5] == ["net.0.weight", "net.0.bias", "net.2.weight", "net.3.weight",
+                                                           "net.3.bias"]
+    assert {m.p for m in DiscriminatorDCGAN(8, dp_rate=0.25).modules() if isinstance(m, nn.Dropout)} == {0.25}
+    torch.manual_seed(0)
+    for network in (GeneratorDCGAN(8, 16, init="dcgan"), DiscriminatorDCGAN(16, "spectral", init="dcgan")):
+        convs = [m for m in network.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        weights = torch.cat([(m.parametrizations.weight.original if parametrize.is_parametrized(m) else m.weight).flatten()
+                             for m in convs])
+        assert weights.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_discriminator_learning_rate_and_smoothed_real_label_reach_the_gan():
+    from part2_gan.train import build_model, build_parser, check, default_name
+    from shared.cli import parse_args
+
+    flags = ["--model", "dcgan", "--lr_disc", "1e-4", "--betas", "0.0", "0.9", "--real_label", "0.9"]
+    gan = build_model(parse_args(build_parser(), flags, check, default_name))
+    opt_g, opt_d = gan.configure_optimizers()
+    assert (opt_g.defaults["lr"], opt_d.defaults["lr"], opt_d.defaults["betas"]) == (2e-4, 1e-4, (0.0, 0.9))
+    gan.discriminator = AlwaysFakeDiscriminator()
+    logits = torch.full((2, 1), -50.0)
+    loss, _ = gan._discriminate(torch.zeros(2, 1, 28, 28), torch.zeros(2, 1, 28, 28))
+    expected = (F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 0.9))
+                + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)))
+    assert loss.item() == pytest.approx(expected.item())
+    default = build_model(parse_args(build_parser(), [], check, default_name))
+    assert [o.defaults["lr"] for o in default.configure_optimizers()] == [2e-4, 2e-4]
+    assert default.hparams.real_label == 1.0
 
 
 @pytest.mark.slow
