@@ -58,6 +58,12 @@ MODELS = (
           ("--config", "configs/gan_dcgan.yaml"), ("--epochs", "1", "--eval_samples", "0")),
     Model("flow", "Flow (RealNVP)", "flow", "flow_mnist_c64_b4_s2", "part3_flows.train",
           ("--config", "configs/flow_mnist.yaml"), ("--epochs", "1")),
+    Model("flow", "Flow (RealNVP, variational dequantization)", "flow vardeq", "flow_mnist_c64_b4_s2_vardeq",
+          "part3_flows.train", ("--config", "configs/flow_mnist.yaml", "--dequantization", "variational"),
+          ("--epochs", "1")),
+    Model("flow", "Flow (RealNVP, 8-bit, variational dequantization)", "flow 8-bit",
+          "flow_mnist8bit_c64_b4_s2_vardeq", "part3_flows.train",
+          ("--config", "configs/flow_mnist8bit.yaml", "--dequantization", "variational"), ("--epochs", "1")),
 )
 
 
