@@ -42,7 +42,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         lr, betas: Adam settings of both optimizers; lr_disc: the discriminator's learning rate, if not ``lr``
             (the two time-scale update rule, Heusel et al., 2017).
         real_label: the discriminator's target for real images; below 1, one-sided label smoothing
-            (Salimans et al., 2016), which keeps a winning discriminator's gradients from vanishing.
+            (Salimans et al., 2016), which keeps the discriminator from growing over-confident.
         num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
     """
