@@ -148,6 +148,7 @@ def time_plain_gan(model: pl.LightningModule, batches, device: torch.device) -> 
 
 def build(command, flags: list[str]) -> tuple[argparse.Namespace, pl.LightningModule, pl.LightningDataModule]:
     """A command's model and data module with its defaults (and ``flags``), seeded as a run is."""
+    silence_known_noise()  # as a run: the GAN's unused val split, Lightning's device lines
     args = parse_args(command.build_parser(), flags, command.check, command.default_name,
                       getattr(command, "task_defaults", None))
     pl.seed_everything(args.seed, verbose=False)
@@ -238,7 +239,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.repeats <= 0 or args.flow_batches <= 0 or min(args.vae_epochs, args.iw_samples, args.gan_epochs) < 0:
         parser.error("--repeats and --flow_batches must be positive, the epochs and --iw_samples >= 0")
-    silence_known_noise()
     device = machine_name()
     print(f"Benchmark on {device}", flush=True)
     rows = [throughput("VAE MLP z=20, threshold-binarized MNIST", vae_command, [], args.repeats, None,
