@@ -205,7 +205,9 @@ def iw_bound_seconds(run_dir: Path, iw_samples: int) -> float:
 
     model = load_run(run_dir)[0]
     model.hparams.iw_samples = iw_samples
-    args, _, datamodule = build(vae_command, ["--iw_samples", str(iw_samples)])
+    # The full test set whatever the run trained on (the run of --vae_epochs 0 trains on a subset).
+    datamodule = vae_command.build_datamodule(parse_args(vae_command.build_parser(), [], vae_command.check,
+                                                         vae_command.default_name))
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                          callbacks=[EvaluationProgress()], enable_model_summary=False)
     start = time.perf_counter()

@@ -220,8 +220,7 @@ class TensorSplitsDataModule(pl.LightningDataModule):
             return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
         trainer = self.trainer
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        if self.splits[split].images.device != device:  # moved once; the host copy is not kept
-            self.splits[split] = self.splits[split].to(device)
+        self.splits[split] = self.splits[split].to(device)  # moved once; the host copy is not kept
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
