@@ -1,6 +1,7 @@
 """Part 2's LightningModules, thin wrappers around injected networks: the GAN and the adversarial autoencoder."""
 from __future__ import annotations
 
+import copy
 from itertools import chain
 
 import pytorch_lightning as pl
@@ -45,6 +46,12 @@ class GAN(GenerativeModel, pl.LightningModule):
             (Salimans et al., 2016), which keeps the discriminator from growing over-confident.
         num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
+        ema_decay: above 0, the model keeps an exponential moving average of the generator's weights (and of
+            its batch-norm statistics), updated after every generator step, and samples from it
+            (Yazici et al., 2019: averaging damps the oscillation of adversarial training). The average
+            follows the generator more closely at first (decay ``min(ema_decay, (1 + n) / (10 + n))``
+            after ``n`` updates), so that early grids do not show the initial weights. Training is the same
+            with it on or off; ``sample_from_average = False`` samples from the trained generator instead.
     """
 
     training_loss = "discriminator loss, nats (2 ln 2 for a discriminator that cannot tell)"
@@ -52,12 +59,16 @@ class GAN(GenerativeModel, pl.LightningModule):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), num_interpolations: int = 4, interpolation_steps: int = 5,
-                 data: str = "grey", lr_disc: float | None = None, real_label: float = 1.0):
+                 data: str = "grey", lr_disc: float | None = None, real_label: float = 1.0, ema_decay: float = 0.0):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
         self.data = check_data_kind(data)
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
+        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay > 0 else None
+        if self.generator_ema is not None:
+            self.register_buffer("ema_updates", torch.zeros(()))
+        self.sample_from_average = True
         # Fixed latents (saved with the checkpoint) so the grids of different epochs compare.
         self.register_buffer("fixed_z", torch.randn(64, z_dim))
         self.register_buffer("fixed_interpolation_ends", torch.randn(2, num_interpolations, z_dim))
@@ -72,10 +83,26 @@ class GAN(GenerativeModel, pl.LightningModule):
     def _noise(self, batch_size: int) -> torch.Tensor:
         return torch.randn(batch_size, self.hparams.z_dim, device=self.device)
 
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The network that :meth:`sample` and :meth:`interpolate` draw from: the weight average when kept."""
+        return self.generator_ema if self.generator_ema is not None and self.sample_from_average else self.generator
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        """One step of the moving average, on the device (the decay stays a tensor: no host sync)."""
+        self.ema_updates += 1
+        weight = 1.0 - torch.clamp((1.0 + self.ema_updates) / (10.0 + self.ema_updates), max=self.hparams.ema_decay)
+        tracked = [t for t in chain(self.generator.parameters(), self.generator.buffers()) if t.is_floating_point()]
+        averaged = [t for t in chain(self.generator_ema.parameters(), self.generator_ema.buffers())
+                    if t.is_floating_point()]
+        for average, current in zip(averaged, tracked):
+            average.lerp_(current, weight)
+
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior)."""
-        return _to_unit(self.generator(self._noise(n) if z is None else z))
+        return _to_unit(self.sampling_generator(self._noise(n) if z is None else z))
 
     @torch.no_grad()
     def interpolate(self, batch_size: int, interpolation_steps: int, z_start: torch.Tensor | None = None,
@@ -87,7 +114,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         z_start = self._noise(batch_size) if z_start is None else z_start
         z_end = self._noise(batch_size) if z_end is None else z_end
         z = interpolate_latents(z_start, z_end, interpolation_steps)
-        images = _to_unit(self.generator(z.flatten(0, 1)))
+        images = _to_unit(self.sampling_generator(z.flatten(0, 1)))
         return images.view(batch_size, interpolation_steps + 2, *images.shape[1:])
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -112,6 +139,8 @@ class GAN(GenerativeModel, pl.LightningModule):
         self.manual_backward(g_loss)
         opt_g.step()
         self.untoggle_optimizer(opt_g)
+        if self.generator_ema is not None:
+            self._update_average()
 
         self.toggle_optimizer(opt_d)
         with torch.no_grad():

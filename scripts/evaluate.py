@@ -34,6 +34,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0, help="for the samples and the real training images drawn")
     parser.add_argument("--means", action="store_true",
                         help="score the per-pixel means the samples are drawn from (the VAE's) instead of the samples")
+    parser.add_argument("--raw_weights", action="store_true",
+                        help="for a GAN trained with --ema_decay: score the trained generator, not its weight average")
     parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto",
                         help="MNIST to compare with (auto: binarized for a model of binary data, else grey-scale)")
     parser.add_argument("--temperature", type=float, default=None,
@@ -52,6 +54,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"error: {args.run_dir}: {type(model).__name__} does not sample images "
                          f"(it is no shared.generative.GenerativeModel)")
     print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
+    if args.raw_weights:
+        if getattr(model, "generator_ema", None) is None:
+            raise SystemExit(f"error: --raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
+        model.sample_from_average = False
     if args.temperature is not None:
         if "temperature" not in model.hparams:
             raise SystemExit(f"error: --temperature: {type(model).__name__} samples at no temperature")

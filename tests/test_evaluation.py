@@ -283,6 +283,28 @@ def test_evaluate_command_samples_a_flow_at_the_temperature_asked(tmp_path, tiny
     assert colder["frechet_distance"] != at_run["frechet_distance"]
 
 
+@pytest.mark.slow
+def test_evaluate_command_scores_a_gans_weight_average_or_on_request_its_trained_generator(tmp_path, tiny_judge_path,
+                                                                                          capsys):
+    from part2_gan.train import main as train_gan
+
+    judged = ["--num_samples", "200", "--judge", str(tiny_judge_path), "--seed", "3"]
+    train_gan(["--subset", "256", "--batch_size", "64", "--epochs", "1", "--sample_epochs", "0", "--eval_samples",
+               "200", "--judge_every", "0", "--judge", str(tiny_judge_path), "--log_dir", str(tmp_path),
+               "--ema_decay", "0.9", "--accelerator", "cpu", "--seed", "3"])
+    run_dir = str(tmp_path / "gan_mlp" / "version_0")
+    metrics = json.loads((tmp_path / "gan_mlp" / "version_0" / "metrics.json").read_text())
+    evaluate = load_script("evaluate").main
+    averaged, raw = evaluate([run_dir, *judged]), evaluate([run_dir, *judged, "--raw_weights"])
+    assert averaged["frechet_distance"] == pytest.approx(metrics["eval_frechet_distance"], rel=1e-6)
+    assert raw["frechet_distance"] != averaged["frechet_distance"]
+    train_gan(["--subset", "64", "--batch_size", "64", "--epochs", "1", "--sample_epochs", "0", "--eval_samples", "0",
+               "--judge_every", "0", "--log_dir", str(tmp_path / "plain"), "--accelerator", "cpu"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit, match="keeps no weight average"):
+        evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--raw_weights"])
+
+
 @pytest.mark.parametrize("argv, message", [
     (["{tmp}"], "is not a run directory: no config.yaml there"),
     (["{tmp}", "--num_samples", "1"], "--num_samples must be at least 2"),

@@ -65,9 +65,10 @@ def test_mlp_sizes_and_dropout_follow_the_arguments():
     assert all(m.negative_slope == 0.2 for m in generator.modules() if isinstance(m, nn.LeakyReLU))
 
 
-def small_gan(z_dim=8, discriminator=None):
+def small_gan(z_dim=8, discriminator=None, **kwargs):
     torch.manual_seed(0)
-    return GAN(GeneratorMLP(z_dim, [32], dp_rate=0.1), discriminator or DiscriminatorMLP(784, [32]), z_dim=z_dim)
+    return GAN(GeneratorMLP(z_dim, [32], dp_rate=0.1), discriminator or DiscriminatorMLP(784, [32]), z_dim=z_dim,
+               **kwargs)
 
 
 def test_sample_and_interpolate_shapes_and_endpoints():
@@ -94,6 +95,50 @@ def test_each_optimizer_step_updates_exactly_its_own_network(tiny_datamodule):
     discriminator_names = {f"discriminator.{n}" for n, _ in gan.discriminator.named_parameters()}
     changes = changed_by_each_optimizer_step(gan, tiny_datamodule.train_dataloader())
     assert changes == [generator_names, discriminator_names]  # the generator's step, then the discriminator's
+
+
+def test_weight_average_warms_up_then_decays_at_its_rate_and_is_what_samples_come_from():
+    gan = small_gan(ema_decay=0.9).eval()
+    start = [p.clone() for p in gan.generator_ema.parameters()]
+    assert all(torch.equal(a, p) for a, p in zip(start, gan.generator.parameters()))
+    decays = []
+    for _ in range(60):
+        with torch.no_grad():  # a fresh gap of 1 each time
+            for p in gan.generator.parameters():
+                p.add_(1.0)
+        before = next(gan.generator_ema.parameters()).clone()
+        gan._update_average()
+        after, target = next(gan.generator_ema.parameters()), next(gan.generator.parameters())
+        decays.append(((target - after) / (target - before)).mean().item())  # the share of the gap left
+    # min(0.9, (1 + n) / (10 + n)) after n updates: 2/11 first, then towards the cap of 0.9 (reached at n = 80)
+    assert decays[0] == pytest.approx(2 / 11, rel=1e-4) and decays[1] == pytest.approx(3 / 12, rel=1e-4)
+    assert decays[-1] == pytest.approx(min(0.9, 61 / 70), rel=1e-4)
+    gan = small_gan(ema_decay=0.9).eval()
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    gan._update_average()
+    z = torch.randn(5, 8)
+    averaged, trained = gan.sample(5, z), (gan.generator(z) + 1) / 2
+    assert torch.equal(averaged, (gan.generator_ema(z) + 1) / 2) and not torch.allclose(averaged, trained)
+    gan.sample_from_average = False
+    assert torch.equal(gan.sample(5, z), trained)
+
+
+def test_weight_average_changes_nothing_in_training(tiny_datamodule):
+    states = []
+    for ema_decay in (0.0, 0.99):
+        gan = small_gan(ema_decay=ema_decay)
+        pl.seed_everything(1)
+        pl.Trainer(max_epochs=1, limit_train_batches=3, logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(
+            gan, tiny_datamodule.train_dataloader())
+        states.append({k: v for k, v in gan.state_dict().items() if not k.startswith(("generator_ema", "ema_"))})
+        if ema_decay:
+            assert gan.ema_updates.item() == 3  # one update per generator step
+            assert not torch.equal(gan.generator_ema.net[0].weight, gan.generator.net[0].weight)
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
 
 class AlwaysFakeDiscriminator(nn.Module):
@@ -132,6 +177,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--betas", "0.5", "1.0"], "--betas must be two values in [0, 1), got [0.5, 1.0]"),
     (["--betas", "0.5"], "--betas must be two values in [0, 1), got [0.5]"),
     (["--real_label", "0.5"], "--real_label must be in (0.5, 1], got 0.5"),
+    (["--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)

@@ -27,7 +27,7 @@ class WindowedLossMonitor(LossMonitor):
 
 @pytest.mark.parametrize("command, flags", [
     (part1_vae.train, ["--iw_samples", "2"]),
-    (part2_gan.train, ["--eval_samples", "0"]),
+    (part2_gan.train, ["--eval_samples", "0", "--ema_decay", "0.99"]),
 ])
 def test_no_host_sync_inside_training_steps(tmp_path, monkeypatch, command, flags):
     batches = 20
