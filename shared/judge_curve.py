@@ -99,7 +99,9 @@ class JudgeCurveCallback(pl.Callback):
     ``judge_fd`` (Fréchet distance), ``judge_class_kl_to_uniform``, ``judge_digits_covered``,
     ``judge_top_class_share`` and the picture ``judge_class_histogram``; a collapse (see
     :data:`DOMINANT_SHARE`) is warned about. ``history`` maps each judged epoch to its figures and
-    ``class_counts``.
+    ``class_counts``. A GAN that samples from a moving average of its generator's weights (``--ema_decay``)
+    also gets ``judge_fd_trained_weights``, the same draw from the trained generator, so that the curve
+    shows what the average gains.
 
     The training is the same with the callback as without: the model's mode and the random state are
     restored. The judge (``judge_path``, see :func:`shared.judge.load_judge`) and the test images' features
@@ -130,12 +132,19 @@ class JudgeCurveCallback(pl.Callback):
         figures, counts = evaluator.evaluate_and_count(draw_samples(pl_module, self.num_samples, seed=self.seed))
         top_share = (counts.max() / counts.sum()).item()
         self.history[epoch] = {**figures, "top_class_share": top_share, "class_counts": counts}
+        logged = {"judge_fd": figures["frechet_distance"], "judge_class_kl_to_uniform": figures["class_kl_to_uniform"],
+                  "judge_digits_covered": figures["digits_covered"], "judge_top_class_share": top_share}
+        if getattr(pl_module, "generator_ema", None) is not None:
+            pl_module.sample_from_average = False
+            try:
+                trained, _ = evaluator.evaluate_and_count(draw_samples(pl_module, self.num_samples, seed=self.seed))
+            finally:
+                pl_module.sample_from_average = True
+            self.history[epoch]["frechet_distance_trained_weights"] = logged["judge_fd_trained_weights"] = \
+                trained["frechet_distance"]
         if trainer.logger is not None:
             step = _batch_step(trainer, epoch)
-            trainer.logger.log_metrics({"judge_fd": figures["frechet_distance"],
-                                        "judge_class_kl_to_uniform": figures["class_kl_to_uniform"],
-                                        "judge_digits_covered": figures["digits_covered"],
-                                        "judge_top_class_share": top_share}, step=step)
+            trainer.logger.log_metrics(logged, step=step)
             title = f"epoch {epoch}: {self.num_samples:,} samples, Fréchet {figures['frechet_distance']:.3g}"
             log_grid(trainer.logger, "judge_class_histogram", render_class_histogram(counts, title), step)
         message = collapse_message(counts, epoch)

@@ -1,5 +1,6 @@
 """The judge's curve during training: its collapse test, its picture, its flags, and a collapsed generator caught."""
 import math
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -11,7 +12,7 @@ from torch import nn
 import part2_gan.train
 import part2_gan.train_aae
 from part2_gan.modules import GAN
-from part2_gan.networks import DiscriminatorMLP
+from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
 from shared.judge_curve import JudgeCurveCallback, collapse_message, render_class_histogram
 from tests.conftest import assert_fails_fast
 
@@ -95,6 +96,26 @@ def test_a_collapsed_generator_is_warned_about_and_shows_in_the_histogram(tiny_d
     assert [(point.step, point.value) for point in events.Scalars("judge_top_class_share")] == [(1, 1.0)]
     assert [point.value for point in events.Scalars("judge_digits_covered")] == [1.0]
     assert [image.step for image in events.Images("judge_class_histogram")] == [1]
+    assert "judge_fd_trained_weights" not in events.Tags()["scalars"]  # no weight average to compare with
+
+
+def test_a_gan_with_a_weight_average_gets_the_trained_generators_curve_beside_it(tiny_datamodule, tiny_judge_path,
+                                                                                   tmp_path):
+    torch.manual_seed(0)
+    gan = GAN(GeneratorMLP(8, [32]), DiscriminatorMLP(784, [32]), z_dim=8, ema_decay=0.9)
+    curve = JudgeCurveCallback(every=1, num_samples=100, judge_path=tiny_judge_path)
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, logger=TensorBoardLogger(tmp_path, name="", version=""),
+                         callbacks=[curve], enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a 2-batch generator's samples are no digits: a collapse warning
+        trainer.fit(gan, tiny_datamodule.train_dataloader())
+    figures = curve.history[1]
+    assert figures["frechet_distance_trained_weights"] != figures["frechet_distance"]
+    assert gan.sample_from_average  # restored
+    events = EventAccumulator(str(tmp_path)).Reload()
+    assert [p.value for p in events.Scalars("judge_fd_trained_weights")] == pytest.approx(
+        [figures["frechet_distance_trained_weights"]])
 
 
 @pytest.mark.slow
