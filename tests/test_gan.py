@@ -190,7 +190,9 @@ def test_configs_parse_to_the_documented_runs():
     mlp = parse_args(build_parser(), [], check, default_name)
     dcgan = parse_args(build_parser(), ["--config", "configs/gan_dcgan.yaml"], check, default_name)
     assert (mlp.name, mlp.z_dim, mlp.hidden_dims_gen, mlp.lr, mlp.epochs) == ("gan_mlp", 32, [128, 256, 512], 2e-4, 250)
-    assert (dcgan.name, dcgan.model, dcgan.init, dcgan.lr, dcgan.lr_disc) == ("gan_dcgan", "dcgan", "dcgan", 8e-4, 2e-4)
+    assert (dcgan.name, dcgan.model, dcgan.init, dcgan.lr, dcgan.lr_disc, dcgan.ema_decay) == (
+        "gan_dcgan", "dcgan", "dcgan", 8e-4, 2e-4, 0.999)
+    assert mlp.ema_decay == 0
 
 
 def test_dcgan_discriminator_norms_dropout_and_init_follow_the_arguments():
