@@ -1,7 +1,6 @@
 """Part 2's LightningModules, thin wrappers around injected networks: the GAN and the adversarial autoencoder."""
 from __future__ import annotations
 
-import copy
 from itertools import chain
 
 import pytorch_lightning as pl
@@ -17,6 +16,7 @@ from shared.densities import bernoulli_nll
 from shared.generative import GenerativeModel, check_data_kind
 from shared.metrics import EpochMeans
 from shared.utils import interpolate_latents, make_grid
+from shared.weight_average import averaged_copy, update_average
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -46,12 +46,9 @@ class GAN(GenerativeModel, pl.LightningModule):
             (Salimans et al., 2016), which keeps the discriminator from growing over-confident.
         num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
-        ema_decay: above 0, the model keeps an exponential moving average of the generator's weights (and of
-            its batch-norm statistics), updated after every generator step, and samples from it
-            (Yazici et al., 2019: averaging damps the oscillation of adversarial training). The average
-            follows the generator more closely at first (decay ``min(ema_decay, (1 + n) / (10 + n))``
-            after ``n`` updates), so that early grids do not show the initial weights. Training is the same
-            with it on or off; ``sample_from_average = False`` samples from the trained generator instead.
+        ema_decay: above 0, samples come from a moving average of the generator (:mod:`shared.weight_average`),
+            updated after every generator step; training is the same. ``sample_from_average = False``
+            samples from the trained generator instead.
     """
 
     training_loss = "discriminator loss, nats (2 ln 2 for a discriminator that cannot tell)"
@@ -65,9 +62,8 @@ class GAN(GenerativeModel, pl.LightningModule):
         self.data = check_data_kind(data)
         self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
-        self.generator_ema = copy.deepcopy(generator).requires_grad_(False) if ema_decay > 0 else None
-        if self.generator_ema is not None:
-            self.register_buffer("ema_updates", torch.zeros(()))
+        self.generator_ema = averaged_copy(generator) if ema_decay > 0 else None
+        self.register_buffer("ema_updates", torch.zeros(()) if ema_decay > 0 else None)
         self.sample_from_average = True
         # Fixed latents (saved with the checkpoint) so the grids of different epochs compare.
         self.register_buffer("fixed_z", torch.randn(64, z_dim))
@@ -89,17 +85,6 @@ class GAN(GenerativeModel, pl.LightningModule):
         return self.generator_ema if self.generator_ema is not None and self.sample_from_average else self.generator
 
     @torch.no_grad()
-    def _update_average(self) -> None:
-        """One step of the moving average, on the device (the decay stays a tensor: no host sync)."""
-        self.ema_updates += 1
-        weight = 1.0 - torch.clamp((1.0 + self.ema_updates) / (10.0 + self.ema_updates), max=self.hparams.ema_decay)
-        tracked = [t for t in chain(self.generator.parameters(), self.generator.buffers()) if t.is_floating_point()]
-        averaged = [t for t in chain(self.generator_ema.parameters(), self.generator_ema.buffers())
-                    if t.is_floating_point()]
-        for average, current in zip(averaged, tracked):
-            average.lerp_(current, weight)
-
-    @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior)."""
         return _to_unit(self.sampling_generator(self._noise(n) if z is None else z))
@@ -107,10 +92,8 @@ class GAN(GenerativeModel, pl.LightningModule):
     @torch.no_grad()
     def interpolate(self, batch_size: int, interpolation_steps: int, z_start: torch.Tensor | None = None,
                     z_end: torch.Tensor | None = None) -> torch.Tensor:
-        """``[B, interpolation_steps + 2, 1, 28, 28]``: images in [0, 1] along straight latent lines, ends included.
-
-        The end latents are drawn from the prior unless given.
-        """
+        """``[B, interpolation_steps + 2, 1, 28, 28]`` images in [0, 1] along straight latent lines, ends included
+        (drawn from the prior unless given)."""
         z_start = self._noise(batch_size) if z_start is None else z_start
         z_end = self._noise(batch_size) if z_end is None else z_end
         z = interpolate_latents(z_start, z_end, interpolation_steps)
@@ -125,9 +108,6 @@ class GAN(GenerativeModel, pl.LightningModule):
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
         return loss, figures
 
-    def _log_epoch(self, stage: str) -> None:
-        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train")
-
     def training_step(self, batch, batch_idx):
         """Returns ``loss`` (the discriminator's: 2 ln 2 for one that cannot tell) and ``g_loss``."""
         real = batch[0]
@@ -140,7 +120,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         opt_g.step()
         self.untoggle_optimizer(opt_g)
         if self.generator_ema is not None:
-            self._update_average()
+            update_average(self.generator_ema, self.generator, self.ema_updates, self.hparams.ema_decay)
 
         self.toggle_optimizer(opt_d)
         with torch.no_grad():
@@ -173,7 +153,7 @@ class GAN(GenerativeModel, pl.LightningModule):
                              count=len(real))
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch("test")
+        self.log_dict(self.epoch_means.compute_and_reset("test"))
 
     def configure_optimizers(self):
         adam = dict(betas=tuple(self.hparams.betas), fused=self.device.type in ("cpu", "cuda"))
@@ -206,8 +186,7 @@ class AAE(GenerativeModel, pl.LightningModule):
         prior: name in :data:`part2_gan.priors.PRIORS`; z_dim: code size.
         lr: Adam learning rate of the reconstruction step; lr_adv, betas_adv: Adam settings of the two
             adversarial steps (GAN-style betas).
-        eval_points: test images in the latent map and in the MMD (whose cost grows with its square:
-            5,000 points take seconds on one CPU core, 10,000 about a minute).
+        eval_points: test images in the latent map and the MMD (cost grows with its square: 5,000 take seconds).
         data: the MNIST variant trained on, "binary" or "grey" (its samples are scored against it).
 
     ``latent_map_data = (images, labels)`` (not saved with the checkpoint; ``setup`` takes the test split of

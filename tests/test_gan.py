@@ -15,6 +15,7 @@ from part2_gan.modules import GAN
 from part2_gan.networks import (DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
                                 GeneratorMLP)
 from part2_gan.train import main
+from shared.weight_average import update_average
 from tests.conftest import assert_fails_fast, changed_by_each_optimizer_step, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
@@ -107,7 +108,7 @@ def test_weight_average_warms_up_then_decays_at_its_rate_and_is_what_samples_com
             for p in gan.generator.parameters():
                 p.add_(1.0)
         before = next(gan.generator_ema.parameters()).clone()
-        gan._update_average()
+        update_average(gan.generator_ema, gan.generator, gan.ema_updates, 0.9)
         after, target = next(gan.generator_ema.parameters()), next(gan.generator.parameters())
         decays.append(((target - after) / (target - before)).mean().item())  # the share of the gap left
     # min(0.9, (1 + n) / (10 + n)) after n updates: 2/11 first, then towards the cap of 0.9 (reached at n = 80)
@@ -117,7 +118,7 @@ def test_weight_average_warms_up_then_decays_at_its_rate_and_is_what_samples_com
     with torch.no_grad():
         for p in gan.generator.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    gan._update_average()
+    update_average(gan.generator_ema, gan.generator, gan.ema_updates, 0.9)
     z = torch.randn(5, 8)
     averaged, trained = gan.sample(5, z), (gan.generator(z) + 1) / 2
     assert torch.equal(averaged, (gan.generator_ema(z) + 1) / 2) and not torch.allclose(averaged, trained)
