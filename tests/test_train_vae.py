@@ -147,6 +147,13 @@ def test_the_iwae_objective_and_dynamic_binarization_train_and_say_so(tmp_path):
     assert metrics["test_iw_bpd"] < metrics["test_bpd"]
 
 
+def test_training_on_all_60000_images_reports_the_last_checkpoint_and_says_so(tmp_path):
+    metrics = run(tmp_path, "--train_on_all", "--epochs", "2")
+    run_dir = tmp_path / "vae_mlp_z20_train60k" / "version_0"
+    assert metrics["checkpoint"] == "last.ckpt"  # val images are training images here: no selection by them
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["train"] == "training images 0-59999"
+
+
 @pytest.mark.slow
 def test_compiled_networks_train_to_the_same_figures(tmp_path, capfd):
     eager = run(tmp_path / "a")
