@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="MNIST tasks: scales (2: factor out half the dims after the first)")
     add("--actnorm", action=argparse.BooleanOptionalAction, default=True,
         help="MNIST tasks: data-initialised actnorm before each coupling")
+    add("--logit_alpha", type=float, default=default_of(ImageFlow, "alpha"),
+        help="MNIST tasks: the logit pre-transform squeezes pixels into [alpha, 1 - alpha] first")
     add("--temperature", type=float, default=0.7, help="MNIST tasks: scale on the base noise when sampling")
     add("--test_dequant_samples", type=int, default=default_of(ImageFlowModule, "test_dequant_samples"),
         help="MNIST tasks: dequantization draws per test image")
@@ -71,6 +73,8 @@ def check(args: argparse.Namespace) -> None:
                  "test_dequant_samples", "dequant_channels", "dequant_couplings"):
         if getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if not 0 < args.logit_alpha < 0.5:
+        raise ConfigError(f"--logit_alpha must be in (0, 0.5), got {args.logit_alpha}")
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
     if args.task == "toy" and args.binarization != "threshold":
@@ -106,7 +110,8 @@ def build_model(args: argparse.Namespace) -> ToyFlowModule | ImageFlowModule:
         target = build_target()
         return ToyFlowModule(flow, target, lr=args.lr,
                              target_entropy_bpd=target.entropy_bits_per_dim(100_000, seed=args.seed))
-    flow = ImageFlow((1, 28, 28), args.num_channels, args.num_blocks, args.num_scales, actnorm=args.actnorm)
+    flow = ImageFlow((1, 28, 28), args.num_channels, args.num_blocks, args.num_scales, actnorm=args.actnorm,
+                     alpha=args.logit_alpha)
     dequantizer = (VariationalDequantizer(flow.shape, args.dequant_channels, args.dequant_couplings)
                    if args.dequantization == "variational" else UniformDequantizer())
     return ImageFlowModule(flow, dequantizer, data="8bit" if args.task == "mnist8bit" else "binary", lr=args.lr,

@@ -231,6 +231,7 @@ def test_image_module_samples_are_binary_images():
     (["--test_dequant_samples", "0"], "--test_dequant_samples must be positive, got 0"),
     (["--num_channels", "0", "--task", "mnist"], "--num_channels must be positive, got 0"),
     (["--interpolation_steps", "-1"], "--interpolation_steps must be >= 0, got -1"),
+    (["--task", "mnist8bit", "--logit_alpha", "0.5"], "--logit_alpha must be in (0, 0.5), got 0.5"),
     (["--task", "cifar"], "invalid choice: 'cifar'"),
     (["--num_scales", "3"], "invalid choice: 3"),
 ])
@@ -256,6 +257,15 @@ def test_mnist_task_brings_its_own_defaults_below_the_flags():
     assert (toy["batch_size"], toy["epochs"]) == (256, 40)  # the toy's, as its issue states them
     assert (mnist["batch_size"], mnist["epochs"]) == (64, 30)
     assert parse_flow_args(["--task", "mnist", "--batch_size", "32"])["batch_size"] == 32
+
+
+def test_the_logit_alpha_flag_reaches_the_flow():
+    from argparse import Namespace
+
+    from part3_flows.train import build_model
+
+    model = build_model(Namespace(**parse_flow_args(["--task", "mnist8bit", "--logit_alpha", "1e-4"])))
+    assert model.flow.logit.alpha == 1e-4
 
 
 def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
