@@ -121,8 +121,10 @@ def test_bad_dequantization_and_task_flags_fail_fast_with_one_line(tmp_path, cap
 
 
 @pytest.mark.parametrize("flags, name", [
-    (["--task", "mnist8bit"], "flow_mnist8bit_c64_b4_s2"),
-    (["--task", "mnist8bit", "--dequantization", "variational"], "flow_mnist8bit_c64_b4_s2_vardeq"),
+    (["--task", "mnist8bit"], "flow_mnist8bit_c64_b4_s2_vardeq"),  # its measured default
+    (["--task", "mnist8bit", "--dequantization", "uniform"], "flow_mnist8bit_c64_b4_s2"),
+    (["--task", "mnist8bit", "--logit_alpha", "0.05"], "flow_mnist8bit_c64_b4_s2_vardeq_a0.05"),
+    (["--task", "mnist", "--logit_alpha", "1e-5"], "flow_mnist_c64_b4_s2_a1e-05"),
     (["--task", "mnist"], "flow_mnist_c64_b4_s2"),  # the name of the runs made before the flag
     (["--task", "mnist", "--binarization", "dynamic", "--dequantization", "variational"],
      "flow_mnist_c64_b4_s2_dynamic_vardeq"),
@@ -134,7 +136,8 @@ def test_run_names_say_the_task_and_the_dequantization(flags, name):
 def test_the_shipped_8bit_config_is_the_8bit_task_with_the_mnist_defaults():
     from_config = parse_flow_args(["--config", str(Path(__file__).parents[1] / "configs/flow_mnist8bit.yaml")])
     assert {**from_config, "config": None} == parse_flow_args(["--task", "mnist8bit"])
-    assert (from_config["batch_size"], from_config["epochs"], from_config["dequantization"]) == (64, 30, "uniform")
+    assert (from_config["batch_size"], from_config["epochs"], from_config["dequantization"]) == (64, 30, "variational")
+    assert (from_config["logit_alpha"], from_config["temperature"]) == (1e-5, 1.0)
 
 
 TINY_8BIT_RUN = [*TINY_FLOW_RUN, "--task", "mnist8bit", "--dequantization", "variational", "--subset", "64", "--epochs",
