@@ -85,7 +85,8 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
-    return run_experiment(args, build_model(args), build_datamodule(args), monitor=None if args.train_on_all else "val_bpd")
+    monitor = None if args.train_on_all else "val_bpd"  # with all 60,000, val images are training images
+    return run_experiment(args, build_model(args), build_datamodule(args), monitor=monitor)
 
 
 if __name__ == "__main__":

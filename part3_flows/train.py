@@ -33,6 +33,7 @@ MNIST_DEFAULTS = {"batch_size": 64, "epochs": 30, "sample_epochs": [0, 5, 10, 20
 # (the tutorial's): 1.403 against 0.05's 1.821 after 700 steps; 0.05 squeezes the background cell [0, 1/256)
 # into a logit interval 0.07 wide, which the flow must stretch to the Gaussian's width itself. Temperature
 # 1.0: 0.7 drew near-black images (judge Fréchet 786-842 against 544-587).
+LOGIT_ALPHA = default_of(ImageFlow, "alpha")  # the parser's default, binary MNIST's
 MNIST8BIT_DEFAULTS = {**MNIST_DEFAULTS, "dequantization": "variational", "logit_alpha": 1e-5, "temperature": 1.0}
 TASK_DEFAULTS = {"mnist": MNIST_DEFAULTS, "mnist8bit": MNIST8BIT_DEFAULTS}
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="MNIST tasks: scales (2: factor out half the dims after the first)")
     add("--actnorm", action=argparse.BooleanOptionalAction, default=True,
         help="MNIST tasks: data-initialised actnorm before each coupling")
-    add("--logit_alpha", type=float, default=default_of(ImageFlow, "alpha"),
+    add("--logit_alpha", type=float, default=LOGIT_ALPHA,
         help="MNIST tasks: the logit pre-transform squeezes pixels into [alpha, 1 - alpha] first")
     add("--temperature", type=float, default=0.7, help="MNIST tasks: scale on the base noise when sampling")
     add("--test_dequant_samples", type=int, default=default_of(ImageFlowModule, "test_dequant_samples"),
@@ -99,7 +100,8 @@ def default_name(args: argparse.Namespace) -> str:
         return f"flow_toy_k{args.num_flows}_h{args.num_hidden}"
     # Uniform dequantization adds nothing, so the names of the runs made before the choice existed stay theirs.
     dequantization = "_vardeq" if args.dequantization == "variational" else ""
-    alpha = "" if args.logit_alpha == TASK_DEFAULTS[args.task].get("logit_alpha", default_of(ImageFlow, "alpha")) else f"_a{args.logit_alpha:g}"
+    task_alpha = TASK_DEFAULTS[args.task].get("logit_alpha", LOGIT_ALPHA)
+    alpha = "" if args.logit_alpha == task_alpha else f"_a{args.logit_alpha:g}"
     return (f"flow_{args.task}_c{args.num_channels}_b{args.num_blocks}_s{args.num_scales}" + binarization_suffix(args)
             + dequantization + alpha)
 
