@@ -5,11 +5,11 @@ from itertools import chain
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import CatMetric
 
+from part2_gan.losses import adversarial_bce, r1_penalty
 from part2_gan.plots import render_latent_map
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
 from shared.densities import bernoulli_nll
@@ -17,11 +17,6 @@ from shared.generative import GenerativeModel, check_data_kind
 from shared.metrics import EpochMeans
 from shared.utils import interpolate_latents, make_grid
 from shared.weight_average import averaged_copy, update_average
-
-
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    """The adversarial loss of a batch of discriminator logits that should all say ``target`` (1 or 0)."""
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
 def _to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -37,13 +32,13 @@ class GAN(GenerativeModel, pl.LightningModule):
     never judges the very batch the generator was just tuned against.
 
     Args:
-        generator: latents ``[B, z_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1].
-        discriminator: images -> logits ``[B, 1]``.
+        generator: latents ``[B, z_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1]; discriminator: images -> logits.
         z_dim: latent size (for the prior and the fixed noise of the sample grids).
         lr, betas: Adam settings of both optimizers; lr_disc: the discriminator's learning rate, if not ``lr``
             (the two time-scale update rule, Heusel et al., 2017).
         real_label: the discriminator's target for real images; below 1, one-sided label smoothing
             (Salimans et al., 2016), which keeps the discriminator from growing over-confident.
+        r1_gamma: above 0, the discriminator's loss adds ``r1_gamma / 2`` times :func:`part2_gan.losses.r1_penalty`.
         num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
         ema_decay: above 0, samples come from a moving average of the generator (:mod:`shared.weight_average`),
@@ -56,7 +51,8 @@ class GAN(GenerativeModel, pl.LightningModule):
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), num_interpolations: int = 4, interpolation_steps: int = 5,
-                 data: str = "grey", lr_disc: float | None = None, real_label: float = 1.0, ema_decay: float = 0.0):
+                 data: str = "grey", lr_disc: float | None = None, real_label: float = 1.0, ema_decay: float = 0.0,
+                 r1_gamma: float = 0.0):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
         self.data = check_data_kind(data)
@@ -102,8 +98,12 @@ class GAN(GenerativeModel, pl.LightningModule):
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The discriminator's loss on a real and a fake batch, and the figures that tell how it is doing."""
+        penalized = self.hparams.r1_gamma > 0 and torch.is_grad_enabled()
+        real = real.detach().requires_grad_(True) if penalized else real
         real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-        loss = _bce(real_logits, self.hparams.real_label) + _bce(fake_logits, 0.0)
+        loss = adversarial_bce(real_logits, self.hparams.real_label) + adversarial_bce(fake_logits, 0.0)
+        if penalized:
+            loss = loss + self.hparams.r1_gamma / 2 * r1_penalty(real_logits, real)
         figures = {"d_acc_real": (real_logits > 0).float().mean(), "d_acc_fake": (fake_logits < 0).float().mean(),
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
         return loss, figures
@@ -114,7 +114,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         opt_g, opt_d = self.optimizers()
 
         self.toggle_optimizer(opt_g)
-        g_loss = _bce(self.discriminator(self.generator(self._noise(len(real)))), 1.0)
+        g_loss = adversarial_bce(self.discriminator(self.generator(self._noise(len(real)))), 1.0)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
@@ -149,8 +149,8 @@ class GAN(GenerativeModel, pl.LightningModule):
         real = batch[0]
         fake = self.generator(self._noise(len(real)))
         d_loss, figures = self._discriminate(real, fake)
-        self.epoch_means.add("test", {"g_loss": _bce(self.discriminator(fake), 1.0), "d_loss": d_loss, **figures},
-                             count=len(real))
+        g_loss = adversarial_bce(self.discriminator(fake), 1.0)
+        self.epoch_means.add("test", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.epoch_means.compute_and_reset("test"))
@@ -233,7 +233,7 @@ class AAE(GenerativeModel, pl.LightningModule):
         """The discriminator's loss on a batch of codes against as many fresh prior samples, and its accuracies."""
         prior_logits = self.discriminator(self.prior.sample(len(codes), device=self.device))
         code_logits = self.discriminator(codes)
-        loss = _bce(prior_logits, 1.0) + _bce(code_logits, 0.0)
+        loss = adversarial_bce(prior_logits, 1.0) + adversarial_bce(code_logits, 0.0)
         acc_prior, acc_codes = (prior_logits > 0).float().mean(), (code_logits < 0).float().mean()
         return loss, {"d_acc_prior": acc_prior, "d_acc_codes": acc_codes, "d_acc": (acc_prior + acc_codes) / 2}
 
@@ -259,7 +259,7 @@ class AAE(GenerativeModel, pl.LightningModule):
         self._step(opt_d, d_loss)
 
         self.toggle_optimizer(opt_g)
-        g_loss = _bce(self.discriminator(self.encoder(imgs)), 1.0)
+        g_loss = adversarial_bce(self.discriminator(self.encoder(imgs)), 1.0)
         self._step(opt_g, g_loss)
 
         self.epoch_means.add("train", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
@@ -277,7 +277,7 @@ class AAE(GenerativeModel, pl.LightningModule):
         codes = self.encoder(imgs)
         d_loss, figures = self._discriminate(codes)
         recon = bernoulli_nll(self.decoder(codes), imgs).mean()
-        g_loss = _bce(self.discriminator(codes), 1.0)
+        g_loss = adversarial_bce(self.discriminator(codes), 1.0)
         self.epoch_means.add("test", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
                              count=len(imgs))
         self.test_codes.update(codes)

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Adam betas of both networks (default: {' '.join(map(str, default_of(GAN, 'betas')))})")
     add("--real_label", type=float, default=default_of(GAN, "real_label"),
         help="discriminator's target for real images, < 1 for one-sided label smoothing (default: 1)")
+    add("--r1_gamma", type=float, default=default_of(GAN, "r1_gamma"),
+        help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1 (default: 0, off)")
     add("--ema_decay", type=float, default=default_of(GAN, "ema_decay"),
         help="above 0, sample from a moving average of the generator's weights with this decay, e.g. 0.999 "
              "(default: 0, off)")
@@ -71,6 +73,8 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--betas must be two values in [0, 1), got {args.betas}")
     if not 0.0 <= args.ema_decay < 1.0:
         raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
+    if args.r1_gamma < 0:
+        raise ConfigError(f"--r1_gamma must be >= 0, got {args.r1_gamma}")
     if not 0.5 < args.real_label <= 1.0:
         raise ConfigError(f"--real_label must be in (0.5, 1], got {args.real_label}")
     if args.interpolation_steps < 0:
@@ -94,7 +98,8 @@ def build_model(args: argparse.Namespace) -> GAN:
                                            args.dp_rate_disc_dcgan, args.init)
     return GAN(generator, discriminator, z_dim=args.z_dim, lr=args.lr, betas=tuple(args.betas),
                interpolation_steps=args.interpolation_steps, data="binary" if args.binarize else "grey",
-               lr_disc=args.lr_disc, real_label=args.real_label, ema_decay=args.ema_decay)
+               lr_disc=args.lr_disc, real_label=args.real_label, ema_decay=args.ema_decay,
+               r1_gamma=args.r1_gamma)
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:

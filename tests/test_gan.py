@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import part2_gan.modules
+from part2_gan.losses import r1_penalty
 from part2_gan.modules import GAN
 from part2_gan.networks import (DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
                                 GeneratorMLP)
@@ -179,6 +180,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--betas", "0.5"], "--betas must be two values in [0, 1), got [0.5]"),
     (["--real_label", "0.5"], "--real_label must be in (0.5, 1], got 0.5"),
     (["--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
+    (["--r1_gamma", "-1"], "--r1_gamma must be >= 0, got -1.0"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
@@ -232,6 +234,33 @@ def test_discriminator_learning_rate_and_smoothed_real_label_reach_the_gan():
     assert default.hparams.real_label == 1.0
 
 
+def test_r1_penalty_of_a_linear_discriminator_is_its_squared_weight_norm():
+    # d logit / d x = w for every image, so E ||grad||^2 = ||w||^2 exactly, and its gradient is 2 w.
+    linear = nn.Linear(784, 1)
+    images = torch.rand(5, 784, requires_grad=True)
+    penalty = r1_penalty(linear(images), images)
+    assert penalty.item() == pytest.approx(linear.weight.square().sum().item(), rel=1e-5)
+    penalty.backward()
+    torch.testing.assert_close(linear.weight.grad, 2 * linear.weight.detach())
+
+
+def test_r1_gamma_adds_half_gamma_times_the_penalty_to_the_discriminator_loss_in_training_only():
+    from part2_gan.train import build_model, build_parser, check, default_name
+    from shared.cli import parse_args
+
+    gan = build_model(parse_args(build_parser(), ["--r1_gamma", "4"], check, default_name))
+    gan.discriminator = nn.Sequential(nn.Flatten(), nn.Linear(784, 1))
+    real, fake = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
+    penalized, _ = gan._discriminate(real, fake)
+    gan.hparams.r1_gamma = 0.0
+    plain, _ = gan._discriminate(real, fake)
+    squared_norm = gan.discriminator[1].weight.square().sum()
+    assert penalized.item() == pytest.approx((plain + 2 * squared_norm).item(), rel=1e-5)
+    gan.hparams.r1_gamma = 4.0
+    with torch.no_grad():  # the test stage scores the plain loss
+        assert gan._discriminate(real, fake)[0].item() == pytest.approx(plain.item(), rel=1e-6)
+
+
 @pytest.mark.slow
 def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, tiny_judge_path):
     metrics = run(tmp_path, "--eval_samples", "200", "--judge", str(tiny_judge_path))
@@ -248,8 +277,8 @@ def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_dcgan_and_binarized_data_train(tmp_path):
-    metrics = run(tmp_path, "--model", "dcgan", "--num_filters", "8", "--binarize", "--epochs", "1")
+def test_dcgan_with_r1_on_binarized_data_trains(tmp_path):
+    metrics = run(tmp_path, "--model", "dcgan", "--num_filters", "8", "--binarize", "--epochs", "1", "--r1_gamma", "1")
     assert (tmp_path / "gan_dcgan_binarized" / "version_0" / "checkpoints" / "last.ckpt").is_file()
     assert math.isfinite(metrics["test_d_loss"])
 
@@ -257,7 +286,8 @@ def test_dcgan_and_binarized_data_train(tmp_path):
 @pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     # 3 calls a step, 4 steps an epoch: the first step of epoch 1 is still good
-    monkeypatch.setattr(part2_gan.modules, "_bce", turns_nan_after(part2_gan.modules._bce, 4 * 3 + 3))
+    bce = part2_gan.modules.adversarial_bce
+    monkeypatch.setattr(part2_gan.modules, "adversarial_bce", turns_nan_after(bce, 4 * 3 + 3))
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "gan_mlp" / "version_0")
     assert "loss is nan in epoch 2" in message and "(batch 1)" in message
     assert last["epoch"] == 0
