@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dequant_couplings", type=int, default=default_of(VariationalDequantizer, "num_couplings"),
         help="variational: checkerboard couplings of the dequantizer")
     add_binarization_flag(parser)
+    # Runs made before --logit_alpha existed used 0.05 whatever their task: --resume and the scripts
+    # rebuild them so, not with the 8-bit task's later default.
+    parser.values_before_flags = {"logit_alpha": 0.05}
     return parser
 
 

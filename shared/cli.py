@@ -192,6 +192,13 @@ def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
         raise ConfigError(f"config file {path}: {err}") from None
 
 
+def run_config_settings(parser: argparse.ArgumentParser, run_dir: Path) -> dict:
+    """The settings of a run's config.yaml, typed. A setting it lacks, because the run predates the flag,
+    takes the value runs had before the flag existed where the command records one
+    (``parser.values_before_flags``; otherwise the default, which then matches what those runs did)."""
+    return {**getattr(parser, "values_before_flags", {}), **load_settings(parser, run_dir / "config.yaml")}
+
+
 def latest_run(log_dir: str, name: str) -> Path:
     runs = sorted(Path(log_dir, name).glob("version_*"), key=lambda p: int(p.name.split("_")[-1]))
     runs = [run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()]
@@ -222,7 +229,8 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--log_dir {log_dir}: {existing} is not writable: pass a folder you can write to")
 
 
-def _resolve(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
+def resolve_settings(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
+    """The settings ``given`` over the command's task defaults (for the task given) over ``defaults``."""
     base = {**defaults, **task_defaults(given)} if task_defaults else defaults
     return argparse.Namespace(**{**base, **given})
 
@@ -241,14 +249,14 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
     try:
         explicit = _explicit_flags(parser, argv)
         from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
-        args = _resolve(defaults, {**from_file, **explicit}, task_defaults)
+        args = resolve_settings(defaults, {**from_file, **explicit}, task_defaults)
         args.name = args.name or default_name(args)
         if args.resume is not None:
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there")
-            saved = load_settings(parser, run_dir / "config.yaml")
-            args = _resolve(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
+            saved = run_config_settings(parser, run_dir)
+            args = resolve_settings(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)
         check(args)
     except ConfigError as err:

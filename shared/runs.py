@@ -7,7 +7,6 @@ does not hold, its ``build_model(args)`` rebuilds the networks, and the checkpoi
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from shared.cli import NOT_SAVED, ConfigError, load_settings
+from shared.cli import NOT_SAVED, ConfigError, resolve_settings, run_config_settings
 
 
 def finished_runs(log_dir: str | Path, name: str) -> list[Path]:
@@ -25,7 +24,8 @@ def finished_runs(log_dir: str | Path, name: str) -> list[Path]:
 
 
 def run_settings(run_dir: str | Path):
-    """(the command module that made the run, its settings with the command's defaults filled in)."""
+    """(the command module that made the run, its settings with the command's defaults filled in, as
+    ``--resume`` fills them)."""
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
         raise SystemExit(f"error: {run_dir} is not a run directory: no config.yaml there")
@@ -42,10 +42,10 @@ def run_settings(run_dir: str | Path):
     defaults = {action.dest: action.default for action in parser._actions
                 if action.dest not in ("help", *NOT_SAVED)}
     try:
-        settings = load_settings(parser, config_path)
+        settings = run_config_settings(parser, Path(run_dir))
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    return command, argparse.Namespace(**{**defaults, **settings})
+    return command, resolve_settings(defaults, settings, getattr(command, "task_defaults", None))
 
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):

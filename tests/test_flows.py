@@ -268,6 +268,21 @@ def test_the_logit_alpha_flag_reaches_the_flow():
     assert model.flow.logit.alpha == 1e-4
 
 
+def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_trained_with(tmp_path):
+    from shared.runs import run_settings
+
+    run_dir = tmp_path / "flow_mnist8bit_c64_b4_s2_vardeq" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").touch()
+    (run_dir / "config.yaml").write_text("command: part3_flows.train\ntask: mnist8bit\ndequantization: variational\n")
+    resumed = parse_flow_args(["--resume", str(run_dir), "--log_dir", str(tmp_path)])
+    rebuilt = vars(run_settings(run_dir)[1])
+    assert resumed["logit_alpha"] == rebuilt["logit_alpha"] == 0.05
+    assert parse_flow_args(["--task", "mnist8bit"])["logit_alpha"] == 1e-5  # a new run: the task's default
+    # Both ways fill the other missing settings alike: from the task's defaults.
+    assert resumed["temperature"] == rebuilt["temperature"] == 1.0 and resumed["epochs"] == rebuilt["epochs"] == 30
+
+
 def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
     metrics = main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), "--subset", "512"])
     run_dir = tmp_path / "flow_toy_k6_h64" / "version_0"
