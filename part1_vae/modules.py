@@ -12,6 +12,7 @@ from shared.densities import (KLD, bernoulli_nll, dequantize, gaussian_nll, log_
                               quantize, sample_reparameterize)
 from shared.generative import GenerativeModel
 from shared.metrics import EpochMeans, StagedModule
+from shared.schedules import decayed_to
 from shared.utils import make_grid, visualize_manifold
 
 
@@ -206,10 +207,7 @@ class VAE(GenerativeModel, StagedModule):
         fused = self.device.type in ("cpu", "cuda")
         if not self.gaussian:
             adam = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps, fused=fused)
-            if self.hparams.lr_final is None:
-                return adam
-            gamma = (self.hparams.lr_final / self.hparams.lr) ** (1 / max(self.trainer.max_epochs - 1, 1))
-            return {"optimizer": adam, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(adam, gamma)}
+            return decayed_to(adam, self.hparams.lr_final, self.trainer.max_epochs)
         # The log-std must travel several units (std 1 down to ~1e-3 on the always-black border); Adam moves
         # a parameter by about lr a step, so at the networks' rate that alone would take ~20 epochs.
         networks = [p for name, p in self.named_parameters() if name != "log_std_raw"]

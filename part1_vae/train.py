@@ -13,8 +13,8 @@ import pytorch_lightning as pl
 
 from part1_vae.modules import VAE
 from part1_vae.networks import ACTIVATIONS, CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
-from shared.cli import (ConfigError, add_binarization_flag, binarization_suffix, default_of, make_parser,
-                        parse_args)
+from shared.cli import (ConfigError, add_binarization_flag, add_lr_final_flag, binarization_suffix, default_of,
+                        make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
 
@@ -36,8 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="training loss: the ELBO, or the importance-weighted bound with --train_k samples")
     add("--train_k", type=int, default=default_of(VAE, "train_k"), help="importance samples per image of --objective iwae")
     add("--adam_eps", type=float, default=default_of(VAE, "adam_eps"), help="Adam's epsilon (the IWAE paper's: 1e-4)")
-    add("--lr_final", type=float, default=default_of(VAE, "lr_final"),
-        help="decay the learning rate exponentially from --lr to this at the last epoch; none: constant")
+    add_lr_final_flag(parser)
     add("--train_on_all", action=argparse.BooleanOptionalAction, default=False,
         help="train on all 60,000 training images (the IWAE paper's protocol); val is then 5,000 of them, so "
              "the last checkpoint is reported instead of the best by val")
@@ -50,8 +49,6 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not args.hidden_dims or min(args.hidden_dims) <= 0:
         raise ConfigError(f"--hidden_dims must be positive sizes, got {args.hidden_dims}")
-    if args.lr_final is not None and args.lr_final <= 0:
-        raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
     if args.lr_final is not None and args.likelihood == "gaussian":
         raise ConfigError("--lr_final: the Gaussian VAE's two learning rates take no schedule")
     if args.likelihood == "gaussian" and args.binarization != "threshold":

@@ -33,6 +33,7 @@ from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
 from shared.densities import dequantize, nll_to_bpd, quantize
 from shared.generative import GenerativeModel
 from shared.metrics import EpochMeans, StagedModule
+from shared.schedules import decayed_to
 from shared.utils import interpolate_latents, make_grid
 
 NUM_LEVELS = {"binary": 2, "8bit": 256}  # the levels of a pixel of each kind of data the image flow models
@@ -63,7 +64,8 @@ class FlowModule(StagedModule):
         return logged
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        adam = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return decayed_to(adam, self.hparams.lr_final, self.trainer.max_epochs)
 
 
 class ToyFlowModule(FlowModule):
@@ -75,7 +77,7 @@ class ToyFlowModule(FlowModule):
     """
 
     def __init__(self, flow: NormalizingFlow, target: BimodalGaussianDiag, lr: float = 1e-3,
-                 target_entropy_bpd: float | None = None, plot_limit: float = 2.5):
+                 target_entropy_bpd: float | None = None, plot_limit: float = 2.5, lr_final: float | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["flow", "target"], logger=False)
         self.flow, self.target = flow, target
@@ -139,7 +141,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         flow: an :class:`ImageFlow` on (0, 1)-valued ``[1, 28, 28]`` images.
         dequantizer: a dequantizer of :mod:`part3_flows.dequantization`, trained with the flow; none: uniform.
         data: "binary" (images in {0, 1}) or "8bit" (images k / 255), as the DataModule serves them.
-        lr: Adam learning rate.
+        lr: Adam learning rate; lr_final: if given, it decays exponentially per epoch to this at the last epoch.
         temperature: scale on the base noise for ``sample`` and the sample grids.
         test_dequant_samples: dequantization draws per test image.
         num_interpolations, interpolation_steps: the interpolation grid between pairs of test images.
@@ -149,7 +151,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
 
     def __init__(self, flow: ImageFlow, dequantizer: nn.Module | None = None, data: str = "binary", lr: float = 1e-3,
                  temperature: float = 1.0, test_dequant_samples: int = 4, num_interpolations: int = 4,
-                 interpolation_steps: int = 6):
+                 interpolation_steps: int = 6, lr_final: float | None = None):
         super().__init__()
         if data not in NUM_LEVELS:
             raise ValueError(f"data must be one of {', '.join(NUM_LEVELS)}, got {data!r}")

@@ -19,8 +19,8 @@ from part3_flows.dequantization import UniformDequantizer, VariationalDequantize
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag, ToyDataModule
 from part3_flows.modules import ImageFlowModule, ToyFlowModule
 from part3_flows.networks import ImageFlow, NormalizingFlow
-from shared.cli import (ConfigError, add_binarization_flag, binarization_suffix, default_of, make_parser,
-                        parse_args)
+from shared.cli import (ConfigError, add_binarization_flag, add_lr_final_flag, binarization_suffix, default_of,
+                        make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dequant_couplings", type=int, default=default_of(VariationalDequantizer, "num_couplings"),
         help="variational: checkerboard couplings of the dequantizer")
     add_binarization_flag(parser)
+    add_lr_final_flag(parser)
     # Runs made before --logit_alpha existed used 0.05 whatever their task: --resume and the scripts
     # rebuild them so, not with the 8-bit task's later default.
     parser.values_before_flags = {"logit_alpha": 0.05}
@@ -118,7 +119,7 @@ def build_model(args: argparse.Namespace) -> ToyFlowModule | ImageFlowModule:
         flow = NormalizingFlow(MultivariateGaussianDiag(0.0, TOY_BASE_SIGMA, TOY_DIMS), TOY_DIMS, args.num_flows,
                                args.num_hidden)
         target = build_target()
-        return ToyFlowModule(flow, target, lr=args.lr,
+        return ToyFlowModule(flow, target, lr=args.lr, lr_final=args.lr_final,
                              target_entropy_bpd=target.entropy_bits_per_dim(100_000, seed=args.seed))
     flow = ImageFlow((1, 28, 28), args.num_channels, args.num_blocks, args.num_scales, actnorm=args.actnorm,
                      alpha=args.logit_alpha)
@@ -126,7 +127,7 @@ def build_model(args: argparse.Namespace) -> ToyFlowModule | ImageFlowModule:
                    if args.dequantization == "variational" else UniformDequantizer())
     return ImageFlowModule(flow, dequantizer, data="8bit" if args.task == "mnist8bit" else "binary", lr=args.lr,
                            temperature=args.temperature, test_dequant_samples=args.test_dequant_samples,
-                           interpolation_steps=args.interpolation_steps)
+                           interpolation_steps=args.interpolation_steps, lr_final=args.lr_final)
 
 
 def build_datamodule(args: argparse.Namespace) -> ToyDataModule | MNISTDataModule:

@@ -95,6 +95,12 @@ def binarization_suffix(args: argparse.Namespace) -> str:
     return "_dynamic" if args.binarization == "dynamic" else ""
 
 
+def add_lr_final_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lr_final", type=float, default=None,
+                        help="decay the learning rate exponentially from --lr to this at the last epoch; "
+                             "none: constant")
+
+
 def add_judge_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of the judged evaluation after training (GAN, AAE)."""
     from shared.judge import DEFAULT_JUDGE_PATH  # the path only; torch is imported by then anyway
@@ -215,6 +221,8 @@ def _check_shared(args: argparse.Namespace) -> None:
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"--{flag} must be positive, got {value}")
+    if getattr(args, "lr_final", None) is not None and args.lr_final <= 0:
+        raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
     if args.num_workers < 0:
         raise ConfigError(f"--num_workers must be >= 0, got {args.num_workers}")
     if any(epoch < 0 for epoch in args.sample_epochs):

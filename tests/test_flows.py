@@ -232,6 +232,7 @@ def test_image_module_samples_are_binary_images():
     (["--num_channels", "0", "--task", "mnist"], "--num_channels must be positive, got 0"),
     (["--interpolation_steps", "-1"], "--interpolation_steps must be >= 0, got -1"),
     (["--task", "mnist8bit", "--logit_alpha", "0.5"], "--logit_alpha must be in (0, 0.5), got 0.5"),
+    (["--task", "mnist", "--lr_final", "0"], "--lr_final must be positive, got 0.0"),
     (["--task", "cifar"], "invalid choice: 'cifar'"),
     (["--num_scales", "3"], "invalid choice: 3"),
 ])
@@ -268,6 +269,28 @@ def test_the_logit_alpha_flag_reaches_the_flow():
     assert model.flow.logit.alpha == 1e-4
 
 
+@pytest.mark.parametrize("task", ["toy", "mnist8bit"])
+def test_lr_final_decays_the_flows_learning_rate_to_it_at_the_last_epoch(task):
+    import pytorch_lightning as pl
+    from argparse import Namespace
+
+    from part3_flows.train import build_model
+
+    def optimizers(*flags):
+        model = build_model(Namespace(**parse_flow_args(["--task", task, *flags])))
+        model.trainer = pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        return model.configure_optimizers()
+
+    scheduler = optimizers("--lr", "1e-3", "--lr_final", "1e-5")["lr_scheduler"]
+    rates = []
+    for _ in range(3):
+        rates.append(scheduler.get_last_lr()[0])
+        scheduler.optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1e-3, 1e-4, 1e-5])
+    assert isinstance(optimizers(), torch.optim.Adam)  # constant by default
+
+
 def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_trained_with(tmp_path):
     from shared.runs import run_settings
 
@@ -301,7 +324,7 @@ def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
 
 def test_smoke_mnist_training_logs_test_bpd_and_grids(tmp_path):
     metrics = main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), "--task", "mnist", "--subset", "64", "--epochs", "1",
-                    "--num_channels", "8", "--num_blocks", "1", "--test_dequant_samples", "2"])
+                    "--num_channels", "8", "--num_blocks", "1", "--test_dequant_samples", "2", "--lr_final", "1e-4"])
     run_dir = tmp_path / "flow_mnist_c8_b1_s2" / "version_0"
     assert {"val_bpd", "test_bpd", "test_iw_bpd"} <= set(metrics)
     assert metrics["test_iw_bpd"] <= metrics["test_bpd"] < 2.0

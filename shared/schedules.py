@@ -1,0 +1,13 @@
+"""Learning-rate schedules the commands share, in the form ``configure_optimizers`` returns."""
+from __future__ import annotations
+
+import torch
+
+
+def decayed_to(optimizer: torch.optim.Optimizer, lr_final: float | None, epochs: int):
+    """``optimizer`` with its learning rate decaying exponentially, epoch by epoch, from its own to ``lr_final``
+    at the last of ``epochs`` (the IWAE paper's schedule, and the flow tutorial's per-epoch decay); none: constant."""
+    if lr_final is None:
+        return optimizer
+    gamma = (lr_final / optimizer.defaults["lr"]) ** (1 / max(epochs - 1, 1))
+    return {"optimizer": optimizer, "lr_scheduler": torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)}
