@@ -2,8 +2,9 @@
 
 A run directory (``<log_dir>/<name>/version_N``) holds ``config.yaml``, ``checkpoints/`` and, once
 finished, ``metrics.json``. Its config names the command that made the run (``command:
-part1_vae.train``); that command's ``build_parser`` supplies the defaults of settings the config
-does not hold, its ``build_model(args)`` rebuilds the networks, and the checkpoint supplies the weights.
+part1_vae.train``); that command supplies the settings the config does not hold as ``--resume`` does (a
+value from before the flag existed, where its parser records one, else the task's or the parser's default),
+its ``build_model(args)`` rebuilds the networks, and the checkpoint supplies the weights.
 """
 from __future__ import annotations
 
