@@ -207,7 +207,7 @@ class VAE(GenerativeModel, StagedModule):
         fused = self.device.type in ("cpu", "cuda")
         if not self.gaussian:
             adam = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps, fused=fused)
-            return decayed_to(adam, self.hparams.lr_final, self.trainer.max_epochs)
+            return decayed_to(adam, self.hparams.lr_final, self)
         # The log-std must travel several units (std 1 down to ~1e-3 on the always-black border); Adam moves
         # a parameter by about lr a step, so at the networks' rate that alone would take ~20 epochs.
         networks = [p for name, p in self.named_parameters() if name != "log_std_raw"]

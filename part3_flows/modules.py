@@ -65,7 +65,7 @@ class FlowModule(StagedModule):
 
     def configure_optimizers(self):
         adam = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        return decayed_to(adam, self.hparams.lr_final, self.trainer.max_epochs)
+        return decayed_to(adam, self.hparams.lr_final, self)
 
 
 class ToyFlowModule(FlowModule):
