@@ -29,7 +29,6 @@ from importlib import import_module
 from pathlib import Path
 
 import torch
-import yaml
 
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist, to_model_range
@@ -39,7 +38,7 @@ from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.report import (TSNE_PERPLEXITY, Loaded, Model, data_of, frankenstein_figure, has_likelihood, interpolation_figure,
                            interpolation_rows, latent_map_figure, load_tsne, mapped_vaes, phase, quality_rows, reading,
                            sample_figure, test_bpd)
-from shared.runs import finished_runs, load_run
+from shared.runs import finished_runs, load_run, run_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,14 +70,31 @@ def shipped_flags(spec: Model) -> list[str]:
     return [str(REPO / flag) if flag.startswith("configs/") else flag for flag in spec.flags]
 
 
+# Settings that say where a run was written, not what it trained.
+WHERE = ("log_dir", "name", "data_dir")
+
+
 def command(loaded: Loaded) -> str:
-    """The shipped command, with ``--epochs`` added where the run trained for another number of epochs."""
+    """The shipped command, with a flag added for each setting the run trained with another value of."""
     module = import_module(loaded.spec.train_module)
-    planned = parse_args(module.build_parser(), shipped_flags(loaded.spec), module.check, module.default_name,
-                         getattr(module, "task_defaults", None)).epochs
-    trained = yaml.safe_load((loaded.run_dir / "config.yaml").read_text())["epochs"]
-    extra = ["--epochs", str(trained)] if planned != trained else []
+    parser = module.build_parser()
+    planned = vars(parse_args(parser, shipped_flags(loaded.spec), module.check, module.default_name,
+                              getattr(module, "task_defaults", None)))
+    trained = vars(run_settings(loaded.run_dir)[1])
+    actions = {action.dest: action for action in parser._actions}
+    extra = [word for key, value in trained.items()
+             if key in actions and key not in WHERE and value != planned.get(key)
+             for word in flag_words(actions[key], value)]
     return " ".join(["python -m", loaded.spec.train_module, *loaded.spec.flags, *extra])
+
+
+def flag_words(action: argparse.Action, value) -> list[str]:
+    flag = action.option_strings[0]
+    if isinstance(action, argparse.BooleanOptionalAction):
+        return [flag if value else f"--no-{flag[2:]}"]
+    if isinstance(action, argparse._StoreTrueAction):
+        return [flag] if value else []
+    return [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
 
 
 def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
