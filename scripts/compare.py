@@ -55,14 +55,10 @@ MODELS = (
           (), ("--epochs", "2", "--eval_samples", "0")),
     Model("gan", "GAN (DCGAN)", "DCGAN", "gan_dcgan", "part2_gan.train",
           ("--config", "configs/gan_dcgan.yaml"), ("--epochs", "1", "--eval_samples", "0")),
-    Model("flow", "Flow (RealNVP)", "flow", "flow_mnist_c64_b4_s2", "part3_flows.train",
+    Model("flow", "Flow (RealNVP)", "flow", "flow_mnist_c64_b4_s2_vardeq", "part3_flows.train",
           ("--config", "configs/flow_mnist.yaml"), ("--epochs", "1")),
-    Model("flow", "Flow (RealNVP, variational dequantization)", "flow vardeq", "flow_mnist_c64_b4_s2_vardeq",
-          "part3_flows.train", ("--config", "configs/flow_mnist.yaml", "--dequantization", "variational"),
-          ("--epochs", "1")),
-    Model("flow", "Flow (RealNVP, 8-bit, variational dequantization)", "flow 8-bit",
-          "flow_mnist8bit_c64_b4_s2_vardeq", "part3_flows.train",
-          ("--config", "configs/flow_mnist8bit.yaml", "--dequantization", "variational"), ("--epochs", "1")),
+    Model("flow", "Flow (RealNVP, 8-bit)", "flow 8-bit", "flow_mnist8bit_c64_b4_s2_vardeq", "part3_flows.train",
+          ("--config", "configs/flow_mnist8bit.yaml"), ("--epochs", "1")),
 )
 
 
@@ -94,6 +90,8 @@ def flag_words(action: argparse.Action, value) -> list[str]:
         return [flag if value else f"--no-{flag[2:]}"]
     if isinstance(action, argparse._StoreTrueAction):
         return [flag] if value else []
+    if value is None:
+        return [flag, "none"]
     return [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
 
 

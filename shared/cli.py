@@ -95,8 +95,18 @@ def binarization_suffix(args: argparse.Namespace) -> str:
     return "_dynamic" if args.binarization == "dynamic" else ""
 
 
+def float_or_none(text: str) -> float | None:
+    """A number, or ``none``: for a flag that a task may default to a number and a user may still switch off."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+
+
 def add_lr_final_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lr_final", type=float, default=None,
+    parser.add_argument("--lr_final", type=float_or_none, default=None,
                         help="decay the learning rate exponentially from --lr to this at the last epoch; "
                              "none: constant")
 

@@ -233,6 +233,7 @@ def test_image_module_samples_are_binary_images():
     (["--interpolation_steps", "-1"], "--interpolation_steps must be >= 0, got -1"),
     (["--task", "mnist8bit", "--logit_alpha", "0.5"], "--logit_alpha must be in (0, 0.5), got 0.5"),
     (["--task", "mnist", "--lr_final", "0"], "--lr_final must be positive, got 0.0"),
+    (["--task", "mnist", "--lr_final", "fast"], "argument --lr_final: expected a number or none, got 'fast'"),
     (["--task", "cifar"], "invalid choice: 'cifar'"),
     (["--num_scales", "3"], "invalid choice: 3"),
 ])
@@ -249,7 +250,7 @@ def parse_flow_args(argv):
 
 def test_the_shipped_mnist_config_is_the_mnist_task_with_its_defaults():
     from_config = parse_flow_args(["--config", str(Path(__file__).parents[1] / "configs/flow_mnist.yaml")])
-    assert from_config["name"] == "flow_mnist_c64_b4_s2"
+    assert from_config["name"] == "flow_mnist_c64_b4_s2_vardeq"
     assert {**from_config, "config": None} == parse_flow_args(["--task", "mnist"])
 
 
@@ -257,6 +258,8 @@ def test_mnist_task_brings_its_own_defaults_below_the_flags():
     toy, mnist = parse_flow_args([]), parse_flow_args(["--task", "mnist"])
     assert (toy["batch_size"], toy["epochs"]) == (256, 40)  # the toy's, as its issue states them
     assert (mnist["batch_size"], mnist["epochs"]) == (64, 30)
+    assert (mnist["dequantization"], mnist["logit_alpha"], mnist["lr_final"]) == ("variational", 1e-5, 1e-4)
+    assert parse_flow_args(["--task", "mnist", "--lr_final", "none"])["lr_final"] is None  # a constant rate
     assert parse_flow_args(["--task", "mnist", "--batch_size", "32"])["batch_size"] == 32
 
 
@@ -288,8 +291,8 @@ def test_lr_final_decays_the_flows_learning_rate_to_it_at_the_last_epoch(task):
         scheduler.optimizer.step()
         scheduler.step()
     assert rates == pytest.approx([1e-3, 1e-4, 1e-5])
-    constant = build_model(Namespace(**parse_flow_args(["--task", task]))).configure_optimizers()
-    assert isinstance(constant, torch.optim.Adam)  # by default; it needs no trainer (the benchmark's plain loop)
+    constant = build_model(Namespace(**parse_flow_args(["--task", task, "--lr_final", "none"]))).configure_optimizers()
+    assert isinstance(constant, torch.optim.Adam)  # it needs no trainer (the benchmark's plain loop)
 
 
 def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_trained_with(tmp_path):
@@ -305,6 +308,21 @@ def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_tra
     assert parse_flow_args(["--task", "mnist8bit"])["logit_alpha"] == 1e-5  # a new run: the task's default
     # Both ways fill the other missing settings alike: from the task's defaults.
     assert resumed["temperature"] == rebuilt["temperature"] == 1.0 and resumed["epochs"] == rebuilt["epochs"] == 30
+
+
+def test_a_binary_run_made_before_the_dequantization_and_lr_final_flags_is_rebuilt_as_it_trained(tmp_path):
+    from shared.runs import run_settings
+
+    run_dir = tmp_path / "flow_mnist_c64_b4_s2" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").touch()
+    (run_dir / "config.yaml").write_text("command: part3_flows.train\ntask: mnist\n")
+    resumed = parse_flow_args(["--resume", str(run_dir), "--log_dir", str(tmp_path)])
+    rebuilt = vars(run_settings(run_dir)[1])
+    before = ("uniform", 0.05, None)  # not the task's defaults of today
+    assert parse_flow_args(["--task", "mnist"])["dequantization"] == "variational"
+    for settings in (resumed, rebuilt):
+        assert (settings["dequantization"], settings["logit_alpha"], settings["lr_final"]) == before
 
 
 def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
@@ -326,7 +344,7 @@ def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
 def test_smoke_mnist_training_logs_test_bpd_and_grids(tmp_path):
     metrics = main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), "--task", "mnist", "--subset", "64", "--epochs", "1",
                     "--num_channels", "8", "--num_blocks", "1", "--test_dequant_samples", "2", "--lr_final", "1e-4"])
-    run_dir = tmp_path / "flow_mnist_c8_b1_s2" / "version_0"
+    run_dir = tmp_path / "flow_mnist_c8_b1_s2_vardeq" / "version_0"
     assert {"val_bpd", "test_bpd", "test_iw_bpd"} <= set(metrics)
     assert metrics["test_iw_bpd"] <= metrics["test_bpd"] < 2.0
     pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
@@ -348,7 +366,7 @@ def test_mnist_flow_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_check
     # epoch 0: 2 sanity + 4 train + 4 val batches
     monkeypatch.setattr(ImageFlowModule, "nll", turns_nan_after(ImageFlowModule.nll, 10))
     message, last = stopped_by_nan(lambda: run_mnist_flow(tmp_path, "--epochs", "3"),
-                                   tmp_path / "flow_mnist_c8_b1_s2" / "version_0")
+                                   tmp_path / "flow_mnist_c8_b1_s2_vardeq" / "version_0")
     assert "loss is nan in epoch 2, step 5 (batch 0)" in message
     assert last["epoch"] == 0 and last["global_step"] == 4
 
@@ -359,7 +377,7 @@ def test_mnist_flow_resumes_from_its_checkpoint_not_from_a_fresh_data_init(tmp_p
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_mnist_flow(tmp_path, "--epochs", "3")
     monkeypatch.undo()
-    run_dir = tmp_path / "flow_mnist_c8_b1_s2" / "version_0"
+    run_dir = tmp_path / "flow_mnist_c8_b1_s2_vardeq" / "version_0"
     saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
     restored = {}
@@ -371,7 +389,7 @@ def test_mnist_flow_resumes_from_its_checkpoint_not_from_a_fresh_data_init(tmp_p
 
     monkeypatch.setattr(ImageFlowModule, "on_train_start", record_weights)
     metrics = main(["--resume", str(run_dir)])
-    assert [p.name for p in (tmp_path / "flow_mnist_c8_b1_s2").iterdir()] == ["version_0"]
+    assert [p.name for p in (tmp_path / "flow_mnist_c8_b1_s2_vardeq").iterdir()] == ["version_0"]
     assert metrics["epochs"] == 3 and metrics["test_bpd"] < metrics["train_loss_first_step"]
     assert restored.keys() == saved.keys() and all(torch.equal(restored[k], saved[k]) for k in saved)
 
