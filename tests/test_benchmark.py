@@ -6,7 +6,7 @@ def test_throughput_of_each_model_and_the_markdown_table():
     benchmark = load_script("benchmark")
     rows = [benchmark.throughput("VAE", benchmark.vae_command, [], 1, 3, per_image=False),
             benchmark.throughput("GAN", benchmark.gan_command, ["--judge_every", "0"], 1, 3, per_image=False),
-            benchmark.throughput("flow", benchmark.flow_command, ["--task", "mnist", "--num_channels", "8",
+            benchmark.throughput("flow", benchmark.flow_command, [*benchmark.FLOW_FLAGS, "--num_channels", "8",
                                                                   "--num_blocks", "1"], 1, 2, per_image=False)]
     assert [row["images"] for row in rows] == [3 * 128, 3 * 128, 2 * 64]
     assert all(row["pipeline"] > 0 and row["plain"] > 0 for row in rows)
