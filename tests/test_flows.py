@@ -295,15 +295,20 @@ def test_lr_final_decays_the_flows_learning_rate_to_it_at_the_last_epoch(task):
     assert isinstance(constant, torch.optim.Adam)  # it needs no trainer (the benchmark's plain loop)
 
 
-def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_trained_with(tmp_path):
+def resumed_and_rebuilt(tmp_path, name, config):
+    """The settings of an old run (a config.yaml and a last.ckpt) as --resume and as the scripts fill them."""
     from shared.runs import run_settings
 
-    run_dir = tmp_path / "flow_mnist8bit_c64_b4_s2_vardeq" / "version_0"
+    run_dir = tmp_path / name / "version_0"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").touch()
-    (run_dir / "config.yaml").write_text("command: part3_flows.train\ntask: mnist8bit\ndequantization: variational\n")
-    resumed = parse_flow_args(["--resume", str(run_dir), "--log_dir", str(tmp_path)])
-    rebuilt = vars(run_settings(run_dir)[1])
+    (run_dir / "config.yaml").write_text(config)
+    return parse_flow_args(["--resume", str(run_dir), "--log_dir", str(tmp_path)]), vars(run_settings(run_dir)[1])
+
+
+def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_trained_with(tmp_path):
+    resumed, rebuilt = resumed_and_rebuilt(tmp_path, "flow_mnist8bit_c64_b4_s2_vardeq",
+                                           "command: part3_flows.train\ntask: mnist8bit\ndequantization: variational\n")
     assert resumed["logit_alpha"] == rebuilt["logit_alpha"] == 0.05
     assert parse_flow_args(["--task", "mnist8bit"])["logit_alpha"] == 1e-5  # a new run: the task's default
     # Both ways fill the other missing settings alike: from the task's defaults.
@@ -311,14 +316,7 @@ def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_tra
 
 
 def test_a_binary_run_made_before_the_dequantization_and_lr_final_flags_is_rebuilt_as_it_trained(tmp_path):
-    from shared.runs import run_settings
-
-    run_dir = tmp_path / "flow_mnist_c64_b4_s2" / "version_0"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "checkpoints" / "last.ckpt").touch()
-    (run_dir / "config.yaml").write_text("command: part3_flows.train\ntask: mnist\n")
-    resumed = parse_flow_args(["--resume", str(run_dir), "--log_dir", str(tmp_path)])
-    rebuilt = vars(run_settings(run_dir)[1])
+    resumed, rebuilt = resumed_and_rebuilt(tmp_path, "flow_mnist_c64_b4_s2", "command: part3_flows.train\ntask: mnist\n")
     before = ("uniform", 0.05, None)  # not the task's defaults of today
     assert parse_flow_args(["--task", "mnist"])["dequantization"] == "variational"
     for settings in (resumed, rebuilt):
