@@ -66,17 +66,21 @@ class GeneratorDCGAN(nn.Module):
     """A linear layer to ``2c`` maps of 7x7, then two stride-2 transposed convolutions 7 -> 14 -> 28.
 
     Batch normalisation after every layer but the output, as in DCGAN (Radford et al., 2016).
-    ``init``: "default" (PyTorch's) or "dcgan" (:func:`dcgan_init_`).
+    ``init``: "default" (PyTorch's) or "dcgan" (:func:`dcgan_init_`). ``conv_blocks``: 3x3 stride-1
+    convolutions (batch norm, ReLU) added at 7x7 and at 14x14 each; one of each gave the best 3-epoch
+    judge figure of the DCGAN tries (README: Part 2).
     """
 
-    def __init__(self, z_dim: int = 32, num_filters: int = 32, init: str = "default"):
+    def __init__(self, z_dim: int = 32, num_filters: int = 32, init: str = "default", conv_blocks: int = 0):
         super().__init__()
         c = num_filters
         self.z_dim = z_dim
         self.linear = nn.Sequential(nn.Linear(z_dim, 2 * c * 7 * 7, bias=False), nn.BatchNorm1d(2 * c * 7 * 7),
                                     nn.ReLU())
         self.net = nn.Sequential(
+            *_conv_bn_relu(2 * c, conv_blocks),
             nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),  # 7 -> 14
+            *_conv_bn_relu(c, conv_blocks),
             nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1), nn.Tanh(),  # 14 -> 28
         )
         if init == "dcgan":
@@ -115,6 +119,13 @@ class DiscriminatorDCGAN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.view(-1, 1, 28, 28))
+
+
+def _conv_bn_relu(channels: int, blocks: int) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for _ in range(blocks):
+        layers += [nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
+    return layers
 
 
 def _linear_bn_relu(sizes: Sequence[int]) -> list[nn.Module]:

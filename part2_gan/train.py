@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dp_rate_gen", type=float, default=0.1, help="MLP generator dropout")
     add("--dp_rate_disc", type=float, default=0.3, help="MLP discriminator dropout")
     add("--num_filters", type=int, default=32, help="DCGAN channels of the widest-resolution stage")
+    add("--gen_conv_blocks", type=int, default=0,
+        help="DCGAN generator's extra 3x3 convolutions at 7x7 and at 14x14 each (default: 0)")
     add("--num_filters_disc", type=int, default=None,
         help="DCGAN discriminator's channels of its widest-resolution stage; none: --num_filters")
     add("--norm_disc", type=str.lower, choices=DISCRIMINATOR_NORMS, default="batch",
@@ -62,6 +64,8 @@ def check(args: argparse.Namespace) -> None:
     for flag in ("z_dim", "num_filters", "num_filters_disc", "lr_disc"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
+    if args.gen_conv_blocks < 0:
+        raise ConfigError(f"--gen_conv_blocks must be 0 or more, got {args.gen_conv_blocks}")
     for flag in ("hidden_dims_gen", "hidden_dims_disc"):
         sizes = getattr(args, flag)
         if not sizes or min(sizes) <= 0:
@@ -93,7 +97,7 @@ def build_model(args: argparse.Namespace) -> GAN:
         generator = GeneratorMLP(args.z_dim, args.hidden_dims_gen, [1, 28, 28], args.dp_rate_gen)
         discriminator = DiscriminatorMLP(784, args.hidden_dims_disc, args.dp_rate_disc)
     else:
-        generator = GeneratorDCGAN(args.z_dim, args.num_filters, args.init)
+        generator = GeneratorDCGAN(args.z_dim, args.num_filters, args.init, args.gen_conv_blocks)
         discriminator = DiscriminatorDCGAN(args.num_filters_disc or args.num_filters, args.norm_disc,
                                            args.dp_rate_disc_dcgan, args.init)
     return GAN(generator, discriminator, z_dim=args.z_dim, lr=args.lr, betas=tuple(args.betas),

@@ -181,6 +181,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--real_label", "0.5"], "--real_label must be in (0.5, 1], got 0.5"),
     (["--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
     (["--r1_gamma", "-1"], "--r1_gamma must be >= 0, got -1.0"),
+    (["--gen_conv_blocks", "-1"], "--gen_conv_blocks must be 0 or more, got -1"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
@@ -214,6 +215,21 @@ def test_dcgan_discriminator_norms_dropout_and_init_follow_the_arguments():
         weights = torch.cat([(m.parametrizations.weight.original if parametrize.is_parametrized(m) else m.weight).flatten()
                              for m in convs])
         assert weights.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+def test_generator_conv_blocks_add_3x3_convolutions_at_both_resolutions_and_keep_the_default_names():
+    from part2_gan.train import build_model, build_parser, check, default_name
+    from shared.cli import parse_args
+
+    args = parse_args(build_parser(), ["--model", "dcgan", "--num_filters", "8", "--gen_conv_blocks", "2"], check,
+                      default_name)
+    generator = build_model(args).generator
+    convs = [m for m in generator.modules() if isinstance(m, nn.Conv2d) and not isinstance(m, nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.kernel_size, m.stride) for m in convs] == [(16, (3, 3), (1, 1))] * 2 + [(8, (3, 3), (1, 1))] * 2
+    assert generator(torch.randn(3, 32)).shape == (3, 1, 28, 28)
+    # No blocks: the parameter names of the DCGAN checkpoints trained before the option.
+    assert [n for n in GeneratorDCGAN().state_dict() if n.startswith("net.")][:3] == ["net.0.weight", "net.1.weight",
+                                                                                      "net.1.bias"]
 
 
 def test_discriminator_learning_rate_and_smoothed_real_label_reach_the_gan():
