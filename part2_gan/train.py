@@ -64,8 +64,6 @@ def check(args: argparse.Namespace) -> None:
     for flag in ("z_dim", "num_filters", "num_filters_disc", "lr_disc"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
-    if args.gen_conv_blocks < 0:
-        raise ConfigError(f"--gen_conv_blocks must be 0 or more, got {args.gen_conv_blocks}")
     for flag in ("hidden_dims_gen", "hidden_dims_disc"):
         sizes = getattr(args, flag)
         if not sizes or min(sizes) <= 0:
@@ -77,12 +75,11 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--betas must be two values in [0, 1), got {args.betas}")
     if not 0.0 <= args.ema_decay < 1.0:
         raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
-    if args.r1_gamma < 0:
-        raise ConfigError(f"--r1_gamma must be >= 0, got {args.r1_gamma}")
+    for flag in ("gen_conv_blocks", "r1_gamma", "interpolation_steps"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if not 0.5 < args.real_label <= 1.0:
         raise ConfigError(f"--real_label must be in (0.5, 1], got {args.real_label}")
-    if args.interpolation_steps < 0:
-        raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
     check_judge_flags(args)
     check_judge_curve_flags(args)
     check_adversarial_strategy(args)

@@ -181,7 +181,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--real_label", "0.5"], "--real_label must be in (0.5, 1], got 0.5"),
     (["--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
     (["--r1_gamma", "-1"], "--r1_gamma must be >= 0, got -1.0"),
-    (["--gen_conv_blocks", "-1"], "--gen_conv_blocks must be 0 or more, got -1"),
+    (["--gen_conv_blocks", "-1"], "--gen_conv_blocks must be >= 0, got -1"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
