@@ -33,21 +33,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dp_rate_disc", type=float, default=0.3, help="MLP discriminator dropout")
     add("--num_filters", type=int, default=32, help="DCGAN channels of the widest-resolution stage")
     add("--gen_conv_blocks", type=int, default=0,
-        help="DCGAN generator's extra 3x3 convolutions at 7x7 and at 14x14 each (default: 0)")
+        help="DCGAN generator's extra 3x3 convolutions at 7x7 and at 14x14 each")
     add("--num_filters_disc", type=int, default=None,
         help="DCGAN discriminator's channels of its widest-resolution stage; none: --num_filters")
     add("--norm_disc", type=str.lower, choices=DISCRIMINATOR_NORMS, default="batch",
-        help="DCGAN discriminator's normalisation (default: batch)")
-    add("--dp_rate_disc_dcgan", type=float, default=0.0, help="DCGAN discriminator dropout (default: 0)")
+        help="DCGAN discriminator's normalisation")
+    add("--dp_rate_disc_dcgan", type=float, default=0.0, help="DCGAN discriminator dropout")
     add("--init", type=str.lower, choices=DCGAN_INITS, default="default",
-        help="DCGAN weight initialisation: PyTorch's default or dcgan's N(0, 0.02) (default: default)")
+        help="DCGAN weight initialisation: PyTorch's default or dcgan's N(0, 0.02)")
     add("--lr_disc", type=float, default=None, help="discriminator's Adam learning rate; none: --lr")
     add("--betas", type=float, nargs="+", default=list(default_of(GAN, "betas")),
-        help=f"Adam betas of both networks (default: {' '.join(map(str, default_of(GAN, 'betas')))})")
+        help="Adam betas of both networks")
     add("--real_label", type=float, default=default_of(GAN, "real_label"),
-        help="discriminator's target for real images, < 1 for one-sided label smoothing (default: 1)")
+        help="discriminator's target for real images, < 1 for one-sided label smoothing")
     add("--r1_gamma", type=float, default=default_of(GAN, "r1_gamma"),
-        help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1 (default: 0, off)")
+        help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1; 0: off")
     add("--ema_decay", type=float, default=default_of(GAN, "ema_decay"),
         help="above 0, sample from a moving average of the generator's weights with this decay, e.g. 0.999 "
              "(default: 0, off)")
