@@ -49,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--r1_gamma", type=float, default=default_of(GAN, "r1_gamma"),
         help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1; 0: off")
     add("--ema_decay", type=float, default=default_of(GAN, "ema_decay"),
-        help="above 0, sample from a moving average of the generator's weights with this decay, e.g. 0.999 "
-             "(default: 0, off)")
+        help="above 0, sample from a moving average of the generator's weights with this decay, e.g. 0.999; "
+             "0: off")
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
     add("--interpolation_steps", type=int, default=default_of(GAN, "interpolation_steps"),

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--lr_adv", type=float, default=default_of(AAE, "lr_adv"),
         help="Adam learning rate of the discriminator and encoder-as-generator steps (--lr: the reconstruction step)")
     add("--binarize", action=argparse.BooleanOptionalAction, default=True,
-        help="train on threshold-binarized MNIST (default) or, with --no-binarize, grey-scale (BCE to grey targets)")
+        help="train on threshold-binarized MNIST or, with --no-binarize, grey-scale (BCE to grey targets)")
     add_judge_flags(parser)
     add_judge_curve_flags(parser)
     return parser
