@@ -121,11 +121,15 @@ def num_parameters(model: torch.nn.Module) -> int:
 # --- Likelihoods --------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def log_likelihood(model, images: torch.Tensor, iw_samples: int, batch_size: int = 500) -> torch.Tensor:
+def log_likelihood(model, images: torch.Tensor, iw_samples: int, seed: int, batch_size: int = 500) -> torch.Tensor:
     """log p(x) in nats per image as the model computes it (shared.generative), with ``iw_samples``
-    importance samples for an importance-weighted bound and the model's own test setting otherwise."""
+    importance samples for an importance-weighted bound and the model's own test setting otherwise.
+    Its random draws come from ``seed`` alone, so a model's figures do not depend on which other models
+    the report loaded before it (building each one draws from the global random state)."""
     samples = iw_samples if model.likelihood_kind == "importance-weighted bound" else None
-    return torch.cat([model.log_likelihood(batch, samples) for batch in images.split(batch_size)])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return torch.cat([model.log_likelihood(batch, samples) for batch in images.split(batch_size)])
 
 
 def likelihood_tables(models: list[Loaded]) -> list[str]:
@@ -245,8 +249,8 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     scores, aurocs = {}, {}
     for loaded in filter(has_likelihood, models):
         with phase(f"Frankenstein scores of {loaded.spec.label} ({2 * len(natural):,} images)"):
-            scores[loaded.spec] = (log_likelihood(loaded.model, natural, args.iw_samples),
-                                   log_likelihood(loaded.model, spliced, args.iw_samples))
+            scores[loaded.spec] = (log_likelihood(loaded.model, natural, args.iw_samples, args.seed),
+                                   log_likelihood(loaded.model, spliced, args.iw_samples, args.seed))
         aurocs[loaded.spec.label] = frankenstein_auroc(*scores[loaded.spec])
 
     path, figures = destination(args.out, args.replace)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import load_script
 
@@ -167,3 +168,13 @@ def test_the_command_column_writes_each_differing_setting_as_the_flag_that_sets_
     assert words == ["--epochs", "45", "--no-actnorm", "--train_on_all", "--dims", "64", "32", "--lr_final", "none"]
     assert vars(parser.parse_args(words)) == {"epochs": 45, "actnorm": False, "train_on_all": True, "dims": [64, 32],
                                               "lr_final": None}  # the words set what the run trained with
+
+
+def test_frankenstein_scores_depend_on_the_seed_not_on_the_models_loaded_before():
+    from tests.test_vae import small_vae
+    compare, model = load_script("compare"), small_vae()
+    images = (torch.rand(6, 1, 28, 28) > 0.5).float()
+    first = compare.log_likelihood(model, images, iw_samples=3, seed=0)
+    torch.rand(1000)  # what building another model does to the global random state
+    assert torch.equal(compare.log_likelihood(model, images, iw_samples=3, seed=0), first)
+    assert not torch.equal(compare.log_likelihood(model, images, iw_samples=3, seed=1), first)
