@@ -156,6 +156,9 @@ class ConvCoupling(AffineCoupling):
         net = nn.Sequential(nn.Conv2d(channels + context_channels, num_channels, 3, padding=1), nn.ReLU(),
                             nn.Conv2d(num_channels, num_channels, 1), nn.ReLU(),
                             nn.Conv2d(num_channels, 2 * channels, 3, padding=1))
+        # Channels-last weights make the convolutions pick the NHWC kernels: a training step of the MNIST
+        # flow took 0.25 s instead of 0.30 s on one CPU thread, with the same loss (README: Speed).
+        net.to(memory_format=torch.channels_last)
         super().__init__(net, mask, (channels, 1, 1))
 
 
