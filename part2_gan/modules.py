@@ -76,6 +76,10 @@ class GAN(GenerativeModel, pl.LightningModule):
         return torch.randn(batch_size, self.hparams.z_dim, device=self.device)
 
     @property
+    def keeps_weight_average(self) -> bool:
+        return self.generator_ema is not None
+
+    @property
     def sampling_generator(self) -> nn.Module:
         """The network that :meth:`sample` and :meth:`interpolate` draw from: the weight average when kept."""
         return self.generator_ema if self.generator_ema is not None and self.sample_from_average else self.generator

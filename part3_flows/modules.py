@@ -35,6 +35,7 @@ from shared.generative import GenerativeModel
 from shared.metrics import EpochMeans, StagedModule
 from shared.schedules import decayed_to
 from shared.utils import interpolate_latents, make_grid
+from shared.weight_average import averaged_copy, update_average
 
 NUM_LEVELS = {"binary": 2, "8bit": 256}  # the levels of a pixel of each kind of data the image flow models
 
@@ -145,18 +146,25 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         temperature: scale on the base noise for ``sample`` and the sample grids.
         test_dequant_samples: dequantization draws per test image.
         num_interpolations, interpolation_steps: the interpolation grid between pairs of test images.
+        ema_decay: above 0, a moving average of the flow's and the dequantizer's weights (Polyak averaging, as
+            Glow and Flow++ evaluate) is kept, updated after every training step; validation, test, samples and
+            interpolations use it, and training is the same. ``sample_from_average = False`` uses the
+            trained weights instead.
     """
 
     likelihood_metric = "test_bpd"
 
     def __init__(self, flow: ImageFlow, dequantizer: nn.Module | None = None, data: str = "binary", lr: float = 1e-3,
                  temperature: float = 1.0, test_dequant_samples: int = 4, num_interpolations: int = 4,
-                 interpolation_steps: int = 6, lr_final: float | None = None):
+                 interpolation_steps: int = 6, lr_final: float | None = None, ema_decay: float = 0.0):
         super().__init__()
         if data not in NUM_LEVELS:
             raise ValueError(f"data must be one of {', '.join(NUM_LEVELS)}, got {data!r}")
         self.save_hyperparameters(ignore=["flow", "dequantizer"], logger=False)
         self.flow, self.dequantizer = flow, dequantizer or UniformDequantizer()
+        self.averaged = averaged_copy(nn.ModuleList([self.flow, self.dequantizer])) if ema_decay > 0 else None
+        self.register_buffer("ema_updates", torch.zeros(()) if ema_decay > 0 else None)
+        self.sample_from_average = True
         self.data, self.num_levels = data, NUM_LEVELS[data]
         self.likelihood_kind = self.dequantizer.bound
         self.image_shape = flow.shape
@@ -168,6 +176,21 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         self.example_input_array = torch.zeros(2, *flow.shape)
         self._init_means(["nll", "iw_nll"])
 
+    @property
+    def keeps_weight_average(self) -> bool:
+        return self.averaged is not None
+
+    def networks(self) -> tuple[ImageFlow, nn.Module]:
+        """(flow, dequantizer): the trained ones in training mode, else their weight average when one is kept."""
+        if self.averaged is None or self.training or not self.sample_from_average:
+            return self.flow, self.dequantizer
+        return self.averaged[0], self.averaged[1]
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.averaged is not None:
+            update_average(self.averaged, nn.ModuleList([self.flow, self.dequantizer]), self.ema_updates,
+                           self.hparams.ema_decay)
+
     def levels(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] as served (k / (L - 1)) -> their levels k."""
         return torch.round(images * (self.num_levels - 1))
@@ -178,13 +201,13 @@ class ImageFlowModule(GenerativeModel, FlowModule):
 
     def dequantized(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(y in the cells of ``x``, log q(u | x) per image): one draw of the dequantizer (``noise``: its base draw)."""
-        u, log_q = self.dequantizer(x, noise)
+        u, log_q = self.networks()[1](x, noise)
         return dequantize(self.levels(x), self.num_levels, u), log_q
 
     def nll(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """One-draw estimate of the dequantized bound on -log P(x), nats per image ``[B]``."""
         y, log_q = self.dequantized(x, noise)
-        return -self.flow.log_prob(y) + log_q + self.num_dims * math.log(self.num_levels)
+        return -self.networks()[0].log_prob(y) + log_q + self.num_dims * math.log(self.num_levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.nll(x)
@@ -221,16 +244,17 @@ class ImageFlowModule(GenerativeModel, FlowModule):
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` of the data's levels (the cells the flow's samples fall in), at ``temperature``."""
-        return self.images(self.flow.sample(n, self.hparams.temperature, z=z))
+        return self.images(self.networks()[0].sample(n, self.hparams.temperature, z=z))
 
     @torch.no_grad()
     def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:
         """``[B, steps + 2, C, H, W]``: images decoded along straight lines between the encodings of
         ``x_start`` and ``x_end`` (dequantized at the cell centres, so the ends decode to themselves)."""
-        z_start, z_end = (self.flow.transform(dequantize(self.levels(x), self.num_levels, torch.full_like(x, 0.5)))[0]
+        flow = self.networks()[0]
+        z_start, z_end = (flow.transform(dequantize(self.levels(x), self.num_levels, torch.full_like(x, 0.5)))[0]
                           for x in (x_start, x_end))
         z = interpolate_latents(z_start, z_end, steps)
-        images = self.images(self.flow.transform(z.flatten(0, 1), inverse=True)[0])
+        images = self.images(flow.transform(z.flatten(0, 1), inverse=True)[0])
         return images.view(len(x_start), steps + 2, *self.flow.shape)
 
     @torch.no_grad()

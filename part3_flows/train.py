@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="variational: channels of each of the dequantizer's conv conditioners")
     add("--dequant_couplings", type=int, default=default_of(VariationalDequantizer, "num_couplings"),
         help="variational: checkerboard couplings of the dequantizer")
+    add("--ema_decay", type=float, default=default_of(ImageFlowModule, "ema_decay"),
+        help="MNIST tasks: above 0, evaluate and sample with a moving average of the weights with this decay, "
+             "e.g. 0.999; 0: off")
     add_binarization_flag(parser)
     add_lr_final_flag(parser)
     # Runs made before these flags existed used alpha 0.05, uniform noise and a constant learning rate
@@ -90,6 +93,10 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not 0 < args.logit_alpha < 0.5:
         raise ConfigError(f"--logit_alpha must be in (0, 0.5), got {args.logit_alpha}")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
+    if args.task == "toy" and args.ema_decay:
+        raise ConfigError("--ema_decay: the toy task keeps no weight average")
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
     if args.task == "toy" and args.binarization != "threshold":
@@ -133,7 +140,8 @@ def build_model(args: argparse.Namespace) -> ToyFlowModule | ImageFlowModule:
                    if args.dequantization == "variational" else UniformDequantizer())
     return ImageFlowModule(flow, dequantizer, data="8bit" if args.task == "mnist8bit" else "binary", lr=args.lr,
                            temperature=args.temperature, test_dequant_samples=args.test_dequant_samples,
-                           interpolation_steps=args.interpolation_steps, lr_final=args.lr_final)
+                           interpolation_steps=args.interpolation_steps, lr_final=args.lr_final,
+                           ema_decay=args.ema_decay)
 
 
 def build_datamodule(args: argparse.Namespace) -> ToyDataModule | MNISTDataModule:

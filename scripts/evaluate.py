@@ -35,7 +35,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--means", action="store_true",
                         help="score the per-pixel means the samples are drawn from (the VAE's) instead of the samples")
     parser.add_argument("--raw_weights", action="store_true",
-                        help="for a GAN trained with --ema_decay: score the trained generator, not its weight average")
+                        help="for a model trained with --ema_decay (GAN, flow): score the trained weights, not their average")
     parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto",
                         help="MNIST to compare with (auto: binarized for a model of binary data, else grey-scale)")
     parser.add_argument("--temperature", type=float, default=None,
@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
                          f"(it is no shared.generative.GenerativeModel)")
     print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
     if args.raw_weights:
-        if getattr(model, "generator_ema", None) is None:
+        if not getattr(model, "keeps_weight_average", False):
             raise SystemExit(f"error: --raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
         model.sample_from_average = False
     if args.temperature is not None:

@@ -134,7 +134,7 @@ class JudgeCurveCallback(pl.Callback):
         self.history[epoch] = {**figures, "top_class_share": top_share, "class_counts": counts}
         logged = {"judge_fd": figures["frechet_distance"], "judge_class_kl_to_uniform": figures["class_kl_to_uniform"],
                   "judge_digits_covered": figures["digits_covered"], "judge_top_class_share": top_share}
-        if getattr(pl_module, "generator_ema", None) is not None:
+        if getattr(pl_module, "keeps_weight_average", False):
             pl_module.sample_from_average = False
             try:
                 trained, _ = evaluator.evaluate_and_count(draw_samples(pl_module, self.num_samples, seed=self.seed))

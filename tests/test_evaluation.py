@@ -305,6 +305,24 @@ def test_evaluate_command_scores_a_gans_weight_average_or_on_request_its_trained
         evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--raw_weights"])
 
 
+@pytest.mark.slow
+def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_trained_weights(tmp_path, tiny_judge_path):
+    from part3_flows.train import main as train_flow
+    from shared.runs import load_run
+
+    metrics = train_flow(["--task", "mnist", "--subset", "128", "--batch_size", "32", "--num_channels", "8",
+                          "--num_blocks", "1", "--test_dequant_samples", "1", "--sample_epochs", "0", "--epochs", "1",
+                          "--ema_decay", "0.9", "--log_dir", str(tmp_path), "--accelerator", "cpu"])
+    run_dir = tmp_path / "flow_mnist_c8_b1_s2_vardeq" / "version_0"
+    model = load_run(run_dir)[0]
+    assert model.keeps_weight_average and model.bpd(-model.log_likelihood(model.interpolation_ends[0], 1)).mean() < 2
+    judged = [str(run_dir), "--num_samples", "200", "--judge", str(tiny_judge_path), "--seed", "3"]
+    evaluate = load_script("evaluate").main
+    averaged, raw = evaluate(judged), evaluate([*judged, "--raw_weights"])
+    assert raw["frechet_distance"] != averaged["frechet_distance"]
+    assert metrics["test_bpd"] < metrics["train_loss_first_step"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["{tmp}"], "is not a run directory: no config.yaml there"),
     (["{tmp}", "--num_samples", "1"], "--num_samples must be at least 2"),

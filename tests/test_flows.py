@@ -1,5 +1,6 @@
 """Part 3: toy densities against scipy, invertibility and exact log-dets of every layer and of the
 flows, the dequantized bound's constant, and the ``part3_flows.train`` command end to end on tiny data."""
+import copy
 import itertools
 import json
 import math
@@ -12,6 +13,7 @@ from scipy import stats
 from torch import nn
 from torch.autograd.functional import jacobian
 
+from part3_flows.dequantization import VariationalDequantizer
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag
 from part3_flows.modules import NUM_LEVELS, ImageFlowModule
 from part3_flows.layers import (ActNorm, AffineCoupling, ConvCoupling, InvertibleConv1x1, LogitTransform, MLPCoupling,
@@ -179,6 +181,20 @@ def test_fresh_image_flow_is_the_logit_then_rotations():
     torch.testing.assert_close(flow.log_prob(y), base.log_prob(s.flatten(1)) + logit_log_det, atol=1e-2, rtol=1e-5)
 
 
+def test_coupling_convolutions_run_channels_last_and_compute_what_contiguous_ones_do():
+    coupling = randomise(ConvCoupling(checkerboard_mask(4, 6, 6, 0), 16))
+    convs = [m for m in coupling.net if isinstance(m, nn.Conv2d)]
+    assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
+    assert not convs[0].weight.is_contiguous()
+    contiguous = copy.deepcopy(coupling)
+    for conv in contiguous.net:
+        if isinstance(conv, nn.Conv2d):
+            conv.weight.data = conv.weight.data.contiguous()
+    x, log_det = torch.randn(3, 4, 6, 6), torch.zeros(3)
+    for got, expected in zip(coupling(x, log_det), contiguous(x, log_det)):
+        assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_actnorm_data_init_standardises_each_channel():
     flow = ImageFlow((1, 28, 28), num_channels=8, num_blocks=1)
     flow.data_init(dequantize(binary_images((1, 28, 28), 64), LEVELS))
@@ -222,6 +238,34 @@ def test_image_module_samples_are_binary_images():
     assert torch.equal(lines[:, 0], binary_images((1, 28, 28), 2))  # ends decode to themselves
 
 
+def test_the_weight_average_follows_the_trained_flow_and_is_what_evaluation_uses():
+    flow = tiny_image_flow()
+    module = ImageFlowModule(flow, VariationalDequantizer(flow.shape, num_channels=4, num_couplings=2), ema_decay=0.5)
+    x, noise = binary_images(flow.shape, n=4), torch.rand(4, *flow.shape)
+    initial = module.eval().nll(x, noise)
+    randomise(module.flow), randomise(module.dequantizer)  # as training would move them
+    assert torch.equal(module.nll(x, noise), initial)  # evaluation: the average, not moved yet
+    trained = module.train().nll(x, noise)
+    assert not torch.allclose(trained, initial, atol=1e-3)
+    module.eval().sample_from_average = False
+    assert torch.equal(module.nll(x, noise), trained)
+    module.sample_from_average = True
+    module.on_train_batch_end(None, None, 0)
+    one_update = module.nll(x, noise)  # first update: weight 1 - 2/11 on the trained weights
+    assert not torch.allclose(one_update, initial, atol=1e-3) and not torch.allclose(one_update, trained, atol=1e-3)
+    for _ in range(60):
+        module.on_train_batch_end(None, None, 0)
+    assert module.ema_updates == 61 and torch.allclose(module.nll(x, noise), trained, atol=1e-4)
+    z = torch.randn(2, flow.dims)
+    assert torch.allclose(module.sample(2, z=z), module.train().sample(2, z=z))
+
+
+def test_without_weight_average_the_flow_module_keeps_no_copy():
+    module = ImageFlowModule(tiny_image_flow())
+    assert not module.keeps_weight_average and not any(k.startswith("averaged") for k in module.state_dict())
+    assert ImageFlowModule(tiny_image_flow(), ema_decay=0.9).keeps_weight_average
+
+
 # --- the command -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flags, message", [
@@ -236,6 +280,8 @@ def test_image_module_samples_are_binary_images():
     (["--task", "mnist", "--lr_final", "fast"], "argument --lr_final: expected a number or none, got 'fast'"),
     (["--task", "cifar"], "invalid choice: 'cifar'"),
     (["--num_scales", "3"], "invalid choice: 3"),
+    (["--task", "mnist", "--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
+    (["--ema_decay", "0.9"], "--ema_decay: the toy task keeps no weight average"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
