@@ -221,6 +221,8 @@ class ImageFlowModule(GenerativeModel, FlowModule):
             return
         datamodule = self.trainer.datamodule
         self.flow.data_init(self.dequantized(next(iter(datamodule.train_dataloader()))[0].to(self.device))[0])
+        if self.averaged is not None:  # the average starts at the initialised weights, as its grids at epoch 0 show
+            self.averaged.load_state_dict(nn.ModuleList([self.flow, self.dequantizer]).state_dict())
         test_images = next(iter(datamodule.test_dataloader()))[0]
         index = torch.arange(2 * self.hparams.num_interpolations) % len(test_images)
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))
