@@ -3,6 +3,7 @@
     python scripts/evaluate.py runs/gan_mlp/version_0
     python scripts/evaluate.py runs/vae_mlp_z20/version_0 --num_samples 10000 --json eval.json
     python scripts/evaluate.py runs/flow_mnist_c64_b4_s2/version_0 --temperature 1.0 --grid t1.png
+    python scripts/evaluate.py runs/flow_mnist_c64_b4_s2_vardeq/version_0 --test_likelihood --raw_weights
 
 Works for a run of any command: its config.yaml names the command that made it, whose
 build_model rebuilds the model; the checkpoint is the one the run's metrics.json names (the VAE's
@@ -16,6 +17,10 @@ import argparse
 import json
 from pathlib import Path
 
+import pytorch_lightning as pl
+import torch
+
+from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
 from shared.evaluation import draw_samples, evaluate_samples, format_report
@@ -23,6 +28,19 @@ from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import load_run
 from shared.utils import make_grid, save_grid
+
+
+def test_likelihood(model, command, run_args) -> dict:
+    """The run's test stage again, on this model: the same test set, the same seed first (shared.experiment)."""
+    if getattr(model, "likelihood_kind", None) is None:
+        raise SystemExit(f"error: --test_likelihood: {type(model).__name__} defines no likelihood")
+    datamodule = command.build_datamodule(run_args)
+    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[EvaluationProgress()])
+    torch.manual_seed(run_args.seed)
+    figures = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    print("Test stage: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(figures.items())), flush=True)
+    return figures
 
 
 def main(argv=None) -> dict:
@@ -36,6 +54,9 @@ def main(argv=None) -> dict:
                         help="score the per-pixel means the samples are drawn from (the VAE's) instead of the samples")
     parser.add_argument("--raw_weights", action="store_true",
                         help="for a model trained with --ema_decay (GAN, flow): score the trained weights, not their average")
+    parser.add_argument("--test_likelihood", action="store_true",
+                        help="also run the run's test stage on its checkpoint (the likelihood of the test set, from the "
+                             "run's seed, as the run did); with --raw_weights, of the trained weights")
     parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto",
                         help="MNIST to compare with (auto: binarized for a model of binary data, else grey-scale)")
     parser.add_argument("--temperature", type=float, default=None,
@@ -49,7 +70,7 @@ def main(argv=None) -> dict:
     if args.temperature is not None and args.temperature <= 0:
         parser.error(f"--temperature must be positive, got {args.temperature}")
 
-    model, _, run_args = load_run(args.run_dir, args.checkpoint)
+    model, command, run_args = load_run(args.run_dir, args.checkpoint)
     if not isinstance(model, GenerativeModel):
         raise SystemExit(f"error: {args.run_dir}: {type(model).__name__} does not sample images "
                          f"(it is no shared.generative.GenerativeModel)")
@@ -58,6 +79,7 @@ def main(argv=None) -> dict:
         if not getattr(model, "keeps_weight_average", False):
             raise SystemExit(f"error: --raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
         model.sample_from_average = False
+    likelihood = test_likelihood(model, command, run_args) if args.test_likelihood else {}
     if args.temperature is not None:
         if "temperature" not in model.hparams:
             raise SystemExit(f"error: --temperature: {type(model).__name__} samples at no temperature")
@@ -75,6 +97,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"error: {err}") from None
     results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed)
     results["judge_test_accuracy"] = record["test_accuracy"]
+    results.update(likelihood)
     if "temperature" in model.hparams:
         results["temperature"] = model.hparams.temperature
     print(format_report(results, f"Sample quality of {args.run_dir} (judge test accuracy {record['test_accuracy']:.4f})"))

@@ -303,6 +303,8 @@ def test_evaluate_command_scores_a_gans_weight_average_or_on_request_its_trained
     capsys.readouterr()
     with pytest.raises(SystemExit, match="keeps no weight average"):
         evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--raw_weights"])
+    with pytest.raises(SystemExit, match="--test_likelihood: GAN defines no likelihood"):
+        evaluate([run_dir, *judged, "--test_likelihood"])
 
 
 @pytest.mark.slow
@@ -318,8 +320,10 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     assert model.keeps_weight_average and model.bpd(-model.log_likelihood(model.interpolation_ends[0], 1)).mean() < 2
     judged = [str(run_dir), "--num_samples", "200", "--judge", str(tiny_judge_path), "--seed", "3"]
     evaluate = load_script("evaluate").main
-    averaged, raw = evaluate(judged), evaluate([*judged, "--raw_weights"])
+    averaged, raw = evaluate([*judged, "--test_likelihood"]), evaluate([*judged, "--test_likelihood", "--raw_weights"])
     assert raw["frechet_distance"] != averaged["frechet_distance"]
+    assert averaged["test_bpd"] == pytest.approx(metrics["test_bpd"], rel=1e-6)  # the run's own test stage, again
+    assert raw["test_bpd"] != pytest.approx(averaged["test_bpd"], rel=1e-4)
     assert metrics["test_bpd"] < metrics["train_loss_first_step"]
 
 
