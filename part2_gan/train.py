@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 from part2_gan.modules import GAN
 from part2_gan.networks import (DCGAN_INITS, DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
                                 GeneratorMLP)
-from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy, check_judge_flags, default_of,
-                        make_parser, parse_args)
+from shared.cli import (ConfigError, add_ema_decay_flag, add_judge_flags, check_adversarial_strategy, check_judge_flags,
+                        default_of, make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
 from shared.judge_curve import JudgeCurveCallback, add_judge_curve_flags, check_judge_curve_flags
@@ -48,9 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="discriminator's target for real images, < 1 for one-sided label smoothing")
     add("--r1_gamma", type=float, default=default_of(GAN, "r1_gamma"),
         help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1; 0: off")
-    add("--ema_decay", type=float, default=default_of(GAN, "ema_decay"),
-        help="above 0, sample from a moving average of the generator's weights with this decay, e.g. 0.999; "
-             "0: off")
+    add_ema_decay_flag(parser, default_of(GAN, "ema_decay"), "the generator's weights")
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
     add("--interpolation_steps", type=int, default=default_of(GAN, "interpolation_steps"),
@@ -73,8 +71,6 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be in [0, 1), got {getattr(args, flag)}")
     if len(args.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in args.betas):
         raise ConfigError(f"--betas must be two values in [0, 1), got {args.betas}")
-    if not 0.0 <= args.ema_decay < 1.0:
-        raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     for flag in ("gen_conv_blocks", "r1_gamma", "interpolation_steps"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} must be >= 0, got {getattr(args, flag)}")

@@ -19,8 +19,8 @@ from part3_flows.dequantization import UniformDequantizer, VariationalDequantize
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag, ToyDataModule
 from part3_flows.modules import ImageFlowModule, ToyFlowModule
 from part3_flows.networks import ImageFlow, NormalizingFlow
-from shared.cli import (ConfigError, add_binarization_flag, add_lr_final_flag, binarization_suffix, default_of,
-                        make_parser, parse_args)
+from shared.cli import (ConfigError, add_binarization_flag, add_ema_decay_flag, add_lr_final_flag, binarization_suffix,
+                        default_of, make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
 
@@ -75,9 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="variational: channels of each of the dequantizer's conv conditioners")
     add("--dequant_couplings", type=int, default=default_of(VariationalDequantizer, "num_couplings"),
         help="variational: checkerboard couplings of the dequantizer")
-    add("--ema_decay", type=float, default=default_of(ImageFlowModule, "ema_decay"),
-        help="MNIST tasks: above 0, evaluate and sample with a moving average of the weights with this decay, "
-             "e.g. 0.999; 0: off")
+    add_ema_decay_flag(parser, default_of(ImageFlowModule, "ema_decay"),
+                       "the flow's and the dequantizer's weights (MNIST tasks)")
     add_binarization_flag(parser)
     add_lr_final_flag(parser)
     # Runs made before these flags existed used alpha 0.05, uniform noise and a constant learning rate
@@ -93,8 +92,6 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not 0 < args.logit_alpha < 0.5:
         raise ConfigError(f"--logit_alpha must be in (0, 0.5), got {args.logit_alpha}")
-    if not 0.0 <= args.ema_decay < 1.0:
-        raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     if args.task == "toy" and args.ema_decay:
         raise ConfigError("--ema_decay: the toy task keeps no weight average")
     if args.interpolation_steps < 0:

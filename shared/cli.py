@@ -111,6 +111,13 @@ def add_lr_final_flag(parser: argparse.ArgumentParser) -> None:
                              "none: constant")
 
 
+def add_ema_decay_flag(parser: argparse.ArgumentParser, default: float, averaged: str) -> None:
+    """``--ema_decay``: a moving average of ``averaged`` (the weights it covers) for evaluation and samples."""
+    parser.add_argument("--ema_decay", type=float, default=default,
+                        help=f"above 0, evaluate and sample with a moving average of {averaged} with this decay, "
+                             "e.g. 0.999; 0: off")
+
+
 def add_judge_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of the judged evaluation after training (GAN, AAE)."""
     from shared.judge import DEFAULT_JUDGE_PATH  # the path only; torch is imported by then anyway
@@ -233,6 +240,8 @@ def _check_shared(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {value}")
     if getattr(args, "lr_final", None) is not None and args.lr_final <= 0:
         raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
+    if not 0.0 <= getattr(args, "ema_decay", 0.0) < 1.0:
+        raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     if args.num_workers < 0:
         raise ConfigError(f"--num_workers must be >= 0, got {args.num_workers}")
     if any(epoch < 0 for epoch in args.sample_epochs):
