@@ -4,6 +4,7 @@
     python scripts/evaluate.py runs/vae_mlp_z20/version_0 --num_samples 10000 --json eval.json
     python scripts/evaluate.py runs/flow_mnist_c64_b4_s2/version_0 --temperature 1.0 --grid t1.png
     python scripts/evaluate.py runs/flow_mnist_c64_b4_s2_vardeq/version_0 --test_likelihood --raw_weights
+    python scripts/evaluate.py runs/flow_mnist8bit_c64_b4_s2_vardeq/version_0 --test_likelihood --test_draws 8
 
 Works for a run of any command: its config.yaml names the command that made it, whose
 build_model rebuilds the model; the checkpoint is the one the run's metrics.json names (the VAE's
@@ -57,6 +58,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--test_likelihood", action="store_true",
                         help="also run the run's test stage on its checkpoint (the likelihood of the test set, from the "
                              "run's seed, as the run did); with --raw_weights, of the trained weights")
+    parser.add_argument("--test_draws", type=int, default=None,
+                        help="with --test_likelihood, for a flow: dequantization draws per test image instead of the "
+                             "run's (the tutorial's protocol: 8)")
     parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto",
                         help="MNIST to compare with (auto: binarized for a model of binary data, else grey-scale)")
     parser.add_argument("--temperature", type=float, default=None,
@@ -69,6 +73,8 @@ def main(argv=None) -> dict:
         parser.error(f"--num_samples must be at least 2, got {args.num_samples}")
     if args.temperature is not None and args.temperature <= 0:
         parser.error(f"--temperature must be positive, got {args.temperature}")
+    if args.test_draws is not None and (args.test_draws < 1 or not args.test_likelihood):
+        parser.error(f"--test_draws must be at least 1 and comes with --test_likelihood, got {args.test_draws}")
 
     model, command, run_args = load_run(args.run_dir, args.checkpoint)
     if not isinstance(model, GenerativeModel):
@@ -79,6 +85,10 @@ def main(argv=None) -> dict:
         if not getattr(model, "keeps_weight_average", False):
             raise SystemExit(f"error: --raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
         model.sample_from_average = False
+    if args.test_draws is not None:
+        if "test_dequant_samples" not in model.hparams:
+            raise SystemExit(f"error: --test_draws: {type(model).__name__} draws no dequantization noise")
+        model.hparams.test_dequant_samples = args.test_draws
     likelihood = test_likelihood(model, command, run_args) if args.test_likelihood else {}
     if args.temperature is not None:
         if "temperature" not in model.hparams:

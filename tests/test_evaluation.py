@@ -305,6 +305,8 @@ def test_evaluate_command_scores_a_gans_weight_average_or_on_request_its_trained
         evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--raw_weights"])
     with pytest.raises(SystemExit, match="--test_likelihood: GAN defines no likelihood"):
         evaluate([run_dir, *judged, "--test_likelihood"])
+    with pytest.raises(SystemExit, match="--test_draws: GAN draws no dequantization noise"):
+        evaluate([run_dir, *judged, "--test_likelihood", "--test_draws", "2"])
 
 
 @pytest.mark.slow
@@ -325,12 +327,16 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     assert averaged["test_bpd"] == pytest.approx(metrics["test_bpd"], rel=1e-6)  # the run's own test stage, again
     assert raw["test_bpd"] != pytest.approx(averaged["test_bpd"], rel=1e-4)
     assert metrics["test_bpd"] < metrics["train_loss_first_step"]
+    more_draws = evaluate([*judged, "--test_likelihood", "--test_draws", "3"])
+    assert more_draws["test_iw_bpd"] < more_draws["test_bpd"] and more_draws["test_bpd"] != metrics["test_bpd"]
 
 
 @pytest.mark.parametrize("argv, message", [
     (["{tmp}"], "is not a run directory: no config.yaml there"),
     (["{tmp}", "--num_samples", "1"], "--num_samples must be at least 2"),
     (["{tmp}", "--temperature", "0"], "--temperature must be positive"),
+    (["{tmp}", "--test_draws", "8"], "--test_draws must be at least 1 and comes with --test_likelihood, got 8"),
+    (["{tmp}", "--test_likelihood", "--test_draws", "0"], "--test_draws must be at least 1"),
 ])
 def test_evaluate_command_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -306,6 +306,8 @@ def test_mnist_task_brings_its_own_defaults_below_the_flags():
     assert (mnist["batch_size"], mnist["epochs"]) == (64, 30)
     assert (mnist["dequantization"], mnist["logit_alpha"], mnist["lr_final"]) == ("variational", 1e-5, 1e-4)
     assert parse_flow_args(["--task", "mnist", "--lr_final", "none"])["lr_final"] is None  # a constant rate
+    mnist8bit = parse_flow_args(["--task", "mnist8bit"])
+    assert (mnist8bit["lr_final"], mnist8bit["test_dequant_samples"], mnist["test_dequant_samples"]) == (None, 8, 4)
     assert parse_flow_args(["--task", "mnist", "--batch_size", "32"])["batch_size"] == 32
 
 
