@@ -60,7 +60,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         self.generator, self.discriminator = generator, discriminator
         self.generator_ema = averaged_copy(generator) if ema_decay > 0 else None
         self.register_buffer("ema_updates", torch.zeros(()) if ema_decay > 0 else None)
-        self.sample_from_average = True
+        self.keeps_weight_average, self.sample_from_average = ema_decay > 0, True
         # Fixed latents (saved with the checkpoint) so the grids of different epochs compare.
         self.register_buffer("fixed_z", torch.randn(64, z_dim))
         self.register_buffer("fixed_interpolation_ends", torch.randn(2, num_interpolations, z_dim))
@@ -74,10 +74,6 @@ class GAN(GenerativeModel, pl.LightningModule):
 
     def _noise(self, batch_size: int) -> torch.Tensor:
         return torch.randn(batch_size, self.hparams.z_dim, device=self.device)
-
-    @property
-    def keeps_weight_average(self) -> bool:
-        return self.generator_ema is not None
 
     @property
     def sampling_generator(self) -> nn.Module:

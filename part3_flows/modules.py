@@ -164,7 +164,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         self.flow, self.dequantizer = flow, dequantizer or UniformDequantizer()
         self.averaged = averaged_copy(nn.ModuleList([self.flow, self.dequantizer])) if ema_decay > 0 else None
         self.register_buffer("ema_updates", torch.zeros(()) if ema_decay > 0 else None)
-        self.sample_from_average = True
+        self.keeps_weight_average, self.sample_from_average = ema_decay > 0, True
         self.data, self.num_levels = data, NUM_LEVELS[data]
         self.likelihood_kind = self.dequantizer.bound
         self.image_shape = flow.shape
@@ -175,10 +175,6 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         self.register_buffer("data_ready", torch.tensor(False))
         self.example_input_array = torch.zeros(2, *flow.shape)
         self._init_means(["nll", "iw_nll"])
-
-    @property
-    def keeps_weight_average(self) -> bool:
-        return self.averaged is not None
 
     def networks(self) -> tuple[ImageFlow, nn.Module]:
         """(flow, dequantizer): the trained ones in training mode, else their weight average when one is kept."""

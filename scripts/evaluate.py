@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
                          f"(it is no shared.generative.GenerativeModel)")
     print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
     if args.raw_weights:
-        if not getattr(model, "keeps_weight_average", False):
+        if not model.keeps_weight_average:
             raise SystemExit(f"error: --raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
         model.sample_from_average = False
     if args.test_draws is not None:

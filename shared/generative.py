@@ -13,6 +13,8 @@ A model (in practice a LightningModule) subclasses :class:`GenerativeModel` and 
 - ``log_likelihood(images)``: log P(x) of the discrete images, in nats per image ``[B]`` (exact, or
   the named lower bound), for images as the DataModule serves that data variant;
 - ``likelihood_metric``: the metrics.json key of that figure on the test set, in bits per dimension.
+- ``keeps_weight_average``: true for a model that samples (and evaluates) with a moving average of its
+  weights (``--ema_decay``); setting ``sample_from_average = False`` on it uses the trained weights instead.
 
 The smallest complete model is in ``tests/test_generative.py`` and in the README ("Adding a model").
 """
@@ -41,6 +43,7 @@ class GenerativeModel(ABC):
     image_shape: tuple[int, ...] = (1, 28, 28)
     likelihood_kind: str | None = None
     likelihood_metric: str | None = None
+    keeps_weight_average: bool = False
 
     @abstractmethod
     def sample(self, n: int) -> torch.Tensor:
