@@ -25,6 +25,7 @@ from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
 from shared.evaluation import draw_samples, evaluate_samples, format_report
+from shared.experiment import silence_known_noise
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import load_run
@@ -35,6 +36,7 @@ def test_likelihood(model, command, run_args) -> dict:
     """The run's test stage again, on this model: the same test set, the same seed first (shared.experiment)."""
     if getattr(model, "likelihood_kind", None) is None:
         raise SystemExit(f"error: --test_likelihood: {type(model).__name__} defines no likelihood")
+    silence_known_noise()  # as a run's test stage: Lightning's tips and its own deprecations tell a user nothing
     datamodule = command.build_datamodule(run_args)
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[EvaluationProgress()])

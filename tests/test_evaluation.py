@@ -310,7 +310,8 @@ def test_evaluate_command_scores_a_gans_weight_average_or_on_request_its_trained
 
 
 @pytest.mark.slow
-def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_trained_weights(tmp_path, tiny_judge_path):
+def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_trained_weights(tmp_path, tiny_judge_path,
+                                                                                        capfd):
     from part3_flows.train import main as train_flow
     from shared.runs import load_run
 
@@ -327,7 +328,9 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     assert averaged["test_bpd"] == pytest.approx(metrics["test_bpd"], rel=1e-6)  # the run's own test stage, again
     assert raw["test_bpd"] != pytest.approx(averaged["test_bpd"], rel=1e-4)
     assert metrics["test_bpd"] < metrics["train_loss_first_step"]
+    capfd.readouterr()
     more_draws = evaluate([*judged, "--test_likelihood", "--test_draws", "3"])
+    assert "Tip:" not in "".join(capfd.readouterr())  # Lightning's noise stays out, as in a run
     assert more_draws["test_iw_bpd"] < more_draws["test_bpd"] and more_draws["test_bpd"] != metrics["test_bpd"]
 
 

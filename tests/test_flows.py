@@ -360,7 +360,9 @@ def test_a_run_made_before_the_logit_alpha_flag_is_rebuilt_with_the_alpha_it_tra
     assert resumed["logit_alpha"] == rebuilt["logit_alpha"] == 0.05
     assert parse_flow_args(["--task", "mnist8bit"])["logit_alpha"] == 1e-5  # a new run: the task's default
     # Both ways fill the other missing settings alike: from the task's defaults.
-    assert resumed["temperature"] == rebuilt["temperature"] == 1.0 and resumed["epochs"] == rebuilt["epochs"] == 30
+    assert resumed["temperature"] == rebuilt["temperature"] == 1.0 and resumed["epochs"] == rebuilt["epochs"] == 34
+    assert resumed["ema_decay"] == rebuilt["ema_decay"] == 0.0  # it kept no weight average, so its checkpoint has none
+    assert parse_flow_args(["--task", "mnist8bit"])["ema_decay"] == 0.999
 
 
 def test_a_binary_run_made_before_the_dequantization_and_lr_final_flags_is_rebuilt_as_it_trained(tmp_path):
