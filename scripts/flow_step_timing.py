@@ -39,7 +39,7 @@ def main(argv=None) -> dict:
                           flow_command.default_name, flow_command.task_defaults)
     torch.manual_seed(0)
     channels_last = flow_command.build_model(run_args)
-    levels = 2 if run_args.task == "mnist" else 256
+    levels = channels_last.num_levels
     batch = torch.randint(0, levels, (run_args.batch_size, 1, 28, 28)).float() / (levels - 1)
     channels_last.flow.data_init(channels_last.dequantized(batch)[0])
     channels_last.data_ready.fill_(True)

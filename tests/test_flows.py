@@ -1,6 +1,5 @@
 """Part 3: toy densities against scipy, invertibility and exact log-dets of every layer and of the
 flows, the dequantized bound's constant, and the ``part3_flows.train`` command end to end on tiny data."""
-import copy
 import itertools
 import json
 import math
@@ -21,7 +20,7 @@ from part3_flows.layers import (ActNorm, AffineCoupling, ConvCoupling, Invertibl
 from part3_flows.networks import ImageFlow, NormalizingFlow
 from part3_flows.train import main
 from shared.densities import dequantize, quantize
-from tests.conftest import assert_fails_fast, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
+from tests.conftest import assert_fails_fast, crashes_in_epoch_two, load_script, stopped_by_nan, turns_nan_after
 
 LEVELS = NUM_LEVELS["binary"]
 TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
@@ -186,10 +185,8 @@ def test_coupling_convolutions_run_channels_last_and_compute_what_contiguous_one
     convs = [m for m in coupling.net if isinstance(m, nn.Conv2d)]
     assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) for conv in convs)
     assert not convs[0].weight.is_contiguous()
-    contiguous = copy.deepcopy(coupling)
-    for conv in contiguous.net:
-        if isinstance(conv, nn.Conv2d):
-            conv.weight.data = conv.weight.data.contiguous()
+    contiguous = load_script("flow_step_timing").contiguous_copy(coupling)
+    assert contiguous.net[0].weight.is_contiguous()
     x, log_det = torch.randn(3, 4, 6, 6), torch.zeros(3)
     for got, expected in zip(coupling(x, log_det), contiguous(x, log_det)):
         assert torch.allclose(got, expected, atol=1e-5)
