@@ -127,7 +127,6 @@ class TensorBatchDataset(Dataset):
     def __getitem__(self, indices):
         return self.images[indices], self.labels[indices]
 
-
     def to(self, device: torch.device) -> TensorBatchDataset:
         """The same data on ``device`` (this dataset itself when it is there already)."""
         if self.images.device == device:
