@@ -10,6 +10,7 @@ runs before anything is written there, and a resume rewrites nothing until its c
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -59,6 +60,22 @@ def silence_known_noise() -> None:
             logger.addFilter(_DropKnownNoise())
     for pattern in _QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+
+
+def skip_futile_nvml_check() -> None:
+    """Drop Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where the NVML library cannot be loaded (no NVIDIA driver).
+
+    Lightning sets it on import so that asking whether CUDA is available never initialises CUDA (which spoils
+    forked processes). Where NVML is missing, torch then tries to load it on every such question and falls back to
+    asking CUDA anyway, and torch.optim asks once per optimizer step (Adam's graph-capture check): 40 us a step
+    on this CPU for no change in any answer. Where the library loads, the variable stays.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")  # the name torch.cuda loads
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
@@ -156,6 +173,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     ``callbacks`` join the run's own (a command's extra figures during training).
     """
     silence_known_noise()
+    skip_futile_nvml_check()
     if args.resume:
         run_dir = Path(args.resume)
         logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
