@@ -9,7 +9,9 @@ What it measures:
               --repeats: the project's pipeline (the command's DataModule, LightningModule and a Trainer
               with every callback a run has, validation off) and a plain PyTorch loop over the same
               model, on batches sliced from a tensor on the device (the floor the framework adds to);
-              images per second and their ratio. The VAE also against a per-image PIL + torchvision
+              images per second and their ratio. Between the two, Lightning alone: a Trainer with no
+              callback and no logger on the same data module, the framework's own per-step cost, which
+              the project's callbacks add to. The VAE also against a per-image PIL + torchvision
               transform DataLoader, the tutorials' pipeline.
   VAE fit     `python -m part1_vae.train --epochs N` (N = --vae_epochs, default 80, the command's default):
               the fit seconds of its timing.json.
@@ -85,13 +87,15 @@ class EpochTimer(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
-def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule, log_dir: str,
+def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule, log_dir: str | None,
                   batches: int | None) -> float:
-    """Seconds of one training epoch (or its first ``batches``) through the project's pipeline."""
+    """Seconds of one training epoch (or its first ``batches``) through the project's pipeline, or with no
+    ``log_dir`` through Lightning alone (no callback but the timer, no logger)."""
     timer = EpochTimer()
-    callbacks = [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock(), timer]
-    trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, logger=TensorBoardLogger(log_dir),
-                         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
+    callbacks = [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock()] if log_dir else []
+    trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1,
+                         logger=TensorBoardLogger(log_dir) if log_dir else False,
+                         callbacks=[*callbacks, timer], enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                          **({"limit_train_batches": batches} if batches else {}))
     with contextlib.redirect_stdout(io.StringIO()):  # the run's epoch line
@@ -175,6 +179,7 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
     ways: dict[str, Callable[[], float]] = {}
     with tempfile.TemporaryDirectory() as log_dir:
         ways["pipeline"] = lambda: time_pipeline(copy.deepcopy(template), datamodule, log_dir, batches)
+        ways["Lightning alone"] = lambda: time_pipeline(copy.deepcopy(template), datamodule, None, batches)
         if plain_loss is None:
             ways["plain"] = lambda: time_plain_gan(copy.deepcopy(template), device_batches(images, args.batch_size,
                                                                                             batches), device)
@@ -191,7 +196,8 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
                 seconds[way].append(timed())
     rates = {way: count / min(times) for way, times in seconds.items()}
     print(f"{name}: " + ", ".join(f"{way} {rate:,.0f} images/s" for way, rate in rates.items())
-          + f", pipeline / plain {rates['pipeline'] / rates['plain']:.2f}x", flush=True)
+          + f", pipeline / plain {rates['pipeline'] / rates['plain']:.2f}x"
+          + f", Lightning alone / plain {rates['Lightning alone'] / rates['plain']:.2f}x", flush=True)
     return {"what": name, "images": count, "batch_size": args.batch_size, **rates}
 
 
@@ -221,12 +227,15 @@ def iw_bound_seconds(run_dir: Path, iw_samples: int) -> float:
 
 def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str) -> str:
     lines = [f"Measured on {device} with `{command}`.", "",
-             "| model, data | project's pipeline | plain loop | project / plain | per-image pipeline |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+             "| model, data | project's pipeline | Lightning alone | plain loop | project / plain | Lightning alone / plain "
+             "| per-image pipeline |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         per_image = f"{row['per-image']:,.0f} img/s" if "per-image" in row else ""
         lines.append(f"| {row['what']}, {row['images']:,} images, batch {row['batch_size']} | {row['pipeline']:,.0f} "
-                     f"img/s | {row['plain']:,.0f} img/s | **{row['pipeline'] / row['plain']:.2f}x** | {per_image} |")
+                     f"img/s | {row['Lightning alone']:,.0f} img/s | {row['plain']:,.0f} img/s | "
+                     f"**{row['pipeline'] / row['plain']:.2f}x** | {row['Lightning alone'] / row['plain']:.2f}x | "
+                     f"{per_image} |")
     if fits:
         lines += ["", "| run | wall-clock |", "| --- | ---: |"] + [f"| {what} | {value} |" for what, value in fits.items()]
     return "\n".join(lines) + "\n"
