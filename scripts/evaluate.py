@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -24,7 +25,8 @@ import torch
 from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
-from shared.evaluation import draw_samples, evaluate_samples, format_report
+from shared.evaluation import (NUM_DIGITS, draw_samples, evaluate_samples, format_report, judge_logits,
+                              per_digit_figures, real_images)
 from shared.experiment import silence_known_noise
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
@@ -44,6 +46,21 @@ def test_likelihood(model, command, run_args) -> dict:
     figures = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     print("Test stage: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(figures.items())), flush=True)
     return figures
+
+
+def format_per_digit(samples: dict[str, list], real: dict[str, list]) -> str:
+    """Each digit's share and the judge's confidence, samples beside the test images, and the confidence with
+    the digits drawn weighted alike (the mean max prob without the samples' digit mix)."""
+    def shown(value, width):
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
+
+    lines = ["Per digit (as the judge names it)", f"  {'digit':<8}{'share':>10}{'real':>10}{'confidence':>12}{'real':>10}"]
+    for digit in range(NUM_DIGITS):
+        lines.append(f"  {digit:<8}{samples['share'][digit]:>10.3f}{real['share'][digit]:>10.3f}"
+                     f"{shown(samples['confidence'][digit], 12)}{shown(real['confidence'][digit], 10)}")
+    balanced = [statistics.fmean(c for c in figures["confidence"] if c is not None) for figures in (samples, real)]
+    lines.append(f"  {'digits weighted alike':<28}{balanced[0]:>12.4f}{balanced[1]:>10.4f}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
@@ -67,6 +84,9 @@ def main(argv=None) -> dict:
                         help="MNIST to compare with (auto: binarized for a model of binary data, else grey-scale)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="scale on the base noise, for a model that samples at one (the flow; default: the run's)")
+    parser.add_argument("--per_digit", action="store_true",
+                        help="also each digit's share of the samples and the judge's mean confidence on it, beside "
+                             "the test images'")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--grid", type=Path, default=None, help="also save the first 64 samples as an 8x8 PNG grid")
@@ -113,6 +133,10 @@ def main(argv=None) -> dict:
     if "temperature" in model.hparams:
         results["temperature"] = model.hparams.temperature
     print(format_report(results, f"Sample quality of {args.run_dir} (judge test accuracy {record['test_accuracy']:.4f})"))
+    if args.per_digit:
+        results["per_digit"] = per_digit_figures(judge_logits(judge, samples))
+        results["real_per_digit"] = per_digit_figures(judge_logits(judge, real_images("test", binarized, run_args.data_dir)))
+        print(format_per_digit(results["per_digit"], results["real_per_digit"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results

@@ -104,6 +104,24 @@ def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
             "mean_max_prob": probs.max(1).values.mean().item()}
 
 
+def per_digit_figures(logits: torch.Tensor) -> dict[str, list[float | None]]:
+    """For each digit, the share of the images the judge names it and its mean confidence (max softmax) on them
+    (None for a digit it never names): where the mean max prob comes from, since a model that draws more of the
+    digits the judge reads easily scores higher without drawing any digit better."""
+    confidence, digit = logits.double().softmax(dim=1).max(1)
+    counts = torch.bincount(digit, minlength=NUM_DIGITS).double()
+    sums = torch.zeros(NUM_DIGITS, dtype=torch.float64).index_add_(0, digit, confidence)
+    return {"share": (counts / len(logits)).tolist(),
+            "confidence": [total / count if count else None for total, count in zip(sums.tolist(), counts.tolist())]}
+
+
+@torch.no_grad()
+def judge_logits(judge: DigitClassifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The judge's logits for ``images`` in [0, 1], read in batches."""
+    judge.eval()
+    return torch.cat([judge(batch) for batch in images.split(batch_size)])
+
+
 class SampleQualityEvaluator:
     """Scores image sets against one real reference set, whose judge features are computed once.
 

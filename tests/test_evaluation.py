@@ -11,7 +11,7 @@ import yaml
 from part1_vae.networks import MLPDecoder, MLPEncoder
 from part1_vae.modules import VAE
 from shared.data import load_mnist, to_model_range
-from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, to_unit_range
+from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, per_digit_figures, to_unit_range
 from shared.judge import (DEFAULT_JUDGE_PATH, DigitClassifier, JudgeFileError, accuracy, fit_judge,
                           load_judge, train_judge)
 from shared.progress import Progress
@@ -43,6 +43,15 @@ def test_coverage_counts_digits_predicted_for_at_least_one_percent():
 
 def test_uninformative_logits_give_chance_confidence():
     assert class_figures(torch.zeros(50, 10))["mean_max_prob"] == pytest.approx(0.1)
+
+
+def test_per_digit_figures_split_the_confidence_by_the_digit_named():
+    logits = torch.cat([one_hot_logits([1] * 30), torch.zeros(10, 10)])  # 10 images the judge cannot read
+    logits[30:, 7] = 1e-6  # ... named 7 by a hair, at chance confidence
+    figures = per_digit_figures(logits)
+    assert figures["share"][1] == pytest.approx(0.75) and figures["share"][7] == pytest.approx(0.25)
+    assert figures["confidence"][1] == pytest.approx(1.0) and figures["confidence"][7] == pytest.approx(0.1)
+    assert all(figures["confidence"][digit] is None for digit in (0, 2, 3, 4, 5, 6, 8, 9))
 
 
 def test_to_unit_range_maps_and_rejects_values_outside_the_declared_range():
@@ -251,10 +260,16 @@ def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tin
     torch.save({"state_dict": vae.state_dict()}, run_dir / "checkpoints" / "last.ckpt")
     out = tmp_path / "figures.json"
     results = load_script("evaluate").main([str(run_dir), "--num_samples", "300", "--judge", str(tiny_judge_path),
-                                           "--json", str(out)])
+                                           "--json", str(out), "--per_digit"])
     assert results["reference"] == "threshold-binarized" and results["num_samples"] == 300
     assert json.loads(out.read_text()) == results
-    assert "Loaded VAE" in capsys.readouterr().out
+    assert sum(results["per_digit"]["share"]) == pytest.approx(1.0)
+    # The judge reads the test images: its shares follow their labels'.
+    labels = load_mnist("test")[1]
+    label_shares = torch.bincount(labels, minlength=10).double() / len(labels)
+    assert torch.allclose(torch.tensor(results["real_per_digit"]["share"], dtype=torch.float64), label_shares, atol=0.03)
+    printed = capsys.readouterr().out
+    assert "Loaded VAE" in printed and "Per digit (as the judge names it)" in printed
 
 
 @pytest.mark.slow
