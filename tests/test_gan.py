@@ -197,7 +197,7 @@ def test_configs_parse_to_the_documented_runs():
     assert (mlp.name, mlp.z_dim, mlp.hidden_dims_gen, mlp.lr, mlp.epochs) == ("gan_mlp", 32, [128, 256, 512], 2e-4, 250)
     assert (dcgan.name, dcgan.model, dcgan.init, dcgan.lr, dcgan.lr_disc, dcgan.ema_decay, dcgan.num_filters,
             dcgan.gen_conv_blocks) == ("gan_dcgan", "dcgan", "dcgan", 8e-4, 8e-4, 0.999, 64, 1)
-    assert (dcgan.epochs, dcgan.judge_every, dcgan.judge_every_samples) == (45, 3, 5000)
+    assert (dcgan.epochs, dcgan.judge_every, dcgan.judge_every_samples) == (75, 3, 5000)
     assert mlp.ema_decay == 0
 
 
