@@ -17,7 +17,8 @@ def test_throughput_of_each_model_and_the_markdown_table():
     assert all(row[way] > 0 for row in rows for way in ("pipeline", "Lightning alone", "plain"))
     table = benchmark.markdown("a CPU", rows, {"default VAE fit, 80 epochs": "1.0 s"}, "python scripts/benchmark.py")
     assert table.startswith("Measured on a CPU with `python scripts/benchmark.py`.")
-    assert "| Lightning alone |" in table and "| flow, 128 images, batch 64 |" in table and "| default VAE fit, 80 epochs | 1.0 s |" in table
+    assert "| Lightning alone |" in table and "| flow, 128 images, batch 64 |" in table
+    assert "| default VAE fit, 80 epochs | 1.0 s |" in table
 
 
 def test_flow_step_timing_times_the_same_training_both_memory_formats():
