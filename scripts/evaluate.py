@@ -25,8 +25,7 @@ import torch
 from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
-from shared.evaluation import (NUM_DIGITS, draw_samples, evaluate_samples, format_report, judge_logits,
-                              per_digit_figures, real_images)
+from shared.evaluation import NUM_DIGITS, draw_samples, evaluate_samples, format_report
 from shared.experiment import silence_known_noise
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
@@ -127,15 +126,14 @@ def main(argv=None) -> dict:
         judge, record = load_judge(args.judge, run_args.data_dir)
     except DataFileError as err:
         raise SystemExit(f"error: {err}") from None
-    results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed)
+    results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed,
+                               per_digit=args.per_digit)
     results["judge_test_accuracy"] = record["test_accuracy"]
     results.update(likelihood)
     if "temperature" in model.hparams:
         results["temperature"] = model.hparams.temperature
     print(format_report(results, f"Sample quality of {args.run_dir} (judge test accuracy {record['test_accuracy']:.4f})"))
     if args.per_digit:
-        results["per_digit"] = per_digit_figures(judge_logits(judge, samples))
-        results["real_per_digit"] = per_digit_figures(judge_logits(judge, real_images("test", binarized, run_args.data_dir)))
         print(format_per_digit(results["per_digit"], results["real_per_digit"]))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

@@ -86,6 +86,11 @@ def draw_samples(model: GenerativeModel, n: int, seed: int = 0, batch_size: int 
     return to_unit_range(torch.cat(chunks), (0.0, 1.0))
 
 
+def class_counts(logits: torch.Tensor) -> torch.Tensor:
+    """How many of the images the judge names each digit, ``[NUM_DIGITS]``."""
+    return torch.bincount(logits.argmax(1), minlength=NUM_DIGITS)
+
+
 def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
     """Inception score, digit coverage, class-histogram KL to uniform and confidence from judge logits."""
     log_probs = logits.double().log_softmax(dim=1)
@@ -95,7 +100,7 @@ def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
         log_marginal = part_probs.mean(0).log()
         scores.append((part_probs * (part_log_probs - log_marginal)).sum(1).mean().exp())
     scores = torch.stack(scores)
-    histogram = torch.bincount(logits.argmax(1), minlength=NUM_DIGITS).double() / len(logits)
+    histogram = class_counts(logits).double() / len(logits)
     present = histogram[histogram > 0]
     return {"inception_score": scores.mean().item(),
             "inception_score_std": scores.std().item() if len(scores) > 1 else 0.0,
@@ -109,17 +114,10 @@ def per_digit_figures(logits: torch.Tensor) -> dict[str, list[float | None]]:
     (None for a digit it never names): where the mean max prob comes from, since a model that draws more of the
     digits the judge reads easily scores higher without drawing any digit better."""
     confidence, digit = logits.double().softmax(dim=1).max(1)
-    counts = torch.bincount(digit, minlength=NUM_DIGITS).double()
+    counts = class_counts(logits).double()
     sums = torch.zeros(NUM_DIGITS, dtype=torch.float64).index_add_(0, digit, confidence)
     return {"share": (counts / len(logits)).tolist(),
             "confidence": [total / count if count else None for total, count in zip(sums.tolist(), counts.tolist())]}
-
-
-@torch.no_grad()
-def judge_logits(judge: DigitClassifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """The judge's logits for ``images`` in [0, 1], read in batches."""
-    judge.eval()
-    return torch.cat([judge(batch) for batch in images.split(batch_size)])
 
 
 class SampleQualityEvaluator:
@@ -136,8 +134,8 @@ class SampleQualityEvaluator:
         self.judge, self.batch_size = judge.eval(), batch_size
         self.frechet = FrechetInceptionDistance(feature=JudgeFeatures(self.judge), reset_real_features=False,
                                                 normalize=True)
-        self.reference_figures = class_figures(self._judge(reference, real=True, progress=progress,
-                                                           what="reference images"))
+        self.reference_logits = self._judge(reference, real=True, progress=progress, what="reference images")
+        self.reference_figures = class_figures(self.reference_logits)
 
     @torch.no_grad()
     def _judge(self, images: torch.Tensor, real: bool, progress: bool, what: str) -> torch.Tensor:
@@ -158,9 +156,14 @@ class SampleQualityEvaluator:
         ``progress``: once the work has taken 2 s, a line on stdout every 10 s ("judging 10,000 samples:
         3,000/10,000 images, 4 s elapsed, ETA 9 s"), then the time taken; the figures are the same either way.
         """
+        return self.evaluate_with_logits(images, progress, what)[0]
+
+    def evaluate_with_logits(self, images: torch.Tensor, progress: bool = False, what: str = "samples"
+                             ) -> tuple[dict[str, float], torch.Tensor]:
+        """:meth:`evaluate`'s figures and the judge's logits ``[N, NUM_DIGITS]`` they came from (one pass)."""
         self.frechet.reset()
-        figures = class_figures(self._judge(images, real=False, progress=progress, what=what))
-        return {"frechet_distance": self.frechet.compute().item(), **figures}
+        logits = self._judge(images, real=False, progress=progress, what=what)
+        return {"frechet_distance": self.frechet.compute().item(), **class_figures(logits)}, logits
 
 
 def real_images(split: str, binarized: bool, data_dir: str | Path | None = None, count: int | None = None,
@@ -190,7 +193,7 @@ def real_reference(judge: DigitClassifier, binarized: bool, num_samples: int, da
 def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: bool = False,
                      data_dir: str | Path | None = None, seed: int = 0,
                      reference: tuple[SampleQualityEvaluator, dict[str, float]] | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, per_digit: bool = False) -> dict:
     """The figures for ``samples`` (in [0, 1]) and their real ceilings, as one flat dict.
 
     Keys: each figure of :data:`FIGURES`, the same with prefix ``real_`` (the ceiling, see
@@ -198,11 +201,16 @@ def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: b
     ``num_samples`` and ``reference`` (which MNIST the samples were compared with: "8-bit grey" or
     "threshold-binarized"). ``progress``: lines on stdout with the time taken and an ETA while the judge
     reads the images, for work that takes more than 2 s (see :meth:`SampleQualityEvaluator.evaluate`).
+    ``per_digit``: also ``per_digit`` and ``real_per_digit``, :func:`per_digit_figures` of the samples and of
+    the test images, from the same pass of the judge.
     """
     evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed, progress)
-    figures = evaluator.evaluate(samples, progress=progress)
-    return {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
-            "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "8-bit grey"}
+    figures, logits = evaluator.evaluate_with_logits(samples, progress=progress)
+    results = {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
+               "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "8-bit grey"}
+    if per_digit:
+        results.update(per_digit=per_digit_figures(logits), real_per_digit=per_digit_figures(evaluator.reference_logits))
+    return results
 
 
 def format_report(results: dict, title: str) -> str:

@@ -17,7 +17,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.callbacks import _batch_step
 from shared.cli import ConfigError, check_judge_flags
-from shared.evaluation import COVERAGE_FRACTION, NUM_DIGITS, SampleQualityEvaluator, class_figures, draw_samples, \
+from shared.evaluation import COVERAGE_FRACTION, NUM_DIGITS, SampleQualityEvaluator, class_counts, draw_samples, \
     real_images
 from shared.judge import load_judge
 from shared.utils import figure_to_tensor, log_grid
@@ -47,16 +47,6 @@ def check_judge_curve_flags(args: argparse.Namespace) -> None:
     if args.judge_every and not args.eval_samples:
         # check_judge_flags reads the judge only for an evaluation after training; the curve needs it sooner.
         check_judge_flags(argparse.Namespace(**{**vars(args), "eval_samples": args.judge_every_samples}))
-
-
-class _CountingEvaluator(SampleQualityEvaluator):
-    """The evaluator's figures and, from the same pass of the judge, how many samples it reads as each digit."""
-
-    def evaluate_and_count(self, images: torch.Tensor) -> tuple[dict[str, float], torch.Tensor]:
-        self.frechet.reset()
-        logits = self._judge(images, real=False, progress=False, what="samples")
-        counts = torch.bincount(logits.argmax(1), minlength=NUM_DIGITS)
-        return {"frechet_distance": self.frechet.compute().item(), **class_figures(logits)}, counts
 
 
 def collapse_message(counts: torch.Tensor, epoch: int) -> str | None:
@@ -112,14 +102,14 @@ class JudgeCurveCallback(pl.Callback):
                  data_dir: str | Path | None = None):
         self.every, self.num_samples, self.seed = every, num_samples, seed
         self.judge_path, self.data_dir = judge_path, data_dir
-        self.evaluator: _CountingEvaluator | None = None
+        self.evaluator: SampleQualityEvaluator | None = None
         self.history: dict[int, dict] = {}
 
-    def _evaluator_for(self, pl_module: pl.LightningModule) -> _CountingEvaluator:
+    def _evaluator_for(self, pl_module: pl.LightningModule) -> SampleQualityEvaluator:
         if self.evaluator is None:
             judge, _ = load_judge(self.judge_path, self.data_dir)
             reference = real_images("test", pl_module.data == "binary", self.data_dir)
-            self.evaluator = _CountingEvaluator(judge, reference)
+            self.evaluator = SampleQualityEvaluator(judge, reference)
         return self.evaluator
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -129,7 +119,8 @@ class JudgeCurveCallback(pl.Callback):
         # Loading the judge builds a network, whose initial weights come from the global random state.
         with torch.random.fork_rng():
             evaluator = self._evaluator_for(pl_module)
-        figures, counts = evaluator.evaluate_and_count(draw_samples(pl_module, self.num_samples, seed=self.seed))
+        figures, logits = evaluator.evaluate_with_logits(draw_samples(pl_module, self.num_samples, seed=self.seed))
+        counts = class_counts(logits)
         top_share = (counts.max() / counts.sum()).item()
         self.history[epoch] = {**figures, "top_class_share": top_share, "class_counts": counts}
         logged = {"judge_fd": figures["frechet_distance"], "judge_class_kl_to_uniform": figures["class_kl_to_uniform"],
@@ -137,7 +128,7 @@ class JudgeCurveCallback(pl.Callback):
         if getattr(pl_module, "keeps_weight_average", False):
             pl_module.sample_from_average = False
             try:
-                trained, _ = evaluator.evaluate_and_count(draw_samples(pl_module, self.num_samples, seed=self.seed))
+                trained = evaluator.evaluate(draw_samples(pl_module, self.num_samples, seed=self.seed))
             finally:
                 pl_module.sample_from_average = True
             self.history[epoch]["frechet_distance_trained_weights"] = logged["judge_fd_trained_weights"] = \

@@ -101,6 +101,16 @@ def test_frechet_distance_of_the_reference_to_itself_is_zero(real_and_noise_figu
     assert abs(evaluator.evaluate(test_images)["frechet_distance"]) < 1e-3 * real["frechet_distance"]
 
 
+def test_the_evaluators_logits_are_the_judges_and_give_its_figures(real_and_noise_figures, tiny_judge):
+    evaluator, _, noise_figures = real_and_noise_figures
+    noise = torch.rand(1000, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    figures, logits = evaluator.evaluate_with_logits(noise)
+    with torch.no_grad():
+        assert torch.allclose(logits, tiny_judge[0].eval()(noise), atol=1e-5)
+    assert figures == noise_figures and class_figures(logits)["mean_max_prob"] == figures["mean_max_prob"]
+    assert evaluator.reference_logits.shape == (1000, 10)
+
+
 def test_load_judge_reads_the_cache(tiny_judge, tiny_judge_path):
     judge, record = load_judge(tiny_judge_path)
     images = torch.rand(4, 1, 28, 28)
