@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -26,7 +25,7 @@ from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
 from shared.evaluation import NUM_DIGITS, draw_samples, evaluate_samples, format_report
-from shared.experiment import silence_known_noise
+from shared.experiment import prepare_lightning_process
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import load_run
@@ -37,7 +36,7 @@ def test_likelihood(model, command, run_args) -> dict:
     """The run's test stage again, on this model: the same test set, the same seed first (shared.experiment)."""
     if getattr(model, "likelihood_kind", None) is None:
         raise SystemExit(f"error: --test_likelihood: {type(model).__name__} defines no likelihood")
-    silence_known_noise()  # as a run's test stage: Lightning's tips and its own deprecations tell a user nothing
+    prepare_lightning_process()  # as a run's test stage
     datamodule = command.build_datamodule(run_args)
     trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[EvaluationProgress()])
@@ -47,7 +46,7 @@ def test_likelihood(model, command, run_args) -> dict:
     return figures
 
 
-def format_per_digit(samples: dict[str, list], real: dict[str, list]) -> str:
+def format_per_digit(samples: dict, real: dict) -> str:
     """Each digit's share and the judge's confidence, samples beside the test images, and the confidence with
     the digits drawn weighted alike (the mean max prob without the samples' digit mix)."""
     def shown(value, width):
@@ -57,8 +56,8 @@ def format_per_digit(samples: dict[str, list], real: dict[str, list]) -> str:
     for digit in range(NUM_DIGITS):
         lines.append(f"  {digit:<8}{samples['share'][digit]:>10.3f}{real['share'][digit]:>10.3f}"
                      f"{shown(samples['confidence'][digit], 12)}{shown(real['confidence'][digit], 10)}")
-    balanced = [statistics.fmean(c for c in figures["confidence"] if c is not None) for figures in (samples, real)]
-    lines.append(f"  {'digits weighted alike':<28}{balanced[0]:>12.4f}{balanced[1]:>10.4f}")
+    lines.append(f"  {'digits weighted alike':<28}{samples['confidence_digits_alike']:>12.4f}"
+                 f"{real['confidence_digits_alike']:>10.4f}")
     return "\n".join(lines)
 
 

@@ -109,15 +109,18 @@ def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
             "mean_max_prob": probs.max(1).values.mean().item()}
 
 
-def per_digit_figures(logits: torch.Tensor) -> dict[str, list[float | None]]:
+def per_digit_figures(logits: torch.Tensor) -> dict[str, list[float | None] | float]:
     """For each digit, the share of the images the judge names it and its mean confidence (max softmax) on them
     (None for a digit it never names): where the mean max prob comes from, since a model that draws more of the
-    digits the judge reads easily scores higher without drawing any digit better."""
+    digits the judge reads easily scores higher without drawing any digit better. ``confidence_digits_alike``:
+    the mean of the digits' confidences (over the digits named), the mean max prob without the digit mix."""
     confidence, digit = logits.double().softmax(dim=1).max(1)
     counts = class_counts(logits).double()
     sums = torch.zeros(NUM_DIGITS, dtype=torch.float64).index_add_(0, digit, confidence)
-    return {"share": (counts / len(logits)).tolist(),
-            "confidence": [total / count if count else None for total, count in zip(sums.tolist(), counts.tolist())]}
+    per_digit = [total / count if count else None for total, count in zip(sums.tolist(), counts.tolist())]
+    named = [value for value in per_digit if value is not None]
+    return {"share": (counts / len(logits)).tolist(), "confidence": per_digit,
+            "confidence_digits_alike": sum(named) / len(named)}
 
 
 class SampleQualityEvaluator:

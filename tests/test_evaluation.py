@@ -52,6 +52,7 @@ def test_per_digit_figures_split_the_confidence_by_the_digit_named():
     assert figures["share"][1] == pytest.approx(0.75) and figures["share"][7] == pytest.approx(0.25)
     assert figures["confidence"][1] == pytest.approx(1.0) and figures["confidence"][7] == pytest.approx(0.1)
     assert all(figures["confidence"][digit] is None for digit in (0, 2, 3, 4, 5, 6, 8, 9))
+    assert figures["confidence_digits_alike"] == pytest.approx((1.0 + 0.1) / 2)  # the mean max prob is 0.775
 
 
 def test_to_unit_range_maps_and_rejects_values_outside_the_declared_range():
@@ -280,6 +281,7 @@ def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tin
     assert torch.allclose(torch.tensor(results["real_per_digit"]["share"], dtype=torch.float64), label_shares, atol=0.03)
     printed = capsys.readouterr().out
     assert "Loaded VAE" in printed and "Per digit (as the judge names it)" in printed
+    assert f"{results['per_digit']['confidence_digits_alike']:.4f}" in printed.split("digits weighted alike")[1]
 
 
 @pytest.mark.slow
