@@ -47,7 +47,7 @@ from torchvision import transforms
 from shared.callbacks import EvaluationProgress, FitClock, LossMonitor, ProgressLines, ValidationRecord
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
-from shared.experiment import machine_name, silence_known_noise, skip_futile_nvml_check
+from shared.experiment import machine_name, prepare_lightning_process
 
 # The commands whose models are timed, imported by name as shared.runs does (a command is imported by nothing).
 # The flow the README's figures measured (uniform noise), at a constant rate: the plain loop has no epochs.
@@ -154,8 +154,7 @@ def time_plain_gan(model: pl.LightningModule, batches, device: torch.device) -> 
 
 def build(command, flags: list[str]) -> tuple[argparse.Namespace, pl.LightningModule, pl.LightningDataModule]:
     """A command's model and data module with its defaults (and ``flags``), seeded as a run is."""
-    silence_known_noise()  # as a run: the GAN's unused val split, Lightning's device lines
-    skip_futile_nvml_check()
+    prepare_lightning_process()  # as a run: the GAN's unused val split, Lightning's device lines, no NVML per step
     args = parse_args(command.build_parser(), flags, command.check, command.default_name,
                       getattr(command, "task_defaults", None))
     pl.seed_everything(args.seed, verbose=False)

@@ -78,6 +78,13 @@ def skip_futile_nvml_check() -> None:
         del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
 
 
+def prepare_lightning_process() -> None:
+    """What every command that drives a Trainer does first: :func:`silence_known_noise` and
+    :func:`skip_futile_nvml_check`, so runs, the benchmark and re-scoring see the same quiet, equally fast Lightning."""
+    silence_known_noise()
+    skip_futile_nvml_check()
+
+
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
     """A bad setting found after parsing: one line, exit status 2, as the parser's own errors."""
     print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
@@ -172,8 +179,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     the reported checkpoint's weights; what it returns joins metrics.json (the judge's figures).
     ``callbacks`` join the run's own (a command's extra figures during training).
     """
-    silence_known_noise()
-    skip_futile_nvml_check()
+    prepare_lightning_process()
     if args.resume:
         run_dir = Path(args.resume)
         logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
