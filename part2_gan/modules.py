@@ -9,7 +9,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import CatMetric
 
-from part2_gan.losses import adversarial_bce, r1_penalty
+from part2_gan.losses import adversarial_bce, r1_penalty, top_k_generator_loss, top_k_kept
 from part2_gan.plots import render_latent_map
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
 from shared.densities import bernoulli_nll
@@ -39,6 +39,9 @@ class GAN(GenerativeModel, pl.LightningModule):
         real_label: the discriminator's target for real images; below 1, one-sided label smoothing
             (Salimans et al., 2016), which keeps the discriminator from growing over-confident.
         r1_gamma: above 0, the discriminator's loss adds ``r1_gamma / 2`` times :func:`part2_gan.losses.r1_penalty`.
+        top_k, top_k_decay: below 1, top-k training (:func:`part2_gan.losses.top_k_generator_loss`): the
+            generator's loss keeps the fakes the discriminator scores highest, a fraction of the batch falling from
+            1 by ``top_k_decay`` an epoch down to ``top_k`` (:func:`part2_gan.losses.top_k_kept`).
         num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
         ema_decay: above 0, samples come from a moving average of the generator (:mod:`shared.weight_average`),
@@ -52,7 +55,7 @@ class GAN(GenerativeModel, pl.LightningModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), num_interpolations: int = 4, interpolation_steps: int = 5,
                  data: str = "grey", lr_disc: float | None = None, real_label: float = 1.0, ema_decay: float = 0.0,
-                 r1_gamma: float = 0.0):
+                 r1_gamma: float = 0.0, top_k: float = 1.0, top_k_decay: float = 0.99):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
         self.data = check_data_kind(data)
@@ -114,7 +117,9 @@ class GAN(GenerativeModel, pl.LightningModule):
         opt_g, opt_d = self.optimizers()
 
         self.toggle_optimizer(opt_g)
-        g_loss = adversarial_bce(self.discriminator(self.generator(self._noise(len(real)))), 1.0)
+        fake_logits = self.discriminator(self.generator(self._noise(len(real))))
+        kept = top_k_kept(len(real), self.current_epoch, self.hparams.top_k, self.hparams.top_k_decay)
+        g_loss = top_k_generator_loss(fake_logits, kept)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="discriminator's target for real images, < 1 for one-sided label smoothing")
     add("--r1_gamma", type=float, default=default_of(GAN, "r1_gamma"),
         help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1; 0: off")
+    add("--top_k", type=float, default=default_of(GAN, "top_k"),
+        help="top-k training: the fraction of each batch's fakes, those the discriminator scores highest, that the "
+             "generator's loss keeps once the schedule has decayed to it; 1: all")
+    add("--top_k_decay", type=float, default=default_of(GAN, "top_k_decay"),
+        help="top-k training: the kept fraction in epoch e (from 0) is max(top_k_decay ** e, top_k)")
     add_ema_decay_flag(parser, default_of(GAN, "ema_decay"), "the generator's weights")
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
@@ -74,6 +79,9 @@ def check(args: argparse.Namespace) -> None:
     for flag in ("gen_conv_blocks", "r1_gamma", "interpolation_steps"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    for flag in ("top_k", "top_k_decay"):
+        if not 0.0 < getattr(args, flag) <= 1.0:
+            raise ConfigError(f"--{flag} must be in (0, 1], got {getattr(args, flag)}")
     if not 0.5 < args.real_label <= 1.0:
         raise ConfigError(f"--real_label must be in (0.5, 1], got {args.real_label}")
     check_judge_flags(args)
@@ -96,7 +104,7 @@ def build_model(args: argparse.Namespace) -> GAN:
     return GAN(generator, discriminator, z_dim=args.z_dim, lr=args.lr, betas=tuple(args.betas),
                interpolation_steps=args.interpolation_steps, data="binary" if args.binarize else "grey",
                lr_disc=args.lr_disc, real_label=args.real_label, ema_decay=args.ema_decay,
-               r1_gamma=args.r1_gamma)
+               r1_gamma=args.r1_gamma, top_k=args.top_k, top_k_decay=args.top_k_decay)
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:

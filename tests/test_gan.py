@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 import part2_gan.modules
-from part2_gan.losses import r1_penalty
+from part2_gan.losses import r1_penalty, top_k_generator_loss, top_k_kept
 from part2_gan.modules import GAN
 from part2_gan.networks import (DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
                                 GeneratorMLP)
@@ -183,6 +183,8 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
     (["--r1_gamma", "-1"], "--r1_gamma must be >= 0, got -1.0"),
     (["--gen_conv_blocks", "-1"], "--gen_conv_blocks must be >= 0, got -1"),
+    (["--top_k", "0"], "--top_k must be in (0, 1], got 0.0"),
+    (["--top_k_decay", "1.5"], "--top_k_decay must be in (0, 1], got 1.5"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
@@ -277,6 +279,34 @@ def test_r1_gamma_adds_half_gamma_times_the_penalty_to_the_discriminator_loss_in
     gan.hparams.r1_gamma = 4.0
     with torch.no_grad():  # the test stage scores the plain loss
         assert gan._discriminate(real, fake)[0].item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_top_k_generator_loss_gives_gradient_only_to_the_fakes_the_discriminator_scores_highest():
+    logits = torch.tensor([[0.5], [-2.0], [3.0], [-0.1]], requires_grad=True)
+    loss = top_k_generator_loss(logits, 2)
+    kept = torch.tensor([[0.5], [3.0]])
+    assert loss.item() == pytest.approx(F.binary_cross_entropy_with_logits(kept, torch.ones_like(kept)).item())
+    loss.backward()
+    assert (logits.grad[[1, 3]] == 0).all() and (logits.grad[[0, 2]] < 0).all()
+    all_kept = top_k_generator_loss(logits, 4)
+    assert all_kept.item() == pytest.approx(F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).item())
+
+
+def test_top_k_schedule_keeps_the_whole_batch_first_then_decays_to_its_floor():
+    assert [top_k_kept(128, epoch, 0.5, 0.9) for epoch in (0, 1, 2, 6, 7, 50)] == [128, 116, 104, 69, 64, 64]
+    assert {top_k_kept(128, epoch, 1.0, 0.9) for epoch in range(20)} == {128}
+
+
+def test_top_k_flags_reach_the_generator_step(tmp_path, monkeypatch):
+    kept_sizes = []
+
+    def recording(logits, k):
+        kept_sizes.append(k)
+        return top_k_generator_loss(logits, k)
+
+    monkeypatch.setattr(part2_gan.modules, "top_k_generator_loss", recording)
+    run(tmp_path, "--top_k", "0.25", "--top_k_decay", "0.001")
+    assert kept_sizes == [64] * 4 + [16] * 4  # 4 batches of 64: all kept in epoch 0, a quarter from epoch 1
 
 
 @pytest.mark.slow
