@@ -26,6 +26,7 @@ import yaml
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerStatus
+from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor,
                               NonFiniteLossError, ProgressLines, ValidationRecord)
@@ -95,12 +96,25 @@ def machine_name() -> str:
     """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():  # Linux names the model there; platform.processor() is often empty
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)
+    # Linux names the model in /proc/cpuinfo; platform.processor() is often empty.
+    cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
     return f"{cpu}, {torch.get_num_threads()} CPU threads"
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    """The first processor's ``name`` line of /proc/cpuinfo (Linux), or None where there is none."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    return next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.split(":", 1)[0].strip() == name), None)
+
+
+def cpu_lacks_bf16_arithmetic() -> bool:
+    """True where the CPU's flags are known and name no bfloat16 instructions (avx512_bf16, amx_bf16): there
+    bf16 is emulated, and a bf16-mixed run was 2.3x slower than float32 (README: Speed)."""
+    flags = _cpuinfo_field("flags")
+    return flags is not None and not {"avx512_bf16", "amx_bf16"} & set(flags.split())
 
 
 def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -109,6 +123,9 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
     if on_cpu and isinstance(args.devices, int) and args.devices > (os.cpu_count() or 1):
         usage_error(args, f"--devices {args.devices}: this machine has {os.cpu_count()} CPU cores, and more "
                           f"processes than cores only slow every one of them down")
+    if on_cpu and str(args.precision).startswith("bf16") and cpu_lacks_bf16_arithmetic():
+        rank_zero_warn(f"--precision {args.precision} on a CPU without bf16 instructions (no avx512_bf16 or "
+                       f"amx_bf16 among its flags): bf16 is emulated there and likely slower than 32-true")
     show_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
     try:
         # The model summary stays off: its example forward pass would draw random numbers, so turning the

@@ -1,10 +1,12 @@
-"""Process-wide settings a run makes before it trains."""
+"""Process-wide settings a run makes before it trains, and its warning about bf16 on a CPU without it."""
+import argparse
 import ctypes
 import os
 
 import pytest
 import torch
 
+import shared.experiment
 from shared.experiment import skip_futile_nvml_check
 
 
@@ -32,3 +34,19 @@ def test_a_variable_the_user_set_otherwise_is_left_alone(monkeypatch):
     monkeypatch.setattr(ctypes, "CDLL", _cdll_that(False))
     skip_futile_nvml_check()
     assert os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] == "0"
+
+
+@pytest.mark.parametrize("flags, precision, warned", [
+    ("fpu avx2 avx512f", "bf16-mixed", True),
+    ("fpu avx2 avx512f avx512_bf16", "bf16-mixed", False),
+    ("fpu amx_bf16", "bf16-true", False),
+    ("fpu avx2", "32-true", False),
+    (None, "bf16-mixed", False),  # flags unknown (not Linux): no guess
+])
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_of(monkeypatch, recwarn, flags, precision, warned):
+    monkeypatch.setattr(shared.experiment, "_cpuinfo_field", {"flags": flags}.get)
+    args = argparse.Namespace(command="part1_vae.train", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
+                              precision=precision, epochs=1, log_every_n_steps=50, progress_bar=False)
+    shared.experiment._build_trainer(args, logger=False, callbacks=[])
+    messages = [str(w.message) for w in recwarn if "without bf16 instructions" in str(w.message)]
+    assert len(messages) == int(warned)
