@@ -41,7 +41,8 @@ class GAN(GenerativeModel, pl.LightningModule):
         r1_gamma: above 0, the discriminator's loss adds ``r1_gamma / 2`` times :func:`part2_gan.losses.r1_penalty`.
         top_k, top_k_decay: below 1, top-k training (:func:`part2_gan.losses.top_k_generator_loss`): the
             generator's loss keeps the fakes the discriminator scores highest, a fraction of the batch falling from
-            1 by ``top_k_decay`` an epoch down to ``top_k`` (:func:`part2_gan.losses.top_k_kept`).
+            1 by ``top_k_decay`` an epoch down to ``top_k`` (:func:`part2_gan.losses.top_k_kept`); ``train_g_loss``
+            is then the loss on the kept fakes.
         num_interpolations, interpolation_steps: the interpolation grid drawn at logged epochs.
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
         ema_decay: above 0, samples come from a moving average of the generator (:mod:`shared.weight_average`),

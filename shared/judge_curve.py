@@ -1,5 +1,5 @@
-"""The judge's figures while a generator trains: every few epochs, the Fréchet distance and the class histogram
-of a fixed draw of samples go to TensorBoard, and a generator collapsed onto few digits is warned about.
+"""The judge's figures while a generator trains: every few epochs, the figures of metrics.json and the class
+histogram of a fixed draw of samples go to TensorBoard, and a generator collapsed onto few digits is warned about.
 
 The draw is the same every time (the run's seed), so the curve moves with the model, not with the draw.
 Its Fréchet distance is biased upwards by the sample count (2,000 samples read higher than the 10,000 of
@@ -86,7 +86,8 @@ class JudgeCurveCallback(pl.Callback):
     """After every ``every`` epochs (rank zero only), the judge scores ``num_samples`` samples of the model,
     drawn with ``seed`` as by :func:`shared.evaluation.draw_samples`, against the MNIST test images
     (threshold-binarized for a model of binary data), and logs on the step axis of the sample grids:
-    ``judge_fd`` (Fréchet distance), ``judge_class_kl_to_uniform``, ``judge_digits_covered``,
+    ``judge_fd`` (Fréchet distance), ``judge_inception_score``, ``judge_mean_max_prob`` (the judge's confidence),
+    ``judge_class_kl_to_uniform``, ``judge_digits_covered``,
     ``judge_top_class_share`` and the picture ``judge_class_histogram``; a collapse (see
     :data:`DOMINANT_SHARE`) is warned about. ``history`` maps each judged epoch to its figures and
     ``class_counts``. A GAN that samples from a moving average of its generator's weights (``--ema_decay``)
@@ -123,7 +124,9 @@ class JudgeCurveCallback(pl.Callback):
         counts = class_counts(logits)
         top_share = (counts.max() / counts.sum()).item()
         self.history[epoch] = {**figures, "top_class_share": top_share, "class_counts": counts}
-        logged = {"judge_fd": figures["frechet_distance"], "judge_class_kl_to_uniform": figures["class_kl_to_uniform"],
+        logged = {"judge_fd": figures["frechet_distance"], "judge_inception_score": figures["inception_score"],
+                  "judge_mean_max_prob": figures["mean_max_prob"],
+                  "judge_class_kl_to_uniform": figures["class_kl_to_uniform"],
                   "judge_digits_covered": figures["digits_covered"], "judge_top_class_share": top_share}
         if getattr(pl_module, "keeps_weight_average", False):
             pl_module.sample_from_average = False

@@ -95,6 +95,9 @@ def test_a_collapsed_generator_is_warned_about_and_shows_in_the_histogram(tiny_d
     events = EventAccumulator(str(tmp_path)).Reload()
     assert [(point.step, point.value) for point in events.Scalars("judge_top_class_share")] == [(1, 1.0)]
     assert [point.value for point in events.Scalars("judge_digits_covered")] == [1.0]
+    for figure in ("inception_score", "mean_max_prob"):  # one digit drawn: nothing to spread the classes
+        assert [p.value for p in events.Scalars(f"judge_{figure}")] == pytest.approx([curve.history[1][figure]])
+    assert curve.history[1]["inception_score"] == pytest.approx(1.0, abs=0.05)
     assert [image.step for image in events.Images("judge_class_histogram")] == [1]
     assert "judge_fd_trained_weights" not in events.Tags()["scalars"]  # no weight average to compare with
 
