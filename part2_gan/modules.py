@@ -5,6 +5,7 @@ from itertools import chain
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import CatMetric
@@ -48,6 +49,12 @@ class GAN(GenerativeModel, pl.LightningModule):
         ema_decay: above 0, samples come from a moving average of the generator (:mod:`shared.weight_average`),
             updated after every generator step; training is the same. ``sample_from_average = False``
             samples from the trained generator instead.
+        num_categories: above 0, InfoGAN's categorical code (Chen et al., 2016): the latent is ``z_dim`` Gaussian
+            dimensions followed by a one-hot code drawn uniformly from ``num_categories``, the generator takes
+            ``z_dim + num_categories`` inputs and the discriminator returns ``1 + num_categories`` logits, the
+            last ones its guess of a fake's code (the Q head, sharing its body). Both networks also minimise
+            ``info_weight`` times that guess's cross-entropy (a lower bound on the code's mutual information
+            with the image), so that each code settles on a distinct kind of image; on MNIST, a digit.
     """
 
     training_loss = "discriminator loss, nats (2 ln 2 for a discriminator that cannot tell)"
@@ -56,7 +63,8 @@ class GAN(GenerativeModel, pl.LightningModule):
     def __init__(self, generator: nn.Module, discriminator: nn.Module, z_dim: int, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.999), num_interpolations: int = 4, interpolation_steps: int = 5,
                  data: str = "grey", lr_disc: float | None = None, real_label: float = 1.0, ema_decay: float = 0.0,
-                 r1_gamma: float = 0.0, top_k: float = 1.0, top_k_decay: float = 0.99):
+                 r1_gamma: float = 0.0, top_k: float = 1.0, top_k_decay: float = 0.99, num_categories: int = 0,
+                 info_weight: float = 1.0):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
         self.data = check_data_kind(data)
@@ -66,18 +74,34 @@ class GAN(GenerativeModel, pl.LightningModule):
         self.register_buffer("ema_updates", torch.zeros(()) if ema_decay > 0 else None)
         self.keeps_weight_average, self.sample_from_average = ema_decay > 0, True
         # Fixed latents (saved with the checkpoint) so the grids of different epochs compare.
-        self.register_buffer("fixed_z", torch.randn(64, z_dim))
-        self.register_buffer("fixed_interpolation_ends", torch.randn(2, num_interpolations, z_dim))
-        self.example_input_array = torch.zeros(2, z_dim)
-        self.epoch_means = EpochMeans(("train", "test"), ["g_loss", "d_loss", "d_acc_real", "d_acc_fake", "d_real",
-                                                          "d_fake"])
+        self.register_buffer("fixed_z", self._latents(64, torch.device("cpu")))
+        self.register_buffer("fixed_interpolation_ends",
+                             self._latents(2 * num_interpolations, torch.device("cpu")).view(2, num_interpolations, -1))
+        self.example_input_array = torch.zeros(2, z_dim + num_categories)
+        figures = ["g_loss", "d_loss", "d_acc_real", "d_acc_fake", "d_real", "d_fake"]
+        self.epoch_means = EpochMeans(("train", "test"), figures + ["code_acc"] * (num_categories > 0))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The generator's images in [-1, 1], the range it trains in."""
         return self.generator(z)
 
+    def _latents(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Draws of the prior ``[B, z_dim (+ num_categories)]``: Gaussian noise, then the one-hot code if any."""
+        noise = torch.randn(batch_size, self.hparams.z_dim, device=device)
+        if not self.hparams.num_categories:
+            return noise
+        codes = torch.randint(self.hparams.num_categories, (batch_size,), device=device)
+        return torch.cat([noise, F.one_hot(codes, self.hparams.num_categories).to(noise.dtype)], dim=1)
+
     def _noise(self, batch_size: int) -> torch.Tensor:
-        return torch.randn(batch_size, self.hparams.z_dim, device=self.device)
+        return self._latents(batch_size, self.device)
+
+    def _plus_code_loss(self, loss: torch.Tensor, fake_outputs: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """``loss`` plus ``info_weight`` times the cross-entropy of the Q head's guess of the fakes' codes, if any."""
+        if not self.hparams.num_categories:
+            return loss
+        codes = latents[:, self.hparams.z_dim:].argmax(1)
+        return loss + self.hparams.info_weight * F.cross_entropy(fake_outputs[:, 1:].float(), codes)
 
     @property
     def sampling_generator(self) -> nn.Module:
@@ -100,16 +124,23 @@ class GAN(GenerativeModel, pl.LightningModule):
         images = _to_unit(self.sampling_generator(z.flatten(0, 1)))
         return images.view(batch_size, interpolation_steps + 2, *images.shape[1:])
 
-    def _discriminate(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The discriminator's loss on a real and a fake batch, and the figures that tell how it is doing."""
+    def _discriminate(self, real: torch.Tensor, fake: torch.Tensor, fake_latents: torch.Tensor
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The discriminator's loss on a real and a fake batch (drawn from ``fake_latents``), and the figures that
+        tell how it is doing."""
         penalized = self.hparams.r1_gamma > 0 and torch.is_grad_enabled()
         real = real.detach().requires_grad_(True) if penalized else real
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake)
-        loss = adversarial_bce(real_logits, self.hparams.real_label) + adversarial_bce(fake_logits, 0.0)
+        real_logits, fake_outputs = self.discriminator(real)[:, :1], self.discriminator(fake)
+        fake_logits = fake_outputs[:, :1]
+        loss = self._plus_code_loss(adversarial_bce(real_logits, self.hparams.real_label)
+                                    + adversarial_bce(fake_logits, 0.0), fake_outputs, fake_latents)
         if penalized:
             loss = loss + self.hparams.r1_gamma / 2 * r1_penalty(real_logits, real)
         figures = {"d_acc_real": (real_logits > 0).float().mean(), "d_acc_fake": (fake_logits < 0).float().mean(),
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
+        if self.hparams.num_categories:
+            codes = fake_latents[:, self.hparams.z_dim:].argmax(1)
+            figures["code_acc"] = (fake_outputs[:, 1:].argmax(1) == codes).float().mean()
         return loss, figures
 
     def training_step(self, batch, batch_idx):
@@ -118,9 +149,10 @@ class GAN(GenerativeModel, pl.LightningModule):
         opt_g, opt_d = self.optimizers()
 
         self.toggle_optimizer(opt_g)
-        fake_logits = self.discriminator(self.generator(self._noise(len(real))))
+        latents = self._noise(len(real))
+        fake_outputs = self.discriminator(self.generator(latents))
         kept = top_k_kept(len(real), self.current_epoch, self.hparams.top_k, self.hparams.top_k_decay)
-        g_loss = top_k_generator_loss(fake_logits, kept)
+        g_loss = self._plus_code_loss(top_k_generator_loss(fake_outputs[:, :1], kept), fake_outputs, latents)
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()
@@ -129,9 +161,10 @@ class GAN(GenerativeModel, pl.LightningModule):
             update_average(self.generator_ema, self.generator, self.ema_updates, self.hparams.ema_decay)
 
         self.toggle_optimizer(opt_d)
+        latents = self._noise(len(real))
         with torch.no_grad():
-            fake = self.generator(self._noise(len(real)))
-        d_loss, figures = self._discriminate(real, fake)
+            fake = self.generator(latents)
+        d_loss, figures = self._discriminate(real, fake, latents)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
@@ -153,9 +186,10 @@ class GAN(GenerativeModel, pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         real = batch[0]
-        fake = self.generator(self._noise(len(real)))
-        d_loss, figures = self._discriminate(real, fake)
-        g_loss = adversarial_bce(self.discriminator(fake), 1.0)
+        latents = self._noise(len(real))
+        fake = self.generator(latents)
+        d_loss, figures = self._discriminate(real, fake, latents)
+        g_loss = adversarial_bce(self.discriminator(fake)[:, :1], 1.0)
         self.epoch_means.add("test", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
 
     def on_test_epoch_end(self) -> None:

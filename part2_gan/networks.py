@@ -2,8 +2,9 @@
 discriminators, and the adversarial autoencoder's encoder, decoder and latent discriminator.
 
 GAN generators map latents ``[B, z_dim]`` to images ``[B, 1, 28, 28]`` in [-1, 1] (tanh output);
-discriminators map images ``[B, 1, 28, 28]`` (or flat ``[B, 784]``) to logits ``[B, 1]``
-(no sigmoid: the losses use the numerically stable ``binary_cross_entropy_with_logits``).
+discriminators map images ``[B, 1, 28, 28]`` (or flat ``[B, 784]``) to logits ``[B, num_outputs]``, the first
+real-or-fake, any others InfoGAN's code logits (no sigmoid: the losses use the numerically stable
+``binary_cross_entropy_with_logits``).
 """
 from __future__ import annotations
 
@@ -36,10 +37,11 @@ class GeneratorMLP(nn.Module):
 
 
 class DiscriminatorMLP(nn.Module):
-    def __init__(self, input_dims: int = 784, hidden_dims: Sequence[int] = (512, 256), dp_rate: float = 0.3):
+    def __init__(self, input_dims: int = 784, hidden_dims: Sequence[int] = (512, 256), dp_rate: float = 0.3,
+                 num_outputs: int = 1):
         super().__init__()
         sizes = [input_dims, *hidden_dims]
-        self.net = nn.Sequential(*_hidden_blocks(sizes, dp_rate), nn.Linear(sizes[-1], 1))
+        self.net = nn.Sequential(*_hidden_blocks(sizes, dp_rate), nn.Linear(sizes[-1], num_outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
@@ -91,14 +93,15 @@ class GeneratorDCGAN(nn.Module):
 
 
 class DiscriminatorDCGAN(nn.Module):
-    """Two stride-2 convolutions 28 -> 14 -> 7 with LeakyReLU(0.2), then a linear layer to one logit.
+    """Two stride-2 convolutions 28 -> 14 -> 7 with LeakyReLU(0.2), then a linear layer to ``num_outputs`` logits.
 
     ``norm``: "batch" after the second convolution (DCGAN's, none on the first layer), "spectral" on
     every layer (each weight divided by its largest singular value, Miyato et al., 2018) or "none".
     ``dp_rate``: dropout after each convolution. ``init`` as for :class:`GeneratorDCGAN`.
     """
 
-    def __init__(self, num_filters: int = 32, norm: str = "batch", dp_rate: float = 0.0, init: str = "default"):
+    def __init__(self, num_filters: int = 32, norm: str = "batch", dp_rate: float = 0.0, init: str = "default",
+                 num_outputs: int = 1):
         super().__init__()
         c = num_filters
         # Dropout layers only when asked for, so the default's parameter names match older checkpoints.
@@ -108,7 +111,7 @@ class DiscriminatorDCGAN(nn.Module):
             nn.Conv2d(1, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2), *dropout,  # 28 -> 14
             nn.Conv2d(c, 2 * c, 4, stride=2, padding=1, bias=not batch_norm), *batch_norm, nn.LeakyReLU(0.2),  # -> 7
             *dropout, nn.Flatten(),
-            nn.Linear(2 * c * 7 * 7, 1),
+            nn.Linear(2 * c * 7 * 7, num_outputs),
         )
         if init == "dcgan":
             dcgan_init_(self)

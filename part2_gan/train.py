@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
              "generator's loss keeps once the schedule has decayed to it; 1: all")
     add("--top_k_decay", type=float, default=default_of(GAN, "top_k_decay"),
         help="top-k training: the kept fraction in epoch e (from 0) is max(top_k_decay ** e, top_k)")
+    add("--categorical_code", type=int, default=default_of(GAN, "num_categories"),
+        help="InfoGAN: this many one-hot code values join the latent, and the discriminator also guesses a fake's "
+             "code (e.g. 10 for MNIST's digits); 0: off")
+    add("--info_weight", type=float, default=default_of(GAN, "info_weight"),
+        help="with --categorical_code, the weight of the code's cross-entropy in both networks' losses")
     add_ema_decay_flag(parser, default_of(GAN, "ema_decay"), "the generator's weights")
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check(args: argparse.Namespace) -> None:
-    for flag in ("z_dim", "num_filters", "num_filters_disc", "lr_disc"):
+    for flag in ("z_dim", "num_filters", "num_filters_disc", "lr_disc", "info_weight"):
         if getattr(args, flag) is not None and getattr(args, flag) <= 0:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     for flag in ("hidden_dims_gen", "hidden_dims_disc"):
@@ -76,7 +81,7 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be in [0, 1), got {getattr(args, flag)}")
     if len(args.betas) != 2 or not all(0.0 <= beta < 1.0 for beta in args.betas):
         raise ConfigError(f"--betas must be two values in [0, 1), got {args.betas}")
-    for flag in ("gen_conv_blocks", "r1_gamma", "interpolation_steps"):
+    for flag in ("gen_conv_blocks", "r1_gamma", "interpolation_steps", "categorical_code"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     for flag in ("top_k", "top_k_decay"):
@@ -94,17 +99,19 @@ def default_name(args: argparse.Namespace) -> str:
 
 
 def build_model(args: argparse.Namespace) -> GAN:
+    latent_dims, outputs = args.z_dim + args.categorical_code, 1 + args.categorical_code
     if args.model == "mlp":
-        generator = GeneratorMLP(args.z_dim, args.hidden_dims_gen, [1, 28, 28], args.dp_rate_gen)
-        discriminator = DiscriminatorMLP(784, args.hidden_dims_disc, args.dp_rate_disc)
+        generator = GeneratorMLP(latent_dims, args.hidden_dims_gen, [1, 28, 28], args.dp_rate_gen)
+        discriminator = DiscriminatorMLP(784, args.hidden_dims_disc, args.dp_rate_disc, outputs)
     else:
-        generator = GeneratorDCGAN(args.z_dim, args.num_filters, args.init, args.gen_conv_blocks)
+        generator = GeneratorDCGAN(latent_dims, args.num_filters, args.init, args.gen_conv_blocks)
         discriminator = DiscriminatorDCGAN(args.num_filters_disc or args.num_filters, args.norm_disc,
-                                           args.dp_rate_disc_dcgan, args.init)
+                                           args.dp_rate_disc_dcgan, args.init, outputs)
     return GAN(generator, discriminator, z_dim=args.z_dim, lr=args.lr, betas=tuple(args.betas),
                interpolation_steps=args.interpolation_steps, data="binary" if args.binarize else "grey",
                lr_disc=args.lr_disc, real_label=args.real_label, ema_decay=args.ema_decay,
-               r1_gamma=args.r1_gamma, top_k=args.top_k, top_k_decay=args.top_k_decay)
+               r1_gamma=args.r1_gamma, top_k=args.top_k, top_k_decay=args.top_k_decay,
+               num_categories=args.categorical_code, info_weight=args.info_weight)
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:

@@ -185,6 +185,8 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--gen_conv_blocks", "-1"], "--gen_conv_blocks must be >= 0, got -1"),
     (["--top_k", "0"], "--top_k must be in (0, 1], got 0.0"),
     (["--top_k_decay", "1.5"], "--top_k_decay must be in (0, 1], got 1.5"),
+    (["--categorical_code", "-1"], "--categorical_code must be >= 0, got -1"),
+    (["--info_weight", "0"], "--info_weight must be positive, got 0.0"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
@@ -245,7 +247,7 @@ def test_discriminator_learning_rate_and_smoothed_real_label_reach_the_gan():
     assert (opt_g.defaults["lr"], opt_d.defaults["lr"], opt_d.defaults["betas"]) == (2e-4, 1e-4, (0.0, 0.9))
     gan.discriminator = AlwaysFakeDiscriminator()
     logits = torch.full((2, 1), -50.0)
-    loss, _ = gan._discriminate(torch.zeros(2, 1, 28, 28), torch.zeros(2, 1, 28, 28))
+    loss, _ = gan._discriminate(torch.zeros(2, 1, 28, 28), torch.zeros(2, 1, 28, 28), torch.zeros(2, 32))
     expected = (F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 0.9))
                 + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)))
     assert loss.item() == pytest.approx(expected.item())
@@ -271,14 +273,14 @@ def test_r1_gamma_adds_half_gamma_times_the_penalty_to_the_discriminator_loss_in
     gan = build_model(parse_args(build_parser(), ["--r1_gamma", "4"], check, default_name))
     gan.discriminator = nn.Sequential(nn.Flatten(), nn.Linear(784, 1))
     real, fake = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
-    penalized, _ = gan._discriminate(real, fake)
+    penalized, _ = gan._discriminate(real, fake, torch.zeros(3, 32))
     gan.hparams.r1_gamma = 0.0
-    plain, _ = gan._discriminate(real, fake)
+    plain, _ = gan._discriminate(real, fake, torch.zeros(3, 32))
     squared_norm = gan.discriminator[1].weight.square().sum()
     assert penalized.item() == pytest.approx((plain + 2 * squared_norm).item(), rel=1e-5)
     gan.hparams.r1_gamma = 4.0
     with torch.no_grad():  # the test stage scores the plain loss
-        assert gan._discriminate(real, fake)[0].item() == pytest.approx(plain.item(), rel=1e-6)
+        assert gan._discriminate(real, fake, torch.zeros(3, 32))[0].item() == pytest.approx(plain.item(), rel=1e-6)
 
 
 def test_top_k_generator_loss_gives_gradient_only_to_the_fakes_the_discriminator_scores_highest():
@@ -380,3 +382,44 @@ def test_same_seed_same_metrics(tmp_path, tiny_judge_path):
     first = run(tmp_path / "a", *judged)
     assert run(tmp_path / "b", *judged) == first
     assert run(tmp_path / "c", *judged, "--seed", "7") != first
+
+
+def test_without_a_code_the_fixed_latents_are_the_draws_they_always_were():
+    generator, discriminator = GeneratorMLP(32), DiscriminatorMLP()
+    torch.manual_seed(0)
+    expected = torch.randn(64, 32), torch.randn(2, 4, 32)
+    torch.manual_seed(0)
+    gan = GAN(generator, discriminator, z_dim=32)
+    assert torch.equal(gan.fixed_z, expected[0]) and torch.equal(gan.fixed_interpolation_ends, expected[1])
+
+
+def test_categorical_code_joins_the_latent_one_hot_and_the_discriminator_guesses_it():
+    from part2_gan.train import build_model, build_parser, check, default_name
+    from shared.cli import parse_args
+
+    flags = ["--model", "dcgan", "--num_filters", "8", "--categorical_code", "3", "--info_weight", "2"]
+    gan = build_model(parse_args(build_parser(), flags, check, default_name))
+    latents = gan._noise(600)
+    codes = latents[:, 32:]
+    assert latents.shape == (600, 35) and gan.fixed_z.shape == (64, 35)
+    assert torch.equal(codes.sum(1), torch.ones(600)) and set(codes.unique().tolist()) == {0.0, 1.0}
+    assert codes.sum(0).min() > 150  # uniform over the 3 values
+    assert gan.discriminator(gan(latents[:4])).shape == (4, 4)  # real-or-fake, then the 3 code logits
+    outputs = torch.tensor([[0.3, 2.0, 0.0, -1.0], [-0.2, 0.0, 0.0, 5.0]])
+    latents = torch.cat([torch.zeros(2, 32), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])], dim=1)
+    expected = 1.5 + 2 * F.cross_entropy(outputs[:, 1:], torch.tensor([0, 1]))
+    assert gan._plus_code_loss(torch.tensor(1.5), outputs, latents).item() == pytest.approx(expected.item())
+    _, figures = gan._discriminate(torch.zeros(2, 1, 28, 28), gan(latents), latents)
+    assert 0 <= figures["code_acc"] <= 1
+
+
+@pytest.mark.slow
+def test_a_gan_with_a_categorical_code_trains_and_its_run_reloads(tmp_path):
+    from shared.runs import load_run
+
+    metrics = run(tmp_path, "--categorical_code", "4")
+    run_dir = tmp_path / "gan_mlp" / "version_0"
+    assert 0 <= metrics["test_code_acc"] <= 1
+    assert len(EventAccumulator(str(run_dir)).Reload().Scalars("train_code_acc")) == 2  # one an epoch
+    model, _, _ = load_run(run_dir, None)
+    assert model.hparams.num_categories == 4 and model.sample(5).shape == (5, 1, 28, 28)
