@@ -202,7 +202,11 @@ def test_configs_parse_to_the_documented_runs():
     assert (dcgan.name, dcgan.model, dcgan.init, dcgan.lr, dcgan.lr_disc, dcgan.ema_decay, dcgan.num_filters,
             dcgan.gen_conv_blocks) == ("gan_dcgan", "dcgan", "dcgan", 8e-4, 8e-4, 0.999, 64, 1)
     assert (dcgan.epochs, dcgan.judge_every, dcgan.judge_every_samples) == (75, 3, 5000)
-    assert mlp.ema_decay == 0
+    assert mlp.ema_decay == 0 and mlp.categorical_code == dcgan.categorical_code == 0
+    coded = parse_args(build_parser(), ["--config", "configs/gan_dcgan_code.yaml"], check, default_name)
+    # t34: the DCGAN config plus the code, in bf16, 42 epochs
+    assert {key: value for key, value in vars(coded).items() if vars(dcgan)[key] != value and key != "config"} == {
+        "name": "gan_dcgan_code", "epochs": 42, "categorical_code": 10, "precision": "bf16-mixed"}
 
 
 def test_dcgan_discriminator_norms_dropout_and_init_follow_the_arguments():
