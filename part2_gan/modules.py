@@ -1,19 +1,13 @@
-"""Part 2's LightningModules, thin wrappers around injected networks: the GAN and the adversarial autoencoder."""
+"""Part 2's GAN, a thin LightningModule around injected networks (the adversarial autoencoder: part2_gan.aae)."""
 from __future__ import annotations
-
-from itertools import chain
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
-from torchmetrics import CatMetric
 
 from part2_gan.losses import adversarial_bce, r1_penalty, top_k_generator_loss, top_k_kept
-from part2_gan.plots import render_latent_map
-from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
-from shared.densities import bernoulli_nll
 from shared.generative import GenerativeModel, check_data_kind
 from shared.metrics import EpochMeans
 from shared.utils import interpolate_latents, make_grid
@@ -207,154 +201,3 @@ class GAN(GenerativeModel, pl.LightningModule):
         lines = self.interpolate(len(z_start), self.hparams.interpolation_steps, z_start, z_end)
         return {"samples": make_grid(self.sample(len(self.fixed_z), self.fixed_z), nrow=8),
                 "interpolations": make_grid(lines.flatten(0, 1), nrow=lines.shape[1])}
-
-
-class AAE(GenerativeModel, pl.LightningModule):
-    """Adversarial autoencoder, trained with three Adam optimizers (manual optimization).
-
-    Each training batch takes three steps, each updating only its own networks:
-      1. reconstruction: encoder and decoder on the Bernoulli negative log-likelihood (BCE with
-         logits, summed over pixels, mean over images);
-      2. discriminator: prior samples are real, encoder codes (no gradient to the encoder) fake;
-      3. encoder as generator: the non-saturating ``-log D(E(x))``.
-    The encoder has a separate Adam for step 3 rather than sharing step 1's, so the moment
-    estimates of two very differently scaled losses (~100 nats vs ~1) are not mixed.
-
-    Args:
-        encoder: images -> codes ``[B, z_dim]``; decoder: codes -> Bernoulli logits;
-        discriminator: codes -> logits ``[B, 1]``.
-        prior: name in :data:`part2_gan.priors.PRIORS`; z_dim: code size.
-        lr: Adam learning rate of the reconstruction step; lr_adv, betas_adv: Adam settings of the two
-            adversarial steps (GAN-style betas).
-        eval_points: test images in the latent map and the MMD (cost grows with its square: 5,000 take seconds).
-        data: the MNIST variant trained on, "binary" or "grey" (its samples are scored against it).
-
-    ``latent_map_data = (images, labels)`` (not saved with the checkpoint; ``setup`` takes the test split of
-    the trainer's data module) adds the latent map and the reconstructions to :meth:`logged_images`.
-    """
-
-    training_loss = "reconstruction, nats per image"
-    progress_metrics = ("train_recon", "train_d_loss", "train_d_acc")
-
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, discriminator: nn.Module, prior: str = "gaussian",
-                 z_dim: int = 2, lr: float = 1e-3, lr_adv: float = 1e-3,
-                 betas_adv: tuple[float, float] = (0.5, 0.999), eval_points: int = 5000, data: str = "binary"):
-        super().__init__()
-        self.save_hyperparameters(ignore=["encoder", "decoder", "discriminator"], logger=False)
-        self.data = check_data_kind(data)
-        self.automatic_optimization = False
-        self.encoder, self.decoder, self.discriminator = encoder, decoder, discriminator
-        self.prior = make_prior(prior, z_dim)
-        # Fixed prior samples (saved with the checkpoint) so the grids of different epochs compare.
-        self.register_buffer("fixed_z", self.prior.sample(64))
-        self.example_input_array = torch.zeros(2, 1, 28, 28)
-        self.latent_map_data: tuple[torch.Tensor, torch.Tensor] | None = None
-        names = ["recon", "d_loss", "g_loss", "d_acc_prior", "d_acc_codes", "d_acc"]
-        self.epoch_means = EpochMeans(("train", "test"), names)
-        self.test_codes = CatMetric(nan_strategy="disable")
-
-    def setup(self, stage: str) -> None:
-        splits = getattr(self.trainer.datamodule, "splits", {})
-        if self.latent_map_data is None and "test" in splits:
-            self.latent_map_data = (splits["test"].images, splits["test"].labels)
-
-    def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-        """The codes of ``imgs``."""
-        return self.encoder(imgs)
-
-    @torch.no_grad()
-    def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Decoded Bernoulli means ``[n, 1, 28, 28]`` in [0, 1] of latents ``z`` (default: prior samples):
-        the AAE's samples are these means, as in Makhzani et al."""
-        z = self.prior.sample(n, device=self.device) if z is None else z
-        return torch.sigmoid(self.decoder(z))
-
-    def _discriminate(self, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The discriminator's loss on a batch of codes against as many fresh prior samples, and its accuracies."""
-        prior_logits = self.discriminator(self.prior.sample(len(codes), device=self.device))
-        code_logits = self.discriminator(codes)
-        loss = adversarial_bce(prior_logits, 1.0) + adversarial_bce(code_logits, 0.0)
-        acc_prior, acc_codes = (prior_logits > 0).float().mean(), (code_logits < 0).float().mean()
-        return loss, {"d_acc_prior": acc_prior, "d_acc_codes": acc_codes, "d_acc": (acc_prior + acc_codes) / 2}
-
-    def _step(self, optimizer, loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        optimizer.step()
-        self.untoggle_optimizer(optimizer)
-
-    def training_step(self, batch, batch_idx):
-        """Returns ``loss`` (reconstruction, nats per image), ``d_loss`` and ``g_loss``."""
-        imgs = batch[0]
-        opt_ae, opt_d, opt_g = self.optimizers()
-
-        self.toggle_optimizer(opt_ae)
-        recon = bernoulli_nll(self.decoder(self.encoder(imgs)), imgs).mean()
-        self._step(opt_ae, recon)
-
-        self.toggle_optimizer(opt_d)
-        with torch.no_grad():
-            codes = self.encoder(imgs)
-        d_loss, figures = self._discriminate(codes)
-        self._step(opt_d, d_loss)
-
-        self.toggle_optimizer(opt_g)
-        g_loss = adversarial_bce(self.discriminator(self.encoder(imgs)), 1.0)
-        self._step(opt_g, g_loss)
-
-        self.epoch_means.add("train", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
-                             count=len(imgs))
-        return {"loss": recon, "d_loss": d_loss, "g_loss": g_loss}
-
-    def _log_epoch(self, stage: str) -> None:
-        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train")
-
-    def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
-
-    def test_step(self, batch, batch_idx):
-        imgs = batch[0]
-        codes = self.encoder(imgs)
-        d_loss, figures = self._discriminate(codes)
-        recon = bernoulli_nll(self.decoder(codes), imgs).mean()
-        g_loss = adversarial_bce(self.discriminator(codes), 1.0)
-        self.epoch_means.add("test", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
-                             count=len(imgs))
-        self.test_codes.update(codes)
-
-    def on_test_epoch_end(self) -> None:
-        """Besides the means: MMD^2 between the first ``eval_points`` test codes and as many prior samples,
-        and, as the floor it would reach if the codes matched the prior, between two independent prior samples."""
-        self._log_epoch("test")
-        codes = self.test_codes.compute().float()[:self.hparams.eval_points]
-        self.test_codes.reset()
-        generator = torch.Generator().manual_seed(0)  # the same prior samples for every run
-        prior, other = (self.prior.sample(len(codes), generator=generator).to(codes.device) for _ in range(2))
-        bandwidths = median_bandwidths(prior)
-        self.log_dict({"test_mmd2": mmd2_unbiased(codes, prior, bandwidths),
-                       "test_mmd2_reference": mmd2_unbiased(other, prior, bandwidths)})
-
-    def configure_optimizers(self):
-        fused = self.device.type in ("cpu", "cuda")
-        adv = dict(lr=self.hparams.lr_adv, betas=tuple(self.hparams.betas_adv), fused=fused)
-        return [torch.optim.Adam(chain(self.encoder.parameters(), self.decoder.parameters()), lr=self.hparams.lr,
-                                 fused=fused),
-                torch.optim.Adam(self.discriminator.parameters(), **adv),
-                torch.optim.Adam(self.encoder.parameters(), **adv)]
-
-    @torch.no_grad()
-    def logged_images(self) -> dict[str, torch.Tensor]:
-        """Samples from the fixed prior noise (8x8), a 10x10 walk through the prior (the swiss roll:
-        centre outwards, row by row), and with ``latent_map_data`` the latent map and 32
-        reconstructions (each original left of its reconstruction). Decoded images are Bernoulli means."""
-        grids = {"samples": make_grid(self.sample(64, self.fixed_z)),
-                 "prior_walk": make_grid(self.sample(100, self.prior.walk(100).to(self.device)), nrow=10)}
-        if self.latent_map_data is not None:
-            images, labels = (t[:self.hparams.eval_points].to(self.device) for t in self.latent_map_data)
-            codes = self.encoder(images)
-            pairs = torch.stack([images[:32], torch.sigmoid(self.decoder(codes[:32]))], dim=1)
-            grids["reconstructions"] = make_grid(pairs.flatten(0, 1), nrow=8)
-            prior = self.prior.sample(20_000, generator=torch.Generator().manual_seed(0))
-            title = f"test codes over the {self.hparams.prior} prior"
-            grids["latent_map"] = render_latent_map(codes, labels, prior, title)
-        return grids

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import pytorch_lightning as pl
 
-from part2_gan.modules import AAE
+from part2_gan.aae import AAE
 from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import PRIORS
 from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy, check_judge_flags, default_of,

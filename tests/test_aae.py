@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from part2_gan.modules import AAE
+from part2_gan.aae import AAE
 from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior, median_bandwidths, \
     mmd2_unbiased
