@@ -108,6 +108,17 @@ class GAN(GenerativeModel, pl.LightningModule):
         return _to_unit(self.sampling_generator(self._noise(n) if z is None else z))
 
     @torch.no_grad()
+    def sample_with_code(self, n: int, code: int) -> torch.Tensor:
+        """Images ``[n, 1, 28, 28]`` in [0, 1] drawn with categorical code ``code`` (the Gaussian part from the
+        prior): what one value of the code has come to mean."""
+        if not 0 <= code < self.hparams.num_categories:
+            raise ValueError(f"code {code} outside the categorical code's {self.hparams.num_categories} values")
+        latents = self._noise(n)
+        latents[:, self.hparams.z_dim:] = F.one_hot(torch.full((n,), code, device=latents.device),
+                                                    self.hparams.num_categories)
+        return self.sample(n, latents)
+
+    @torch.no_grad()
     def interpolate(self, batch_size: int, interpolation_steps: int, z_start: torch.Tensor | None = None,
                     z_end: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, interpolation_steps + 2, 1, 28, 28]`` images in [0, 1] along straight latent lines, ends included

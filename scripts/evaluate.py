@@ -5,6 +5,7 @@
     python scripts/evaluate.py runs/flow_mnist_c64_b4_s2/version_0 --temperature 1.0 --grid t1.png
     python scripts/evaluate.py runs/flow_mnist_c64_b4_s2_vardeq/version_0 --test_likelihood --raw_weights
     python scripts/evaluate.py runs/flow_mnist8bit_c64_b4_s2_vardeq/version_0 --test_likelihood --test_draws 8
+    python scripts/evaluate.py runs/gan_dcgan_code/version_0 --per_digit --per_code
 
 Works for a run of any command: its config.yaml names the command that made it, whose
 build_model rebuilds the model; the checkpoint is the one the run's metrics.json names (the VAE's
@@ -24,7 +25,8 @@ import torch
 from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
-from shared.evaluation import NUM_DIGITS, draw_samples, evaluate_samples, format_report
+from shared.evaluation import (NUM_DIGITS, class_figures, draw_samples, evaluate_samples, format_report,
+                               per_digit_figures)
 from shared.experiment import prepare_lightning_process
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
@@ -61,6 +63,33 @@ def format_per_digit(samples: dict, real: dict) -> str:
     return "\n".join(lines)
 
 
+def per_code_figures(model, judge, samples_per_code: int, seed: int) -> list[dict]:
+    """For each value of a GAN's categorical code, :func:`shared.evaluation.per_digit_figures` of
+    ``samples_per_code`` samples drawn with it and the judge's mean confidence on them."""
+    figures = []
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for code in range(model.hparams.num_categories):
+            images = model.sample_with_code(samples_per_code, code)
+            with torch.no_grad():
+                logits = torch.cat([judge(batch) for batch in images.split(1000)])
+            figures.append({**per_digit_figures(logits), "mean_max_prob": class_figures(logits)["mean_max_prob"]})
+    return figures
+
+
+def format_per_code(figures: list[dict], samples_per_code: int) -> str:
+    """Each code value's two digits read most often, with their shares, and the judge's confidence."""
+    lines = [f"Per code value ({samples_per_code:,} samples each; the digits the judge names most)",
+             f"  {'code':<6}{'digit':>7}{'share':>8}{'next':>6}{'share':>8}{'confidence':>12}"]
+    for code, digits in enumerate(figures):
+        top = sorted(range(NUM_DIGITS), key=lambda digit: -digits["share"][digit])[:2]
+        lines.append(f"  {code:<6}{top[0]:>7}{digits['share'][top[0]]:>8.3f}{top[1]:>6}{digits['share'][top[1]]:>8.3f}"
+                     f"{digits['mean_max_prob']:>12.4f}")
+    purity = sum(max(digits["share"]) for digits in figures) / len(figures)
+    lines.append(f"  mean share of a code's most read digit: {purity:.3f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     parser = OneLineArgumentParser(prog="scripts/evaluate.py", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,6 +114,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--per_digit", action="store_true",
                         help="also each digit's share of the samples and the judge's mean confidence on it, beside "
                              "the test images'")
+    parser.add_argument("--per_code", action="store_true",
+                        help="for a GAN with a categorical code: the digits the judge reads in --num_samples / K "
+                             "samples of each of its K code values")
     parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--grid", type=Path, default=None, help="also save the first 64 samples as an 8x8 PNG grid")
@@ -101,6 +133,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"error: {args.run_dir}: {type(model).__name__} does not sample images "
                          f"(it is no shared.generative.GenerativeModel)")
     print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
+    if args.per_code and not getattr(model, "hparams", {}).get("num_categories"):
+        raise SystemExit(f"error: --per_code: {args.run_dir} has no categorical code (trained without --categorical_code)")
     if args.raw_weights:
         if not model.keeps_weight_average:
             raise SystemExit(f"error: --raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
@@ -134,6 +168,10 @@ def main(argv=None) -> dict:
     print(format_report(results, f"Sample quality of {args.run_dir} (judge test accuracy {record['test_accuracy']:.4f})"))
     if args.per_digit:
         print(format_per_digit(results["per_digit"], results["real_per_digit"]))
+    if args.per_code:
+        samples_per_code = args.num_samples // model.hparams.num_categories
+        results["per_code"] = per_code_figures(model, judge, samples_per_code, args.seed)
+        print(format_per_code(results["per_code"], samples_per_code))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results

@@ -10,6 +10,8 @@ import yaml
 
 from part1_vae.networks import MLPDecoder, MLPEncoder
 from part1_vae.modules import VAE
+from part2_gan.modules import GAN
+from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
 from shared.data import load_mnist, to_model_range
 from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, per_digit_figures, to_unit_range
 from shared.judge import (DEFAULT_JUDGE_PATH, DigitClassifier, JudgeFileError, accuracy, fit_judge,
@@ -384,3 +386,32 @@ def test_evaluate_command_rejects_a_run_it_cannot_rebuild(tmp_path, config, mess
     with pytest.raises(SystemExit) as exit_info:
         load_script("evaluate").main([str(tmp_path)])
     assert message in str(exit_info.value.code)
+
+
+@pytest.mark.slow
+def test_evaluate_command_reads_each_value_of_a_gans_categorical_code(tmp_path, tiny_judge_path, capsys):
+    from part2_gan.train import main as train_gan
+
+    tiny = ["--subset", "64", "--batch_size", "64", "--epochs", "1", "--sample_epochs", "0", "--eval_samples", "0",
+            "--judge_every", "0", "--accelerator", "cpu"]
+    train_gan([*tiny, "--categorical_code", "3", "--log_dir", str(tmp_path)])
+    judged = ["--num_samples", "90", "--judge", str(tiny_judge_path)]
+    evaluate = load_script("evaluate").main
+    results = evaluate([str(tmp_path / "gan_mlp" / "version_0"), *judged, "--per_code"])
+    assert len(results["per_code"]) == 3
+    for figures in results["per_code"]:
+        assert sum(figures["share"]) == pytest.approx(1.0) and 0.1 <= figures["mean_max_prob"] <= 1.0
+    assert "Per code value (30 samples each" in capsys.readouterr().out
+    train_gan([*tiny, "--log_dir", str(tmp_path / "plain")])
+    with pytest.raises(SystemExit, match="--per_code: .* has no categorical code"):
+        evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--per_code"])
+
+
+def test_a_gan_samples_with_the_code_value_asked_for(monkeypatch):
+    gan = GAN(GeneratorMLP(35), DiscriminatorMLP(num_outputs=4), z_dim=32, num_categories=3)
+    seen = []
+    monkeypatch.setattr(gan, "sample", lambda n, z: seen.append(z) or torch.zeros(n, 1, 28, 28))
+    gan.sample_with_code(5, 2)
+    assert torch.equal(seen[0][:, 32:], torch.tensor([[0.0, 0.0, 1.0]] * 5))
+    with pytest.raises(ValueError, match="code 3 outside the categorical code's 3 values"):
+        gan.sample_with_code(5, 3)
