@@ -79,13 +79,19 @@ class GAN(GenerativeModel, pl.LightningModule):
         """The generator's images in [-1, 1], the range it trains in."""
         return self.generator(z)
 
-    def _latents(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        """Draws of the prior ``[B, z_dim (+ num_categories)]``: Gaussian noise, then the one-hot code if any."""
+    def _latents(self, batch_size: int, device: torch.device, code: int | None = None) -> torch.Tensor:
+        """Draws of the prior ``[B, z_dim (+ num_categories)]``: Gaussian noise, then the one-hot code if any
+        (drawn uniformly, or ``code`` for every row)."""
         noise = torch.randn(batch_size, self.hparams.z_dim, device=device)
         if not self.hparams.num_categories:
             return noise
-        codes = torch.randint(self.hparams.num_categories, (batch_size,), device=device)
+        codes = (torch.randint(self.hparams.num_categories, (batch_size,), device=device) if code is None
+                 else torch.full((batch_size,), code, device=device))
         return torch.cat([noise, F.one_hot(codes, self.hparams.num_categories).to(noise.dtype)], dim=1)
+
+    def _codes(self, latents: torch.Tensor) -> torch.Tensor:
+        """The code value of each latent row (the one-hot part's index)."""
+        return latents[:, self.hparams.z_dim:].argmax(1)
 
     def _noise(self, batch_size: int) -> torch.Tensor:
         return self._latents(batch_size, self.device)
@@ -94,8 +100,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         """``loss`` plus ``info_weight`` times the cross-entropy of the Q head's guess of the fakes' codes, if any."""
         if not self.hparams.num_categories:
             return loss
-        codes = latents[:, self.hparams.z_dim:].argmax(1)
-        return loss + self.hparams.info_weight * F.cross_entropy(fake_outputs[:, 1:].float(), codes)
+        return loss + self.hparams.info_weight * F.cross_entropy(fake_outputs[:, 1:].float(), self._codes(latents))
 
     @property
     def sampling_generator(self) -> nn.Module:
@@ -113,10 +118,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         prior): what one value of the code has come to mean."""
         if not 0 <= code < self.hparams.num_categories:
             raise ValueError(f"code {code} outside the categorical code's {self.hparams.num_categories} values")
-        latents = self._noise(n)
-        latents[:, self.hparams.z_dim:] = F.one_hot(torch.full((n,), code, device=latents.device),
-                                                    self.hparams.num_categories)
-        return self.sample(n, latents)
+        return self.sample(n, self._latents(n, self.device, code))
 
     @torch.no_grad()
     def interpolate(self, batch_size: int, interpolation_steps: int, z_start: torch.Tensor | None = None,
@@ -144,8 +146,7 @@ class GAN(GenerativeModel, pl.LightningModule):
         figures = {"d_acc_real": (real_logits > 0).float().mean(), "d_acc_fake": (fake_logits < 0).float().mean(),
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
         if self.hparams.num_categories:
-            codes = fake_latents[:, self.hparams.z_dim:].argmax(1)
-            figures["code_acc"] = (fake_outputs[:, 1:].argmax(1) == codes).float().mean()
+            figures["code_acc"] = (fake_outputs[:, 1:].argmax(1) == self._codes(fake_latents)).float().mean()
         return loss, figures
 
     def training_step(self, batch, batch_idx):
