@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from itertools import chain
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import CatMetric
@@ -13,11 +12,12 @@ from part2_gan.plots import render_latent_map
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
 from shared.densities import bernoulli_nll
 from shared.generative import GenerativeModel, check_data_kind
+from shared.lean_lightning import LeanLightningModule
 from shared.metrics import EpochMeans
 from shared.utils import make_grid
 
 
-class AAE(GenerativeModel, pl.LightningModule):
+class AAE(GenerativeModel, LeanLightningModule):
     """Adversarial autoencoder, trained with three Adam optimizers (manual optimization).
 
     Each training batch takes three steps, each updating only its own networks:

@@ -1,7 +1,6 @@
 """Part 2's GAN, a thin LightningModule around injected networks (the adversarial autoencoder: part2_gan.aae)."""
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_warn
@@ -9,6 +8,7 @@ from torch import nn
 
 from part2_gan.losses import adversarial_bce, r1_penalty, top_k_generator_loss, top_k_kept
 from shared.generative import GenerativeModel, check_data_kind
+from shared.lean_lightning import LeanLightningModule
 from shared.metrics import EpochMeans
 from shared.utils import interpolate_latents, make_grid
 from shared.weight_average import averaged_copy, update_average
@@ -19,7 +19,7 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
     return (images + 1.0) / 2.0
 
 
-class GAN(GenerativeModel, pl.LightningModule):
+class GAN(GenerativeModel, LeanLightningModule):
     """GAN with the non-saturating generator loss, trained with two Adam optimizers (manual optimization).
 
     Each training step first updates the generator on ``-log D(G(z))``, then the discriminator on

@@ -44,10 +44,12 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from shared.callbacks import EvaluationProgress, FitClock, LossMonitor, ProgressLines, ValidationRecord
+from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor,
+                              ProgressLines, ValidationRecord)
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
 from shared.experiment import machine_name, prepare_lightning_process
+from shared.lean_lightning import NullProfiler
 
 # The commands whose models are timed, imported by name as shared.runs does (a command is imported by nothing).
 # The flow the README's figures measured (uniform noise), at a constant rate: the plain loop has no epochs.
@@ -90,13 +92,19 @@ class EpochTimer(pl.Callback):
 def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule, log_dir: str | None,
                   batches: int | None) -> float:
     """Seconds of one training epoch (or its first ``batches``) through the project's pipeline, or with no
-    ``log_dir`` through Lightning alone (no callback but the timer, no logger)."""
+    ``log_dir`` through Lightning alone (no callback but the timer, no logger).
+
+    The pipeline's Trainer has a run's callbacks, logger and profiler; the timer stops before the sample grids
+    and the checkpoint are written at the epoch's end (a run's fit seconds count those), but the per-step calls
+    of their hooks are timed."""
     timer = EpochTimer()
-    callbacks = [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock()] if log_dir else []
-    trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1,
-                         logger=TensorBoardLogger(log_dir) if log_dir else False,
-                         callbacks=[*callbacks, timer], enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+    run = {"callbacks": [timer], "logger": False, "enable_checkpointing": False}  # Lightning alone
+    if log_dir:
+        run = {"callbacks": [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock(), timer,
+                             LoggedImagesCallback(log_dir, epochs=()), EpochCountCheckpoint(dirpath=log_dir, save_last=True)],
+               "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler()}
+    trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **run,
                          **({"limit_train_batches": batches} if batches else {}))
     with contextlib.redirect_stdout(io.StringIO()):  # the run's epoch line
         trainer.fit(model, datamodule=datamodule)

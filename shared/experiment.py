@@ -32,6 +32,7 @@ from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock
                               NonFiniteLossError, ProgressLines, ValidationRecord)
 from shared.cli import NOT_SAVED
 from shared.data import DataFileError
+from shared.lean_lightning import NullProfiler
 
 # Lightning's lines that tell a user of these commands nothing (the device line is in our start line).
 _QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without a GPU
@@ -133,7 +134,7 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
         return pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
                           num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision, logger=logger,
                           log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
-                          enable_progress_bar=show_bar, enable_model_summary=False)
+                          enable_progress_bar=show_bar, enable_model_summary=False, profiler=NullProfiler())
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         usage_error(args, f"the Lightning Trainer refused --accelerator {args.accelerator} --devices {args.devices} "

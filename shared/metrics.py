@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
+
+from shared.lean_lightning import LeanLightningModule
 
 
 class RunningMean(nn.Module):
@@ -71,7 +72,7 @@ class EpochMeans(nn.Module):
         return out
 
 
-class StagedModule(pl.LightningModule):
+class StagedModule(LeanLightningModule):
     """A LightningModule whose train, val and test stages share one ``step(stage, batch)``, which adds the
     batch to the stage's running means and returns the training loss, and log once per epoch with
     ``log_epoch(stage)``. A subclass whose test stage measures more overrides ``test_step``."""

@@ -1,10 +1,15 @@
-"""No training step reads a value back to the host (on a GPU each read waits for the whole step): counted on
-the CPU by wrapping every Tensor method that would sync, through the commands' own runs."""
+"""What a training step costs besides its arithmetic, counted on the CPU through the commands' own runs: no
+value read back to the host (on a GPU each read waits for the whole step), found by wrapping every Tensor
+method that would sync; and none of the per-hook bookkeeping of Lightning's that the project spares
+(shared.lean_lightning)."""
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.profilers import Profiler
 
 import part1_vae.train
 import part2_gan.train
+import part3_flows.train
 from shared.callbacks import LossMonitor
 
 SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
@@ -45,3 +50,36 @@ def test_no_host_sync_inside_training_steps(tmp_path, monkeypatch, command, flag
                   "--log_every_n_steps", "1000", "--accelerator", "cpu", "--log_dir", str(tmp_path), *flags])
     # The losses are read once per epoch, at its last batch (before validation and the checkpoint).
     assert calls and {batch for batch, _ in calls} == {batches - 1}, calls[:10]
+
+
+
+@pytest.mark.parametrize("command, flags", [
+    (part1_vae.train, ["--iw_samples", "2"]),
+    (part2_gan.train, ["--eval_samples", "0"]),
+    (part3_flows.train, ["--task", "mnist", "--num_channels", "8", "--num_blocks", "1", "--test_dequant_samples", "1"]),
+])
+def test_no_module_setattr_or_profiler_context_per_training_step(tmp_path, monkeypatch, command, flags):
+    """Lightning names the running hook on the module about 45 times a step and wraps each hook in its profiler's
+    context: neither goes through nn.Module.__setattr__ or a generator-based context manager, so a run of more
+    steps makes no more such calls."""
+    calls = []
+    module_setattr, profile = torch.nn.Module.__setattr__, Profiler.profile
+
+    def counted_setattr(self, name, value):
+        if isinstance(self, pl.LightningModule):
+            calls.append(name)
+        module_setattr(self, name, value)
+
+    def counted_profile(self, action_name):
+        calls.append(action_name)
+        return profile(self, action_name)
+
+    monkeypatch.setattr(torch.nn.Module, "__setattr__", counted_setattr)
+    monkeypatch.setattr(Profiler, "profile", counted_profile)
+    counts = []
+    for batches in (3, 6):
+        calls.clear()
+        command.main(["--subset", str(32 * batches), "--batch_size", "32", "--epochs", "1", "--sample_epochs", "0",
+                      "--accelerator", "cpu", "--log_dir", str(tmp_path / str(batches)), *flags])
+        counts.append(len(calls))
+    assert counts[0] == counts[1], (counts, calls[-20:])
