@@ -79,15 +79,21 @@ class GAN(GenerativeModel, LeanLightningModule):
         """The generator's images in [-1, 1], the range it trains in."""
         return self.generator(z)
 
+    def latents(self, noise: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """The generator's input ``[..., z_dim (+ num_categories)]`` for Gaussian ``noise [..., z_dim]`` and, where
+        the GAN has a categorical code, the code's values ``codes [...]`` (as a one-hot after the noise)."""
+        if not self.hparams.num_categories:
+            return noise
+        return torch.cat([noise, F.one_hot(codes, self.hparams.num_categories).to(noise.dtype)], dim=-1)
+
     def _latents(self, batch_size: int, device: torch.device, code: int | None = None) -> torch.Tensor:
-        """Draws of the prior ``[B, z_dim (+ num_categories)]``: Gaussian noise, then the one-hot code if any
-        (drawn uniformly, or ``code`` for every row)."""
+        """Draws of the prior: Gaussian noise, and the code's values if any (uniform, or ``code`` for every row)."""
         noise = torch.randn(batch_size, self.hparams.z_dim, device=device)
         if not self.hparams.num_categories:
             return noise
         codes = (torch.randint(self.hparams.num_categories, (batch_size,), device=device) if code is None
                  else torch.full((batch_size,), code, device=device))
-        return torch.cat([noise, F.one_hot(codes, self.hparams.num_categories).to(noise.dtype)], dim=1)
+        return self.latents(noise, codes)
 
     def _codes(self, latents: torch.Tensor) -> torch.Tensor:
         """The code value of each latent row (the one-hot part's index)."""

@@ -55,6 +55,8 @@ MODELS = (
           (), ("--epochs", "2", "--eval_samples", "0")),
     Model("gan", "GAN (DCGAN)", "DCGAN", "gan_dcgan", "part2_gan.train",
           ("--config", "configs/gan_dcgan.yaml"), ("--epochs", "1", "--eval_samples", "0")),
+    Model("gan", "GAN (DCGAN + categorical code)", "DCGAN code", "gan_dcgan_code", "part2_gan.train",
+          ("--config", "configs/gan_dcgan_code.yaml"), ("--epochs", "1", "--eval_samples", "0")),
     Model("flow", "Flow (RealNVP)", "flow", "flow_mnist_c64_b4_s2_vardeq", "part3_flows.train",
           ("--config", "configs/flow_mnist.yaml"), ("--epochs", "1")),
     Model("flow", "Flow (RealNVP, 8-bit)", "flow 8-bit", "flow_mnist8bit_c64_b4_s2_vardeq", "part3_flows.train",

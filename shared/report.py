@@ -161,7 +161,11 @@ def interpolation_rows(models: list[Loaded], test_images: torch.Tensor, steps: i
             encoded = torch.sigmoid(model.decoder(interpolate_latents(codes[0], codes[1], steps).flatten(0, 1)))
             rows.append((f"{loaded.spec.label}: encoded test images", encoded))
         elif key == "gan":
-            ends = torch.randn(2, lines, model.hparams.z_dim, generator=generator)
+            noise = torch.randn(2, lines, model.hparams.z_dim, generator=generator)
+            # A GAN with a categorical code keeps each line's code value: the line varies the noise only.
+            categories = model.hparams.num_categories
+            codes = torch.randint(categories, (lines,), generator=generator).expand(2, lines) if categories else None
+            ends = model.latents(noise, codes)
             images = model.interpolate(lines, steps, ends[0], ends[1]).flatten(0, 1)
             rows.append((f"{loaded.spec.label}: prior latents", images))
         elif key == "flow":

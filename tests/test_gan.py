@@ -395,6 +395,7 @@ def test_without_a_code_the_fixed_latents_are_the_draws_they_always_were():
     torch.manual_seed(0)
     gan = GAN(generator, discriminator, z_dim=32)
     assert torch.equal(gan.fixed_z, expected[0]) and torch.equal(gan.fixed_interpolation_ends, expected[1])
+    assert gan.latents(expected[0]) is expected[0]  # no code: the noise is the latent
 
 
 def test_categorical_code_joins_the_latent_one_hot_and_the_discriminator_guesses_it():
@@ -415,6 +416,12 @@ def test_categorical_code_joins_the_latent_one_hot_and_the_discriminator_guesses
     assert gan._plus_code_loss(torch.tensor(1.5), outputs, latents).item() == pytest.approx(expected.item())
     _, figures = gan._discriminate(torch.zeros(2, 1, 28, 28), gan(latents), latents)
     assert 0 <= figures["code_acc"] <= 1
+    # Given noise and code values (the comparison report's interpolation ends: a line keeps its code).
+    noise, values = torch.randn(2, 5, 32), torch.tensor([2, 0, 1, 1, 0]).expand(2, 5)
+    ends = gan.latents(noise, values)
+    assert ends.shape == (2, 5, 35) and torch.equal(ends[..., :32], noise)
+    assert torch.equal(gan._codes(ends.flatten(0, 1)), values.flatten())
+    assert gan.interpolate(5, 2, ends[0], ends[1]).shape == (5, 4, 1, 28, 28)
 
 
 @pytest.mark.slow
