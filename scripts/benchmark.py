@@ -13,6 +13,10 @@ What it measures:
               callback and no logger on the same data module, the framework's own per-step cost, which
               the project's callbacks add to. The VAE also against a per-image PIL + torchvision
               transform DataLoader, the tutorials' pipeline.
+  step cost   --step_cost_batches batches of a VAE so small (benchmark.TINY_VAE_FLAGS) that its step is mostly
+              the framework's: the microseconds each way adds to the plain loop's step, for Lightning alone
+              (Trainer and LightningModule as Lightning makes them), the pipeline without
+              shared.lean_lightning and the pipeline; interleaved, best of --repeats.
   VAE fit     `python -m part1_vae.train --epochs N` (N = --vae_epochs, default 80, the command's default):
               the fit seconds of its timing.json.
   IW bound    the project's test stage on that run's checkpoint: the importance-weighted bound with
@@ -90,19 +94,19 @@ class EpochTimer(pl.Callback):
 
 
 def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule, log_dir: str | None,
-                  batches: int | None) -> float:
+                  batches: int | None, lean: bool = True) -> float:
     """Seconds of one training epoch (or its first ``batches``) through the project's pipeline, or with no
     ``log_dir`` through Lightning alone (no callback but the timer, no logger).
 
-    The pipeline's Trainer has a run's callbacks, logger and profiler; the timer stops before the sample grids
-    and the checkpoint are written at the epoch's end (a run's fit seconds count those), but the per-step calls
-    of their hooks are timed."""
+    The pipeline's Trainer has a run's callbacks, logger and profiler (``lean``; else Lightning's default one);
+    the timer stops before the sample grids and the checkpoint are written at the epoch's end (a run's fit
+    seconds count those), but the per-step calls of their hooks are timed."""
     timer = EpochTimer()
     run = {"callbacks": [timer], "logger": False, "enable_checkpointing": False}  # Lightning alone
     if log_dir:
         run = {"callbacks": [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock(), timer,
                              LoggedImagesCallback(log_dir, epochs=()), EpochCountCheckpoint(dirpath=log_dir, save_last=True)],
-               "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler()}
+               "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler() if lean else None}
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **run,
                          **({"limit_train_batches": batches} if batches else {}))
@@ -208,6 +212,42 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
     return {"what": name, "images": count, "batch_size": args.batch_size, **rates}
 
 
+# A VAE whose step is mostly the framework's: what the Trainer, callbacks and logger add to each step shows.
+TINY_VAE_FLAGS = ["--hidden_dims", "8", "--z_dim", "2", "--batch_size", "16"]
+
+
+def as_lightning_makes_it(model: pl.LightningModule) -> pl.LightningModule:
+    """``model`` whose attributes all go through ``nn.Module.__setattr__``, as in a LightningModule without
+    shared.lean_lightning."""
+    model.__class__ = type(type(model).__name__, (type(model),), {"__setattr__": torch.nn.Module.__setattr__})
+    return model
+
+
+def framework_cost_per_step(batches: int, repeats: int) -> dict[str, float]:
+    """Microseconds a training step of the tiny VAE takes over the plain loop's, per way, best of ``repeats``
+    interleaved rounds; "plain" holds the plain loop's own step."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    args, template, datamodule = build(vae_command, TINY_VAE_FLAGS)
+    images = datamodule.splits["train"].images.to(device)
+    with tempfile.TemporaryDirectory() as log_dir:
+        ways = {"plain": lambda: time_plain(copy.deepcopy(template), lambda model, x: model(x)[2],
+                                            device_batches(images, args.batch_size, batches), device),
+                "Lightning alone": lambda: time_pipeline(as_lightning_makes_it(copy.deepcopy(template)), datamodule,
+                                                         None, batches),
+                "pipeline without shared.lean_lightning": lambda: time_pipeline(
+                    as_lightning_makes_it(copy.deepcopy(template)), datamodule, log_dir, batches, lean=False),
+                "pipeline": lambda: time_pipeline(copy.deepcopy(template), datamodule, log_dir, batches)}
+        seconds = {way: [] for way in ways}
+        for _ in range(repeats):
+            for way, timed in ways.items():
+                seconds[way].append(timed())
+    micros = {way: min(times) / batches * 1e6 for way, times in seconds.items()}
+    costs = {way: step - micros["plain"] for way, step in micros.items() if way != "plain"}
+    print("framework cost a step (tiny VAE): " + ", ".join(f"{way} {cost:.0f} us" for way, cost in costs.items())
+          + f" (plain loop's step {micros['plain']:.0f} us)", flush=True)
+    return {"plain": micros["plain"], **costs}
+
+
 def run_and_time(command, flags: list[str], log_dir: str) -> tuple[float, Path]:
     """Run a command; its fit seconds (timing.json) and the run directory."""
     command.main([*flags, "--log_dir", log_dir, "--name", "benchmark"])
@@ -232,7 +272,8 @@ def iw_bound_seconds(run_dir: Path, iw_samples: int) -> float:
     return time.perf_counter() - start
 
 
-def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str) -> str:
+def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str,
+             step_costs: dict[str, float] | None = None) -> str:
     lines = [f"Measured on {device} with `{command}`.", "",
              "| model, data | project's pipeline | Lightning alone | plain loop | project / plain | Lightning alone / plain "
              "| per-image pipeline |",
@@ -243,6 +284,10 @@ def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str) 
                      f"img/s | {row['Lightning alone']:,.0f} img/s | {row['plain']:,.0f} img/s | "
                      f"**{row['pipeline'] / row['plain']:.2f}x** | {row['Lightning alone'] / row['plain']:.2f}x | "
                      f"{per_image} |")
+    if step_costs:
+        lines += ["", f"Framework cost a step over the plain loop's {step_costs['plain']:.0f} us, tiny VAE "
+                      f"(`{' '.join(TINY_VAE_FLAGS)}`):", "", "| way | cost a step |", "| --- | ---: |"]
+        lines += [f"| {way} | {cost:.0f} us |" for way, cost in step_costs.items() if way != "plain"]
     if fits:
         lines += ["", "| run | wall-clock |", "| --- | ---: |"] + [f"| {what} | {value} |" for what, value in fits.items()]
     return "\n".join(lines) + "\n"
@@ -256,10 +301,14 @@ def main() -> None:
     parser.add_argument("--iw_samples", type=int, default=1000, help="k of the timed IW bound (0: skipped)")
     parser.add_argument("--gan_epochs", type=int, default=0, help="epochs of the MLP GAN fit (0: skipped)")
     parser.add_argument("--no_per_image", action="store_true", help="skip the per-image PIL pipeline")
+    parser.add_argument("--step_cost_batches", type=int, default=400,
+                        help="batches of the tiny VAE whose steps time the framework's own cost (0: skipped)")
     parser.add_argument("--out", default=None, help="markdown file; none: reports/benchmark-<device>.md")
     args = parser.parse_args()
-    if args.repeats <= 0 or args.flow_batches <= 0 or min(args.vae_epochs, args.iw_samples, args.gan_epochs) < 0:
-        parser.error("--repeats and --flow_batches must be positive, the epochs and --iw_samples >= 0")
+    if args.repeats <= 0 or args.flow_batches <= 0 or min(args.vae_epochs, args.iw_samples, args.gan_epochs,
+                                                          args.step_cost_batches) < 0:
+        parser.error("--repeats and --flow_batches must be positive, the epochs, --iw_samples and "
+                     "--step_cost_batches >= 0")
     device = machine_name()
     print(f"Benchmark on {device}", flush=True)
     rows = [throughput("VAE MLP z=20, threshold-binarized MNIST", vae_command, [], args.repeats, None,
@@ -267,6 +316,7 @@ def main() -> None:
             throughput("GAN MLP, grey MNIST in [-1, 1]", gan_command, ["--judge_every", "0"], args.repeats, None, False),
             throughput("flow (RealNVP c64 b4 s2), threshold-binarized MNIST", flow_command, FLOW_FLAGS,
                        args.repeats, args.flow_batches, False)]
+    step_costs = framework_cost_per_step(args.step_cost_batches, args.repeats) if args.step_cost_batches else None
     fits: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as log_dir:
         if args.vae_epochs:
@@ -280,7 +330,7 @@ def main() -> None:
             seconds, _ = run_and_time(gan_command, ["--epochs", str(args.gan_epochs), "--eval_samples", "0",
                                                    "--judge_every", "0"], str(Path(log_dir, "gan")))
             fits[f"MLP GAN fit, {args.gan_epochs} epochs"] = f"{seconds:,.1f} s"
-    table = markdown(device, rows, fits, "python scripts/benchmark.py " + " ".join(sys.argv[1:]))
+    table = markdown(device, rows, fits, "python scripts/benchmark.py " + " ".join(sys.argv[1:]), step_costs)
     out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table)
