@@ -28,10 +28,8 @@ The table goes to stdout and to --out (default reports/benchmark-<device>.md).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import copy
-import io
 import json
 import re
 import sys
@@ -42,18 +40,15 @@ from typing import Callable
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from pytorch_lightning.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor,
-                              ProgressLines, ValidationRecord)
+from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
 from shared.experiment import machine_name, prepare_lightning_process
-from shared.lean_lightning import NullProfiler
+from shared.timing import as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain, time_plain_gan
 
 # The commands whose models are timed, imported by name as shared.runs does (a command is imported by nothing).
 # The flow the README's figures measured (uniform noise), at a constant rate: the plain loop has no epochs.
@@ -74,94 +69,6 @@ class PerImagePILDataset(Dataset):
 
     def __getitem__(self, index):
         return self.transform(Image.fromarray(self.images[index], mode="L")), 0
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-class EpochTimer(pl.Callback):
-    """Wall-clock time of the training epoch itself, without the Trainer's one-off set-up and tear-down."""
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        _synchronize(pl_module.device)
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        _synchronize(pl_module.device)
-        self.seconds = time.perf_counter() - self.start
-
-
-def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule, log_dir: str | None,
-                  batches: int | None, lean: bool = True) -> float:
-    """Seconds of one training epoch (or its first ``batches``) through the project's pipeline, or with no
-    ``log_dir`` through Lightning alone (no callback but the timer, no logger).
-
-    The pipeline's Trainer has a run's callbacks, logger and profiler (``lean``; else Lightning's default one);
-    the timer stops before the sample grids and the checkpoint are written at the epoch's end (a run's fit
-    seconds count those), but the per-step calls of their hooks are timed."""
-    timer = EpochTimer()
-    run = {"callbacks": [timer], "logger": False, "enable_checkpointing": False}  # Lightning alone
-    if log_dir:
-        run = {"callbacks": [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock(), timer,
-                             LoggedImagesCallback(log_dir, epochs=()), EpochCountCheckpoint(dirpath=log_dir, save_last=True)],
-               "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler() if lean else None}
-    trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **run,
-                         **({"limit_train_batches": batches} if batches else {}))
-    with contextlib.redirect_stdout(io.StringIO()):  # the run's epoch line
-        trainer.fit(model, datamodule=datamodule)
-    return timer.seconds
-
-
-def device_batches(images: torch.Tensor, batch_size: int, batches: int | None, seed: int = 0):
-    """The plain loop's data: a permutation and slices of a tensor already on the device."""
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(images.device)
-    starts = list(range(0, len(images), batch_size))[:batches]
-    return ([images[order[start:start + batch_size]]] for start in starts)
-
-
-def time_plain(model: pl.LightningModule, loss: Callable, batches, device: torch.device) -> float:
-    """Seconds of a hand-written loop: zero_grad, the loss, backward, one Adam step per batch."""
-    model.to(device).train()
-    optimizer = model.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    _synchronize(device)
-    start = time.perf_counter()
-    for batch in batches:
-        images = batch[0].to(device, non_blocking=True)
-        optimizer.zero_grad(set_to_none=True)
-        loss(model, images).backward()
-        optimizer.step()
-    _synchronize(device)
-    return time.perf_counter() - start
-
-
-def time_plain_gan(model: pl.LightningModule, batches, device: torch.device) -> float:
-    """The GAN's training step by hand: generator on -log D(G(z)), then discriminator on real and fresh fakes."""
-    model.to(device).train()
-    generator, discriminator = model.generator, model.discriminator
-    opt_g, opt_d = model.configure_optimizers()
-    z_dim = model.hparams.z_dim
-    _synchronize(device)
-    start = time.perf_counter()
-    for (real,) in batches:
-        ones = torch.ones(len(real), 1, device=device)
-        discriminator.requires_grad_(False)  # what toggle_optimizer does: no discriminator gradients here
-        opt_g.zero_grad(set_to_none=True)
-        F.binary_cross_entropy_with_logits(discriminator(generator(torch.randn(len(real), z_dim, device=device))),
-                                           ones).backward()
-        opt_g.step()
-        discriminator.requires_grad_(True)
-        with torch.no_grad():
-            fake = generator(torch.randn(len(real), z_dim, device=device))
-        opt_d.zero_grad(set_to_none=True)
-        (F.binary_cross_entropy_with_logits(discriminator(real), ones)
-         + F.binary_cross_entropy_with_logits(discriminator(fake), torch.zeros_like(ones))).backward()
-        opt_d.step()
-    _synchronize(device)
-    return time.perf_counter() - start
 
 
 def build(command, flags: list[str]) -> tuple[argparse.Namespace, pl.LightningModule, pl.LightningDataModule]:
@@ -216,13 +123,6 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
 TINY_VAE_FLAGS = ["--hidden_dims", "8", "--z_dim", "2", "--batch_size", "16"]
 
 
-def as_lightning_makes_it(model: pl.LightningModule) -> pl.LightningModule:
-    """``model`` whose attributes all go through ``nn.Module.__setattr__``, as in a LightningModule without
-    shared.lean_lightning."""
-    model.__class__ = type(type(model).__name__, (type(model),), {"__setattr__": torch.nn.Module.__setattr__})
-    return model
-
-
 def framework_cost_per_step(batches: int, repeats: int) -> dict[str, float]:
     """Microseconds a training step of the tiny VAE takes over the plain loop's, per way, best of ``repeats``
     interleaved rounds; "plain" holds the plain loop's own step."""
@@ -268,7 +168,7 @@ def iw_bound_seconds(run_dir: Path, iw_samples: int) -> float:
                          callbacks=[EvaluationProgress()], enable_model_summary=False)
     start = time.perf_counter()
     trainer.test(model, datamodule=datamodule, verbose=False)
-    _synchronize(model.device)
+    synchronize(model.device)
     return time.perf_counter() - start
 
 
