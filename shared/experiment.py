@@ -118,6 +118,25 @@ def cpu_lacks_bf16_arithmetic() -> bool:
     return flags is not None and not {"avx512_bf16", "amx_bf16"} & set(flags.split())
 
 
+class RunCallbacks:
+    """The callbacks of every run (scripts/benchmark.py times the same), with handles on those whose state the run
+    reads afterwards."""
+
+    def __init__(self, run_dir: Path, sample_epochs: Sequence[int], monitor: str | None):
+        self.losses, self.validation, self.clock = LossMonitor(), ValidationRecord(), FitClock()
+        self.images = LoggedImagesCallback(run_dir, sample_epochs)
+        self.checkpoint = EpochCountCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min",
+                                               save_last=True, auto_insert_metric_name=False,
+                                               filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
+                                               enable_version_counter=False)
+
+    def ordered(self, extra: Sequence[pl.Callback] = ()) -> list[pl.Callback]:
+        """All of them with a command's ``extra`` ones, in the order they must run: the clock after the images
+        (their time counts), the checkpoint last (it saves the others' state)."""
+        return [self.losses, self.validation, ProgressLines(), EvaluationProgress(), self.images, *extra, self.clock,
+                self.checkpoint]
+
+
 def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
     """The Trainer, or a one-line usage error restating Lightning's refusal of the device flags."""
     on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
@@ -213,14 +232,9 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         logger = TensorBoardLogger(args.log_dir, name=args.name, default_hp_metric=False)
         run_dir = Path(logger.log_dir)
 
-    checkpoint = EpochCountCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min", save_last=True,
-                                      filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
-                                      auto_insert_metric_name=False, enable_version_counter=False)
-    losses, clock, validation = LossMonitor(), FitClock(), ValidationRecord()
-    # The clock after the images (their time counts), the checkpoint last (it saves the others' state).
-    trainer = _build_trainer(args, logger, [losses, validation, ProgressLines(), EvaluationProgress(),
-                                            LoggedImagesCallback(run_dir, args.sample_epochs), *callbacks, clock,
-                                            checkpoint])
+    run = RunCallbacks(run_dir, args.sample_epochs, monitor)
+    losses, clock, checkpoint = run.losses, run.clock, run.checkpoint
+    trainer = _build_trainer(args, logger, run.ordered(callbacks))
     try:
         datamodule.setup("fit")
     except DataFileError as err:

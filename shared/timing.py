@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytorch_lightning as pl
@@ -12,8 +13,7 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor,
-                              ProgressLines, ValidationRecord)
+from shared.experiment import RunCallbacks
 from shared.lean_lightning import NullProfiler
 
 
@@ -45,9 +45,10 @@ def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule,
     timer = EpochTimer()
     run = {"callbacks": [timer], "logger": False, "enable_checkpointing": False}  # Lightning alone
     if log_dir:
-        run = {"callbacks": [LossMonitor(), ValidationRecord(), ProgressLines(), EvaluationProgress(), FitClock(), timer,
-                             LoggedImagesCallback(log_dir, epochs=()), EpochCountCheckpoint(dirpath=log_dir, save_last=True)],
-               "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler() if lean else None}
+        callbacks = RunCallbacks(Path(log_dir), sample_epochs=(), monitor=None)
+        ordered = callbacks.ordered()
+        ordered.insert(ordered.index(callbacks.images), timer)
+        run = {"callbacks": ordered, "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler() if lean else None}
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **run,
                          **({"limit_train_batches": batches} if batches else {}))
