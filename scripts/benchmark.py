@@ -82,6 +82,16 @@ def build(command, flags: list[str]) -> tuple[argparse.Namespace, pl.LightningMo
     return args, command.build_model(args), datamodule
 
 
+def best_seconds(ways: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Each way's fastest of ``repeats`` interleaved rounds (every way once a round, so a slow spell of the machine
+    hits them all)."""
+    seconds: dict[str, list[float]] = {way: [] for way in ways}
+    for _ in range(repeats):
+        for way, timed in ways.items():
+            seconds[way].append(timed())
+    return {way: min(times) for way, times in seconds.items()}
+
+
 def throughput(name: str, command, flags: list[str], repeats: int, batches: int | None, per_image: bool) -> dict:
     """Images per second of the pipeline and of the plain loop(s), best of ``repeats`` interleaved rounds."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -108,11 +118,8 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
             loader = DataLoader(PerImagePILDataset(load_mnist("train")[0][:len(train)]),
                                 batch_size=args.batch_size, shuffle=True)
             ways["per-image"] = lambda: time_plain(copy.deepcopy(template), plain_loss, loader, device)
-        seconds = {way: [] for way in ways}
-        for _ in range(repeats):
-            for way, timed in ways.items():
-                seconds[way].append(timed())
-    rates = {way: count / min(times) for way, times in seconds.items()}
+        seconds = best_seconds(ways, repeats)
+    rates = {way: count / best for way, best in seconds.items()}
     print(f"{name}: " + ", ".join(f"{way} {rate:,.0f} images/s" for way, rate in rates.items())
           + f", pipeline / plain {rates['pipeline'] / rates['plain']:.2f}x"
           + f", Lightning alone / plain {rates['Lightning alone'] / rates['plain']:.2f}x", flush=True)
@@ -137,11 +144,8 @@ def framework_cost_per_step(batches: int, repeats: int) -> dict[str, float]:
                 "pipeline without shared.lean_lightning": lambda: time_pipeline(
                     as_lightning_makes_it(copy.deepcopy(template)), datamodule, log_dir, batches, lean=False),
                 "pipeline": lambda: time_pipeline(copy.deepcopy(template), datamodule, log_dir, batches)}
-        seconds = {way: [] for way in ways}
-        for _ in range(repeats):
-            for way, timed in ways.items():
-                seconds[way].append(timed())
-    micros = {way: min(times) / batches * 1e6 for way, times in seconds.items()}
+        seconds = best_seconds(ways, repeats)
+    micros = {way: best / batches * 1e6 for way, best in seconds.items()}
     costs = {way: step - micros["plain"] for way, step in micros.items() if way != "plain"}
     print("framework cost a step (tiny VAE): " + ", ".join(f"{way} {cost:.0f} us" for way, cost in costs.items())
           + f" (plain loop's step {micros['plain']:.0f} us)", flush=True)

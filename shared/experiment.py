@@ -123,7 +123,7 @@ class RunCallbacks:
     reads afterwards."""
 
     def __init__(self, run_dir: Path, sample_epochs: Sequence[int], monitor: str | None):
-        self.losses, self.validation, self.clock = LossMonitor(), ValidationRecord(), FitClock()
+        self.losses, self.clock = LossMonitor(), FitClock()
         self.images = LoggedImagesCallback(run_dir, sample_epochs)
         self.checkpoint = EpochCountCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min",
                                                save_last=True, auto_insert_metric_name=False,
@@ -133,7 +133,7 @@ class RunCallbacks:
     def ordered(self, extra: Sequence[pl.Callback] = ()) -> list[pl.Callback]:
         """All of them with a command's ``extra`` ones, in the order they must run: the clock after the images
         (their time counts), the checkpoint last (it saves the others' state)."""
-        return [self.losses, self.validation, ProgressLines(), EvaluationProgress(), self.images, *extra, self.clock,
+        return [self.losses, ValidationRecord(), ProgressLines(), EvaluationProgress(), self.images, *extra, self.clock,
                 self.checkpoint]
 
 
