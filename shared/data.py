@@ -10,6 +10,7 @@ copied from the host in a training step.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
 IMAGE_SHAPE = (1, 28, 28)
@@ -154,10 +155,40 @@ class DynamicallyBinarizedDataset(TensorBatchDataset):
         return DynamicallyBinarizedDataset(self.images.to(device), self.labels.to(device), self.seed)
 
 
+def epoch_order(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """One epoch's order of ``n`` items: a permutation drawn from ``generator`` (in order without one).
+
+    Two permutations are drawn and the first is used, which is what torch's RandomSampler draws in an epoch
+    (its second draw, made as the epoch ends, goes unused): the project's first runs were shuffled by it, and
+    their figures stay reproducible. Both are drawn as the epoch starts, so that an epoch left unfinished (a
+    DataLoader with persistent workers begins the next before the last has run out) draws as many.
+    """
+    if generator is None:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=generator)
+    torch.randperm(n, generator=generator)
+    return order
+
+
+class EpochBatches(Sampler[list[int]]):
+    """A DataLoader's batches of indices: each epoch :func:`epoch_order` cut into lists of ``batch_size``."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        order = epoch_order(self.n, self.generator)
+        for start in range(0, self.n, self.batch_size):
+            yield order[start:start + self.batch_size].tolist()
+
+
 class ResidentBatches:
-    """The batches of one split whose tensors live on the training device: each epoch one permutation
-    (drawn on the CPU from ``generator`` exactly as ``RandomSampler`` draws it, so the batches and their
-    order are those of :func:`batch_loader`), copied to the device once, then sliced there.
+    """The batches of one split whose tensors live on the training device: each epoch's order
+    (:func:`epoch_order`, drawn on the CPU, so the batches and their order are those of :func:`batch_loader`)
+    is copied to the device once, then sliced there.
 
     In a run of several processes, process ``rank`` takes every ``world_size``-th batch, the list padded
     with its own first batches to a multiple of ``world_size`` so all processes run as many steps (what
@@ -178,24 +209,19 @@ class ResidentBatches:
         return len(self._starts())
 
     def __iter__(self):
-        n, device = len(self.dataset), self.dataset.images.device
-        order = torch.randperm(n, generator=self.generator) if self.generator is not None else torch.arange(n)
-        order = order.to(device)
+        order = epoch_order(len(self.dataset), self.generator).to(self.dataset.images.device)
         for start in self._starts():
             yield self.dataset[order[start:start + self.batch_size]]
-        if self.generator is not None:
-            # RandomSampler draws (and leaves unused) a second permutation as each epoch ends: so does this,
-            # so that the epochs after the first are the DataLoader's too.
-            torch.randperm(n, generator=self.generator)
 
 
 def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, seed: int = 0,
                  num_workers: int = 0) -> DataLoader:
     """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice."""
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    base = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None,
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+    batches = EpochBatches(len(dataset), batch_size, torch.Generator().manual_seed(seed) if shuffle else None)
+    # The loader's own generator: each epoch's iterator draws its workers' base seed from it, not from the
+    # global generator (whose draws would shift every later random number of the run, the VAE's noise too).
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 class TensorSplitsDataModule(pl.LightningDataModule):
@@ -204,7 +230,8 @@ class TensorSplitsDataModule(pl.LightningDataModule):
 
     With ``num_workers=0`` the splits are moved to the trainer's device once (the CPU when no trainer is
     attached) and served as :class:`ResidentBatches`; with workers, as a DataLoader over host memory.
-    Either way the batches and their order are the same for a given seed.
+    Either way the batches and their order are the same for a given seed, and so are a run's figures (but for
+    dynamically binarized images, which each worker re-draws from its own copy of the generator).
     """
 
     def __init__(self, batch_size: int, seed: int, num_workers: int):
@@ -223,6 +250,13 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Resident batches are on the device already: Lightning's generic walk of the batch for tensors to
+        # move costs about 20 us a step for nothing.
+        if self.num_workers:
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

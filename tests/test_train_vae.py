@@ -98,6 +98,12 @@ def test_same_seed_same_metrics(tmp_path):
     assert run(tmp_path / "c", "--seed", "7") != first
 
 
+def test_dataloader_workers_train_on_the_resident_batches(tmp_path):
+    """With workers, batches come from host memory through a DataLoader and Lightning moves them to the device;
+    without (the default), they are drawn on the device and not moved again: the same batches either way."""
+    assert run(tmp_path / "workers", "--num_workers", "1") == run(tmp_path / "resident")
+
+
 @pytest.mark.slow
 def test_display_never_changes_a_number_and_each_epoch_prints_a_line(tmp_path, capsys):
     quiet = run(tmp_path / "a", "--no-progress_bar")
