@@ -23,7 +23,8 @@ What it measures:
               --iw_samples (default 1000) samples on the 10,000 test images, timed alone.
   GAN fit     `python -m part2_gan.train --epochs N --eval_samples 0 --judge_every 0` with N = --gan_epochs
               (default 0: skipped; 250 is its command's default).
-The table goes to stdout and to --out (default reports/benchmark-<device>.md).
+The table goes to stdout and to --out (default reports/benchmark-<device>.md), which holds the figures
+measured so far after each of them (marked as such until the benchmark has finished).
 """
 from __future__ import annotations
 
@@ -177,8 +178,9 @@ def iw_bound_seconds(run_dir: Path, iw_samples: int) -> float:
 
 
 def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str,
-             step_costs: dict[str, float] | None = None) -> str:
-    lines = [f"Measured on {device} with `{command}`.", "",
+             step_costs: dict[str, float] | None = None, finished: bool = True) -> str:
+    measured = "Measured" if finished else "Measured so far (the benchmark had not finished)"
+    lines = [f"{measured} on {device} with `{command}`.", "",
              "| model, data | project's pipeline | Lightning alone | plain loop | project / plain | Lightning alone / plain "
              "| per-image pipeline |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -215,30 +217,44 @@ def main() -> None:
                      "--step_cost_batches >= 0")
     device = machine_name()
     print(f"Benchmark on {device}", flush=True)
-    rows = [throughput("VAE MLP z=20, threshold-binarized MNIST", vae_command, [], args.repeats, None,
-                       not args.no_per_image),
-            throughput("GAN MLP, grey MNIST in [-1, 1]", gan_command, ["--judge_every", "0"], args.repeats, None, False),
-            throughput("flow (RealNVP c64 b4 s2), threshold-binarized MNIST", flow_command, FLOW_FLAGS,
-                       args.repeats, args.flow_batches, False)]
-    step_costs = framework_cost_per_step(args.step_cost_batches, args.repeats) if args.step_cost_batches else None
+    command = "python scripts/benchmark.py " + " ".join(sys.argv[1:])
+    out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.md")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
     fits: dict[str, str] = {}
+    step_costs = None
+
+    def write(finished: bool = False) -> str:
+        """The table of what is measured so far: an interrupted benchmark (a time limit) keeps its figures."""
+        table = markdown(device, rows, fits, command, step_costs, finished)
+        out.write_text(table)
+        return table
+
+    for name, part, flags, batches, per_image in [
+            ("VAE MLP z=20, threshold-binarized MNIST", vae_command, [], None, not args.no_per_image),
+            ("GAN MLP, grey MNIST in [-1, 1]", gan_command, ["--judge_every", "0"], None, False),
+            ("flow (RealNVP c64 b4 s2), threshold-binarized MNIST", flow_command, FLOW_FLAGS, args.flow_batches,
+             False)]:
+        rows.append(throughput(name, part, flags, args.repeats, batches, per_image))
+        write()
+    if args.step_cost_batches:
+        step_costs = framework_cost_per_step(args.step_cost_batches, args.repeats)
+        write()
     with tempfile.TemporaryDirectory() as log_dir:
         if args.vae_epochs:
             seconds, run_dir = run_and_time(vae_command, ["--epochs", str(args.vae_epochs), "--iw_samples", "2"], log_dir)
             fits[f"default VAE fit, {args.vae_epochs} epochs"] = f"{seconds:,.1f} s"
+            write()
         if args.iw_samples:
             if not args.vae_epochs:  # an untrained model costs the same to bound
                 _, run_dir = run_and_time(vae_command, ["--epochs", "1", "--subset", "256", "--iw_samples", "2"], log_dir)
             fits[f"IW bound, k={args.iw_samples}, 10,000 test images"] = f"{iw_bound_seconds(run_dir, args.iw_samples):,.1f} s"
+            write()
         if args.gan_epochs:
             seconds, _ = run_and_time(gan_command, ["--epochs", str(args.gan_epochs), "--eval_samples", "0",
                                                    "--judge_every", "0"], str(Path(log_dir, "gan")))
             fits[f"MLP GAN fit, {args.gan_epochs} epochs"] = f"{seconds:,.1f} s"
-    table = markdown(device, rows, fits, "python scripts/benchmark.py " + " ".join(sys.argv[1:]), step_costs)
-    out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table)
-    print(f"\n{table}\nwritten to {out}")
+    print(f"\n{write(finished=True)}\nwritten to {out}")
 
 
 if __name__ == "__main__":
