@@ -16,7 +16,8 @@ What it measures:
   step cost   --step_cost_batches batches of a VAE so small (benchmark.TINY_VAE_FLAGS) that its step is mostly
               the framework's: the microseconds each way adds to the plain loop's step, for Lightning alone
               (Trainer and LightningModule as Lightning makes them), the pipeline without
-              shared.lean_lightning and the pipeline; interleaved, best of --repeats.
+              shared.lean_lightning and the pipeline, all three on the project's data module (whose
+              resident batches skip Lightning's transfer); interleaved, best of --repeats.
   VAE fit     `python -m part1_vae.train --epochs N` (N = --vae_epochs, default 80, the command's default):
               the fit seconds of its timing.json.
   IW bound    the project's test stage on that run's checkpoint: the importance-weighted bound with
