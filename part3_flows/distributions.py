@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from shared.data import TensorBatchDataset, TensorSplitsDataModule
+from shared.batches import TensorBatchDataset, TensorSplitsDataModule
 from shared.densities import log_normal_diag
 
 

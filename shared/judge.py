@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shared.data import DataFileError, TensorBatchDataset, batch_loader, load_mnist, to_model_range
+from shared.batches import TensorBatchDataset, batch_loader
+from shared.data import DataFileError, load_mnist, to_model_range
 from shared.progress import Progress, duration
 
 # The bundled judge; the commands' --judge flags default to it.

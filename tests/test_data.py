@@ -119,7 +119,7 @@ def test_dynamic_binarization_redraws_training_images_and_fixes_val_and_test():
 def test_resident_batches_are_the_dataloaders_batches_in_the_same_order(binarization):
     """Without workers the splits stay on the device and batches are sliced there: the same batches, in the
     same order, epoch after epoch, as the DataLoader (the path with workers) draws for the seed."""
-    from shared.data import ResidentBatches, batch_loader
+    from shared.batches import ResidentBatches, batch_loader
 
     def epochs(loader, count=3):
         return [torch.cat([images.flatten(1) for images, _ in loader]) for _ in range(count)]
@@ -136,7 +136,7 @@ def test_resident_batches_are_the_dataloaders_batches_in_the_same_order(binariza
 
 
 def test_resident_batches_split_between_processes_like_a_distributed_sampler():
-    from shared.data import ResidentBatches, TensorBatchDataset
+    from shared.batches import ResidentBatches, TensorBatchDataset
 
     dataset = TensorBatchDataset(torch.arange(50.0).view(50, 1), torch.zeros(50))
     ranks = [[images.flatten().tolist() for images, _ in ResidentBatches(dataset, 10, None, rank, 3)] for rank in range(3)]

@@ -1,0 +1,166 @@
+"""In-memory tensor splits served as batches: a batch is one fancy-index into a split's tensor, so the training
+loop never touches PIL or a per-image transform. Without DataLoader workers (the default) each split is moved to
+the training device once and batches are drawn there (:class:`ResidentBatches`); nothing is copied from the host
+in a training step. With workers, a DataLoader (:func:`batch_loader`) serves the same batches from host memory.
+"""
+from __future__ import annotations
+
+import math
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class TensorBatchDataset(Dataset):
+    """Indexed by a *list* of indices, returns a whole batch ``(images, labels)`` at once."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, indices):
+        return self.images[indices], self.labels[indices]
+
+    def to(self, device: torch.device) -> TensorBatchDataset:
+        """The same data on ``device`` (this dataset itself when it is there already)."""
+        if self.images.device == device:
+            return self
+        return TensorBatchDataset(self.images.to(device), self.labels.to(device))
+
+
+class DynamicallyBinarizedDataset(TensorBatchDataset):
+    """Grey images ``[N, 1, 28, 28]`` in [0, 1]; every fetch re-draws each pixel as Bernoulli(grey), so each
+    epoch sees new binary images (the data of the IWAE paper and most published binary-MNIST likelihoods).
+    The draws come from a generator on the images' device seeded with ``seed`` (so a GPU draws other
+    binary images than the CPU, from the same seed)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int):
+        super().__init__(images, labels)
+        self.seed = seed
+        self.generator = torch.Generator(images.device).manual_seed(seed)
+
+    def __getitem__(self, indices):
+        return torch.bernoulli(self.images[indices], generator=self.generator), self.labels[indices]
+
+    def to(self, device: torch.device) -> DynamicallyBinarizedDataset:
+        if self.images.device == device:
+            return self
+        return DynamicallyBinarizedDataset(self.images.to(device), self.labels.to(device), self.seed)
+
+
+def epoch_order(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """One epoch's order of ``n`` items: a permutation drawn from ``generator`` (in order without one).
+
+    Two permutations are drawn and the first is used, which is what torch's RandomSampler draws in an epoch
+    (its second draw, made as the epoch ends, goes unused): the project's first runs were shuffled by it, and
+    their figures stay reproducible. Both are drawn as the epoch starts, so that an epoch left unfinished (a
+    DataLoader with persistent workers begins the next before the last has run out) draws as many.
+    """
+    if generator is None:
+        return torch.arange(n)
+    order = torch.randperm(n, generator=generator)
+    torch.randperm(n, generator=generator)
+    return order
+
+
+class EpochBatches(Sampler[list[int]]):
+    """A DataLoader's batches of indices: each epoch :func:`epoch_order` cut into lists of ``batch_size``."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+    def __iter__(self):
+        order = epoch_order(self.n, self.generator)
+        for start in range(0, self.n, self.batch_size):
+            yield order[start:start + self.batch_size].tolist()
+
+
+class ResidentBatches:
+    """The batches of one split whose tensors live on the training device: each epoch's order
+    (:func:`epoch_order`, drawn on the CPU, so the batches and their order are those of :func:`batch_loader`)
+    is copied to the device once, then sliced there.
+
+    In a run of several processes, process ``rank`` takes every ``world_size``-th batch, the list padded
+    with its own first batches to a multiple of ``world_size`` so all processes run as many steps (what
+    Lightning's distributed sampler does).
+    """
+
+    def __init__(self, dataset: TensorBatchDataset, batch_size: int, generator: torch.Generator | None,
+                 rank: int = 0, world_size: int = 1):
+        self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
+        self.rank, self.world_size = rank, world_size
+
+    def _starts(self) -> list[int]:
+        starts = list(range(0, len(self.dataset), self.batch_size))
+        starts += (starts * self.world_size)[:-len(starts) % self.world_size]
+        return starts[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        return len(self._starts())
+
+    def __iter__(self):
+        order = epoch_order(len(self.dataset), self.generator).to(self.dataset.images.device)
+        for start in self._starts():
+            yield self.dataset[order[start:start + self.batch_size]]
+
+
+def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, seed: int = 0,
+                 num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice."""
+    batches = EpochBatches(len(dataset), batch_size, torch.Generator().manual_seed(seed) if shuffle else None)
+    # Each epoch's iterator draws a base seed for its workers. With workers, from the loader's own generator: a
+    # draw from the global one would shift every later random number of the run (the VAE's noise too), which
+    # the resident batches do not. Without, from the global one as before (the bundled judge trained so).
+    own = torch.Generator().manual_seed(seed) if num_workers else None
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, generator=own)
+
+
+class TensorSplitsDataModule(pl.LightningDataModule):
+    """A DataModule whose splits are in-memory tensors: ``setup`` fills ``self.splits`` with
+    "train", "val" and "test"; training batches are shuffled with the module's seed.
+
+    With ``num_workers=0`` the splits are moved to the trainer's device once (the CPU when no trainer is
+    attached) and served as :class:`ResidentBatches`; with workers, as a DataLoader over host memory.
+    Either way the batches and their order are the same for a given seed, and so are a run's figures (but for
+    dynamically binarized images, which each worker re-draws from its own copy of the generator).
+    """
+
+    def __init__(self, batch_size: int, seed: int, num_workers: int):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.splits: dict[str, TensorBatchDataset] = {}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader | ResidentBatches:
+        if self.num_workers:
+            return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
+        trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+        self.splits[split] = self.splits[split].to(device)  # moved once; the host copy is not kept
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Resident batches are on the device already: Lightning's generic walk of the batch for tensors to
+        # move costs about 20 us a step for nothing.
+        if self.num_workers:
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        return batch
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
