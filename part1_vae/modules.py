@@ -12,7 +12,7 @@ from shared.densities import (KLD, bernoulli_nll, dequantize, gaussian_nll, log_
                               quantize, sample_reparameterize)
 from shared.generative import GenerativeModel
 from shared.metrics import EpochMeans, StagedModule
-from shared.schedules import decayed_to
+from shared.schedules import adam, decayed_to
 from shared.utils import make_grid, visualize_manifold
 
 
@@ -204,16 +204,14 @@ class VAE(GenerativeModel, StagedModule):
         self.epoch_means.add("test", {"iw_nll": self.importance_weighted_nll(imgs)})
 
     def configure_optimizers(self):
-        fused = self.device.type in ("cpu", "cuda")
         if not self.gaussian:
-            adam = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, eps=self.hparams.adam_eps, fused=fused)
-            return decayed_to(adam, self.hparams.lr_final, self)
+            return decayed_to(adam(self.parameters(), self, lr=self.hparams.lr, eps=self.hparams.adam_eps),
+                              self.hparams.lr_final, self)
         # The log-std must travel several units (std 1 down to ~1e-3 on the always-black border); Adam moves
         # a parameter by about lr a step, so at the networks' rate that alone would take ~20 epochs.
         networks = [p for name, p in self.named_parameters() if name != "log_std_raw"]
         log_std = {"params": [self.log_std_raw], "lr": LOG_STD_LR_FACTOR * self.hparams.lr}
-        return torch.optim.Adam([{"params": networks}, log_std], lr=self.hparams.lr, eps=self.hparams.adam_eps,
-                                fused=fused)
+        return adam([{"params": networks}, log_std], self, lr=self.hparams.lr, eps=self.hparams.adam_eps)
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:
@@ -267,7 +265,7 @@ class MixtureModule(GenerativeModel, StagedModule):
         self.log_dict({f"{stage}_log_likelihood": -nll, f"{stage}_bpd": self.bpd(nll)}, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return adam(self.parameters(), self, lr=self.hparams.lr)
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from shared.densities import bernoulli_nll
 from shared.generative import GenerativeModel, check_data_kind
 from shared.lean_lightning import LeanLightningModule
 from shared.metrics import EpochMeans
+from shared.schedules import adam
 from shared.utils import make_grid
 
 
@@ -143,12 +144,10 @@ class AAE(GenerativeModel, LeanLightningModule):
                        "test_mmd2_reference": mmd2_unbiased(other, prior, bandwidths)})
 
     def configure_optimizers(self):
-        fused = self.device.type in ("cpu", "cuda")
-        adv = dict(lr=self.hparams.lr_adv, betas=tuple(self.hparams.betas_adv), fused=fused)
-        return [torch.optim.Adam(chain(self.encoder.parameters(), self.decoder.parameters()), lr=self.hparams.lr,
-                                 fused=fused),
-                torch.optim.Adam(self.discriminator.parameters(), **adv),
-                torch.optim.Adam(self.encoder.parameters(), **adv)]
+        adversarial = dict(lr=self.hparams.lr_adv, betas=tuple(self.hparams.betas_adv))
+        return [adam(chain(self.encoder.parameters(), self.decoder.parameters()), self, lr=self.hparams.lr),
+                adam(self.discriminator.parameters(), self, **adversarial),
+                adam(self.encoder.parameters(), self, **adversarial)]
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:

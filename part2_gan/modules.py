@@ -10,6 +10,7 @@ from part2_gan.losses import adversarial_bce, r1_penalty, top_k_generator_loss, 
 from shared.generative import GenerativeModel, check_data_kind
 from shared.lean_lightning import LeanLightningModule
 from shared.metrics import EpochMeans
+from shared.schedules import adam
 from shared.utils import interpolate_latents, make_grid
 from shared.weight_average import averaged_copy, update_average
 
@@ -208,9 +209,9 @@ class GAN(GenerativeModel, LeanLightningModule):
         self.log_dict(self.epoch_means.compute_and_reset("test"))
 
     def configure_optimizers(self):
-        adam = dict(betas=tuple(self.hparams.betas), fused=self.device.type in ("cpu", "cuda"))
-        return [torch.optim.Adam(self.generator.parameters(), lr=self.hparams.lr, **adam),
-                torch.optim.Adam(self.discriminator.parameters(), lr=self.hparams.lr_disc or self.hparams.lr, **adam)]
+        betas = tuple(self.hparams.betas)
+        return [adam(self.generator.parameters(), self, lr=self.hparams.lr, betas=betas),
+                adam(self.discriminator.parameters(), self, lr=self.hparams.lr_disc or self.hparams.lr, betas=betas)]
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:

@@ -33,7 +33,7 @@ from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
 from shared.densities import dequantize, nll_to_bpd, quantize
 from shared.generative import GenerativeModel
 from shared.metrics import EpochMeans, StagedModule
-from shared.schedules import decayed_to
+from shared.schedules import adam, decayed_to
 from shared.utils import interpolate_latents, make_grid
 from shared.weight_average import averaged_copy, update_average
 
@@ -65,8 +65,7 @@ class FlowModule(StagedModule):
         return logged
 
     def configure_optimizers(self):
-        adam = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        return decayed_to(adam, self.hparams.lr_final, self)
+        return decayed_to(adam(self.parameters(), self, lr=self.hparams.lr), self.hparams.lr_final, self)
 
 
 class ToyFlowModule(FlowModule):

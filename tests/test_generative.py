@@ -105,9 +105,8 @@ def test_the_contract_refuses_a_model_without_sample():
         NoSample()
 
 
-def test_every_model_keeps_the_contract(tiny_datamodule):
-    """Each model of the project samples [0, 1] images of its declared shape, and a likelihood, where it
-    has one, agrees with the test figure its metrics.json reports under ``likelihood_metric``."""
+def every_model() -> dict[str, pl.LightningModule]:
+    """One small model of each of the project's commands, built as the command builds it."""
     from part1_vae.train import build_model as vae
     from part1_vae.train_mixture import build_model as mixture
     from part2_gan.train import build_model as gan
@@ -124,9 +123,16 @@ def test_every_model_keeps_the_contract(tiny_datamodule):
               "mixture": mixture(args_of(part1_vae.train_mixture)),
               "gan": gan(args_of(part2_gan.train, "--hidden_dims_gen", "16", "--hidden_dims_disc", "16")),
               "aae": aae(args_of(part2_gan.train_aae, "--hidden_dim", "16")),
-              "flow": flow(args_of(part3_flows.train, "--task", "mnist", "--num_channels", "4", "--num_blocks", "1"))}
+              "flow": flow(args_of(part3_flows.train, "--task", "mnist", "--num_channels", "4", "--num_blocks", "1",
+                                   "--lr_final", "none"))}
+    return models
+
+
+def test_every_model_keeps_the_contract(tiny_datamodule):
+    """Each model of the project samples [0, 1] images of its declared shape, and a likelihood, where it
+    has one, agrees with the test figure its metrics.json reports under ``likelihood_metric``."""
     images = tiny_datamodule.splits["test"].images[:4]
-    for name, model in models.items():
+    for name, model in every_model().items():
         model.eval()
         samples = model.sample(3)
         assert samples.shape == (3, *model.image_shape) and 0 <= samples.min() and samples.max() <= 1, name
@@ -138,6 +144,15 @@ def test_every_model_keeps_the_contract(tiny_datamodule):
         data = images if model.data == "binary" else torch.round(images * 255) / 255
         log_p = model.log_likelihood(data, 2)
         assert log_p.shape == (4,) and torch.isfinite(log_p).all() and (log_p <= 0).all(), name
+
+
+def test_every_optimizer_of_every_model_is_fused_on_the_cpu():
+    """torch's fused Adam: one kernel for all of a model's tensors rather than a few small ops per tensor (the
+    flow has 160 of them)."""
+    for name, model in every_model().items():
+        optimizers = model.configure_optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        assert optimizers and all(optimizer.defaults["fused"] for optimizer in optimizers), name
 
 
 @pytest.mark.slow
