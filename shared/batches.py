@@ -52,18 +52,10 @@ class DynamicallyBinarizedDataset(TensorBatchDataset):
 
 
 def epoch_order(n: int, generator: torch.Generator | None) -> torch.Tensor:
-    """One epoch's order of ``n`` items: a permutation drawn from ``generator`` (in order without one).
-
-    Two permutations are drawn and the first is used, which is what torch's RandomSampler draws in an epoch
-    (its second draw, made as the epoch ends, goes unused): the project's first runs were shuffled by it, and
-    their figures stay reproducible. Both are drawn as the epoch starts, so that an epoch left unfinished (a
-    DataLoader with persistent workers begins the next before the last has run out) draws as many.
-    """
+    """One epoch's order of ``n`` items: one permutation drawn from ``generator`` (in order without one)."""
     if generator is None:
         return torch.arange(n)
-    order = torch.randperm(n, generator=generator)
-    torch.randperm(n, generator=generator)
-    return order
+    return torch.randperm(n, generator=generator)
 
 
 class EpochBatches(Sampler[list[int]]):
@@ -114,12 +106,11 @@ def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, se
                  num_workers: int = 0) -> DataLoader:
     """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice."""
     batches = EpochBatches(len(dataset), batch_size, torch.Generator().manual_seed(seed) if shuffle else None)
-    # Each epoch's iterator draws a base seed for its workers. With workers, from the loader's own generator: a
-    # draw from the global one would shift every later random number of the run (the VAE's noise too), which
-    # the resident batches do not. Without, from the global one as before (the bundled judge trained so).
-    own = torch.Generator().manual_seed(seed) if num_workers else None
+    # Each epoch's iterator draws a base seed for its workers, here from the loader's own generator: a draw from
+    # the global one would shift every later random number of the run (the VAE's noise too), which the resident
+    # batches do not.
     return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
-                      persistent_workers=num_workers > 0, generator=own)
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
 class TensorSplitsDataModule(pl.LightningDataModule):

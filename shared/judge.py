@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from shared.batches import TensorBatchDataset, batch_loader
+from shared.batches import TensorBatchDataset
 from shared.data import DataFileError, load_mnist, to_model_range
 from shared.progress import Progress, duration
 
@@ -82,7 +83,9 @@ def fit_judge(seed: int = 42, epochs: int = 4, batch_size: int = 128, lr: float 
     judge = DigitClassifier(num_filters, feature_dim)
     images, labels = load_mnist("train", data_dir)
     images, labels = to_model_range(images[:subset], binarize=False), labels[:subset]
-    loader = batch_loader(TensorBatchDataset(images, labels), batch_size, shuffle=True, seed=seed)
+    # torch's RandomSampler and the global generator's draws of the DataLoader, as the bundled judge was trained.
+    batches = BatchSampler(RandomSampler(images, generator=torch.Generator().manual_seed(seed)), batch_size, False)
+    loader = DataLoader(TensorBatchDataset(images, labels), sampler=batches, batch_size=None)
     augment = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(judge.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * len(loader))

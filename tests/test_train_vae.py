@@ -98,6 +98,22 @@ def test_same_seed_same_metrics(tmp_path):
     assert run(tmp_path / "c", "--seed", "7") != first
 
 
+def test_a_seeded_run_trains_on_the_batches_its_figures_were_measured_on(tmp_path, monkeypatch):
+    """The batches of every epoch are those the README's figures were trained on (their pixel counts, as drawn
+    by the code of commit 3a0f72b): a change to how batches are drawn changes every figure of a rerun."""
+    counts = []
+    step = part1_vae.modules.VAE.step
+
+    def counted(self, stage, batch):
+        if stage == "train":
+            counts.append(int(batch[0].sum()))
+        return step(self, stage, batch)
+    monkeypatch.setattr(part1_vae.modules.VAE, "step", counted)
+    main(["--subset", "256", "--batch_size", "64", "--epochs", "3", "--iw_samples", "2", "--sample_epochs", "0",
+          "--accelerator", "cpu", "--log_dir", str(tmp_path)])
+    assert counts == [6327, 6353, 6668, 6646, 6268, 6749, 6313, 6664, 6668, 6367, 6658, 6301]
+
+
 def test_dataloader_workers_train_on_the_resident_batches(tmp_path):
     """With workers, batches come from host memory through a DataLoader and Lightning moves them to the device;
     without (the default), they are drawn on the device and not moved again: the same batches either way."""
