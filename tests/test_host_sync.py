@@ -11,6 +11,7 @@ from pytorch_lightning.profilers import Profiler
 
 import part1_vae.train
 import part2_gan.train
+import part2_gan.train_aae
 import part3_flows.train
 from shared.callbacks import LossMonitor
 
@@ -35,6 +36,10 @@ class WindowedLossMonitor(LossMonitor):
 @pytest.mark.parametrize("command, flags", [
     (part1_vae.train, ["--iw_samples", "2"]),
     (part2_gan.train, ["--eval_samples", "0", "--ema_decay", "0.99"]),
+    (part2_gan.train_aae, ["--hidden_dim", "16", "--eval_samples", "0", "--judge_every", "0"]),
+    (part3_flows.train, ["--task", "mnist", "--num_channels", "8", "--num_blocks", "1", "--test_dequant_samples", "1"]),
+    (part3_flows.train, ["--task", "mnist8bit", "--num_channels", "8", "--num_blocks", "1",
+                         "--test_dequant_samples", "1", "--ema_decay", "0.99"]),
 ])
 def test_no_host_sync_inside_training_steps(tmp_path, monkeypatch, command, flags):
     batches = 20
