@@ -90,10 +90,10 @@ class GAN(GenerativeModel, LeanLightningModule):
     def _latents(self, batch_size: int, device: torch.device, code: int | None = None) -> torch.Tensor:
         """Draws of the prior: Gaussian noise, and the code's values if any (uniform, or ``code`` for every row)."""
         noise = torch.randn(batch_size, self.hparams.z_dim, device=device)
-        if not self.hparams.num_categories:
-            return noise
-        codes = (torch.randint(self.hparams.num_categories, (batch_size,), device=device) if code is None
-                 else torch.full((batch_size,), code, device=device))
+        codes = None
+        if self.hparams.num_categories:
+            codes = (torch.randint(self.hparams.num_categories, (batch_size,), device=device) if code is None
+                     else torch.full((batch_size,), code, device=device))
         return self.latents(noise, codes)
 
     def _codes(self, latents: torch.Tensor) -> torch.Tensor:

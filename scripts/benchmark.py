@@ -50,7 +50,8 @@ from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
 from shared.experiment import machine_name, prepare_lightning_process
-from shared.timing import as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain, time_plain_gan
+from shared.timing import (as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain,
+                           time_plain_gan, training_device)
 
 # The commands whose models are timed, imported by name as shared.runs does (a command is imported by nothing).
 # The flow the README's figures measured (uniform noise), at a constant rate: the plain loop has no epochs.
@@ -96,7 +97,7 @@ def best_seconds(ways: dict[str, Callable[[], float]], repeats: int) -> dict[str
 
 def throughput(name: str, command, flags: list[str], repeats: int, batches: int | None, per_image: bool) -> dict:
     """Images per second of the pipeline and of the plain loop(s), best of ``repeats`` interleaved rounds."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     args, template, datamodule = build(command, flags)
     train = datamodule.splits["train"]
     images = train.images.to(device)
@@ -135,7 +136,7 @@ TINY_VAE_FLAGS = ["--hidden_dims", "8", "--z_dim", "2", "--batch_size", "16"]
 def framework_cost_per_step(batches: int, repeats: int) -> dict[str, float]:
     """Microseconds a training step of the tiny VAE takes over the plain loop's, per way, best of ``repeats``
     interleaved rounds; "plain" holds the plain loop's own step."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     args, template, datamodule = build(vae_command, TINY_VAE_FLAGS)
     images = datamodule.splits["train"].images.to(device)
     with tempfile.TemporaryDirectory() as log_dir:

@@ -13,8 +13,14 @@ import torch
 import torch.nn.functional as F
 from pytorch_lightning.loggers import TensorBoardLogger
 
+from shared.batches import epoch_order
 from shared.experiment import RunCallbacks
 from shared.lean_lightning import NullProfiler
+
+
+def training_device() -> torch.device:
+    """The device the timed Trainers train on (``accelerator="auto"``), where the plain loop runs too."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def synchronize(device: torch.device) -> None:
@@ -59,7 +65,7 @@ def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule,
 
 def device_batches(images: torch.Tensor, batch_size: int, batches: int | None, seed: int = 0):
     """The plain loop's data: a permutation and slices of a tensor already on the device."""
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed)).to(images.device)
+    order = epoch_order(len(images), torch.Generator().manual_seed(seed)).to(images.device)
     starts = list(range(0, len(images), batch_size))[:batches]
     return ([images[order[start:start + batch_size]]] for start in starts)
 
