@@ -25,6 +25,7 @@ import torch
 import yaml
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.loggers import TensorBoardLogger
+from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_warn
 
@@ -150,15 +151,22 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
     try:
         # The model summary stays off: its example forward pass would draw random numbers, so turning the
         # display on would change the results.
-        return pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
-                          num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision, logger=logger,
-                          log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
-                          enable_progress_bar=show_bar, enable_model_summary=False, profiler=NullProfiler())
+        trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
+                             num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
+                             logger=logger, log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
+                             enable_progress_bar=show_bar, enable_model_summary=False, profiler=NullProfiler())
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         usage_error(args, f"the Lightning Trainer refused --accelerator {args.accelerator} --devices {args.devices} "
                           f"--num_nodes {args.num_nodes} --strategy {args.strategy} --precision {args.precision}: "
                           f"{reason}")
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # Such a fit returns only the weights and the logged figures: this process's callbacks would record
+        # no epochs, no fit time and no first loss in metrics.json and timing.json.
+        usage_error(args, f"--strategy {args.strategy} fits in processes it spawns or forks, which do not return "
+                          f"the run's record to this one; use --strategy ddp (the same DDP, started by re-running "
+                          f"the command in each process)")
+    return trainer
 
 
 def compile_networks(model: pl.LightningModule) -> None:

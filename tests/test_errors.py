@@ -42,6 +42,8 @@ def nothing_written(tmp_path) -> bool:
     (["--devices", "64"], "--devices 64: this machine has"),
     (["--epoch", "1"], "unrecognized arguments: --epoch 1"),
     (["--num_nodes", "0"], "--num_nodes must be positive, got 0"),
+    (["--strategy", "ddp_spawn"], "--strategy ddp_spawn fits in processes it spawns or forks"),
+    (["--strategy", "ddp_fork"], "use --strategy ddp"),
 ])
 def test_device_flags_lightning_refuses_are_restated_in_one_line(tmp_path, capsys, flags, message):
     fails_with_one_line(lambda: run(tmp_path, *flags), capsys, 2, message)
