@@ -255,3 +255,14 @@ class EpochCountCheckpoint(ModelCheckpoint):
         if "epoch" in metrics:
             metrics = {**metrics, "epoch": metrics["epoch"] + 1}
         return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+
+class LastEpochCheckpoint(EpochCountCheckpoint):
+    """``last.ckpt``, rewritten after every epoch whatever the monitored figure did: what ``--resume`` continues.
+
+    Since Lightning 2.6 a ModelCheckpoint's ``save_last=True`` writes it only at the epochs that saved a top-k
+    checkpoint, so beside a best-only one it held the best epoch, and a resume went back there."""
+
+    def __init__(self, dirpath: Path):
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
+                         enable_version_counter=False)

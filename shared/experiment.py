@@ -29,8 +29,8 @@ from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_warn
 
-from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor,
-                              NonFiniteLossError, ProgressLines, ValidationRecord)
+from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LastEpochCheckpoint,
+                              LoggedImagesCallback, LossMonitor, NonFiniteLossError, ProgressLines, ValidationRecord)
 from shared.cli import NOT_SAVED
 from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
@@ -127,15 +127,16 @@ class RunCallbacks:
         self.losses, self.clock = LossMonitor(), FitClock()
         self.images = LoggedImagesCallback(run_dir, sample_epochs)
         self.checkpoint = EpochCountCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min",
-                                               save_last=True, auto_insert_metric_name=False,
+                                               auto_insert_metric_name=False,
                                                filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
                                                enable_version_counter=False)
+        self.last = LastEpochCheckpoint(run_dir / "checkpoints")
 
     def ordered(self, extra: Sequence[pl.Callback] = ()) -> list[pl.Callback]:
         """All of them with a command's ``extra`` ones, in the order they must run: the clock after the images
-        (their time counts), the checkpoint last (it saves the others' state)."""
+        (their time counts), the checkpoints last (they save the others' state)."""
         return [self.losses, ValidationRecord(), ProgressLines(), EvaluationProgress(), self.images, *extra, self.clock,
-                self.checkpoint]
+                self.checkpoint, self.last]
 
 
 def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -270,7 +271,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         raise
     fit_seconds, total_fit_seconds = clock.this_call, clock.total()  # before the test restores the clock's state
 
-    reported = Path(checkpoint.best_model_path if monitor else checkpoint.last_model_path)
+    reported = Path(checkpoint.best_model_path if monitor else run.last.best_model_path)  # the file it keeps
     described = datamodule.description()
     metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": losses.first_loss,
                      "train_loss": model.training_loss, "checkpoint": reported.name,

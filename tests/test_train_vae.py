@@ -91,6 +91,19 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
 
 
 @pytest.mark.slow
+def test_last_ckpt_holds_the_last_epoch_when_the_best_was_earlier_and_resume_continues_from_it(tmp_path):
+    # lr 0.03 makes val worse in epoch 2: the best checkpoint is epoch 1's (Lightning 2.6's save_last=True
+    # rewrote last.ckpt only at epochs that saved a best one, so --resume went back to epoch 1).
+    metrics = run(tmp_path, "--lr", "0.03")
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert metrics["checkpoint"] == "best-epoch001.ckpt"
+    assert (last["epoch"], last["global_step"]) == (1, 2 * 4)
+    main(["--resume", str(run_dir), "--epochs", "3"])
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 3 * 4
+
+
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path):
     first = run(tmp_path / "a")
     second = run(tmp_path / "b")
