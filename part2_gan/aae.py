@@ -116,7 +116,7 @@ class AAE(GenerativeModel, LeanLightningModule):
         return {"loss": recon, "d_loss": d_loss, "g_loss": g_loss}
 
     def _log_epoch(self, stage: str) -> None:
-        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train")
+        self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train", sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -141,7 +141,7 @@ class AAE(GenerativeModel, LeanLightningModule):
         prior, other = (self.prior.sample(len(codes), generator=generator).to(codes.device) for _ in range(2))
         bandwidths = median_bandwidths(prior)
         self.log_dict({"test_mmd2": mmd2_unbiased(codes, prior, bandwidths),
-                       "test_mmd2_reference": mmd2_unbiased(other, prior, bandwidths)})
+                       "test_mmd2_reference": mmd2_unbiased(other, prior, bandwidths)}, sync_dist=True)
 
     def configure_optimizers(self):
         adversarial = dict(lr=self.hparams.lr_adv, betas=tuple(self.hparams.betas_adv))

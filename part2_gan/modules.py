@@ -188,10 +188,10 @@ class GAN(GenerativeModel, LeanLightningModule):
 
     def on_train_epoch_end(self) -> None:
         means = self.epoch_means.compute_and_reset("train")
-        self.log_dict(means, prog_bar=True)
+        self.log_dict(means, prog_bar=True, sync_dist=True)
         # Every batch's accuracy on fakes is k / B, so the epoch's mean is exactly 1 only if each batch's was.
         collapsed = bool(means["train_d_acc_fake"] == 1.0)
-        self.log("train_d_collapsed", float(collapsed))
+        self.log("train_d_collapsed", float(collapsed), sync_dist=True)
         if collapsed:
             rank_zero_warn(f"discriminator collapse in epoch {self.current_epoch + 1}: it caught every fake image of "
                            f"every batch (accuracy on fake pinned at 100%), so the generator learns little; "
@@ -206,7 +206,7 @@ class GAN(GenerativeModel, LeanLightningModule):
         self.epoch_means.add("test", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
 
     def on_test_epoch_end(self) -> None:
-        self.log_dict(self.epoch_means.compute_and_reset("test"))
+        self.log_dict(self.epoch_means.compute_and_reset("test"), sync_dist=True)
 
     def configure_optimizers(self):
         betas = tuple(self.hparams.betas)

@@ -49,7 +49,7 @@ from torchvision import transforms
 from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
-from shared.experiment import machine_name, prepare_lightning_process
+from shared.process import machine_name, prepare_lightning_process
 from shared.timing import (as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain,
                            time_plain_gan, training_device)
 

@@ -27,7 +27,7 @@ from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
 from shared.evaluation import (NUM_DIGITS, class_figures, draw_samples, evaluate_samples, format_report,
                                per_digit_figures)
-from shared.experiment import prepare_lightning_process
+from shared.process import prepare_lightning_process
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import load_run

@@ -135,8 +135,10 @@ class SampleQualityEvaluator:
     def __init__(self, judge: DigitClassifier, reference: torch.Tensor, batch_size: int = 1000,
                  progress: bool = False):
         self.judge, self.batch_size = judge.eval(), batch_size
+        # One process scores all its images: under DDP only rank zero judges during training, and torchmetrics'
+        # default all-gather of the states at compute would wait for the other ranks forever.
         self.frechet = FrechetInceptionDistance(feature=JudgeFeatures(self.judge), reset_real_features=False,
-                                                normalize=True)
+                                                normalize=True, sync_on_compute=False)
         self.reference_logits = self._judge(reference, real=True, progress=progress, what="reference images")
         self.reference_figures = class_figures(self.reference_logits)
 

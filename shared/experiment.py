@@ -10,13 +10,9 @@ runs before anything is written there, and a resume rewrites nothing until its c
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
-import logging
 import os
-import platform
 import sys
-import warnings
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
 
@@ -34,89 +30,12 @@ from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock
 from shared.cli import NOT_SAVED
 from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
-
-# Lightning's lines that tell a user of these commands nothing (the device line is in our start line).
-_QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without a GPU
-               "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
-               "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:")
-_QUIET_WARNINGS = (
-    r".*LeafSpec.*",  # a deprecation inside Lightning itself
-    r".*exists and is not empty.*",  # a resumed run writes into its own checkpoint folder
-    r".*but have no `validation_step`.*",  # the GAN and AAE validate nothing; their data module has a val split
-    r".*does not have many workers.*",  # batches are tensor slices: workers would only add overhead
-    r".*GPU available but not used.*",  # --accelerator cpu is a choice
-    r".*smaller than the logging interval.*",  # shared.callbacks.LossMonitor logs the step losses from the first
-)
-
-
-class _DropKnownNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().lstrip().startswith(_QUIET_INFO)
-
-
-def silence_known_noise() -> None:
-    """Drop, by their text, the Lightning messages listed above; every other message still shows."""
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                 "torch.utils.cpp_extension"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
-            logger.addFilter(_DropKnownNoise())
-    for pattern in _QUIET_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
-
-
-def skip_futile_nvml_check() -> None:
-    """Drop Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where the NVML library cannot be loaded (no NVIDIA driver).
-
-    Lightning sets it on import so that asking whether CUDA is available never initialises CUDA (which spoils
-    forked processes). Where NVML is missing, torch then tries to load it on every such question and falls back to
-    asking CUDA anyway, and torch.optim asks once per optimizer step (Adam's graph-capture check): 40-90 us a step
-    on the CPUs measured (README: Speed) for no change in any answer. Where the library loads, the variable stays.
-    """
-    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
-        return
-    try:
-        ctypes.CDLL("libnvidia-ml.so.1")  # the name torch.cuda loads
-    except OSError:
-        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
-
-
-def prepare_lightning_process() -> None:
-    """What every command that drives a Trainer does first: :func:`silence_known_noise` and
-    :func:`skip_futile_nvml_check`, so runs, the benchmark and re-scoring see the same quiet, equally fast Lightning."""
-    silence_known_noise()
-    skip_futile_nvml_check()
-
+from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_lightning_process
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
     """A bad setting found after parsing: one line, exit status 2, as the parser's own errors."""
     print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
-
-
-def machine_name() -> str:
-    """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    # Linux names the model in /proc/cpuinfo; platform.processor() is often empty.
-    cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
-    return f"{cpu}, {torch.get_num_threads()} CPU threads"
-
-
-def _cpuinfo_field(name: str) -> str | None:
-    """The first processor's ``name`` line of /proc/cpuinfo (Linux), or None where there is none."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.is_file():
-        return None
-    return next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.split(":", 1)[0].strip() == name), None)
-
-
-def cpu_lacks_bf16_arithmetic() -> bool:
-    """True where the CPU's flags are known and name no bfloat16 instructions (avx512_bf16, amx_bf16): there
-    bf16 is emulated, and a bf16-mixed run was 2.3x slower than float32 (README: Speed)."""
-    flags = _cpuinfo_field("flags")
-    return flags is not None and not {"avx512_bf16", "amx_bf16"} & set(flags.split())
 
 
 class RunCallbacks:
@@ -281,7 +200,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         metrics.update(state["callbacks"].get(ValidationRecord.__qualname__, {}).get("latest", {}))
     torch.manual_seed(args.seed)
     metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
-    if extra_metrics is not None:
+    if extra_metrics is not None and trainer.is_global_zero:  # metrics.json is rank zero's
         try:
             metrics.update(extra_metrics())
         except DataFileError as err:  # MNIST or the judge went missing since the start: the run itself is kept

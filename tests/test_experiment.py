@@ -1,13 +1,16 @@
-"""Process-wide settings a run makes before it trains, and its warning about bf16 on a CPU without it."""
+"""Process-wide settings a run makes before it trains (shared.process), and its warning about bf16 on a CPU without it."""
 import argparse
 import ctypes
 import os
+import warnings
 
 import pytest
 import torch
 
 import shared.experiment
-from shared.experiment import skip_futile_nvml_check
+import shared.judge_curve
+import shared.process
+from shared.process import silence_known_noise, skip_futile_nvml_check
 
 
 def _cdll_that(loads: bool):
@@ -44,9 +47,19 @@ def test_a_variable_the_user_set_otherwise_is_left_alone(monkeypatch):
     (None, "bf16-mixed", False),  # flags unknown (not Linux): no guess
 ])
 def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_of(monkeypatch, recwarn, flags, precision, warned):
-    monkeypatch.setattr(shared.experiment, "_cpuinfo_field", {"flags": flags}.get)
+    monkeypatch.setattr(shared.process, "_cpuinfo_field", {"flags": flags}.get)
     args = argparse.Namespace(command="part1_vae.train", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
                               precision=precision, epochs=1, log_every_n_steps=50, progress_bar=False)
     shared.experiment._build_trainer(args, logger=False, callbacks=[])
     messages = [str(w.message) for w in recwarn if "without bf16 instructions" in str(w.message)]
     assert len(messages) == int(warned)
+
+
+def test_the_projects_own_warnings_print_on_one_line():
+    silence_known_noise()
+    silence_known_noise()  # twice, as a process that runs two commands: still one wrapper
+    ours = warnings.formatwarning("mode collapse in epoch 1", UserWarning, shared.judge_curve.__file__, 146,
+                                  "rank_zero_warn(message)")
+    assert ours == f"{shared.judge_curve.__file__}:146: UserWarning: mode collapse in epoch 1\n"
+    theirs = warnings.formatwarning("deprecated", DeprecationWarning, "/site-packages/lib.py", 7, "warn(x)")
+    assert "deprecated" in theirs and "warn(x)" in theirs

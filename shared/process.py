@@ -1,0 +1,106 @@
+"""What every process that drives a Trainer does first, and what it tells a person: Lightning's known noise
+dropped, the project's own warnings on one line, no NVML lookup a step where it is futile; the machine's name
+and whether its CPU has bf16 arithmetic."""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+
+_PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
+
+# Lightning's lines that tell a user of these commands nothing (the device line is in our start line).
+_QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without a GPU
+               "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
+               "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:")
+_QUIET_WARNINGS = (
+    r".*LeafSpec.*",  # a deprecation inside Lightning itself
+    r".*exists and is not empty.*",  # a resumed run writes into its own checkpoint folder
+    r".*but have no `validation_step`.*",  # the GAN and AAE validate nothing; their data module has a val split
+    r".*does not have many workers.*",  # batches are tensor slices: workers would only add overhead
+    r".*GPU available but not used.*",  # --accelerator cpu is a choice
+    r".*smaller than the logging interval.*",  # shared.callbacks.LossMonitor logs the step losses from the first
+)
+
+
+class _DropKnownNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().lstrip().startswith(_QUIET_INFO)
+
+
+def silence_known_noise() -> None:
+    """Drop, by their text, the Lightning messages listed above (every other message still shows), and print
+    the project's own warnings on one line."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                 "torch.utils.cpp_extension"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise())
+    for pattern in _QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    if not getattr(warnings.formatwarning, "project_one_line", False):
+        warnings.formatwarning = _one_line_for_project_files(warnings.formatwarning)
+
+
+def skip_futile_nvml_check() -> None:
+    """Drop Lightning's ``PYTORCH_NVML_BASED_CUDA_CHECK=1`` where the NVML library cannot be loaded (no NVIDIA driver).
+
+    Lightning sets it on import so that asking whether CUDA is available never initialises CUDA (which spoils
+    forked processes). Where NVML is missing, torch then tries to load it on every such question and falls back to
+    asking CUDA anyway, and torch.optim asks once per optimizer step (Adam's graph-capture check): 40-90 us a step
+    on the CPUs measured (README: Speed) for no change in any answer. Where the library loads, the variable stays.
+    """
+    if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
+        return
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")  # the name torch.cuda loads
+    except OSError:
+        del os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"]
+
+
+def prepare_lightning_process() -> None:
+    """What every command that drives a Trainer does first: :func:`silence_known_noise` and
+    :func:`skip_futile_nvml_check`, so runs, the benchmark and re-scoring see the same quiet, equally fast Lightning."""
+    silence_known_noise()
+    skip_futile_nvml_check()
+
+
+def _one_line_for_project_files(format_warning):
+    """``warnings.formatwarning`` that prints a warning raised by the project's code as one line, without the
+    source line Python adds (always the ``rank_zero_warn(message)`` that raised it); others as before."""
+    def formatted(message, category, filename, lineno, line=None):
+        if str(filename).startswith(_PROJECT_ROOT):
+            return f"{filename}:{lineno}: {category.__name__}: {message}\n"
+        return format_warning(message, category, filename, lineno, line)
+    formatted.project_one_line = True
+    return formatted
+
+
+def machine_name() -> str:
+    """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    # Linux names the model in /proc/cpuinfo; platform.processor() is often empty.
+    cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} CPU threads"
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    """The first processor's ``name`` line of /proc/cpuinfo (Linux), or None where there is none."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return None
+    return next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.split(":", 1)[0].strip() == name), None)
+
+
+def cpu_lacks_bf16_arithmetic() -> bool:
+    """True where the CPU's flags are known and name no bfloat16 instructions (avx512_bf16, amx_bf16): there
+    bf16 is emulated, and a bf16-mixed run was 2.3x slower than float32 (README: Speed)."""
+    flags = _cpuinfo_field("flags")
+    return flags is not None and not {"avx512_bf16", "amx_bf16"} & set(flags.split())
