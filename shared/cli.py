@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import sys
 from pathlib import Path
@@ -231,6 +232,14 @@ def latest_run(log_dir: str, name: str) -> Path:
 
 
 def _check_shared(args: argparse.Namespace) -> None:
+    for flag, value in vars(args).items():  # NaN and inf pass every comparison below
+        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+            raise ConfigError(f"--{flag} must be finite, got {value}")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
+    log_dir = Path(args.log_dir)
+    if not (log_dir / args.name).resolve().is_relative_to(log_dir.resolve()):
+        raise ConfigError(f"--name {args.name}: a run name is a folder under --log_dir, not a path out of it")
     positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                 "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes}
     if args.subset is not None:
@@ -248,7 +257,6 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--sample_epochs must be >= 0, got {args.sample_epochs}")
     if args.data_dir is not None and not Path(args.data_dir, "MNIST", "raw").is_dir():
         raise ConfigError(f"--data_dir {args.data_dir}: no folder MNIST/raw inside it")
-    log_dir = Path(args.log_dir)
     if log_dir.exists() and not log_dir.is_dir():
         raise ConfigError(f"--log_dir {log_dir} is a file, not a folder: pass a folder for the runs")
     existing = next(p for p in (log_dir, *log_dir.parents) if p.exists())

@@ -61,6 +61,14 @@ def test_bad_yaml_values_fail_with_one_line_naming_the_file(tmp_path, capsys, te
     assert f"config file {config}" in err and message in err
 
 
+def test_a_yaml_nan_is_refused_as_a_flag_is(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("lr: .nan\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--config", str(config)])
+    assert exit_info.value.code == 2 and "--lr must be finite, got nan" in capsys.readouterr().err
+
+
 def test_flags_are_not_matched_by_prefix(capsys):
     with pytest.raises(SystemExit):
         parse(["--epoch", "1"])

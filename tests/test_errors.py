@@ -44,6 +44,10 @@ def nothing_written(tmp_path) -> bool:
     (["--num_nodes", "0"], "--num_nodes must be positive, got 0"),
     (["--strategy", "ddp_spawn"], "--strategy ddp_spawn fits in processes it spawns or forks"),
     (["--strategy", "ddp_fork"], "use --strategy ddp"),
+    (["--lr", "nan"], "--lr must be finite, got nan"),
+    (["--lr_final", "inf"], "--lr_final must be finite, got inf"),
+    (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
+    (["--name", "../elsewhere"], "--name ../elsewhere: a run name is a folder under --log_dir"),
 ])
 def test_device_flags_lightning_refuses_are_restated_in_one_line(tmp_path, capsys, flags, message):
     fails_with_one_line(lambda: run(tmp_path, *flags), capsys, 2, message)
