@@ -136,11 +136,14 @@ def check_judge_flags(args: argparse.Namespace) -> None:
 
     if args.eval_samples == 1 or args.eval_samples < 0:
         raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
+    if args.judge is not None and Path(args.judge).is_dir():
+        raise ConfigError(f"--judge {args.judge} is a folder: pass a judge checkpoint file (one that does not exist "
+                          f"yet is trained there first)")
     if args.eval_samples and (args.judge is None or Path(args.judge).is_file()):
         try:
             load_judge(args.judge)
-        except DataFileError as err:
-            raise ConfigError(str(err)) from None
+        except DataFileError as err:  # the file's problem, not the settings': exit status 1, as for MNIST
+            raise SystemExit(f"error: {err}") from None
 
 
 def check_adversarial_strategy(args: argparse.Namespace) -> None:

@@ -140,7 +140,7 @@ def _read_judge(path: Path) -> tuple[DigitClassifier, dict]:
         record = saved["record"]
         judge = DigitClassifier(record["num_filters"], record["feature_dim"])
         judge.load_state_dict(saved["state_dict"])
-    except (RuntimeError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]  # torch's first sentence
         raise JudgeFileError(f"judge checkpoint {path} is corrupt or truncated ({reason}): {_fix_hint(path)}"
                              ) from None

@@ -63,8 +63,16 @@ def test_the_curve_reads_its_judge_before_training_even_without_the_final_evalua
     corrupt = tmp_path_factory.mktemp("judges") / "judge.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
     curve_only = ["--log_dir", str(tmp_path), "--eval_samples", "0", "--judge", str(corrupt)]
-    assert_fails_fast(lambda: part2_gan.train.main([*curve_only, "--judge_every", "2"]), tmp_path, capsys,
-                      f"judge checkpoint {corrupt} is corrupt or truncated")
+    with pytest.raises(SystemExit) as exit_info:  # a file's problem: status 1, the message as the exit's
+        part2_gan.train.main([*curve_only, "--judge_every", "2"])
+    assert str(exit_info.value.code).startswith(f"error: judge checkpoint {corrupt} is corrupt or truncated")
+    assert not any(tmp_path.iterdir()), "no work may happen before the judge is read"
+
+
+def test_a_judge_path_that_is_a_folder_is_refused_before_any_work(tmp_path, tmp_path_factory, capsys):
+    folder = tmp_path_factory.mktemp("judges")
+    assert_fails_fast(lambda: part2_gan.train.main(["--log_dir", str(tmp_path), "--judge", str(folder)]), tmp_path,
+                      capsys, f"--judge {folder} is a folder")
 
 
 class OneImageGenerator(nn.Module):
