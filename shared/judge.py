@@ -141,7 +141,8 @@ def _read_judge(path: Path) -> tuple[DigitClassifier, dict]:
         judge = DigitClassifier(record["num_filters"], record["feature_dim"])
         judge.load_state_dict(saved["state_dict"])
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]  # torch's first sentence
+        reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # torch's first sentence
+        reason = reason if any(c.isalpha() for c in reason) else "not a torch checkpoint"  # a bare KeyError's key
         raise JudgeFileError(f"judge checkpoint {path} is corrupt or truncated ({reason}): {_fix_hint(path)}"
                              ) from None
     return judge.eval(), record
