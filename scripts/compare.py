@@ -117,7 +117,8 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
 
 
 def num_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """The trained parameters, as a run's start line counts them: a weight average's copy is not counted again."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 # --- Likelihoods --------------------------------------------------------------------------------------

@@ -178,3 +178,11 @@ def test_frankenstein_scores_depend_on_the_seed_not_on_the_models_loaded_before(
     torch.rand(1000)  # what building another model does to the global random state
     assert torch.equal(compare.log_likelihood(model, images, iw_samples=3, seed=0), first)
     assert not torch.equal(compare.log_likelihood(model, images, iw_samples=3, seed=1), first)
+
+
+def test_a_weight_averaged_model_counts_its_parameters_once():
+    from shared.weight_average import averaged_copy
+    network = torch.nn.Linear(3, 2)
+    model = torch.nn.Module()
+    model.network, model.average = network, averaged_copy(network)
+    assert load_script("compare").num_parameters(model) == 3 * 2 + 2
