@@ -142,8 +142,15 @@ class MNISTDataModule(TensorSplitsDataModule):
         pixels = "8-bit grey" if not self.binarize else "dynamically binarized" if self.dynamic else "threshold-binarized"
         return {"dataset": "MNIST", "pixels": pixels,
                 "value_range": "[-1, 1]" if self.value_range == "pm1" else "[0, 1]",
-                "train": f"training images 0-{end_of_train - 1}", "val": f"training images {TRAIN_SIZE}-"
-                f"{TRAIN_SIZE + VAL_SIZE - 1}", "test": "the 10,000 test images", "subset": self.subset}
+                "train": self._span("training images", 0, end_of_train),
+                "val": self._span("training images", TRAIN_SIZE, VAL_SIZE),
+                "test": self._span("test images", 0, 10_000), "subset": self.subset}
+
+    def _span(self, images: str, start: int, size: int) -> str:
+        whole = f"{images} {start}-{start + size - 1}"
+        if self.subset is None or self.subset >= size:
+            return whole
+        return f"{images} {start}-{start + self.subset - 1} (--subset {self.subset} of {whole})"
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

@@ -186,7 +186,9 @@ def test_training_on_all_60000_images_reports_the_last_checkpoint_and_says_so(tm
     metrics = run(tmp_path, "--train_on_all", "--epochs", "2")
     run_dir = tmp_path / "vae_mlp_z20_train60k" / "version_0"
     assert metrics["checkpoint"] == "last.ckpt"  # val images are training images here: no selection by them
-    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["train"] == "training images 0-59999"
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
+    assert data["train"] == "training images 0-255 (--subset 256 of training images 0-59999)"
+    assert data["test"] == "test images 0-255 (--subset 256 of test images 0-9999)"
 
 
 @pytest.mark.slow
