@@ -90,12 +90,17 @@ def format_per_code(figures: list[dict], samples_per_code: int) -> str:
     return "\n".join(lines)
 
 
+class DescriptionAndDefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module's usage text as written, and every flag's default."""
+
+
 def main(argv=None) -> dict:
     parser = OneLineArgumentParser(prog="scripts/evaluate.py", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--checkpoint", type=Path, default=None)
-    parser.add_argument("--num_samples", type=int, default=10_000)
+                                   formatter_class=DescriptionAndDefaultsFormatter)
+    parser.add_argument("run_dir", type=Path, help="a run directory, runs/<name>/version_N")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="the checkpoint to score; none: the one the run's metrics.json names, else last.ckpt")
+    parser.add_argument("--num_samples", type=int, default=10_000, help="samples the judge scores")
     parser.add_argument("--seed", type=int, default=0, help="for the samples and the real training images drawn")
     parser.add_argument("--means", action="store_true",
                         help="score the per-pixel means the samples are drawn from (the VAE's) instead of the samples")
@@ -127,6 +132,9 @@ def main(argv=None) -> dict:
         parser.error(f"--temperature must be positive, got {args.temperature}")
     if args.test_draws is not None and (args.test_draws < 1 or not args.test_likelihood):
         parser.error(f"--test_draws must be at least 1 and comes with --test_likelihood, got {args.test_draws}")
+    for flag, path in (("--json", args.json), ("--grid", args.grid)):
+        if path is not None and not path.parent.is_dir():  # found now, not after minutes of scoring
+            parser.error(f"{flag} {path}: there is no folder {path.parent} to write it in")
 
     model, command, run_args = load_run(args.run_dir, args.checkpoint)
     if not isinstance(model, GenerativeModel):

@@ -370,11 +370,12 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     (["{tmp}", "--temperature", "0"], "--temperature must be positive"),
     (["{tmp}", "--test_draws", "8"], "--test_draws must be at least 1 and comes with --test_likelihood, got 8"),
     (["{tmp}", "--test_likelihood", "--test_draws", "0"], "--test_draws must be at least 1"),
+    (["{tmp}", "--json", "{tmp}/missing/figures.json"], "there is no folder {tmp}/missing to write it in"),
 ])
 def test_evaluate_command_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
         load_script("evaluate").main([a.format(tmp=tmp_path) for a in argv])
-    assert message in str(exit_info.value.code) + capsys.readouterr().err
+    assert message.format(tmp=tmp_path) in str(exit_info.value.code) + capsys.readouterr().err
 
 
 @pytest.mark.parametrize("config, message", [
