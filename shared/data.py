@@ -34,7 +34,7 @@ class DataFileError(RuntimeError):
 
 
 def _fix_hint(path: Path) -> str:
-    return (f"replace it with a fresh copy of {path.name}(.gz) from the bundled shared/datasets/MNIST/raw "
+    return (f"replace it with a fresh copy of {path.name.removesuffix('.gz')}(.gz) from the bundled shared/datasets/MNIST/raw "
             f"or pass --data_dir to a folder holding MNIST/raw")
 
 

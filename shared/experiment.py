@@ -175,7 +175,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         (run_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's
         print(f"{'Resuming' if args.resume else 'Starting'} {args.command} in {run_dir}: {parameters:,} parameters, "
-              f"{args.epochs} epochs, {machine_name()}", flush=True)
+              f"{args.epochs} epoch{'s' * (args.epochs != 1)}, {machine_name()}", flush=True)
     if args.compile:
         compile_networks(model)
     try:

@@ -412,7 +412,7 @@ def test_mnist_flow_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_check
     monkeypatch.setattr(ImageFlowModule, "nll", turns_nan_after(ImageFlowModule.nll, 10))
     message, last = stopped_by_nan(lambda: run_mnist_flow(tmp_path, "--epochs", "3"),
                                    tmp_path / "flow_mnist_c8_b1_s2_vardeq" / "version_0")
-    assert "loss is nan in epoch 2, step 5 (batch 0)" in message
+    assert "loss is nan in epoch 2, step 5 (batch 1 of the epoch)" in message
     assert last["epoch"] == 0 and last["global_step"] == 4
 
 

@@ -65,7 +65,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
     # epoch 0: 2 sanity + 4 train + 4 val batches, the first 2 of epoch 1 (its NLL is computed once a batch)
     monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 12))
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "vae_mlp_z20" / "version_0")
-    assert "loss is nan in epoch 2, step 7 (batch 2)" in message
+    assert "loss is nan in epoch 2, step 7 (batch 3 of the epoch)" in message
     assert last["epoch"] == 0 and last["global_step"] == 4
 
 
