@@ -89,7 +89,8 @@ def images_32x32(raw):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (truncate, "train-images-idx3-ubyte.gz is corrupt or truncated: replace it with a fresh copy of train-images-idx3-ubyte(.gz)"),
+    (truncate, "train-images-idx3-ubyte.gz is corrupt or truncated"),
+    (truncate, "a fresh copy of train-images-idx3-ubyte(.gz) from the bundled"),
     (bad_magic, "t10k-images-idx3-ubyte.gz is not an IDX file"),
     (no_labels, "t10k-labels-idx1-ubyte(.gz) is missing"),
     (images_32x32, "holds 32x32 images, not MNIST's 28x28"),
