@@ -263,6 +263,8 @@ def _check_shared(args: argparse.Namespace) -> None:
     if log_dir.exists() and not log_dir.is_dir():
         raise ConfigError(f"--log_dir {log_dir} is a file, not a folder: pass a folder for the runs")
     existing = next(p for p in (log_dir, *log_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"--log_dir {log_dir}: {existing} is a file, not a folder: pass a folder for the runs")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"--log_dir {log_dir}: {existing} is not writable: pass a folder you can write to")
 

@@ -212,8 +212,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
              "machine": machine_name(), "resumed": bool(args.resume)}, indent=2) + "\n")
         figures = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         logger.log_hyperparams(_hparams(settings), figures)
-        (run_dir / "hparams.yaml").unlink(missing_ok=True)  # Lightning wrote an empty one at the end of fit
         logger.finalize("success")  # flushed and closed now: the run directory is complete when this returns
+        (run_dir / "hparams.yaml").unlink(missing_ok=True)  # the logger's copy of config.yaml, flattened
         print(f"Run directory: {run_dir}\n  TensorBoard:  tensorboard --logdir {run_dir}\n"
               f"  checkpoints:  {run_dir / 'checkpoints'}\n  samples:      {run_dir / 'samples'}\n"
               f"  metrics:      {run_dir / 'metrics.json'}\n  fit time:     {fit_seconds:.1f} s "

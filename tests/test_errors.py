@@ -57,6 +57,9 @@ def test_device_flags_lightning_refuses_are_restated_in_one_line(tmp_path, capsy
 def test_a_log_dir_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "runs").write_text("")
     fails_with_one_line(lambda: run(tmp_path), capsys, 2, "is a file, not a folder")
+    file = tmp_path / "runs"
+    fails_with_one_line(lambda: main([*TINY_RUN, "--log_dir", str(file / "sub")]), capsys, 2,
+                        f"{file} is a file, not a folder")
 
 
 def broken_copies(tmp_path, damage) -> str:

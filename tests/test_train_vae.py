@@ -51,6 +51,7 @@ def test_smoke_training_writes_outputs_and_bpd_falls(tmp_path):
     assert metrics["test_iw_bpd"] < metrics["test_bpd"]
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (run_dir / "hparams.yaml").exists()  # config.yaml is the record of the settings
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["command"] == "part1_vae.train" and config["z_dim"] == 2
     assert config["data"]["pixels"] == "threshold-binarized" and config["data"]["subset"] == 1024
