@@ -431,6 +431,7 @@ def test_a_gan_with_a_categorical_code_trains_and_its_run_reloads(tmp_path):
     metrics = run(tmp_path, "--categorical_code", "4")
     run_dir = tmp_path / "gan_mlp" / "version_0"
     assert 0 <= metrics["test_code_acc"] <= 1
+    assert metrics["train_loss"].endswith("+ 1 x the code's cross-entropy")  # in the first step's loss too
     assert len(EventAccumulator(str(run_dir)).Reload().Scalars("train_code_acc")) == 2  # one an epoch
     model, _, _ = load_run(run_dir, None)
     assert model.hparams.num_categories == 4 and model.sample(5).shape == (5, 1, 28, 28)
