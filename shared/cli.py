@@ -294,7 +294,9 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
         if args.resume is not None:
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-                raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there")
+                others = sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
+                beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
+                raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
             saved = run_config_settings(parser, run_dir)
             args = resolve_settings(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)

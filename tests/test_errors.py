@@ -142,6 +142,13 @@ def test_a_truncated_last_checkpoint_names_the_intact_ones_and_keeps_the_config(
 
 
 @pytest.mark.slow
+def test_a_missing_last_checkpoint_names_the_ones_beside_it(finished_run, capsys):
+    (finished_run / "checkpoints" / "last.ckpt").unlink()
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 2,
+                        "no checkpoints/last.ckpt there (there is best-epoch")
+
+
+@pytest.mark.slow
 def test_evaluate_on_a_truncated_checkpoint_says_so_in_one_line(finished_run, capsys):
     best = next((finished_run / "checkpoints").glob("best-*.ckpt"))
     best.write_bytes(best.read_bytes()[:1000])
