@@ -117,8 +117,7 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
 
 
 def num_parameters(model: torch.nn.Module) -> int:
-    """The trained parameters, as a run's start line counts them: a weight average's copy is not counted again."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's copy again
 
 
 # --- Likelihoods --------------------------------------------------------------------------------------

@@ -241,7 +241,7 @@ def _check_shared(args: argparse.Namespace) -> None:
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
     log_dir = Path(args.log_dir)
-    if not (log_dir / args.name).resolve().is_relative_to(log_dir.resolve()):
+    if args.name is not None and not (log_dir / args.name).resolve().is_relative_to(log_dir.resolve()):
         raise ConfigError(f"--name {args.name}: a run name is a folder under --log_dir, not a path out of it")
     positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                 "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes}
