@@ -73,7 +73,8 @@ class GAN(GenerativeModel, LeanLightningModule):
         self.register_buffer("fixed_interpolation_ends",
                              self._latents(2 * num_interpolations, torch.device("cpu")).view(2, num_interpolations, -1))
         self.example_input_array = torch.zeros(2, z_dim + num_categories)
-        added = [f"{info_weight:g} x the code's cross-entropy"] * (num_categories > 0) + ["the R1 penalty"] * (r1_gamma > 0)
+        added = [f"{info_weight:g} x the code's cross-entropy"] * (num_categories > 0)
+        added += ["the R1 penalty"] * (r1_gamma > 0)
         if added:  # the 2 ln 2 is then the real/fake part's alone
             self.training_loss = f"{self.training_loss} + {' + '.join(added)}"
         figures = ["g_loss", "d_loss", "d_acc_real", "d_acc_fake", "d_real", "d_fake"]

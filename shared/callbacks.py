@@ -69,7 +69,8 @@ class LossMonitor(pl.Callback):
             bad = [(name, value) for name, value in zip(names, row) if not math.isfinite(value)]
             if bad:
                 epoch, step, batch_idx = where
-                raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]} in epoch {epoch}, step {step} (batch {batch_idx + 1} of the epoch)")
+                raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]} in epoch {epoch}, step {step} "
+                                         f"(batch {batch_idx + 1} of the epoch)")
         if self.first_loss is None and "loss" in names:
             self.first_loss = rows[0][names.index("loss")]
         first_batch = self.batches_seen - len(pending)

@@ -236,7 +236,8 @@ def latest_run(log_dir: str, name: str) -> Path:
 
 def _check_shared(args: argparse.Namespace) -> None:
     for flag, value in vars(args).items():  # NaN and inf pass every comparison below
-        if any(isinstance(v, float) and not math.isfinite(v) for v in (value if isinstance(value, list) else [value])):
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ConfigError(f"--{flag} must be finite, got {value}")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be in [0, 2**32 - 1], got {args.seed}")

@@ -34,8 +34,8 @@ class DataFileError(RuntimeError):
 
 
 def _fix_hint(path: Path) -> str:
-    return (f"replace it with a fresh copy of {path.name.removesuffix('.gz')}(.gz) from the bundled shared/datasets/MNIST/raw "
-            f"or pass --data_dir to a folder holding MNIST/raw")
+    return (f"replace it with a fresh copy of {path.name.removesuffix('.gz')}(.gz) from the bundled "
+            f"shared/datasets/MNIST/raw or pass --data_dir to a folder holding MNIST/raw")
 
 
 def _find_raw_file(raw_dir: Path, name: str) -> Path:

@@ -32,6 +32,7 @@ from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
 from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_lightning_process
 
+
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
     """A bad setting found after parsing: one line, exit status 2, as the parser's own errors."""
     print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
