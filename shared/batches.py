@@ -129,6 +129,8 @@ class TensorSplitsDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.splits: dict[str, TensorBatchDataset] = {}
+        self.train_order: torch.Generator | None = None  # the training batches' shuffling, once they are drawn
+        self.resumed_state: dict = {}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader | ResidentBatches:
         if self.num_workers:
@@ -137,8 +139,27 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         self.splits[split] = self.splits[split].to(device)  # moved once; the host copy is not kept
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        if shuffle:
+            self.train_order = generator
+            if "train_order" in self.resumed_state:  # a resumed run: the order continues where it stopped
+                generator.set_state(self.resumed_state.pop("train_order"))
+            if "binarization" in self.resumed_state:
+                self.splits[split].generator.set_state(self.resumed_state.pop("binarization"))
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
+
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps so that a resumed run draws the batches (and dynamically binarized images) the
+        uninterrupted run would have drawn: the states of the generators of the resident training batches."""
+        state = {}
+        if self.train_order is not None:
+            state["train_order"] = self.train_order.get_state()
+            if isinstance(self.splits["train"], DynamicallyBinarizedDataset):
+                state["binarization"] = self.splits["train"].generator.get_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.resumed_state = dict(state_dict)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # Resident batches are on the device already: Lightning's generic walk of the batch for tensors to

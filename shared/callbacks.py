@@ -259,11 +259,33 @@ class EpochCountCheckpoint(ModelCheckpoint):
 
 
 class LastEpochCheckpoint(EpochCountCheckpoint):
-    """``last.ckpt``, rewritten after every epoch whatever the monitored figure did: what ``--resume`` continues.
+    """``last.ckpt``, rewritten at the very end of every epoch whatever the monitored figure did: what ``--resume``
+    continues. It also holds torch's global random state of that moment, which it restores when the resumed run's
+    first epoch starts (after the sanity check, which draws from it), so that the epochs after a resume draw the
+    noise they would have drawn without the interrupt (the data module keeps its own generators' states).
 
-    Since Lightning 2.6 a ModelCheckpoint's ``save_last=True`` writes it only at the epochs that saved a top-k
+    Since Lightning 2.6 a ModelCheckpoint's ``save_last=True`` writes last.ckpt only at the epochs that saved a top-k
     checkpoint, so beside a best-only one it held the best epoch, and a resume went back there."""
 
     def __init__(self, dirpath: Path):
+        # At the train epoch's end, after the epoch-end hooks (sample grids, the module's figures) have drawn theirs.
         super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
-                         enable_version_counter=False)
+                         enable_version_counter=False, save_on_train_epoch_end=True)
+        self.resumed_random_state: dict | None = None
+
+    def state_dict(self) -> dict:
+        random_state = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_initialized():
+            random_state["cuda"] = torch.cuda.get_rng_state_all()
+        return {**super().state_dict(), "random_state": random_state}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        self.resumed_random_state = state_dict.get("random_state")  # none in a run made before 2026-12-06
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if self.resumed_random_state is not None:
+            torch.set_rng_state(self.resumed_random_state["cpu"])
+            if "cuda" in self.resumed_random_state:
+                torch.cuda.set_rng_state_all(self.resumed_random_state["cuda"])
+            self.resumed_random_state = None

@@ -360,6 +360,7 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert metrics["epochs"] == 3 and last["epoch"] == 2
     assert len(last["optimizer_states"]) == 2
+    assert metrics == run(tmp_path / "straight", "--epochs", "3")  # the latents continue their stream
 
 
 @pytest.mark.slow

@@ -105,6 +105,19 @@ def test_last_ckpt_holds_the_last_epoch_when_the_best_was_earlier_and_resume_con
 
 
 @pytest.mark.slow
+def test_a_run_resumed_after_a_crash_ends_as_the_uninterrupted_run(tmp_path, monkeypatch):
+    # Dynamically binarized: the batch order, the binarization and the model's noise all continue their streams.
+    flags = ["--epochs", "3", "--binarization", "dynamic"]
+    straight = run(tmp_path / "straight", *flags)
+    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_two(part1_vae.modules.VAE.training_step))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path / "split", *flags)
+    monkeypatch.undo()
+    resumed = main(["--resume", str(tmp_path / "split" / "vae_mlp_z20_dynamic" / "version_0")])
+    assert resumed == straight
+
+
+@pytest.mark.slow
 def test_same_seed_same_metrics(tmp_path):
     first = run(tmp_path / "a")
     second = run(tmp_path / "b")
