@@ -102,10 +102,11 @@ class ResidentBatches:
             yield self.dataset[order[start:start + self.batch_size]]
 
 
-def batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, seed: int = 0,
+def batch_loader(dataset: TensorBatchDataset, batch_size: int, order: torch.Generator | None, seed: int = 0,
                  num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice."""
-    batches = EpochBatches(len(dataset), batch_size, torch.Generator().manual_seed(seed) if shuffle else None)
+    """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice; each epoch's order
+    is drawn from ``order`` (none: in order)."""
+    batches = EpochBatches(len(dataset), batch_size, order)
     # Each epoch's iterator draws a base seed for its workers, here from the loader's own generator: a draw from
     # the global one would shift every later random number of the run (the VAE's noise too), which the resident
     # batches do not.
@@ -133,11 +134,10 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         self.resumed_state: dict = {}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader | ResidentBatches:
-        if self.num_workers:
-            return batch_loader(self.splits[split], self.batch_size, shuffle, self.seed, self.num_workers)
         trainer = self.trainer
-        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
-        self.splits[split] = self.splits[split].to(device)  # moved once; the host copy is not kept
+        if not self.num_workers:
+            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+            self.splits[split] = self.splits[split].to(device)  # moved once; the host copy is not kept
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         if shuffle:
             self.train_order = generator
@@ -145,6 +145,8 @@ class TensorSplitsDataModule(pl.LightningDataModule):
                 generator.set_state(self.resumed_state.pop("train_order"))
             if "binarization" in self.resumed_state:
                 self.splits[split].generator.set_state(self.resumed_state.pop("binarization"))
+        if self.num_workers:
+            return batch_loader(self.splits[split], self.batch_size, generator, self.seed, self.num_workers)
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
 
