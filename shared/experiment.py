@@ -120,7 +120,8 @@ def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: 
         if name not in ours or ours[name].shape != tensor.shape:
             here = tuple(ours[name].shape) if name in ours else "nothing"
             usage_error(args, f"--resume {run_dir}: its checkpoint holds {name} of shape {tuple(tensor.shape)}, these "
-                              f"settings build {here}: resume with the run's own model settings")
+                              f"settings build {here}: resume with the run's own model settings (with no model "
+                              f"flags given, last.ckpt is another model's)")
 
 
 def _hparams(settings: dict, prefix: str = "") -> dict:
