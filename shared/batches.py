@@ -152,7 +152,7 @@ class TensorSplitsDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps so that a resumed run draws the batches (and dynamically binarized images) the
-        uninterrupted run would have drawn: the states of the generators of the resident training batches."""
+        uninterrupted run would have drawn: the states of the training batches' order and of their binarization."""
         state = {}
         if self.train_order is not None:
             state["train_order"] = self.train_order.get_state()
