@@ -252,6 +252,19 @@ class EpochCountCheckpoint(ModelCheckpoint):
             self._state_key = super().state_key
         return self._state_key
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        # A run directory copied or moved keeps its checkpoints by name, but Lightning drops the best score when the
+        # folder's path changed: the resumed copy would then report its next epoch as the best, whatever its figure.
+        saved_dir = state_dict.get("dirpath")
+        if saved_dir is not None and self.dirpath is not None and saved_dir != self.dirpath:
+            def here(path: str) -> str:
+                return str(Path(self.dirpath, Path(path).name)) if path else path
+            state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": here(state_dict["best_model_path"]),
+                          "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
+                          "last_model_path": here(state_dict.get("last_model_path", "")),
+                          "best_k_models": {here(path): v for path, v in state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
+
     def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
         if "epoch" in metrics:
             metrics = {**metrics, "epoch": metrics["epoch"] + 1}

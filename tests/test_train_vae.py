@@ -255,3 +255,20 @@ def test_ddp_with_two_processes_on_cpu(tmp_path):
     # The epoch's four batches of 64: two for each process.
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["vae_mlp_z20"]
+
+
+@pytest.mark.slow
+def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_path):
+    import shutil
+
+    run(tmp_path, "--lr", "0.03")  # its best is epoch 1 (see above)
+    copy = tmp_path / "copy" / "version_0"
+    shutil.copytree(tmp_path / "vae_mlp_z20" / "version_0", copy)
+    state = torch.load(copy / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
+    saved = next(value for key, value in state.items() if key.startswith("EpochCountCheckpoint"))
+    from shared.callbacks import EpochCountCheckpoint
+    checkpoint = EpochCountCheckpoint(dirpath=copy / "checkpoints", monitor="val_bpd")
+    checkpoint.load_state_dict(saved)  # Lightning kept only the path when the folder's path changed
+    assert checkpoint.best_model_score == saved["best_model_score"]
+    assert checkpoint.best_model_path == str(copy / "checkpoints" / "best-epoch001.ckpt")
+    assert list(checkpoint.best_k_models) == [checkpoint.best_model_path]
