@@ -18,6 +18,9 @@ from typing import Callable, Sequence
 
 import yaml
 
+# Settings a resume cannot change: the optimizers' and schedules' states restored from the checkpoint hold them.
+RESUMED_WITH_THE_OPTIMIZER = ("lr", "lr_disc", "lr_adv", "adam_eps", "betas", "lr_final")
+
 # Flags that name files to read, which a YAML file cannot set.
 NOT_IN_FILES = ("config", "resume")
 # Flags that say how to run this once, not what was trained: a run's config.yaml leaves them out.
@@ -299,6 +302,11 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
             saved = run_config_settings(parser, run_dir)
+            for flag in RESUMED_WITH_THE_OPTIMIZER:
+                if flag in explicit and flag in saved and explicit[flag] != saved[flag]:
+                    raise ConfigError(f"--{flag} {explicit[flag]}: a resumed run continues its optimizer and schedule "
+                                      f"from the checkpoint, which keep the run's {saved[flag]}; start a new run to "
+                                      f"train with another")
             args = resolve_settings(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)
         check(args)

@@ -142,6 +142,14 @@ def test_a_truncated_last_checkpoint_names_the_intact_ones_and_keeps_the_config(
 
 
 @pytest.mark.slow
+def test_a_resume_refuses_a_learning_rate_its_optimizer_state_would_override(finished_run, capsys):
+    config = digest(finished_run / "config.yaml")
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3", "--lr", "0.5"]), capsys, 2,
+                        "--lr 0.5: a resumed run continues its optimizer and schedule from the checkpoint")
+    assert digest(finished_run / "config.yaml") == config
+
+
+@pytest.mark.slow
 def test_a_missing_last_checkpoint_names_the_ones_beside_it(finished_run, capsys):
     (finished_run / "checkpoints" / "last.ckpt").unlink()
     fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 2,
