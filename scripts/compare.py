@@ -38,7 +38,7 @@ from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.report import (TSNE_PERPLEXITY, Loaded, Model, data_of, frankenstein_figure, has_likelihood, interpolation_figure,
                            interpolation_rows, latent_map_figure, load_tsne, mapped_vaes, phase, quality_rows, reading,
                            sample_figure, test_bpd)
-from shared.runs import finished_runs, load_run, run_settings
+from shared.runs import finished_runs, folder, judge_file, load_run, positive_int, run_settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -190,8 +190,8 @@ def sample_quality(models: list[Loaded], judge, num_samples: int, seed: int) -> 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log_dir", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=Path("reports"),
+    parser.add_argument("--log_dir", type=folder, default=Path("runs"))
+    parser.add_argument("--out", type=folder, default=Path("reports"),
                         help="the folder that holds the reports: a new comparison-YYYYmmdd-HHMMSS/ each call")
     parser.add_argument("--replace", action="store_true",
                         help="rewrite the shipped report instead: OUT/comparison.md and its figures in OUT/comparison/")
@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--frankenstein", type=int, default=500, help="natural and Frankenstein images scored")
     parser.add_argument("--iw_samples", type=int, default=100,
                         help="importance samples per image for the Frankenstein scores of importance-weighted bounds")
-    parser.add_argument("--subset", type=int, default=None, help="images per split for short runs trained here")
-    parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH)
+    parser.add_argument("--subset", type=positive_int, default=None, help="images per split for short runs trained here")
+    parser.add_argument("--judge", type=judge_file, default=DEFAULT_JUDGE_PATH)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tsne_points", type=int, default=3000,
                         help="test images in the t-SNE map of the 20-D VAE (3,000: about 20 s on a 2-core CPU)")

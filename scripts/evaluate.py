@@ -30,7 +30,7 @@ from shared.evaluation import (NUM_DIGITS, class_figures, draw_samples, evaluate
 from shared.process import prepare_lightning_process
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
-from shared.runs import load_run
+from shared.runs import judge_file, load_run
 from shared.utils import make_grid, save_grid
 
 
@@ -122,7 +122,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--per_code", action="store_true",
                         help="for a GAN with a categorical code: the digits the judge reads in --num_samples / K "
                              "samples of each of its K code values")
-    parser.add_argument("--judge", type=Path, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
+    parser.add_argument("--judge", type=judge_file, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     parser.add_argument("--grid", type=Path, default=None, help="also save the first 64 samples as an 8x8 PNG grid")
     args = parser.parse_args(argv)

@@ -4,10 +4,12 @@ A run directory (``<log_dir>/<name>/version_N``) holds ``config.yaml``, ``checkp
 finished, ``metrics.json``. Its config names the command that made the run (``command:
 part1_vae.train``); that command supplies the settings the config does not hold as ``--resume`` does (a
 value from before the flag existed, where its parser records one, else the task's or the parser's default),
-its ``build_model(args)`` rebuilds the networks, and the checkpoint supplies the weights.
+its ``build_model(args)`` rebuilds the networks, and the checkpoint supplies the weights. The scripts' flag types
+(a judge file, a folder, a positive count) are here too.
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 from pathlib import Path
@@ -76,3 +78,26 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
         raise SystemExit(f"error: checkpoint {checkpoint} does not fit the model of {run_dir / 'config.yaml'}: "
                          f"{str(err).splitlines()[0]}") from None
     return model.eval(), command, args
+
+
+# Flag types of the scripts that read runs (evaluate.py, compare.py): wrong values fail at parsing, in one line.
+
+def positive_int(text: str) -> int:
+    """A flag type for the scripts: a count above zero."""
+    if int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return int(text)
+
+
+def judge_file(text: str) -> Path:
+    """A flag type for the scripts: a judge checkpoint's path, which may not exist yet (it is trained there)."""
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: pass a judge checkpoint file")
+    return Path(text)
+
+
+def folder(text: str) -> Path:
+    """A flag type for the scripts: a folder, which may not exist yet."""
+    if Path(text).exists() and not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return Path(text)

@@ -112,7 +112,10 @@ def test_tsne_without_scikit_learn_fails_with_one_line(monkeypatch):
     ("--num_samples", "1", "--num_samples must be at least 2"),
     ("--frankenstein", "1", "--frankenstein must be at least 2"),
     ("--iw_samples", "1", "--iw_samples must be at least 2"),
-    ("--tsne_points", "30", "--tsne_points must be more than t-SNE's perplexity (30), got 30")])
+    ("--tsne_points", "30", "--tsne_points must be more than t-SNE's perplexity (30), got 30"),
+    ("--subset", "-3", "argument --subset: must be positive, got -3"),
+    ("--out", __file__, f"argument --out: {__file__} is a file, not a folder"),
+    ("--judge", str(Path(__file__).parent), "is a folder: pass a judge checkpoint file")])
 def test_invalid_counts_fail_fast(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_script("compare").main([flag, value])

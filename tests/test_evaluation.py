@@ -371,6 +371,7 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     (["{tmp}", "--test_draws", "8"], "--test_draws must be at least 1 and comes with --test_likelihood, got 8"),
     (["{tmp}", "--test_likelihood", "--test_draws", "0"], "--test_draws must be at least 1"),
     (["{tmp}", "--json", "{tmp}/missing/figures.json"], "there is no folder {tmp}/missing to write it in"),
+    (["{tmp}", "--judge", "{tmp}"], "argument --judge: {tmp} is a folder: pass a judge checkpoint file"),
 ])
 def test_evaluate_command_errors(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_info:
