@@ -124,6 +124,11 @@ def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: 
                               f"flags given, last.ckpt is another model's)")
 
 
+def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path) -> None:
+    if trainer.state.status == TrainerStatus.INTERRUPTED:  # Ctrl-C: Lightning's graceful stop raises SystemExit
+        print(f"Interrupted; continue with: python -m {args.command} --resume {run_dir}", file=sys.stderr)
+
+
 def _hparams(settings: dict, prefix: str = "") -> dict:
     """Settings flattened to the scalars and strings TensorBoard's HParams dashboard takes."""
     flat = {}
@@ -187,8 +192,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written before it"
         raise SystemExit(f"error: training stopped, {err}; {kept}") from None
     except SystemExit:
-        if trainer.state.status == TrainerStatus.INTERRUPTED:
-            print(f"Interrupted; continue with: python -m {args.command} --resume {run_dir}", file=sys.stderr)
+        _say_how_to_resume(args, trainer, run_dir)
         raise
     fit_seconds, total_fit_seconds = clock.this_call, clock.total()  # before the test restores the clock's state
 
@@ -201,7 +205,11 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         state = torch.load(reported, map_location="cpu", weights_only=False)
         metrics.update(state["callbacks"].get(ValidationRecord.__qualname__, {}).get("latest", {}))
     torch.manual_seed(args.seed)
-    metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
+    try:
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
+    except SystemExit:  # a resume of the trained run tests it and writes metrics.json
+        _say_how_to_resume(args, trainer, run_dir)
+        raise
     if extra_metrics is not None and trainer.is_global_zero:  # metrics.json is rank zero's
         try:
             metrics.update(extra_metrics())

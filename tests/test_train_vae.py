@@ -272,3 +272,15 @@ def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_p
     assert checkpoint.best_model_score == saved["best_model_score"]
     assert checkpoint.best_model_path == str(copy / "checkpoints" / "best-epoch001.ckpt")
     assert list(checkpoint.best_k_models) == [checkpoint.best_model_path]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["training_step", "test_step"])
+def test_ctrl_c_says_how_to_resume_in_training_and_in_the_test(tmp_path, monkeypatch, capsys, stage):
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt  # what Ctrl-C raises; Lightning stops gracefully with SystemExit
+    monkeypatch.setattr(part1_vae.modules.VAE, stage, interrupted)
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    assert f"Interrupted; continue with: python -m part1_vae.train --resume {run_dir}" in capsys.readouterr().err
