@@ -136,12 +136,15 @@ def check_judge_flags(args: argparse.Namespace) -> None:
     """Also reads the judge to be used, so that a broken file stops the command before training, not after."""
     from shared.data import DataFileError
     from shared.judge import load_judge
+    from shared.runs import judge_file  # the scripts' flag type: one rule for a judge's path
 
     if args.eval_samples == 1 or args.eval_samples < 0:
         raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
-    if args.judge is not None and Path(args.judge).is_dir():
-        raise ConfigError(f"--judge {args.judge} is a folder: pass a judge checkpoint file (one that does not exist "
-                          f"yet is trained there first)")
+    if args.judge is not None:
+        try:
+            judge_file(args.judge)
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"--judge {err}") from None
     if args.eval_samples and (args.judge is None or Path(args.judge).is_file()):
         try:
             load_judge(args.judge)

@@ -92,7 +92,8 @@ def positive_int(text: str) -> int:
 def judge_file(text: str) -> Path:
     """A flag type for the scripts: a judge checkpoint's path, which may not exist yet (it is trained there)."""
     if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder: pass a judge checkpoint file")
+        raise argparse.ArgumentTypeError(f"{text} is a folder: pass a judge checkpoint file (one that does not "
+                                         f"exist yet is trained there first)")
     return Path(text)
 
 
