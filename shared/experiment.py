@@ -100,28 +100,39 @@ def compile_networks(model: pl.LightningModule) -> None:
 
 
 def _loads(path: Path) -> dict | None:
+    """The Lightning checkpoint at ``path``, or None when it is not one."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:  # truncated zip, bad pickle, wrong file: all mean "not usable"
         return None
+    return state if isinstance(state, dict) and {"state_dict", "callbacks"} <= state.keys() else None
 
 
-def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: Path) -> None:
-    """The run's last checkpoint loads and fits the model these settings build; otherwise one line."""
+def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: Path) -> dict:
+    """The run's last checkpoint, if it loads and fits the model these settings build; otherwise one line: a usage
+    error when settings given now differ from the run's, else an error of the file."""
     last = run_dir / "checkpoints" / "last.ckpt"
     state = _loads(last)
     if state is None:
         intact = [p.name for p in sorted(last.parent.glob("*.ckpt")) if p != last and _loads(p) is not None]
         fix = (f"intact beside it: {', '.join(intact)} (copy one to last.ckpt to resume from there)" if intact
                else "no intact checkpoint beside it: start a new run")
-        raise SystemExit(f"error: {last} is corrupt or truncated; {fix}")
+        raise SystemExit(f"error: {last} is corrupt, truncated or not a checkpoint; {fix}")
     ours = model.state_dict()
     for name, tensor in state["state_dict"].items():
         if name not in ours or ours[name].shape != tensor.shape:
             here = tuple(ours[name].shape) if name in ours else "nothing"
-            usage_error(args, f"--resume {run_dir}: its checkpoint holds {name} of shape {tuple(tensor.shape)}, these "
-                              f"settings build {here}: resume with the run's own model settings (with no model "
-                              f"flags given, last.ckpt is another model's)")
+            mismatch = f"holds {name} of shape {tuple(tensor.shape)}, these settings build {here}"
+            config = run_dir / "config.yaml"
+            saved = yaml.safe_load(config.read_text()) if config.is_file() else {}
+            changed = [f"--{key} {getattr(args, key)} (the run's: {value})" for key, value in sorted(saved.items())
+                       if key not in ("epochs", "resume") and getattr(args, key, value) != value]
+            if changed:
+                usage_error(args, f"--resume {run_dir}: its checkpoint {mismatch}: resume with the run's own model "
+                                  f"settings (given now: {', '.join(changed)})")
+            raise SystemExit(f"error: {last} {mismatch} from the run's config.yaml: it is another model's checkpoint; "
+                             f"put the run's own last.ckpt back, or start a new run")
+    return state
 
 
 def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path) -> None:
@@ -154,15 +165,16 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     prepare_lightning_process()
     if args.resume:
         run_dir = Path(args.resume)
-        logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
-                                   default_hp_metric=False)
         finished = run_dir / "metrics.json"
         if finished.is_file() and json.loads(finished.read_text())["epochs"] >= args.epochs:
             metrics = json.loads(finished.read_text())
             print(f"{run_dir} already finished its {metrics['epochs']} epochs: nothing to do (pass --epochs N "
                   f"with N > {metrics['epochs']} to train it further)", flush=True)
             return metrics
-        _check_resume(args, model, run_dir)
+        batches_done = _check_resume(args, model, run_dir)["callbacks"][LossMonitor.__qualname__]["batches_seen"]
+        # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).
+        logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
+                                   default_hp_metric=False, purge_step=batches_done)
     else:
         logger = TensorBoardLogger(args.log_dir, name=args.name, default_hp_metric=False)
         run_dir = Path(logger.log_dir)

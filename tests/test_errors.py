@@ -118,8 +118,20 @@ def finished_run(tmp_path):
 def test_resume_with_other_model_settings_is_refused_and_rewrites_nothing(finished_run, capsys):
     before = {p.name: digest(p) for p in finished_run.iterdir() if p.is_file()}
     fails_with_one_line(lambda: main(["--resume", str(finished_run), "--z_dim", "5", "--epochs", "3"]), capsys, 2,
-                        "resume with the run's own model settings")
+                        "resume with the run's own model settings (given now: --z_dim 5 (the run's: 4))")
     assert {p.name: digest(p) for p in finished_run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.slow
+def test_a_last_checkpoint_of_another_model_or_no_checkpoint_is_an_error_of_the_file(finished_run, tmp_path, capsys):
+    other = run(tmp_path / "other", "--z_dim", "6", "--hidden_dims", "32")
+    last = finished_run / "checkpoints" / "last.ckpt"
+    shutil.copy(tmp_path / "other" / "runs" / "vae_mlp_z6" / "version_0" / "checkpoints" / "last.ckpt", last)
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 1,
+                        "from the run's config.yaml: it is another model's checkpoint; put the run's own last.ckpt back")
+    torch.save({"weights": other}, last)  # loads, but is no Lightning checkpoint
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 1,
+                        "last.ckpt is corrupt, truncated or not a checkpoint; intact beside it: best-epoch")
 
 
 @pytest.mark.slow
@@ -137,7 +149,7 @@ def test_a_truncated_last_checkpoint_names_the_intact_ones_and_keeps_the_config(
     last.write_bytes(last.read_bytes()[:1000])
     config = digest(finished_run / "config.yaml")
     fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 1,
-                        "last.ckpt is corrupt or truncated; intact beside it: best-epoch")
+                        "last.ckpt is corrupt, truncated or not a checkpoint; intact beside it: best-epoch")
     assert digest(finished_run / "config.yaml") == config
 
 

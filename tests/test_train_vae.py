@@ -92,6 +92,22 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
 
 
 @pytest.mark.slow
+def test_tensorboard_shows_each_step_once_after_a_resume_repeats_an_interrupted_epoch(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    flags = ["--epochs", "3", "--log_every_n_steps", "1"]
+    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_two(part1_vae.modules.VAE.training_step))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, *flags)  # logged the losses of epoch 2's first two batches (steps 4 and 5), then died
+    monkeypatch.undo()
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    main(["--resume", str(run_dir), *flags])
+    events = EventAccumulator(str(run_dir)).Reload()
+    assert [event.step for event in events.Scalars("train_loss_step")] == list(range(3 * 4))
+    assert [event.step for event in events.Scalars("val_bpd")] == [3, 7, 11]
+
+
+@pytest.mark.slow
 def test_last_ckpt_holds_the_last_epoch_when_the_best_was_earlier_and_resume_continues_from_it(tmp_path):
     # lr 0.03 makes val worse in epoch 2: the best checkpoint is epoch 1's (Lightning 2.6's save_last=True
     # rewrote last.ckpt only at epochs that saved a best one, so --resume went back to epoch 1).
