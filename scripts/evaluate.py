@@ -99,7 +99,8 @@ def main(argv=None) -> dict:
                                    formatter_class=DescriptionAndDefaultsFormatter)
     parser.add_argument("run_dir", type=Path, help="a run directory, runs/<name>/version_N")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="the checkpoint to score; none: the one the run's metrics.json names, else last.ckpt")
+                        help="the checkpoint to score: a path, or a file of the run's checkpoints/ folder; none: "
+                             "the one the run's metrics.json names, else last.ckpt")
     parser.add_argument("--num_samples", type=int, default=10_000, help="samples the judge scores")
     parser.add_argument("--seed", type=int, default=0, help="for the samples and the real training images drawn")
     parser.add_argument("--means", action="store_true",

@@ -177,6 +177,18 @@ def test_evaluate_on_a_truncated_checkpoint_says_so_in_one_line(finished_run, ca
 
 
 @pytest.mark.slow
+def test_evaluate_finds_a_checkpoint_named_by_its_file_in_the_run_directory(finished_run, tmp_path, monkeypatch):
+    from shared.runs import load_run
+
+    monkeypatch.chdir(tmp_path)  # the README's `--checkpoint epoch040.ckpt`, from wherever the command runs
+    best = next((finished_run / "checkpoints").glob("best-*.ckpt"))
+    by_name, by_path = load_run(finished_run, best.name)[0].state_dict(), load_run(finished_run, best)[0].state_dict()
+    assert all(torch.equal(by_name[key], by_path[key]) for key in by_path)
+    with pytest.raises(SystemExit, match=f"checkpoint epoch040.ckpt not found \\(nor {finished_run}/checkpoints/"):
+        load_run(finished_run, "epoch040.ckpt")
+
+
+@pytest.mark.slow
 def test_val_figures_in_metrics_are_those_that_chose_the_checkpoint(finished_run):
     metrics = json.loads((finished_run / "metrics.json").read_text())
     best = torch.load(finished_run / "checkpoints" / metrics["checkpoint"], weights_only=False)
