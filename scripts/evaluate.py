@@ -40,8 +40,9 @@ def test_likelihood(model, command, run_args) -> dict:
         raise SystemExit(f"error: --test_likelihood: {type(model).__name__} defines no likelihood")
     prepare_lightning_process()  # as a run's test stage
     datamodule = command.build_datamodule(run_args)
-    trainer = pl.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[EvaluationProgress()])
+    # A run pinned to the CPU is tested there again: a GPU would draw other dequantization noise from the same seed.
+    trainer = pl.Trainer(accelerator="cpu" if run_args.accelerator == "cpu" else "auto", devices=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, callbacks=[EvaluationProgress()])
     torch.manual_seed(run_args.seed)
     figures = trainer.test(model, datamodule=datamodule, verbose=False)[0]
     print("Test stage: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(figures.items())), flush=True)

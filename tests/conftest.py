@@ -1,4 +1,5 @@
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -9,9 +10,14 @@ import torch
 from shared.data import MNISTDataModule
 from shared.judge import save_judge, train_judge
 
+CONFIGS = Path(__file__).parents[1] / "configs"  # the shipped configs, wherever pytest runs from
+
 # Flags that make a training run take seconds: a few hundred images, 2 epochs, cheap test-time bound.
 TINY_RUN = ["--subset", "256", "--batch_size", "64", "--epochs", "2", "--iw_samples", "5",
             "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
+
+# The commands refuse more CPU processes than cores, so DDP on the CPU with two processes needs two.
+needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="DDP with two CPU processes needs two cores")
 
 
 @pytest.fixture(scope="session")

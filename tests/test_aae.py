@@ -11,7 +11,7 @@ from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPr
     mmd2_unbiased
 from part2_gan.train_aae import main
 from shared.evaluation import draw_samples
-from tests.conftest import assert_fails_fast, changed_by_each_optimizer_step
+from tests.conftest import CONFIGS, assert_fails_fast, changed_by_each_optimizer_step
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -143,7 +143,7 @@ def test_config_parses_to_the_documented_run():
     from part2_gan.train_aae import build_parser, check, default_name
     from shared.cli import parse_args
 
-    args = parse_args(build_parser(), ["--config", "configs/aae_swiss_roll.yaml"], check, default_name)
+    args = parse_args(build_parser(), ["--config", str(CONFIGS / "aae_swiss_roll.yaml")], check, default_name)
     assert (args.name, args.prior, args.z_dim, args.hidden_dim, args.binarize) == ("aae_swiss_roll_z2", "swiss_roll", 2,
                                                                                     512, True)
 

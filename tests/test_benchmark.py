@@ -1,6 +1,5 @@
 """scripts/benchmark.py on a few batches: both ways train the same model, and the table names the device; the
 flow's memory-format timing trains the same flow both ways."""
-from pathlib import Path
 
 import pytest
 

@@ -4,7 +4,6 @@ the dequantization flag of ``part3_flows.train``, end to end on tiny data throug
 import itertools
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from part3_flows.modules import NUM_LEVELS, ImageFlowModule
 from part3_flows.networks import ImageFlow
 from part3_flows.train import main
 from shared.densities import dequantize
-from tests.conftest import assert_fails_fast, load_script
+from tests.conftest import CONFIGS, assert_fails_fast, load_script
 from tests.test_flows import TINY_FLOW_RUN, assert_log_det_is_exact, parse_flow_args, randomise
 
 SHAPE = (1, 4, 4)
@@ -134,7 +133,7 @@ def test_run_names_say_the_task_and_the_dequantization(flags, name):
 
 
 def test_the_shipped_8bit_config_is_the_8bit_task_with_the_mnist_defaults():
-    from_config = parse_flow_args(["--config", str(Path(__file__).parents[1] / "configs/flow_mnist8bit.yaml")])
+    from_config = parse_flow_args(["--config", str(CONFIGS / "flow_mnist8bit.yaml")])
     assert {**from_config, "config": None} == parse_flow_args(["--task", "mnist8bit"])
     assert (from_config["batch_size"], from_config["epochs"], from_config["dequantization"]) == (64, 34, "variational")
     assert (from_config["logit_alpha"], from_config["temperature"]) == (1e-5, 1.0)
@@ -177,7 +176,7 @@ def test_evaluate_and_compare_read_an_8bit_flow_run(tiny_8bit_run, tmp_path, tin
 
     compare = load_script("compare")
     spec = compare.Model("flow", "Flow (8-bit)", "flow 8-bit", run_dir.parent.name, "part3_flows.train",
-                         ("--config", "configs/flow_mnist8bit.yaml", "--dequantization", "variational"))
+                         ("--config", str(CONFIGS / "flow_mnist8bit.yaml"), "--dequantization", "variational"))
     report = compare.main(["--log_dir", str(run_dir.parents[1]), "--out", str(tmp_path), "--num_samples", "50",
                            "--frankenstein", "10", "--judge", str(tiny_judge_path)], specs=(spec,)).read_text()
     likelihoods = report.split("### Test set: 8-bit grey MNIST")[1]

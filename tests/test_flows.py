@@ -3,7 +3,6 @@ flows, the dequantized bound's constant, and the ``part3_flows.train`` command e
 import itertools
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ from part3_flows.layers import (ActNorm, AffineCoupling, ConvCoupling, Invertibl
 from part3_flows.networks import ImageFlow, NormalizingFlow
 from part3_flows.train import main
 from shared.densities import dequantize, quantize
-from tests.conftest import assert_fails_fast, crashes_in_epoch_two, load_script, stopped_by_nan, turns_nan_after
+from tests.conftest import CONFIGS, assert_fails_fast, crashes_in_epoch_two, load_script, stopped_by_nan, turns_nan_after
 
 LEVELS = NUM_LEVELS["binary"]
 TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
@@ -292,7 +291,7 @@ def parse_flow_args(argv):
 
 
 def test_the_shipped_mnist_config_is_the_mnist_task_with_its_defaults():
-    from_config = parse_flow_args(["--config", str(Path(__file__).parents[1] / "configs/flow_mnist.yaml")])
+    from_config = parse_flow_args(["--config", str(CONFIGS / "flow_mnist.yaml")])
     assert from_config["name"] == "flow_mnist_c64_b4_s2_vardeq"
     assert {**from_config, "config": None} == parse_flow_args(["--task", "mnist"])
 

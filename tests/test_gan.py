@@ -17,7 +17,8 @@ from part2_gan.networks import (DISCRIMINATOR_NORMS, DiscriminatorDCGAN, Discrim
                                 GeneratorMLP)
 from part2_gan.train import main
 from shared.weight_average import update_average
-from tests.conftest import assert_fails_fast, changed_by_each_optimizer_step, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
+from tests.conftest import (CONFIGS, assert_fails_fast, changed_by_each_optimizer_step, crashes_in_epoch_two,
+                            needs_two_cores, stopped_by_nan, turns_nan_after)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -197,13 +198,13 @@ def test_configs_parse_to_the_documented_runs():
     from shared.cli import parse_args
 
     mlp = parse_args(build_parser(), [], check, default_name)
-    dcgan = parse_args(build_parser(), ["--config", "configs/gan_dcgan.yaml"], check, default_name)
+    dcgan = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan.yaml")], check, default_name)
     assert (mlp.name, mlp.z_dim, mlp.hidden_dims_gen, mlp.lr, mlp.epochs) == ("gan_mlp", 32, [128, 256, 512], 2e-4, 250)
     assert (dcgan.name, dcgan.model, dcgan.init, dcgan.lr, dcgan.lr_disc, dcgan.ema_decay, dcgan.num_filters,
             dcgan.gen_conv_blocks) == ("gan_dcgan", "dcgan", "dcgan", 8e-4, 8e-4, 0.999, 64, 1)
     assert (dcgan.epochs, dcgan.judge_every, dcgan.judge_every_samples) == (75, 3, 5000)
     assert mlp.ema_decay == 0 and mlp.categorical_code == dcgan.categorical_code == 0
-    coded = parse_args(build_parser(), ["--config", "configs/gan_dcgan_code.yaml"], check, default_name)
+    coded = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan_code.yaml")], check, default_name)
     # t34: the DCGAN config plus the code, in bf16, 42 epochs
     assert {key: value for key, value in vars(coded).items() if vars(dcgan)[key] != value and key != "config"} == {
         "name": "gan_dcgan_code", "epochs": 42, "categorical_code": 10, "precision": "bf16-mixed"}
@@ -439,6 +440,7 @@ def test_a_gan_with_a_categorical_code_trains_and_its_run_reloads(tmp_path):
 
 
 @pytest.mark.slow
+@needs_two_cores
 def test_ddp_with_two_processes_and_the_judge_curve_on_cpu(tmp_path, tiny_judge_path):
     """Rank zero alone judges the samples during training, so its Fréchet distance must not gather states from the
     other process (torchmetrics' default: both processes then waited forever); the judged figures are rank zero's,

@@ -11,7 +11,7 @@ from part1_vae.train import main
 from part1_vae.modules import VAE, dequantize_grey, quantize_grey
 from shared.densities import gaussian_nll
 from shared.data import to_model_range
-from tests.conftest import TINY_RUN
+from tests.conftest import CONFIGS, TINY_RUN
 
 
 def gaussian_vae(z_dim=4, likelihood="gaussian"):
@@ -82,7 +82,7 @@ def test_cli_names_the_gaussian_run_and_rejects_unknown_likelihoods(tmp_path, ca
     from part1_vae.train import build_parser, check, default_name
     from shared.cli import parse_args
 
-    args = parse_args(build_parser(), ["--config", "configs/vae_gaussian_z20.yaml"], check, default_name)
+    args = parse_args(build_parser(), ["--config", str(CONFIGS / "vae_gaussian_z20.yaml")], check, default_name)
     assert (args.name, args.likelihood, args.z_dim) == ("vae_mlp_z20_gaussian", "gaussian", 20)
     with pytest.raises(SystemExit):
         main([*TINY_RUN, "--log_dir", str(tmp_path), "--likelihood", "poisson"])

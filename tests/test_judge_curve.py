@@ -17,6 +17,8 @@ from shared.judge_curve import JudgeCurveCallback, collapse_message, render_clas
 from tests.conftest import assert_fails_fast
 
 UNIFORM = torch.full((10,), 100)
+# Before the flags under test: should their check ever let a run start, it is a short one, not a full default run.
+SHORT = ["--subset", "64", "--batch_size", "64", "--epochs", "1", "--sample_epochs", "0", "--accelerator", "cpu"]
 
 
 def test_a_balanced_histogram_is_no_collapse():
@@ -55,14 +57,14 @@ def test_the_histogram_picture_marks_a_collapse_in_red():
     (["--judge_every_samples", "1"], "--judge_every_samples must be at least 2, got 1"),
 ])
 def test_invalid_curve_flags_fail_fast_with_one_line(tmp_path, capsys, command, flags, message):
-    assert_fails_fast(lambda: command.main(["--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
+    assert_fails_fast(lambda: command.main([*SHORT, "--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
 
 
 def test_the_curve_reads_its_judge_before_training_even_without_the_final_evaluation(tmp_path, tmp_path_factory,
                                                                                     capsys):
     corrupt = tmp_path_factory.mktemp("judges") / "judge.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
-    curve_only = ["--log_dir", str(tmp_path), "--eval_samples", "0", "--judge", str(corrupt)]
+    curve_only = [*SHORT, "--log_dir", str(tmp_path), "--eval_samples", "0", "--judge", str(corrupt)]
     with pytest.raises(SystemExit) as exit_info:  # a file's problem: status 1, the message as the exit's
         part2_gan.train.main([*curve_only, "--judge_every", "2"])
     assert str(exit_info.value.code).startswith(f"error: judge checkpoint {corrupt} is corrupt or truncated")
@@ -71,8 +73,8 @@ def test_the_curve_reads_its_judge_before_training_even_without_the_final_evalua
 
 def test_a_judge_path_that_is_a_folder_is_refused_before_any_work(tmp_path, tmp_path_factory, capsys):
     folder = tmp_path_factory.mktemp("judges")
-    assert_fails_fast(lambda: part2_gan.train.main(["--log_dir", str(tmp_path), "--judge", str(folder)]), tmp_path,
-                      capsys, f"--judge {folder} is a folder")
+    assert_fails_fast(lambda: part2_gan.train.main([*SHORT, "--log_dir", str(tmp_path), "--judge", str(folder)]),
+                      tmp_path, capsys, f"--judge {folder} is a folder")
 
 
 class OneImageGenerator(nn.Module):

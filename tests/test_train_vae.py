@@ -8,7 +8,8 @@ import yaml
 
 import part1_vae.modules
 from part1_vae.train import main
-from tests.conftest import TINY_RUN, assert_fails_fast, crashes_in_epoch_two, stopped_by_nan, turns_nan_after
+from tests.conftest import (TINY_RUN, assert_fails_fast, crashes_in_epoch_two, needs_two_cores, stopped_by_nan,
+                            turns_nan_after)
 
 
 def run(tmp_path, *flags):
@@ -255,6 +256,7 @@ def test_bf16_mixed_precision_gives_the_same_bpd_within_0_002(tmp_path):
 
 
 @pytest.mark.slow
+@needs_two_cores
 def test_ddp_with_two_processes_on_cpu(tmp_path):
     """The command as a user starts it (Lightning's DDP launcher runs it again for rank 1): the processes share
     each epoch's batches, with the data resident in each, and reduce their epoch means."""
