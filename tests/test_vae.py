@@ -73,9 +73,10 @@ def test_forward_returns_batch_means_and_bpd_of_their_sum():
 def test_sample_gives_binary_images_and_their_means():
     vae = small_vae()
     torch.manual_seed(3)
-    samples = vae.sample(16)
+    samples, after_samples = vae.sample(16), torch.rand(1)
     torch.manual_seed(3)
-    means = vae.sample(16, means=True)
+    means, after_means = vae.sample(16, means=True), torch.rand(1)
+    assert torch.equal(after_samples, after_means)  # the same draws either way: the means are the samples'
     assert samples.shape == means.shape == (16, 1, 28, 28)
     assert set(samples.unique().tolist()) <= {0.0, 1.0}
     assert means.min() >= 0 and means.max() <= 1
