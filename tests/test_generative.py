@@ -147,7 +147,7 @@ def test_every_model_keeps_the_contract(tiny_datamodule):
         log_p = model.log_likelihood(data)
         assert log_p.shape == (4,) and torch.isfinite(log_p).all() and (log_p <= 0).all(), name
         # From the same seed (the loader's own generator draws none from it), the flow's test stage draws the same
-        # dequantization noise, the VAE other noise for its bound (0.001 bpd apart here); a term missing either
+        # dequantization noise, the VAE's other noise for its bound (0.001 bpd apart here); a term missing either
         # way (the Gaussian's D log 256 is 8 bits a dimension) would not agree.
         torch.manual_seed(0)
         loader = DataLoader(TensorDataset(data, torch.zeros(4, dtype=torch.long)), 4, generator=torch.Generator())
