@@ -276,7 +276,7 @@ def test_ddp_with_two_processes_on_cpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_path):
+def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_path, monkeypatch):
     import shutil
 
     run(tmp_path, "--lr", "0.03")  # its best is epoch 1 (see above)
@@ -290,6 +290,12 @@ def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_p
     assert checkpoint.best_model_score == saved["best_model_score"]
     assert checkpoint.best_model_path == str(copy / "checkpoints" / "best-epoch001.ckpt")
     assert list(checkpoint.best_k_models) == [checkpoint.best_model_path]
+    # Epoch 3 validates on inverted images, far worse: the best stays epoch 1's, in the copy as in the original.
+    monkeypatch.setattr(part1_vae.modules.VAE, "validation_step",
+                        lambda self, batch, batch_idx: self.step("val", (1 - batch[0], *batch[1:])))
+    resumed_copy = main(["--resume", str(copy), "--epochs", "3"])
+    assert resumed_copy["checkpoint"] == "best-epoch001.ckpt"
+    assert resumed_copy == main(["--resume", str(tmp_path / "vae_mlp_z20" / "version_0"), "--epochs", "3"])
 
 
 @pytest.mark.slow
