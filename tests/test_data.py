@@ -44,6 +44,10 @@ def test_batches_are_tensor_slices_and_shuffle_is_seeded(tiny_datamodule):
     again = MNISTDataModule(batch_size=32, subset=128)
     again.setup()
     assert torch.equal(next(iter(again.train_dataloader()))[1], batches[0][1])
+    assert not torch.equal(batches[0][1], tiny_datamodule.splits["train"].labels[:32])  # shuffled
+    other_seed = MNISTDataModule(batch_size=32, subset=128, seed=7)
+    other_seed.setup()
+    assert not torch.equal(next(iter(other_seed.train_dataloader()))[1], batches[0][1])
     val_labels = torch.cat([b[1] for b in tiny_datamodule.val_dataloader()])
     assert torch.equal(val_labels, tiny_datamodule.splits["val"].labels)  # evaluation keeps order
 

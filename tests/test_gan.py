@@ -333,9 +333,13 @@ def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, ti
 
 @pytest.mark.slow
 def test_dcgan_with_r1_on_binarized_data_trains(tmp_path):
-    metrics = run(tmp_path, "--model", "dcgan", "--num_filters", "8", "--binarize", "--epochs", "1", "--r1_gamma", "1")
+    flags = ["--model", "dcgan", "--num_filters", "8", "--binarize", "--epochs", "1"]
+    metrics = run(tmp_path, *flags, "--r1_gamma", "1")
     assert (tmp_path / "gan_dcgan_binarized" / "version_0" / "checkpoints" / "last.ckpt").is_file()
-    assert math.isfinite(metrics["test_d_loss"])
+    assert math.isfinite(metrics["test_d_loss"]) and metrics["data"] == "threshold-binarized"
+    assert metrics["train_loss"].endswith("+ the R1 penalty")
+    # The same first step without the penalty: the penalty (a squared gradient norm) only adds to the loss.
+    assert metrics["train_loss_first_step"] > run(tmp_path / "no_r1", *flags)["train_loss_first_step"]
 
 
 @pytest.mark.slow
