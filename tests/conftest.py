@@ -90,13 +90,20 @@ def crashes_in_epoch_two(training_step):
     return wrapped
 
 
+def fails_with_one_line(call, capsys, status: int, message: str) -> None:
+    """Exit ``status`` (2: usage, 1: runtime) with one line containing ``message``, on stderr for usage
+    errors and as the exit message (which Python prints to stderr) for runtime ones."""
+    with pytest.raises(SystemExit) as exit_info:
+        call()
+    code = exit_info.value.code
+    line = capsys.readouterr().err if status == 2 else str(code)
+    assert (code == 2) if status == 2 else (isinstance(code, str) and code.startswith("error: "))
+    assert message in line and line.strip().count("\n") == 0, line
+
+
 def assert_fails_fast(run, tmp_path, capsys, message: str) -> None:
     """``run()`` must exit with status 2 and one line containing ``message``, before writing anything."""
-    with pytest.raises(SystemExit) as exit_info:
-        run()
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    fails_with_one_line(run, capsys, 2, message)
     assert not any(tmp_path.iterdir()), "no work may happen before the flags are validated"
 
 

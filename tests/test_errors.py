@@ -11,22 +11,11 @@ import torch
 
 from part1_vae.train import main
 from shared.data import BUNDLED_DIR
-from tests.conftest import TINY_RUN, load_script
+from tests.conftest import TINY_RUN, fails_with_one_line, load_script
 
 
 def run(tmp_path, *flags):
     return main([*TINY_RUN, "--log_dir", str(tmp_path / "runs"), *flags])
-
-
-def fails_with_one_line(call, capsys, status: int, message: str) -> None:
-    """Exit ``status`` (2: usage, 1: runtime) with one line containing ``message``, on stderr for usage
-    errors and as the exit message (which Python prints to stderr) for runtime ones."""
-    with pytest.raises(SystemExit) as exit_info:
-        call()
-    code = exit_info.value.code
-    line = capsys.readouterr().err if status == 2 else str(code)
-    assert (code == 2) if status == 2 else (isinstance(code, str) and code.startswith("error: "))
-    assert message in line and line.strip().count("\n") == 0, line
 
 
 def nothing_written(tmp_path) -> bool:
