@@ -233,8 +233,9 @@ def run_config_settings(parser: argparse.ArgumentParser, run_dir: Path) -> dict:
 
 
 def latest_run(log_dir: str, name: str) -> Path:
-    runs = sorted(Path(log_dir, name).glob("version_*"), key=lambda p: int(p.name.split("_")[-1]))
-    runs = [run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()]
+    runs = [run for run in Path(log_dir, name).glob("version_*") if run.name.removeprefix("version_").isdigit()
+            and (run / "checkpoints" / "last.ckpt").is_file()]
+    runs.sort(key=lambda run: int(run.name.removeprefix("version_")))
     if not runs:
         raise ConfigError(f"--resume: no run with checkpoints/last.ckpt under {Path(log_dir, name)}")
     return runs[-1]

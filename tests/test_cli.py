@@ -86,3 +86,13 @@ def test_help_shows_every_default(capsys, module):
     if module == "part1_vae.train":
         for shown in ("--epochs EPOCHS", "(default: 80)", "(default: 1000)", "(default: bernoulli)", "(default: mlp)"):
             assert shown in out
+
+
+def test_resume_without_a_folder_takes_the_newest_run_of_that_name_that_has_a_last_checkpoint(tmp_path):
+    for version, last in [("version_2", True), ("version_10", True), ("version_11", False), ("version_old", True)]:
+        run = tmp_path / "vae_mlp_z20" / version
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "config.yaml").write_text("z_dim: 20\n")
+        if last:
+            (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert parse(["--log_dir", str(tmp_path), "--resume"]).resume == str(tmp_path / "vae_mlp_z20" / "version_10")
