@@ -382,6 +382,9 @@ def test_the_judge_curve_changes_nothing_in_training_and_logs_on_the_grids_step_
     assert [point.step for point in curve] == [3, 7]  # the last batch of each epoch of 4 batches
     assert [image.step for image in events.Images("judge_class_histogram")] == [3, 7]
     assert 7 in [image.step for image in events.Images("samples")]  # the final grid, on the same axis
+    run(tmp_path / "every_2", *judged, "--judge_every", "2")
+    every_2 = EventAccumulator(str(tmp_path / "every_2" / "gan_mlp" / "version_0")).Reload()
+    assert [point.step for point in every_2.Scalars("judge_fd")] == [7]  # epoch 2 of 2 only
     # Its last point is the same draw of the same model as the judged figures of metrics.json.
     assert curve[-1].value == pytest.approx(curved["eval_frechet_distance"], rel=1e-6)
 

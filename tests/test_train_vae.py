@@ -109,6 +109,19 @@ def test_tensorboard_shows_each_step_once_after_a_resume_repeats_an_interrupted_
 
 
 @pytest.mark.slow
+def test_sample_grids_and_step_losses_follow_their_schedules(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(tmp_path, "--epochs", "3", "--sample_epochs", "0", "1", "--log_every_n_steps", "3")  # 4 batches an epoch
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    assert sorted(p.name for p in (run_dir / "samples").glob("samples_*.png")) == [
+        "samples_epoch000.png", "samples_epoch001.png", "samples_epoch003.png"]  # the chosen ones and the last
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
+    assert [event.step for event in events.Scalars("train_loss_step")] == [0, 3, 6, 9]
+    assert [event.step for event in events.Images("samples")] == [0, 3, 11]  # each epoch's last batch
+
+
+@pytest.mark.slow
 def test_last_ckpt_holds_the_last_epoch_when_the_best_was_earlier_and_resume_continues_from_it(tmp_path):
     # lr 0.03 makes val worse in epoch 2: the best checkpoint is epoch 1's (Lightning 2.6's save_last=True
     # rewrote last.ckpt only at epochs that saved a best one, so --resume went back to epoch 1).
