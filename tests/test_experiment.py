@@ -1,4 +1,5 @@
-"""Process-wide settings a run makes before it trains (shared.process), and its warning about bf16 on a CPU without it."""
+"""Process-wide settings a run makes before it trains (shared.process), its warning about bf16 on a CPU without it,
+and the progress lines of a long test stage."""
 import argparse
 import ctypes
 import os
@@ -63,3 +64,19 @@ def test_the_projects_own_warnings_print_on_one_line():
     assert ours == f"{shared.judge_curve.__file__}:146: UserWarning: mode collapse in epoch 1\n"
     theirs = warnings.formatwarning("deprecated", DeprecationWarning, "/site-packages/lib.py", 7, "warn(x)")
     assert "deprecated" in theirs and "warn(x)" in theirs
+
+
+def test_a_long_test_stage_prints_a_line_every_tenth_where_no_progress_bar_is_shown(capsys):
+    from types import SimpleNamespace
+
+    from shared.callbacks import EvaluationProgress
+
+    progress = EvaluationProgress(min_seconds=0)
+    for bar in (None, "a progress bar"):  # with a bar shown, the bar says it
+        trainer = SimpleNamespace(num_test_batches=[20], is_global_zero=True, progress_bar_callback=bar)
+        progress.on_test_epoch_start(trainer, None)
+        for batch_idx in range(20):
+            progress.on_test_batch_end(trainer, None, None, None, batch_idx)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(",")[0] for line in lines] == [f"testing: {done}/20 batches" for done in range(2, 20, 2)]
+    assert all(line.endswith(" left") for line in lines)
