@@ -140,6 +140,10 @@ def test_a_truncated_last_checkpoint_names_the_intact_ones_and_keeps_the_config(
     fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 1,
                         "last.ckpt is corrupt, truncated or not a checkpoint; intact beside it: best-epoch")
     assert digest(finished_run / "config.yaml") == config
+    for best in (finished_run / "checkpoints").glob("best-*.ckpt"):
+        best.write_bytes(best.read_bytes()[:1000])
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 1,
+                        "no intact checkpoint beside it: start a new run")
 
 
 @pytest.mark.slow

@@ -278,6 +278,7 @@ def test_without_weight_average_the_flow_module_keeps_no_copy():
     (["--num_scales", "3"], "invalid choice: 3"),
     (["--task", "mnist", "--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
     (["--ema_decay", "0.9"], "--ema_decay: the toy task keeps no weight average"),
+    (["--binarization", "dynamic"], "--binarization: the toy task has no images to binarize"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)

@@ -8,6 +8,7 @@ from part1_vae.modules import MixtureModule
 from part1_vae.networks import BernoulliMixture
 from part1_vae.train_mixture import main
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
+from tests.conftest import assert_fails_fast
 
 
 def brute_force_log_prob(model: BernoulliMixture, x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,11 @@ def test_training_raises_the_likelihood(tmp_path):
     assert metrics["test_log_likelihood"] > -250 and metrics["val_bpd"] < 0.5
     assert {p.name for p in (tmp_path / "mixture_k20" / "version_0" / "samples").iterdir()} >= {
         "component_means_epoch002.png", "samples_epoch002.png"}
+
+
+def test_a_mixture_without_components_is_refused_before_any_work(tmp_path, capsys):
+    assert_fails_fast(lambda: main(["--num_components", "0", "--log_dir", str(tmp_path)]), tmp_path, capsys,
+                      "--num_components must be positive, got 0")
 
 
 def test_frankenstein_digits_take_halves_from_two_classes():

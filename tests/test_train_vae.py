@@ -25,6 +25,12 @@ def run(tmp_path, *flags):
     (["--data_dir", "/nonexistent"], "--data_dir /nonexistent: no folder MNIST/raw"),
     (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
     (["--epochs", "three"], "invalid int value: 'three'"),
+    (["--iw_samples", "0"], "--iw_samples must be positive, got 0"),
+    (["--objective", "iwae", "--train_k", "0"], "--train_k must be positive, got 0"),
+    (["--num_workers", "-1"], "--num_workers must be >= 0, got -1"),
+    (["--sample_epochs", "-1"], "--sample_epochs must be >= 0, got [-1]"),
+    (["--likelihood", "gaussian", "--lr_final", "1e-4"], "--lr_final: the Gaussian VAE's two learning rates take no"),
+    (["--likelihood", "gaussian", "--binarization", "dynamic"], "the Gaussian likelihood models grey-scale MNIST"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
@@ -69,6 +75,12 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "vae_mlp_z20" / "version_0")
     assert "loss is nan in epoch 2, step 7 (batch 3 of the epoch)" in message
     assert last["epoch"] == 0 and last["global_step"] == 4
+    # From the first training batch (after the 2 sanity-check batches): there is no good checkpoint to keep.
+    monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 2))
+    nothing_kept = r"loss is nan in epoch 1, step 1 \(batch 1 of the epoch\); no checkpoint was written before it"
+    with pytest.raises(SystemExit, match=nothing_kept):
+        run(tmp_path / "from_the_start")
+    assert not list((tmp_path / "from_the_start").rglob("*.ckpt"))
 
 
 @pytest.mark.slow
