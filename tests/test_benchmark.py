@@ -1,18 +1,38 @@
-"""scripts/benchmark.py on a few batches: both ways train the same model, and the table names the device; the
-flow's memory-format timing trains the same flow both ways."""
+"""scripts/benchmark.py on a few batches: every way trains the same model from the same weights, and the table
+names the device."""
 
 import pytest
+import torch
 
 from tests.conftest import load_script
 
 
-def test_throughput_of_each_model_and_the_markdown_table():
+@pytest.mark.slow
+def test_throughput_of_each_model_and_the_markdown_table(monkeypatch):
     benchmark = load_script("benchmark")
+    starts, trained = {}, {}  # per model class: each way's initial weights, and whether the way changed them
+
+    def recorded(timed):
+        def way(model, *args, **kwargs):
+            before = torch.cat([p.detach().flatten() for p in model.parameters()]).clone()
+            seconds = timed(model, *args, **kwargs)
+            starts.setdefault(type(model).__name__, []).append(before)
+            after = torch.cat([p.detach().flatten() for p in model.parameters()]).cpu()
+            trained.setdefault(type(model).__name__, []).append(not torch.equal(before, after))
+            return seconds
+        return way
+
+    for name in ("time_pipeline", "time_plain", "time_plain_gan"):
+        monkeypatch.setattr(benchmark, name, recorded(getattr(benchmark, name)))
     rows = [benchmark.throughput("VAE", benchmark.vae_command, [], 1, 3, per_image=False),
             benchmark.throughput("GAN", benchmark.gan_command, ["--judge_every", "0"], 1, 3, per_image=False),
             benchmark.throughput("flow", benchmark.flow_command, [*benchmark.FLOW_FLAGS, "--num_channels", "8",
                                                                   "--num_blocks", "1"], 1, 2, per_image=False)]
     assert [row["images"] for row in rows] == [3 * 128, 3 * 128, 2 * 64]
+    assert {name: len(weights) for name, weights in starts.items()} == {"VAE": 3, "GAN": 3, "ImageFlowModule": 3}
+    assert all(torch.equal(weights[0], other) for weights in starts.values() for other in weights[1:])
+    assert all(all(changed) for changed in trained.values())
+    monkeypatch.undo()
     assert all(row[way] > 0 for row in rows for way in ("pipeline", "Lightning alone", "plain"))
     costs = benchmark.framework_cost_per_step(batches=3, repeats=1)
     assert costs["plain"] > 0 and set(costs) == {"plain", "Lightning alone", "pipeline without shared.lean_lightning",
