@@ -16,6 +16,7 @@ MNIST when the model's data is binary, else with grey-scale MNIST; --reference o
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 
@@ -153,11 +154,13 @@ def main(argv=None) -> dict:
         if "test_dequant_samples" not in model.hparams:
             raise SystemExit(f"error: --test_draws: {type(model).__name__} draws no dequantization noise")
         model.hparams.test_dequant_samples = args.test_draws
-    likelihood = test_likelihood(model, command, run_args) if args.test_likelihood else {}
     if args.temperature is not None:
         if "temperature" not in model.hparams:
             raise SystemExit(f"error: --temperature: {type(model).__name__} samples at no temperature")
         model.hparams.temperature = args.temperature
+    if args.means and "means" not in inspect.signature(model.sample).parameters:  # before minutes of testing
+        raise SystemExit(f"error: --means: {type(model).__name__} samples no means (its sample() takes no 'means')")
+    likelihood = test_likelihood(model, command, run_args) if args.test_likelihood else {}
     try:
         samples = draw_samples(model, args.num_samples, seed=args.seed, means=args.means)
     except ValueError as err:

@@ -182,6 +182,18 @@ def test_evaluate_finds_a_checkpoint_named_by_its_file_in_the_run_directory(fini
 
 
 @pytest.mark.slow
+def test_evaluate_refuses_what_the_run_cannot_do_before_its_test_stage(finished_run, tmp_path, capsys):
+    evaluate = load_script("evaluate").main
+    fails_with_one_line(lambda: evaluate([str(finished_run), "--test_likelihood", "--temperature", "0.5"]), capsys, 1,
+                        "--temperature: VAE samples at no temperature")
+    assert "Test stage" not in capsys.readouterr().out
+    run(tmp_path / "other", "--z_dim", "6", "--hidden_dims", "32")
+    other = tmp_path / "other" / "runs" / "vae_mlp_z6" / "version_0" / "checkpoints" / "last.ckpt"
+    fails_with_one_line(lambda: evaluate([str(finished_run), "--checkpoint", str(other)]), capsys, 1,
+                        f"checkpoint {other} does not fit the model of {finished_run / 'config.yaml'}")
+
+
+@pytest.mark.slow
 def test_val_figures_in_metrics_are_those_that_chose_the_checkpoint(finished_run):
     metrics = json.loads((finished_run / "metrics.json").read_text())
     best = torch.load(finished_run / "checkpoints" / metrics["checkpoint"], weights_only=False)

@@ -339,6 +339,8 @@ def test_evaluate_command_scores_a_gans_weight_average_or_on_request_its_trained
         evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--raw_weights"])
     with pytest.raises(SystemExit, match="--test_likelihood: GAN defines no likelihood"):
         evaluate([run_dir, *judged, "--test_likelihood"])
+    with pytest.raises(SystemExit, match="--means: GAN samples no means"):
+        evaluate([run_dir, *judged, "--means"])
     with pytest.raises(SystemExit, match="--test_draws: GAN draws no dequantization noise"):
         evaluate([run_dir, *judged, "--test_likelihood", "--test_draws", "2"])
 
