@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Sequence
@@ -140,6 +141,18 @@ def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: P
         print(f"Interrupted; continue with: python -m {args.command} --resume {run_dir}", file=sys.stderr)
 
 
+def _discard_unfinished(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path) -> bool:
+    """After a fit that failed: remove the run directory this call created if no epoch ended in it (nothing to
+    resume, no figure: a half-created record), else the logger's leftover; whether it was removed."""
+    if not trainer.is_global_zero:
+        return False
+    if not args.resume and not any((run_dir / "checkpoints").glob("*.ckpt")):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return True
+    (run_dir / "hparams.yaml").unlink(missing_ok=True)
+    return False
+
+
 def _hparams(settings: dict, prefix: str = "") -> dict:
     """Settings flattened to the scalars and strings TensorBoard's HParams dashboard takes."""
     flat = {}
@@ -201,10 +214,14 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if args.resume else None)
     except NonFiniteLossError as err:
         last = run_dir / "checkpoints" / "last.ckpt"
-        kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was written before it"
+        kept = (f"no epoch ended before it: {run_dir} is removed" if _discard_unfinished(args, trainer, run_dir)
+                else f"last good checkpoint: {last}")
         raise SystemExit(f"error: training stopped, {err}; {kept}") from None
-    except SystemExit:
-        _say_how_to_resume(args, trainer, run_dir)
+    except BaseException:  # Ctrl-C (Lightning's graceful stop raises SystemExit), a crash
+        if _discard_unfinished(args, trainer, run_dir):
+            print(f"Stopped before the first epoch ended: nothing to resume, {run_dir} is removed", file=sys.stderr)
+        else:
+            _say_how_to_resume(args, trainer, run_dir)
         raise
     fit_seconds, total_fit_seconds = clock.this_call, clock.total()  # before the test restores the clock's state
 
@@ -220,6 +237,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     try:
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
     except SystemExit:  # a resume of the trained run tests it and writes metrics.json
+        _discard_unfinished(args, trainer, run_dir)  # keeps the trained run
         _say_how_to_resume(args, trainer, run_dir)
         raise
     if extra_metrics is not None and trainer.is_global_zero:  # metrics.json is rank zero's

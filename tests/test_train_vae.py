@@ -77,10 +77,10 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
     assert last["epoch"] == 0 and last["global_step"] == 4
     # From the first training batch (after the 2 sanity-check batches): there is no good checkpoint to keep.
     monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 2))
-    nothing_kept = r"loss is nan in epoch 1, step 1 \(batch 1 of the epoch\); no checkpoint was written before it"
+    nothing_kept = r"loss is nan in epoch 1, step 1 \(batch 1 of the epoch\); no epoch ended before it: .* is removed"
     with pytest.raises(SystemExit, match=nothing_kept):
         run(tmp_path / "from_the_start")
-    assert not list((tmp_path / "from_the_start").rglob("*.ckpt"))
+    assert not (tmp_path / "from_the_start" / "vae_mlp_z20" / "version_0").exists()
 
 
 @pytest.mark.slow
@@ -326,10 +326,27 @@ def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["training_step", "test_step"])
 def test_ctrl_c_says_how_to_resume_in_training_and_in_the_test(tmp_path, monkeypatch, capsys, stage):
-    def interrupted(self, batch, batch_idx):
-        raise KeyboardInterrupt  # what Ctrl-C raises; Lightning stops gracefully with SystemExit
+    original = getattr(part1_vae.modules.VAE, stage)
+
+    def interrupted(self, batch, batch_idx):  # in epoch 2 (training) or in the test stage
+        if stage == "test_step" or self.current_epoch == 1:
+            raise KeyboardInterrupt  # what Ctrl-C raises; Lightning stops gracefully with SystemExit
+        return original(self, batch, batch_idx)
     monkeypatch.setattr(part1_vae.modules.VAE, stage, interrupted)
     with pytest.raises(SystemExit):
         run(tmp_path)
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
     assert f"Interrupted; continue with: python -m part1_vae.train --resume {run_dir}" in capsys.readouterr().err
+    assert not (run_dir / "hparams.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_run_stopped_before_its_first_epoch_ended_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
+    def interrupted(self, batch, batch_idx):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", interrupted)
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    assert f"Stopped before the first epoch ended: nothing to resume, {run_dir} is removed" in capsys.readouterr().err
+    assert not run_dir.exists()
