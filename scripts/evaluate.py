@@ -31,14 +31,12 @@ from shared.evaluation import (NUM_DIGITS, class_figures, draw_samples, evaluate
 from shared.process import prepare_lightning_process
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
-from shared.runs import judge_file, load_run
+from shared.runs import checkpoint_of, judge_file, load_run
 from shared.utils import make_grid, save_grid
 
 
 def test_likelihood(model, command, run_args) -> dict:
     """The run's test stage again, on this model: the same test set, the same seed first (shared.experiment)."""
-    if getattr(model, "likelihood_kind", None) is None:
-        raise SystemExit(f"error: --test_likelihood: {type(model).__name__} defines no likelihood")
     prepare_lightning_process()  # as a run's test stage
     datamodule = command.build_datamodule(run_args)
     # A run pinned to the CPU is tested there again: a GPU would draw other dequantization noise from the same seed.
@@ -115,8 +113,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--test_draws", type=int, default=None,
                         help="with --test_likelihood, for a flow: dequantization draws per test image instead of the "
                              "run's (the tutorial's protocol: 8)")
-    parser.add_argument("--reference", choices=["auto", "grey", "binarized"], default="auto",
-                        help="MNIST to compare with (auto: binarized for a model of binary data, else grey-scale)")
+    parser.add_argument("--reference", choices=["auto", "grey", "binarized", "dynamic"], default="auto",
+                        help="MNIST to compare with (auto: the run's own, binarized as it was, or grey-scale; binarized: "
+                             "by threshold; dynamic: dynamically binarized)")
     parser.add_argument("--temperature", type=float, default=None,
                         help="scale on the base noise, for a model that samples at one (the flow; default: the run's)")
     parser.add_argument("--per_digit", action="store_true",
@@ -140,26 +139,30 @@ def main(argv=None) -> dict:
             parser.error(f"{flag} {path}: there is no folder {path.parent} to write it in")
 
     model, command, run_args = load_run(args.run_dir, args.checkpoint)
+    checkpoint = checkpoint_of(args.run_dir, args.checkpoint)
     if not isinstance(model, GenerativeModel):
         raise SystemExit(f"error: {args.run_dir}: {type(model).__name__} does not sample images "
                          f"(it is no shared.generative.GenerativeModel)")
-    print(f"Loaded {type(model).__name__} from {args.run_dir}", flush=True)
+    unfinished = "" if (args.run_dir / "metrics.json").is_file() else " (the run has not finished: no metrics.json)"
+    print(f"Loaded {type(model).__name__} from {checkpoint}{unfinished}", flush=True)
     if args.per_code and not getattr(model, "hparams", {}).get("num_categories"):
-        raise SystemExit(f"error: --per_code: {args.run_dir} has no categorical code (trained without --categorical_code)")
+        parser.error(f"--per_code: {args.run_dir} has no categorical code (trained without --categorical_code)")
     if args.raw_weights:
         if not model.keeps_weight_average:
-            raise SystemExit(f"error: --raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
+            parser.error(f"--raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")
         model.sample_from_average = False
     if args.test_draws is not None:
         if "test_dequant_samples" not in model.hparams:
-            raise SystemExit(f"error: --test_draws: {type(model).__name__} draws no dequantization noise")
+            parser.error(f"--test_draws: {type(model).__name__} draws no dequantization noise")
         model.hparams.test_dequant_samples = args.test_draws
     if args.temperature is not None:
         if "temperature" not in model.hparams:
-            raise SystemExit(f"error: --temperature: {type(model).__name__} samples at no temperature")
+            parser.error(f"--temperature: {type(model).__name__} samples at no temperature")
         model.hparams.temperature = args.temperature
+    if args.test_likelihood and getattr(model, "likelihood_kind", None) is None:
+        parser.error(f"--test_likelihood: {type(model).__name__} defines no likelihood")
     if args.means and "means" not in inspect.signature(model.sample).parameters:  # before minutes of testing
-        raise SystemExit(f"error: --means: {type(model).__name__} samples no means (its sample() takes no 'means')")
+        parser.error(f"--means: {type(model).__name__} samples no means (its sample() takes no 'means')")
     likelihood = test_likelihood(model, command, run_args) if args.test_likelihood else {}
     try:
         samples = draw_samples(model, args.num_samples, seed=args.seed, means=args.means)
@@ -167,13 +170,17 @@ def main(argv=None) -> dict:
         raise SystemExit(f"error: cannot use the samples of {args.run_dir}: {err}") from None
     if args.grid:
         save_grid(make_grid(samples[:64]), args.grid)
-    binarized = model.data == "binary" if args.reference == "auto" else args.reference == "binarized"
+    if args.reference == "auto":
+        binarized = model.data == "binary"
+        dynamic = binarized and getattr(run_args, "binarization", "threshold") == "dynamic"
+    else:
+        binarized, dynamic = args.reference != "grey", args.reference == "dynamic"
     try:
         judge, record = load_judge(args.judge, run_args.data_dir)
     except DataFileError as err:
         raise SystemExit(f"error: {err}") from None
     results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed,
-                               per_digit=args.per_digit)
+                               per_digit=args.per_digit, dynamic=dynamic)
     results["judge_test_accuracy"] = record["test_accuracy"]
     results.update(likelihood)
     if "temperature" in model.hparams:

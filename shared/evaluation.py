@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from shared.data import load_mnist, to_model_range
+from shared.data import DYNAMIC_EVAL_SEEDS, load_mnist, to_model_range
 from shared.generative import GenerativeModel
 from shared.judge import DigitClassifier, load_judge
 from shared.progress import Progress
@@ -172,16 +172,27 @@ class SampleQualityEvaluator:
 
 
 def real_images(split: str, binarized: bool, data_dir: str | Path | None = None, count: int | None = None,
-                seed: int = 0) -> torch.Tensor:
-    """MNIST images of ``split`` in [0, 1], grey-scale or threshold-binarized: all, or ``count`` drawn with ``seed``."""
+                seed: int = 0, dynamic: bool = False) -> torch.Tensor:
+    """MNIST images of ``split`` in [0, 1], grey-scale or binarized: all, or ``count`` drawn with ``seed``.
+
+    Binarized by threshold, or with ``dynamic`` drawn as dynamically binarized images (the test set as a run's,
+    from :data:`shared.data.DYNAMIC_EVAL_SEEDS`; training images from ``seed``)."""
     images = load_mnist(split, data_dir)[0]
     if count is not None:
         images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]]
+    if binarized and dynamic:
+        generator = torch.Generator().manual_seed(DYNAMIC_EVAL_SEEDS.get(split, seed))
+        return torch.bernoulli(to_model_range(images, binarize=False), generator=generator)
     return to_model_range(images, binarize=binarized)
 
 
+def reference_name(binarized: bool, dynamic: bool = False) -> str:
+    return ("dynamically binarized" if dynamic else "threshold-binarized") if binarized else "8-bit grey"
+
+
 def real_reference(judge: DigitClassifier, binarized: bool, num_samples: int, data_dir: str | Path | None = None,
-                   seed: int = 0, progress: bool = True) -> tuple[SampleQualityEvaluator, dict[str, float]]:
+                   seed: int = 0, progress: bool = True, dynamic: bool = False
+                   ) -> tuple[SampleQualityEvaluator, dict[str, float]]:
     """An evaluator holding the real test set, and the real ceiling of every figure for ``num_samples`` samples.
 
     The ceiling is the class figures of the test images themselves and the Fréchet distance of
@@ -189,8 +200,8 @@ def real_reference(judge: DigitClassifier, binarized: bool, num_samples: int, da
     distance is biased by the sample count, so compare sets of the same size only. ``progress``: see
     :meth:`SampleQualityEvaluator.evaluate`.
     """
-    evaluator = SampleQualityEvaluator(judge, real_images("test", binarized, data_dir), progress=progress)
-    train = real_images("train", binarized, data_dir, count=num_samples, seed=seed)
+    evaluator = SampleQualityEvaluator(judge, real_images("test", binarized, data_dir, dynamic=dynamic), progress=progress)
+    train = real_images("train", binarized, data_dir, count=num_samples, seed=seed, dynamic=dynamic)
     real_frechet = evaluator.evaluate(train, progress=progress, what="real training images")["frechet_distance"]
     return evaluator, {**evaluator.reference_figures, "frechet_distance": real_frechet}
 
@@ -198,21 +209,21 @@ def real_reference(judge: DigitClassifier, binarized: bool, num_samples: int, da
 def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: bool = False,
                      data_dir: str | Path | None = None, seed: int = 0,
                      reference: tuple[SampleQualityEvaluator, dict[str, float]] | None = None,
-                     progress: bool = True, per_digit: bool = False) -> dict:
+                     progress: bool = True, per_digit: bool = False, dynamic: bool = False) -> dict:
     """The figures for ``samples`` (in [0, 1]) and their real ceilings, as one flat dict.
 
     Keys: each figure of :data:`FIGURES`, the same with prefix ``real_`` (the ceiling, see
     :func:`real_reference`; pass one already built to score several sample sets of the same size),
-    ``num_samples`` and ``reference`` (which MNIST the samples were compared with: "8-bit grey" or
-    "threshold-binarized"). ``progress``: lines on stdout with the time taken and an ETA while the judge
+    ``num_samples`` and ``reference`` (which MNIST the samples were compared with: "8-bit grey",
+    "threshold-binarized" or with ``dynamic`` "dynamically binarized"). ``progress``: lines on stdout with the time taken and an ETA while the judge
     reads the images, for work that takes more than 2 s (see :meth:`SampleQualityEvaluator.evaluate`).
     ``per_digit``: also ``per_digit`` and ``real_per_digit``, :func:`per_digit_figures` of the samples and of
     the test images, from the same pass of the judge.
     """
-    evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed, progress)
+    evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed, progress, dynamic)
     figures, logits = evaluator.evaluate_with_logits(samples, progress=progress)
     results = {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
-               "num_samples": len(samples), "reference": "threshold-binarized" if binarized else "8-bit grey"}
+               "num_samples": len(samples), "reference": reference_name(binarized, dynamic)}
     if per_digit:
         results.update(per_digit=per_digit_figures(logits), real_per_digit=per_digit_figures(evaluator.reference_logits))
     return results

@@ -51,15 +51,11 @@ def run_settings(run_dir: str | Path):
     return command, resolve_settings(defaults, settings, getattr(command, "task_defaults", None))
 
 
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
-    """(model with the checkpoint's weights in eval mode, the command module that made it, the run's settings).
-
-    The checkpoint defaults to the one the run's metrics.json names (the best by validation, or
-    the last for runs without one), else ``last.ckpt``; a ``checkpoint`` that is no file as given is looked
-    for in the run's checkpoints/ folder (``epoch040.ckpt``).
-    """
+def checkpoint_of(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """The file of ``checkpoint``: by default the one the run's metrics.json names (the best by validation, or
+    the last for runs without one), else ``last.ckpt``; a ``checkpoint`` that is no file as given is looked for in
+    the run's checkpoints/ folder (``epoch040.ckpt``)."""
     run_dir = Path(run_dir)
-    command, args = run_settings(run_dir)
     if checkpoint is None:
         metrics_path = run_dir / "metrics.json"
         checkpoint = json.loads(metrics_path.read_text()).get("checkpoint") if metrics_path.is_file() else None
@@ -70,6 +66,15 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
         if not in_run.is_file():
             raise SystemExit(f"error: checkpoint {checkpoint} not found (nor {in_run})")
         checkpoint = in_run
+    return checkpoint
+
+
+def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
+    """(model with the weights of :func:`checkpoint_of` in eval mode, the command module that made it, the run's
+    settings)."""
+    run_dir = Path(run_dir)
+    command, args = run_settings(run_dir)
+    checkpoint = checkpoint_of(run_dir, checkpoint)
     model = command.build_model(args)
     try:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]

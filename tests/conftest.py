@@ -90,15 +90,16 @@ def crashes_in_epoch_two(training_step):
     return wrapped
 
 
-def fails_with_one_line(call, capsys, status: int, message: str) -> None:
+def fails_with_one_line(call, capsys, status: int, message: str) -> str:
     """Exit ``status`` (2: usage, 1: runtime) with one line containing ``message``, on stderr for usage
-    errors and as the exit message (which Python prints to stderr) for runtime ones."""
+    errors and as the exit message (which Python prints to stderr) for runtime ones; returns what went to stdout."""
     with pytest.raises(SystemExit) as exit_info:
         call()
-    code = exit_info.value.code
-    line = capsys.readouterr().err if status == 2 else str(code)
+    code, printed = exit_info.value.code, capsys.readouterr()
+    line = printed.err if status == 2 else str(code)
     assert (code == 2) if status == 2 else (isinstance(code, str) and code.startswith("error: "))
     assert message in line and line.strip().count("\n") == 0, line
+    return printed.out
 
 
 def assert_fails_fast(run, tmp_path, capsys, message: str) -> None:

@@ -184,9 +184,12 @@ def test_evaluate_finds_a_checkpoint_named_by_its_file_in_the_run_directory(fini
 @pytest.mark.slow
 def test_evaluate_refuses_what_the_run_cannot_do_before_its_test_stage(finished_run, tmp_path, capsys):
     evaluate = load_script("evaluate").main
-    fails_with_one_line(lambda: evaluate([str(finished_run), "--test_likelihood", "--temperature", "0.5"]), capsys, 1,
-                        "--temperature: VAE samples at no temperature")
-    assert "Test stage" not in capsys.readouterr().out
+    printed = fails_with_one_line(lambda: evaluate([str(finished_run), "--test_likelihood", "--temperature", "0.5"]),
+                                  capsys, 2, "--temperature: VAE samples at no temperature")
+    assert "Test stage" not in printed and f"Loaded VAE from {finished_run}/checkpoints/best-epoch" in printed
+    (finished_run / "metrics.json").unlink()  # as an interrupted run: its last checkpoint, and a word about it
+    printed = fails_with_one_line(lambda: evaluate([str(finished_run), "--temperature", "0.5"]), capsys, 2, "VAE")
+    assert f"from {finished_run}/checkpoints/last.ckpt (the run has not finished: no metrics.json)" in printed
     run(tmp_path / "other", "--z_dim", "6", "--hidden_dims", "32")
     other = tmp_path / "other" / "runs" / "vae_mlp_z6" / "version_0" / "checkpoints" / "last.ckpt"
     fails_with_one_line(lambda: evaluate([str(finished_run), "--checkpoint", str(other)]), capsys, 1,

@@ -12,8 +12,9 @@ from part1_vae.networks import MLPDecoder, MLPEncoder
 from part1_vae.modules import VAE
 from part2_gan.modules import GAN
 from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
-from shared.data import load_mnist, to_model_range
-from shared.evaluation import SampleQualityEvaluator, class_figures, draw_samples, per_digit_figures, to_unit_range
+from shared.data import MNISTDataModule, load_mnist, to_model_range
+from shared.evaluation import (SampleQualityEvaluator, class_figures, draw_samples, per_digit_figures, real_images,
+                               to_unit_range)
 from shared.judge import (DEFAULT_JUDGE_PATH, DigitClassifier, JudgeFileError, accuracy, fit_judge,
                           load_judge, train_judge)
 from shared.progress import Progress
@@ -289,6 +290,20 @@ def test_evaluate_command_scores_a_vae_run_against_binarized_mnist(tmp_path, tin
     printed = capsys.readouterr().out
     assert "Loaded VAE" in printed and "Per digit (as the judge names it)" in printed
     assert f"{results['per_digit']['confidence_digits_alike']:.4f}" in printed.split("digits weighted alike")[1]
+    # A model of dynamically binarized MNIST is compared with the dynamically binarized test set its run tested on.
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "binarization": "dynamic"}))
+    dynamic = load_script("evaluate").main([str(run_dir), "--num_samples", "300", "--judge", str(tiny_judge_path)])
+    assert dynamic["reference"] == "dynamically binarized" and "300 samples against the 10,000 dynamically binarized" \
+        in capsys.readouterr().out
+    assert dynamic["real_frechet_distance"] != results["real_frechet_distance"]
+
+
+def test_the_dynamically_binarized_reference_is_the_test_set_a_dynamic_run_tests_on():
+    datamodule = MNISTDataModule(binarization="dynamic")
+    datamodule.setup("test")
+    assert torch.equal(real_images("test", True, dynamic=True), datamodule.splits["test"].images)
+    assert set(real_images("train", True, count=50, seed=3, dynamic=True).unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(real_images("test", True, dynamic=True), real_images("test", True))
 
 
 @pytest.mark.slow
@@ -335,14 +350,13 @@ def test_evaluate_command_scores_a_gans_weight_average_or_on_request_its_trained
     train_gan(["--subset", "64", "--batch_size", "64", "--epochs", "1", "--sample_epochs", "0", "--eval_samples", "0",
                "--judge_every", "0", "--log_dir", str(tmp_path / "plain"), "--accelerator", "cpu"])
     capsys.readouterr()
-    with pytest.raises(SystemExit, match="keeps no weight average"):
-        evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--raw_weights"])
-    with pytest.raises(SystemExit, match="--test_likelihood: GAN defines no likelihood"):
-        evaluate([run_dir, *judged, "--test_likelihood"])
-    with pytest.raises(SystemExit, match="--means: GAN samples no means"):
-        evaluate([run_dir, *judged, "--means"])
-    with pytest.raises(SystemExit, match="--test_draws: GAN draws no dequantization noise"):
-        evaluate([run_dir, *judged, "--test_likelihood", "--test_draws", "2"])
+    for flags, message in [(["--raw_weights"], "keeps no weight average"),
+                           (["--test_likelihood"], "--test_likelihood: GAN defines no likelihood"),
+                           (["--means"], "--means: GAN samples no means"),
+                           (["--test_likelihood", "--test_draws", "2"], "--test_draws: GAN draws no dequantization")]:
+        plain = str(tmp_path / "plain" / "gan_mlp" / "version_0")
+        fails_with_one_line(lambda: evaluate([plain if flags == ["--raw_weights"] else run_dir, *judged, *flags]),
+                            capsys, 2, message)
 
 
 @pytest.mark.slow
@@ -411,8 +425,8 @@ def test_evaluate_command_reads_each_value_of_a_gans_categorical_code(tmp_path, 
         assert sum(figures["share"]) == pytest.approx(1.0) and 0.1 <= figures["mean_max_prob"] <= 1.0
     assert "Per code value (30 samples each" in capsys.readouterr().out
     train_gan([*tiny, "--log_dir", str(tmp_path / "plain")])
-    with pytest.raises(SystemExit, match="--per_code: .* has no categorical code"):
-        evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--per_code"])
+    fails_with_one_line(lambda: evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--per_code"]),
+                        capsys, 2, "has no categorical code (trained without --categorical_code)")
 
 
 def test_a_gan_samples_with_the_code_value_asked_for(monkeypatch):
