@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-import yaml
+from shared.yaml_file import read_yaml
 
 # Settings a resume cannot change: the optimizers' and schedules' states restored from the checkpoint hold them.
 RESUMED_WITH_THE_OPTIMIZER = ("lr", "lr_disc", "lr_adv", "adam_eps", "betas", "lr_final")
@@ -201,13 +201,11 @@ def _typed(parser: argparse.ArgumentParser, action: argparse.Action, value):
 def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
     """The settings of a YAML file, typed; a run's records (command, data) are checked and left out."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
+        raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'not found'}")
     try:
-        settings = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise ConfigError(f"config file {path} is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+        settings = read_yaml(path) or {}
+    except ValueError as err:
+        raise ConfigError(f"config file {path} {err}") from None
     if not isinstance(settings, dict):
         raise ConfigError(f"config file {path} must hold a mapping of flag names to values")
     command = settings.pop("command", parser.prog)

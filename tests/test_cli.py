@@ -50,10 +50,12 @@ def test_yaml_values_are_typed_like_flags(tmp_path):
     ("z_dims: 2", "unknown setting(s) z_dims"),
     ("command: part2_gan.train\nmodel: dcgan", "was written by part2_gan.train, not part1_vae.train: use python -m "
                                                "part2_gan.train"),
+    ("z_dim: 3\nlr: 0.01\nz_dim: 4", "is not valid YAML (line 1): z_dim given twice"),
+    (b"z_dim: 3 # \xff", "is not UTF-8 text (byte 11)"),
 ])
 def test_bad_yaml_values_fail_with_one_line_naming_the_file(tmp_path, capsys, text, message):
     config = tmp_path / "c.yaml"
-    config.write_text(text)
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
     with pytest.raises(SystemExit) as exit_info:
         parse(["--config", str(config)])
     err = capsys.readouterr().err
@@ -96,3 +98,9 @@ def test_resume_without_a_folder_takes_the_newest_run_of_that_name_that_has_a_la
         if last:
             (run / "checkpoints" / "last.ckpt").write_bytes(b"")
     assert parse(["--log_dir", str(tmp_path), "--resume"]).resume == str(tmp_path / "vae_mlp_z20" / "version_10")
+
+
+def test_a_config_that_is_a_folder_says_so(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        parse(["--config", str(tmp_path)])
+    assert f"config file {tmp_path} is a folder" in capsys.readouterr().err
