@@ -139,7 +139,8 @@ class ProgressLines(pl.Callback):
     seconds per epoch and the time left.
 
     Printed when the next epoch starts or training ends: a module logs its training means in its own
-    ``on_train_epoch_end``, which Lightning calls after the callbacks' hook of that name.
+    ``on_train_epoch_end``, which Lightning calls after the callbacks' hook of that name. An epoch's seconds run
+    until then too, so that they hold the epoch-end work (validation, sample grids, the judge's curve, checkpoints).
     """
 
     def __init__(self):
@@ -152,7 +153,6 @@ class ProgressLines(pl.Callback):
         self.started = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self.epoch_seconds.append(time.perf_counter() - self.started)
         self.pending = trainer.current_epoch + 1
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -161,6 +161,7 @@ class ProgressLines(pl.Callback):
     def _flush(self, trainer: pl.Trainer) -> None:
         if self.pending is None or not trainer.is_global_zero:
             return
+        self.epoch_seconds.append(time.perf_counter() - self.started)
         done, total, self.pending = self.pending, trainer.max_epochs, None
         names = getattr(trainer.lightning_module, "progress_metrics", ("train_bpd", "val_bpd"))
         metrics = trainer.callback_metrics

@@ -80,3 +80,21 @@ def test_a_long_test_stage_prints_a_line_every_tenth_where_no_progress_bar_is_sh
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(",")[0] for line in lines] == [f"testing: {done}/20 batches" for done in range(2, 20, 2)]
     assert all(line.endswith(" left") for line in lines)
+
+
+def test_an_epochs_seconds_hold_the_work_after_its_training_batches(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from shared.callbacks import ProgressLines
+
+    now = {"s": 0.0}
+    monkeypatch.setattr("shared.callbacks.time.perf_counter", lambda: now["s"])
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=1, is_global_zero=True, progress_bar_callback=None,
+                              callback_metrics={}, lightning_module=None)
+    lines = ProgressLines()
+    lines.on_train_epoch_start(trainer, None)
+    now["s"] = 0.2  # its training batches done
+    lines.on_train_epoch_end(trainer, None)
+    now["s"] = 1.0  # the epoch-end work of the callbacks after this one (the judge's curve, sample grids) done
+    lines.on_train_end(trainer, None)
+    assert capsys.readouterr().out.startswith("epoch 1/1    1.0 s/epoch")
