@@ -84,6 +84,8 @@ def check(args: argparse.Namespace) -> None:
     for flag in ("gen_conv_blocks", "r1_gamma", "interpolation_steps", "categorical_code"):
         if getattr(args, flag) < 0:
             raise ConfigError(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    if args.categorical_code == 1:
+        raise ConfigError("--categorical_code 1: a code of one value tells the discriminator nothing; 0 (off) or 2 and up")
     for flag in ("top_k", "top_k_decay"):
         if not 0.0 < getattr(args, flag) <= 1.0:
             raise ConfigError(f"--{flag} must be in (0, 1], got {getattr(args, flag)}")

@@ -173,6 +173,7 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--eval_samples", "1"], "--eval_samples must be 0 (skip) or at least 2"),
     (["--lr", "0"], "--lr must be positive, got 0.0"),
     (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
+    (["--categorical_code", "1"], "--categorical_code 1: a code of one value tells the discriminator nothing"),
     (["--strategy", "ddp"], "use --strategy ddp_find_unused_parameters_true"),
     (["--norm_disc", "layer"], "invalid choice: 'layer'"),
     (["--num_filters_disc", "0"], "--num_filters_disc must be positive, got 0"),
