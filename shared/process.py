@@ -17,7 +17,8 @@ _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 # Lightning's lines that tell a user of these commands nothing (the device line is in our start line).
 _QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without a GPU
                "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
-               "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:")
+               "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:",
+               "Detected KeyboardInterrupt")  # the command says what a Ctrl-C did, and how to resume
 _QUIET_WARNINGS = (
     r".*LeafSpec.*",  # a deprecation inside Lightning itself
     r".*exists and is not empty.*",  # a resumed run writes into its own checkpoint folder
@@ -71,11 +72,12 @@ def prepare_lightning_process() -> None:
 
 
 def _one_line_for_project_files(format_warning):
-    """``warnings.formatwarning`` that prints a warning raised by the project's code as one line, without the
-    source line Python adds (always the ``rank_zero_warn(message)`` that raised it); others as before."""
+    """``warnings.formatwarning`` that prints a warning raised by the project's code as one line, ``warning:
+    <message>``, without the place and source line Python adds (always the ``rank_zero_warn(message)`` that raised
+    it, which tells a user nothing); others as before."""
     def formatted(message, category, filename, lineno, line=None):
         if str(filename).startswith(_PROJECT_ROOT):
-            return f"{filename}:{lineno}: {category.__name__}: {message}\n"
+            return f"warning: {message}\n"
         return format_warning(message, category, filename, lineno, line)
     formatted.project_one_line = True
     return formatted
