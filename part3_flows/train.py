@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--task", choices=["toy", *TASK_DEFAULTS], default="toy",
         help="toy: 2-D mixture; mnist: binarized MNIST; mnist8bit: 8-bit grey-scale MNIST (256 levels per pixel); "
-             f"the MNIST tasks' defaults differ: {TASK_DEFAULTS}")
+             "a flag whose default differs for a task shows it in [ ] (the toy's is the default)")
     add("--num_flows", type=int, default=6, help="toy: coupling layers")
     add("--num_hidden", type=int, default=64, help="toy: width of each coupling's MLP")
     add("--plot_every", type=int, default=5, help="toy: also plot the learned density every N epochs")
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     # average whatever their task: --resume and the scripts rebuild them so, not with the tasks' later defaults.
     parser.values_before_flags = {"logit_alpha": LOGIT_ALPHA, "dequantization": "uniform", "lr_final": None,
                                   "ema_decay": 0.0}
+    for action in parser._actions:
+        by_task = {task: defaults[action.dest] for task, defaults in TASK_DEFAULTS.items() if action.dest in defaults}
+        if by_task:
+            action.help += f" [{', '.join(f'--task {task}: {value}' for task, value in by_task.items())}]"
     return parser
 
 

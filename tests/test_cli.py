@@ -85,6 +85,8 @@ def test_help_shows_every_default(capsys, module):
         parser.parse_args(["--help"])
     out = capsys.readouterr().out
     assert out.count("(default:") == sum(action.dest != "help" for action in parser._actions) > 20
+    if module == "part3_flows.train":  # the MNIST tasks' own defaults beside the toy's
+        assert "per training batch [--task mnist: 64, --task mnist8bit: 64] (default: 256)" in " ".join(out.split())
     if module == "part1_vae.train":
         for shown in ("--epochs EPOCHS", "(default: 80)", "(default: 1000)", "(default: bernoulli)", "(default: mlp)"):
             assert shown in out
