@@ -6,12 +6,12 @@ has not finished is reported and skipped.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import shutil
-from pathlib import Path
 
 from shared.cli import OneLineArgumentParser
-from shared.runs import finished_runs
+from shared.process import run_script
+from shared.runs import DescriptionAndDefaultsFormatter, finished_runs, folder
 
 # (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
 FIGURES = (
@@ -32,10 +32,18 @@ FIGURES = (
 
 
 def main(argv=None) -> None:
-    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log_dir", type=Path, default=Path("runs"))
-    parser.add_argument("--out", type=Path, default=Path("reports/figures"))
+    parser = OneLineArgumentParser(prog="scripts/collect_figures.py", description=__doc__,
+                                   formatter_class=DescriptionAndDefaultsFormatter)
+    parser.add_argument("--log_dir", type=folder, default="runs", help="folder of the runs (the commands' --log_dir)")
+    parser.add_argument("--out", type=folder, default="reports/figures",
+                        help="folder to copy the figures to (made if missing)")
     args = parser.parse_args(argv)
+    if not args.log_dir.is_dir():
+        parser.error(f"--log_dir {args.log_dir}: no such folder: pass the folder the runs were written to")
+    existing = next(path for path in (args.out, *args.out.resolve().parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        parser.error(f"--out {args.out}: {existing} is {'not writable' if existing.is_dir() else 'a file'}: "
+                     f"pass a folder you can write to")
     args.out.mkdir(parents=True, exist_ok=True)
     for name, figure in FIGURES:
         runs = finished_runs(args.log_dir, name)
@@ -57,4 +65,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -15,7 +15,6 @@ MNIST when the model's data is binary, else with grey-scale MNIST; --reference o
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import json
 from pathlib import Path
@@ -28,10 +27,10 @@ from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
 from shared.evaluation import (NUM_DIGITS, class_figures, draw_samples, evaluate_samples, format_report,
                                per_digit_figures)
-from shared.process import prepare_lightning_process
+from shared.process import prepare_lightning_process, run_script
 from shared.generative import GenerativeModel
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
-from shared.runs import checkpoint_of, judge_file, load_run
+from shared.runs import DescriptionAndDefaultsFormatter, checkpoint_of, judge_file, load_run
 from shared.utils import make_grid, save_grid
 
 
@@ -88,10 +87,6 @@ def format_per_code(figures: list[dict], samples_per_code: int) -> str:
     purity = sum(max(digits["share"]) for digits in figures) / len(figures)
     lines.append(f"  mean share of a code's most read digit: {purity:.3f}")
     return "\n".join(lines)
-
-
-class DescriptionAndDefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The module's usage text as written, and every flag's default."""
 
 
 def main(argv=None) -> dict:
@@ -198,4 +193,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

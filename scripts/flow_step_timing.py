@@ -7,14 +7,18 @@ the same flow with contiguous weights: the same weights, noise and batch both wa
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import time
+from pathlib import Path
 
 import torch
 
 from part3_flows import train as flow_command
 from shared.cli import OneLineArgumentParser, parse_args
+from shared.process import run_script
+from shared.runs import DescriptionAndDefaultsFormatter, positive_int
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "flow_mnist8bit.yaml"  # wherever it runs from
 
 
 def contiguous_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -28,15 +32,16 @@ def contiguous_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def main(argv=None) -> dict:
     parser = OneLineArgumentParser(prog="scripts/flow_step_timing.py", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/flow_mnist8bit.yaml", help="the flow command's config")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds")
-    parser.add_argument("--steps", type=int, default=5, help="training steps per way and round")
+                                   formatter_class=DescriptionAndDefaultsFormatter)
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="the flow command's config")
+    parser.add_argument("--rounds", type=positive_int, default=6, help="interleaved rounds")
+    parser.add_argument("--steps", type=positive_int, default=5, help="training steps per way and round")
     args, flow_flags = parser.parse_known_args(argv)
-    if min(args.rounds, args.steps) < 1:
-        parser.error(f"--rounds and --steps must be at least 1, got {args.rounds} and {args.steps}")
     run_args = parse_args(flow_command.build_parser(), ["--config", args.config, *flow_flags], flow_command.check,
                           flow_command.default_name, flow_command.task_defaults)
+    if run_args.task == "toy":
+        parser.error("--task toy: this script times the image flow's training step; pass a config or --task of "
+                     "an image task (mnist, mnist8bit)")
     torch.manual_seed(0)
     channels_last = flow_command.build_model(run_args)
     levels = channels_last.num_levels
@@ -64,4 +69,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -11,34 +11,63 @@ inspected).
 """
 from __future__ import annotations
 
-import argparse
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from shared.cli import OneLineArgumentParser
+from shared.data import DataFileError
 from shared.judge import DEFAULT_JUDGE_PATH, save_judge, train_judge
 from shared.progress import duration
+from shared.process import run_script
+from shared.runs import DescriptionAndDefaultsFormatter, judge_file, positive_int
 
 REQUIRED_ACCURACY = 0.99
 
 
+def unwritable_location(path: Path) -> str | None:
+    """Why ``path`` cannot be written (its first existing folder up is a file, or takes no file); None if it can."""
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    try:  # a file made there and gone at once: what the write will need, for root too (os.access says yes to it)
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as err:
+        return f"{existing} takes no new file ({err.strerror or err})"
+    return None
+
+
 def main(argv=None) -> dict:
-    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", "--path", dest="out", default=str(DEFAULT_JUDGE_PATH),
-                        help="where to write the judge (default: the bundled one); --path is the old name")
+    parser = OneLineArgumentParser(prog="scripts/train_judge.py", description=__doc__,
+                                   formatter_class=DescriptionAndDefaultsFormatter)
+    parser.add_argument("--out", "--path", dest="out", type=judge_file, default=str(DEFAULT_JUDGE_PATH),
+                        help="where to write the judge (the default is the bundled one); --path is the old name")
     parser.add_argument("--force", action="store_true",
                         help="accepted for old command lines: the script always retrains now")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--data_dir", default=None, help="folder holding MNIST/raw (default: the bundled copy)")
+    parser.add_argument("--seed", type=int, default=42, help="seed of the weights and the batches' order")
+    parser.add_argument("--epochs", type=positive_int, default=4, help="epochs to train")
+    parser.add_argument("--data_dir", default=None, help="folder holding MNIST/raw; none: the bundled copy")
     args = parser.parse_args(argv)
-    if args.epochs <= 0:
-        parser.error(f"--epochs must be positive, got {args.epochs}")
+    if not 0 <= args.seed < 2**32:
+        parser.error(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
+    problem = unwritable_location(args.out.resolve())
+    if problem:
+        parser.error(f"--out {args.out}: {problem}: pass a path in a folder you can write to")
+    if args.data_dir is not None and not Path(args.data_dir, "MNIST", "raw").is_dir():
+        parser.error(f"--data_dir {args.data_dir}: no folder MNIST/raw inside it")
 
     print(f"Training the judge for {args.out} (seed {args.seed}, {args.epochs} epochs; minutes on a CPU)", flush=True)
     start = time.perf_counter()
-    judge, record = train_judge(seed=args.seed, epochs=args.epochs, data_dir=args.data_dir, verbose=True)
-    save_judge(judge, record, args.out)
+    try:  # the test images are read first, so that a bad data file stops it before the training
+        judge, record = train_judge(seed=args.seed, epochs=args.epochs, data_dir=args.data_dir, verbose=True)
+    except DataFileError as err:
+        raise SystemExit(f"error: {err}") from None
+    try:
+        save_judge(judge, record, str(args.out))
+    except OSError as err:  # a full disk, a folder gone meanwhile
+        raise SystemExit(f"error: cannot write the judge to {args.out} ({err.strerror or err}): free the space or "
+                         f"pass another --out") from None
     print(f"Judge saved to {args.out} after {duration(time.perf_counter() - start)}\n"
           f"  test accuracy, grey-scale MNIST:           {record['test_accuracy']:.4f}\n"
           f"  test accuracy, threshold-binarized MNIST:  {record['test_accuracy_binarized']:.4f}", flush=True)
@@ -48,4 +77,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

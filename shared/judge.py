@@ -14,6 +14,7 @@ binary ones (the VAE's).
 from __future__ import annotations
 
 import pickle
+import re
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ DEFAULT_JUDGE_PATH = Path(__file__).resolve().parent / "datasets" / "judge" / "j
 
 
 class JudgeFileError(DataFileError):
-    """A judge checkpoint is missing, truncated or corrupt; the one-line message names the file and the fix."""
+    """A judge checkpoint is missing, truncated or corrupt, or a file is no judge's; the one-line message names the
+    file and the fix."""
 
 
 class DigitClassifier(nn.Module):
@@ -110,8 +112,8 @@ def train_judge(seed: int = 42, epochs: int = 4, batch_size: int = 128, lr: floa
     images, grey-scale and threshold-binarized."""
     settings = dict(seed=seed, epochs=epochs, batch_size=batch_size, lr=lr, num_filters=num_filters,
                     feature_dim=feature_dim, subset=subset)
+    test_images, test_labels = load_mnist("test", data_dir)  # first: a bad test file stops it before the training
     judge = fit_judge(**settings, data_dir=data_dir, verbose=verbose)
-    test_images, test_labels = load_mnist("test", data_dir)
     record = {**settings,
               "test_accuracy": accuracy(judge, to_model_range(test_images, binarize=False), test_labels),
               "test_accuracy_binarized": accuracy(judge, to_model_range(test_images, binarize=True), test_labels)}
@@ -123,8 +125,12 @@ def save_judge(judge: DigitClassifier, record: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    torch.save({"state_dict": judge.state_dict(), "record": record}, partial)
-    partial.replace(path)
+    try:
+        torch.save({"state_dict": judge.state_dict(), "record": record}, partial)
+        partial.replace(path)
+    except BaseException:  # Ctrl-C or a full disk: no half-written file left beside it
+        partial.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -134,17 +140,43 @@ def _fix_hint(path: Path) -> str:
     return f"delete it to retrain it there (minutes), or pass the bundled one ({DEFAULT_JUDGE_PATH})"
 
 
+def _not_a_judge(saved) -> str | None:
+    """What a loaded torch file holds where it is no judge's file (a model's checkpoint, a bare tensor); None for
+    a judge's, whole or damaged (a dict of at most its two keys)."""
+    if not isinstance(saved, dict):
+        return f"it holds a {type(saved).__name__}, not a judge's state_dict and record"
+    if "pytorch-lightning_version" in saved:
+        return "it is a Lightning checkpoint, a run's model"
+    if not set(saved) <= {"state_dict", "record"}:
+        keys = sorted(map(str, saved))
+        return f"it holds {', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''}, not a judge's state_dict and record"
+    return None
+
+
+def _corrupt(path: Path, err: BaseException) -> JudgeFileError:
+    reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # torch's first sentence
+    reason = reason if any(c.isalpha() for c in reason) else "not a torch checkpoint"  # a bare KeyError's key
+    return JudgeFileError(f"judge checkpoint {path} is corrupt or truncated ({reason}): {_fix_hint(path)}")
+
+
 def _read_judge(path: Path) -> tuple[DigitClassifier, dict]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
+        what = _not_a_judge(saved)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        other = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))  # whole, but of objects no judge holds
+        if other is None:
+            raise _corrupt(path, err) from None
+        what = f"it holds {other.group(1)} objects, which no judge's file does"
+    if what is not None:
+        hint = _fix_hint(path) if path == DEFAULT_JUDGE_PATH else "pass a judge's file with --judge"
+        raise JudgeFileError(f"{path} is not a judge checkpoint ({what}): {hint}")
+    try:
         record = saved["record"]
         judge = DigitClassifier(record["num_filters"], record["feature_dim"])
         judge.load_state_dict(saved["state_dict"])
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
-        reason = (str(err).strip().splitlines() or [""])[0].split(". ")[0]  # torch's first sentence
-        reason = reason if any(c.isalpha() for c in reason) else "not a torch checkpoint"  # a bare KeyError's key
-        raise JudgeFileError(f"judge checkpoint {path} is corrupt or truncated ({reason}): {_fix_hint(path)}"
-                             ) from None
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:
+        raise _corrupt(path, err) from None
     return judge.eval(), record
 
 

@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import platform
+import sys
 import warnings
 from pathlib import Path
 
@@ -106,3 +107,12 @@ def cpu_lacks_bf16_arithmetic() -> bool:
     bf16 is emulated, and a bf16-mixed run was 2.3x slower than float32 (README: Speed)."""
     flags = _cpuinfo_field("flags")
     return flags is not None and not {"avx512_bf16", "amx_bf16"} & set(flags.split())
+
+
+def run_script(main) -> None:
+    """Run a script's ``main()``: Ctrl-C ends it with one line and the shell's status for it (130), no traceback."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

@@ -89,6 +89,10 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
     return model.eval(), command, args
 
 
+class DescriptionAndDefaultsFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The scripts' help: the module's usage text as written, and every flag's default."""
+
+
 # Flag types of the scripts that read runs (evaluate.py, compare.py): wrong values fail at parsing, in one line.
 
 def positive_int(text: str) -> int:
