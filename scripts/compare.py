@@ -7,15 +7,18 @@ metrics.json). Where a model has none, it trains a short default run first and t
 nothing; ``--replace`` rewrites the shipped one instead, ``--out/comparison.md`` with its figures in
 ``--out/comparison/`` (whose old figures it removes). It prints each phase as it goes. The report:
 
-  1. likelihood on the threshold-binarized test set: the mixture (exact), the VAEs (ELBO and the
-     importance-weighted bound), the flow (exact dequantized bound); parameters and training time;
-  2. sample quality of every generator with the judge of ``shared.evaluation``, real images as the ceiling,
-     and how fast each model samples;
+  1. likelihood on the test set, one table per MNIST variant (threshold-binarized, dynamically binarized, 8-bit
+     grey): the mixture (exact), the VAEs (ELBO and the importance-weighted bound), the flows (dequantized bound);
+     parameters and training time;
+  2. sample quality of every generator with the judge of ``shared.evaluation`` against real images of its own
+     variant (one table per reference, with that ceiling), and how fast each model samples;
   3. 8x8 sample grids side by side; latent interpolations from the VAE, the GAN and the flow, and the
      VAE between two *encoded* test images;
   4. latent maps: the 2-D VAE's posterior means and a t-SNE of the 20-D VAE's (scikit-learn), coloured by digit;
-  5. Frankenstein digits: AUROC of each likelihood as a detector, and ten of each with their log p;
-  6. a reading of the tables, written from the numbers measured in this call.
+  5. Frankenstein digits: AUROC of each likelihood as a detector on digits of its own variant (one table per
+     variant), and ten of each with their log p;
+  6. a reading of the tables, written from the numbers measured in this call, ranking within a variant only.
+Variants are told apart by shared.report_variants.
 """
 from __future__ import annotations
 
@@ -31,14 +34,16 @@ from pathlib import Path
 import torch
 
 from shared.cli import OneLineArgumentParser, parse_args
-from shared.data import load_mnist, to_model_range
-from shared.evaluation import draw_samples, evaluate_samples, real_reference
-from shared.frankenstein import frankenstein_auroc, frankenstein_digits
+from shared.data import load_mnist
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.report import (TSNE_PERPLEXITY, Loaded, Model, data_of, frankenstein_figure, has_likelihood, interpolation_figure,
-                           interpolation_rows, latent_map_figure, load_tsne, mapped_vaes, phase, quality_rows, reading,
+                           interpolation_rows, latent_map_figure, load_tsne, mapped_vaes, phase, quality_tables, reading,
                            sample_figure, test_bpd)
-from shared.runs import finished_runs, folder, judge_file, load_run, positive_int, run_settings
+from shared.report_variants import (frankenstein_scores, frankenstein_sets, frankenstein_tables, header, sample_quality,
+                                    variant_images)
+from shared.process import run_script
+from shared.runs import (DescriptionAndDefaultsFormatter, finished_runs, folder, judge_file, load_run, positive_int,
+                         run_settings)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -122,21 +127,9 @@ def num_parameters(model: torch.nn.Module) -> int:
 
 # --- Likelihoods --------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def log_likelihood(model, images: torch.Tensor, iw_samples: int, seed: int, batch_size: int = 500) -> torch.Tensor:
-    """log p(x) in nats per image as the model computes it (shared.generative), with ``iw_samples``
-    importance samples for an importance-weighted bound and the model's own test setting otherwise.
-    Its random draws come from ``seed`` alone, so a model's figures do not depend on which other models
-    the report loaded before it (building each one draws from the global random state)."""
-    samples = iw_samples if model.likelihood_kind == "importance-weighted bound" else None
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return torch.cat([model.log_likelihood(batch, samples) for batch in images.split(batch_size)])
-
-
 def likelihood_tables(models: list[Loaded]) -> list[str]:
-    """One table per data set the runs were tested on (threshold- or dynamically binarized MNIST): figures
-    of different data never share a ranking."""
+    """One table per data set the runs were tested on (threshold- or dynamically binarized, or 8-bit grey MNIST):
+    figures of different data never share a ranking."""
     lines = []
     for data in sorted({data_of(m) for m in filter(has_likelihood, models)}):
         lines += [f"### Test set: {data} MNIST", "", *likelihood_rows([m for m in models if data_of(m) == data]), ""]
@@ -167,30 +160,13 @@ def mark(loaded: Loaded) -> str:
     return " (short run trained by compare.py)" if loaded.trained_here else ""
 
 
-# --- Sample quality -------------------------------------------------------------------------------------
-
-def sample_quality(models: list[Loaded], judge, num_samples: int, seed: int) -> list[dict]:
-    references = {}
-    results = []
-    for loaded in (m for m in models if m.spec.judged):
-        binary = loaded.model.data == "binary"
-        if binary not in references:
-            with phase(f"Judging real MNIST ({'threshold-binarized' if binary else '8-bit grey'}), the ceiling"):
-                references[binary] = real_reference(judge, binary, num_samples, seed=seed)
-        with phase(f"Sampling {num_samples:,} images from {loaded.spec.label} and judging them"):
-            start = time.perf_counter()
-            samples = draw_samples(loaded.model, num_samples, seed=seed)
-            rate = num_samples / (time.perf_counter() - start)
-            figures = evaluate_samples(judge, samples, binarized=binary, reference=references[binary])
-        results.append({"loaded": loaded, "samples": samples, "images_per_second": rate, **figures})
-    return results
-
-
 # --- The command ------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--log_dir", type=folder, default=Path("runs"))
+    parser = OneLineArgumentParser(prog="scripts/compare.py", description=__doc__,
+                                   formatter_class=DescriptionAndDefaultsFormatter)
+    parser.add_argument("--log_dir", type=folder, default=Path("runs"),
+                        help="folder of the runs compared (the commands' --log_dir); missing ones are trained there")
     parser.add_argument("--out", type=folder, default=Path("reports"),
                         help="the folder that holds the reports: a new comparison-YYYYmmdd-HHMMSS/ each call")
     parser.add_argument("--replace", action="store_true",
@@ -200,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iw_samples", type=int, default=100,
                         help="importance samples per image for the Frankenstein scores of importance-weighted bounds")
     parser.add_argument("--subset", type=positive_int, default=None, help="images per split for short runs trained here")
-    parser.add_argument("--judge", type=judge_file, default=DEFAULT_JUDGE_PATH)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--judge", type=judge_file, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
+    parser.add_argument("--seed", type=int, default=0, help="for the samples, the digits scored and the figures")
     parser.add_argument("--tsne_points", type=int, default=3000,
                         help="test images in the t-SNE map of the 20-D VAE (3,000: about 20 s on a 2-core CPU)")
     return parser
@@ -243,17 +219,10 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     quality = sample_quality(models, judge, args.num_samples, args.seed)
 
     test_uint8, test_labels = load_mnist("test")
-    test_images = to_model_range(test_uint8)
-    generator = torch.Generator().manual_seed(args.seed)
-    chosen = torch.randperm(len(test_images), generator=generator)[:args.frankenstein]
-    natural, natural_labels = test_images[chosen], test_labels[chosen]
-    spliced = frankenstein_digits(natural, natural_labels, generator)[0]
-    scores, aurocs = {}, {}
-    for loaded in filter(has_likelihood, models):
-        with phase(f"Frankenstein scores of {loaded.spec.label} ({2 * len(natural):,} images)"):
-            scores[loaded.spec] = (log_likelihood(loaded.model, natural, args.iw_samples, args.seed),
-                                   log_likelihood(loaded.model, spliced, args.iw_samples, args.seed))
-        aurocs[loaded.spec.label] = frankenstein_auroc(*scores[loaded.spec])
+    test_images = {variant: variant_images(variant, test_uint8) for variant in sorted(set(map(data_of, models)))}
+    sets = frankenstein_sets(sorted({data_of(m) for m in filter(has_likelihood, models)}), test_uint8, test_labels,
+                             args.frankenstein, args.seed)  # each variant's own digits, spliced alike
+    scores, aurocs = frankenstein_scores(models, sets, args.iw_samples, args.seed)
 
     path, figures = destination(args.out, args.replace)
     with phase(f"Figures in {figures}"):
@@ -261,7 +230,7 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
             "samples": sample_figure(quality, figures / "samples.png"),
             "interpolations": interpolation_figure(interpolation_rows(models, test_images),
                                                    figures / "interpolations.png"),
-            "frankenstein": frankenstein_figure(natural, spliced, scores, figures / "frankenstein.png"),
+            "frankenstein": frankenstein_figure(sets, models, scores, figures / "frankenstein.png"),
         }
         latent_map = latent_map_figure(models, test_images, test_labels, figures / "latent_maps.png",
                                        args.tsne_points, args.seed)  # (file name, caption), or None
@@ -271,16 +240,15 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
         "# Model comparison on MNIST",
         "",
         f"Written by `python scripts/compare.py` on {time.strftime('%Y-%m-%d %H:%M')}; every number below was "
-        "measured in that call or read from the runs' `metrics.json`. Likelihoods are on **threshold-binarized "
-        "MNIST** (pixels > 0.5), test set of 10,000 images.",
+        f"measured in that call or read from the runs' `metrics.json`. {header(models)}",
         "",
     ]
     if short:
         report += ["**Short runs:** no finished run existed for " + ", ".join(m.spec.label for m in short) +
                    ", so this call trained a short default run of each; their figures say little. Train them with "
                    "the commands below and run this script again.", ""]
-    report += ["## Runs", "", "| model | run | epochs | command |", "| --- | --- | ---: | --- |"]
-    report += [f"| {m.spec.label} | `{m.run_dir}`{mark(m)} | {m.metrics['epochs']} | `{command(m)}` |"
+    report += ["## Runs", "", "| model | data | run | epochs | command |", "| --- | --- | --- | ---: | --- |"]
+    report += [f"| {m.spec.label} | {data_of(m)} | `{m.run_dir}`{mark(m)} | {m.metrics['epochs']} | `{command(m)}` |"
                for m in models]
     report += ["", "## Likelihood", "", *likelihood_tables(models),
                "bpd = NLL / (784 ln 2). The VAE's test bpd is the importance-weighted bound "
@@ -288,28 +256,29 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     report += ["## Sample quality", "",
                f"{args.num_samples:,} samples per model, scored by the judge (test accuracy "
                f"{record['test_accuracy']:.4f}); the Fréchet distance is between judge features of the samples and "
-               f"of the 10,000 test images; the ceiling row scores {args.num_samples:,} real training images the "
-               "same way. Samples/s: drawing on this machine's CPU, batches of 1,000.",
+               "of the 10,000 test images of the MNIST variant the model models (one table per variant); the "
+               f"ceiling row scores {args.num_samples:,} real training images of that variant the same way. "
+               "Samples/s: drawing on this machine's CPU, batches of 1,000.",
                *[f"{m.spec.label} samples at temperature {m.model.hparams.temperature} (its run's scale on the base "
                  "noise)." for m in models if "temperature" in m.model.hparams], "",
-               *quality_rows(quality), "",
+               *quality_tables(quality),
                f"![samples]({figures_prefix}{names['samples']})", "",
                ]
     if names["interpolations"]:
         report += ["## Interpolations", "",
                    "Linear paths in latent space, ends included: between prior draws (VAE, GAN) and between the "
-                   "codes of two test images (VAE encoder means; the flow's exact inverse).", "",
+                   "codes of two test images, each model's in its own MNIST variant (VAE encoder means; the flow's exact "
+                   "inverse).", "",
                    f"![interpolations]({figures_prefix}{names['interpolations']})", ""]
     if latent_map:
         report += ["## Latent spaces", "", latent_map[1], "", f"![latent maps]({figures_prefix}{latent_map[0]})", ""]
     report += ["## Frankenstein digits", "",
                f"{args.frankenstein} test digits and as many Frankenstein digits (left half of one test digit, right "
                "half of a digit of another class). AUROC of -log p(x) as a detector of Frankenstein digits "
-               f"(VAE: importance-weighted bound with k = {args.iw_samples}).", "",
-               "| model | AUROC | mean log p natural | mean log p Frankenstein |", "| --- | ---: | ---: | ---: |"]
-    report += [f"| {spec.label} | {aurocs[spec.label]:.3f} | {nat.mean():.1f} | {fr.mean():.1f} |"
-               for spec, (nat, fr) in scores.items()]
-    report += ["", f"![frankenstein]({figures_prefix}{names['frankenstein']})", "",
+               f"(VAE: importance-weighted bound with k = {args.iw_samples}). Each model scores the digits of its "
+               "own MNIST variant (the same digits, spliced alike), and AUROCs are ranked within a variant only.", "",
+               *frankenstein_tables(models, scores, aurocs)]
+    report += [f"![frankenstein]({figures_prefix}{names['frankenstein']})", "",
                "## Reading", "", *reading(models, quality, aurocs), ""]
     path.write_text("\n".join(report))
     print(f"Report: {path} (figures in {figures})", flush=True)
@@ -317,4 +286,4 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from shared.utils import interpolate_latents, make_grid  # noqa: E402
 
@@ -46,9 +47,17 @@ def has_likelihood(loaded: Loaded) -> bool:
     return loaded.model.likelihood_kind is not None
 
 
+def run_config(loaded: Loaded) -> dict:
+    """The run's config.yaml ({} where there is none)."""
+    path = Path(loaded.run_dir) / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
 def data_of(loaded: Loaded) -> str:
-    """The data a run was trained and tested on, as its metrics.json says (runs before it said: threshold)."""
-    return loaded.metrics.get("data", "threshold-binarized")
+    """The MNIST variant a run was trained and tested on (threshold-binarized, dynamically binarized, 8-bit grey),
+    as its metrics.json says, else its config.yaml's data, else what its model models (runs before either said)."""
+    described = loaded.metrics.get("data") or (run_config(loaded).get("data") or {}).get("pixels")
+    return described or ("threshold-binarized" if loaded.model.data == "binary" else "8-bit grey")
 
 
 def test_bpd(loaded: Loaded) -> float:
@@ -64,6 +73,16 @@ def phase(what: str):
     start = time.perf_counter()
     yield
     print(f"{what}: done in {time.perf_counter() - start:.1f} s", flush=True)
+
+
+def quality_tables(results: list[dict]) -> list[str]:
+    """One table per real reference the samples were judged against (the variant each model models), with its
+    ceiling: figures measured against different real images never share a ranking."""
+    lines = []
+    for reference in sorted({r["reference"] for r in results}):
+        lines += [f"### Compared with {reference} MNIST", "",
+                  *quality_rows([r for r in results if r["reference"] == reference]), ""]
+    return lines
 
 
 def quality_rows(results: list[dict]) -> list[str]:
@@ -83,41 +102,55 @@ def quality_rows(results: list[dict]) -> list[str]:
     return rows
 
 
+def by_variant(models: list[Loaded], figures: dict[str, float]) -> dict[str, dict[str, float]]:
+    """{variant: {label: figure}} of the models that have a figure in ``figures`` (keyed by label)."""
+    grouped = {}
+    for m in models:
+        if m.spec.label in figures:
+            grouped.setdefault(data_of(m), {})[m.spec.label] = figures[m.spec.label]
+    return dict(sorted(grouped.items()))
+
+
 def reading(models: list[Loaded], quality: list[dict], aurocs: dict[str, float]) -> list[str]:
-    """Sentences built from this call's numbers; the 'why' is what each model's structure implies."""
+    """Sentences built from this call's numbers; the 'why' is what each model's structure implies. Each ranking
+    is within one data variant: figures of different variants never share one."""
     lines = []
-    # One data set only: figures of threshold- and dynamically binarized MNIST never share a ranking.
-    tested = [m for m in models if has_likelihood(m)]
-    likelihoods = {m.spec.label: test_bpd(m) for m in tested if data_of(m) == "threshold-binarized"}
+    likelihoods = by_variant(models, {m.spec.label: test_bpd(m) for m in models if has_likelihood(m)})
     if likelihoods:
-        best = min(likelihoods, key=likelihoods.get)
-        worst = max(likelihoods, key=likelihoods.get)
-        lines.append(f"- **Likelihood.** {best} assigns the test set the highest probability "
-                     f"({likelihoods[best]:.4f} bpd); {worst} the lowest ({likelihoods[worst]:.4f} bpd). "
-                     "The mixture and the flow report exact figures (the flow's for its dequantized density); the "
-                     "VAE's are bounds, and the gap between its ELBO and importance-weighted figures is what the "
-                     "ELBO hides. The GAN defines no density, so it has no entry.")
+        lines.append("- **Likelihood.** " + " ".join(
+            f"On {variant} MNIST, {min(f, key=f.get)} assigns the test set the highest probability "
+            f"({min(f.values()):.4f} bpd)" + (f"; {max(f, key=f.get)} the lowest ({max(f.values()):.4f} bpd)."
+                                               if len(f) > 1 else ", the only model tested on it.")
+            for variant, f in likelihoods.items()) +
+            " The mixture and the flow report exact figures (the flow's for its dequantized density); the "
+            "VAE's are bounds, and the gap between its ELBO and importance-weighted figures is what the "
+            "ELBO hides. The GAN defines no density, so it has no entry.")
     if quality:
-        best = min(quality, key=lambda r: r["frechet_distance"] / r["real_frechet_distance"])
+        bests = []
+        for reference in sorted({r["reference"] for r in quality}):
+            best = min((r for r in quality if r["reference"] == reference),
+                       key=lambda r: r["frechet_distance"] / r["real_frechet_distance"])
+            bests.append(f"against {reference} MNIST, {best['loaded'].spec.label} ({best['frechet_distance']:.2f} "
+                         f"against {best['real_frechet_distance']:.2f} for real images)")
         covered = [r["loaded"].spec.label for r in quality if r["digits_covered"] == 10]
-        lines.append(f"- **Samples.** Relative to its real ceiling, {best['loaded'].spec.label} has the lowest "
-                     f"Fréchet distance ({best['frechet_distance']:.2f} against {best['real_frechet_distance']:.2f} "
-                     f"for real images). All ten digits are covered by: {', '.join(covered) or 'none'}. Binary "
-                     "samples (mixture, VAE, flow) are scored against threshold-binarized MNIST and grey-scale "
-                     "ones (GAN) against grey-scale MNIST, so compare within a reference. A good likelihood does "
-                     "not imply good samples: pixel-independent decoders add salt-and-pepper noise that a "
-                     "likelihood barely charges for but a classifier notices.")
+        lines.append(f"- **Samples.** Relative to its real ceiling, the lowest Fréchet distance: {'; '.join(bests)}. "
+                     f"All ten digits are covered by: {', '.join(covered) or 'none'}. Each model's samples are "
+                     "scored against real MNIST of the variant it models, and figures against different references "
+                     "are not ranked together. A good likelihood does not imply good samples: pixel-independent "
+                     "decoders add salt-and-pepper noise that a likelihood barely charges for but a classifier "
+                     "notices.")
         fastest = max(quality, key=lambda r: r["images_per_second"])
         slowest = min(quality, key=lambda r: r["images_per_second"])
         lines.append(f"- **Sampling speed.** {fastest['loaded'].spec.label} draws "
                      f"{fastest['images_per_second']:,.0f} images/s, {slowest['loaded'].spec.label} "
                      f"{slowest['images_per_second']:,.0f} images/s on this machine. Every model samples in one pass through its networks; the cost "
                      "follows their size and depth (the flow inverts its couplings one after another, each with its own convolutional network).")
-    if aurocs:
-        best = max(aurocs, key=aurocs.get)
-        lines.append(f"- **Spotting unnatural digits.** {best} separates Frankenstein digits from natural ones best "
-                     f"(AUROC {aurocs[best]:.3f}; 0.5 is chance). " + ", ".join(
-                         f"{name}: {value:.3f}" for name, value in aurocs.items()) + ".")
+    for variant, found in by_variant(models, aurocs).items():
+        best = max(found, key=found.get)
+        lines.append(f"- **Spotting unnatural digits ({variant}).** On {variant} digits, " + (
+            f"{best} separates Frankenstein digits from natural ones best (AUROC {found[best]:.3f}; 0.5 is chance). "
+            + ", ".join(f"{name}: {value:.3f}" for name, value in found.items()) + "." if len(found) > 1 else
+            f"{best}, the only model scored on them, has an AUROC of {found[best]:.3f} (0.5 is chance)."))
     lines.append("- **Inference of z.** Only the VAE (and the AAE) has an encoder that gives a code for an image "
                  "in one pass; the flow's code is exact but as large as the image; the GAN and the mixture give "
                  "none (the mixture's posterior over its 20 classes is the closest thing).")
@@ -139,19 +172,20 @@ def save(fig, path: Path) -> str:
 def sample_figure(results: list[dict], path: Path) -> str:
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.6), squeeze=False)
     for ax, r in zip(axes[0], results):
-        show(ax, make_grid(r["samples"][:64]), r["loaded"].spec.label)
+        show(ax, make_grid(r["samples"][:64]), f"{r['loaded'].spec.label}\n({r['reference']})")
     return save(fig, path)
 
 
 @torch.no_grad()
-def interpolation_rows(models: list[Loaded], test_images: torch.Tensor, steps: int = 5, lines: int = 2,
+def interpolation_rows(models: list[Loaded], test_images: dict[str, torch.Tensor], steps: int = 5, lines: int = 2,
                        seed: int = 0) -> list[tuple[str, torch.Tensor]]:
-    """(label, images ``[lines * (steps + 2), 1, 28, 28]`` in [0, 1]) for each model that has a latent space."""
+    """(label, images ``[lines * (steps + 2), 1, 28, 28]`` in [0, 1]) for each model that has a latent space;
+    ``test_images``: the test set in each variant, of which each model encodes the same digits in its own."""
     rows = []
     generator = torch.Generator().manual_seed(seed)
-    pairs = test_images[torch.randperm(len(test_images), generator=generator)[:2 * lines]]
+    chosen = torch.randperm(len(next(iter(test_images.values()))), generator=generator)[:2 * lines]
     for loaded in models:
-        model, key = loaded.model, loaded.spec.key
+        model, key, pairs = loaded.model, loaded.spec.key, test_images[data_of(loaded)][chosen]
         if key == "vae" and model.hparams.z_dim != 2:
             z_dim = model.hparams.z_dim
             ends = torch.randn(2, lines, z_dim, generator=generator)
@@ -214,16 +248,18 @@ def mapped_vaes(models: list[Loaded]) -> list[Loaded]:
 
 
 @torch.no_grad()
-def latent_map_figure(models: list[Loaded], images: torch.Tensor, labels: torch.Tensor, path: Path,
+def latent_map_figure(models: list[Loaded], test_images: dict[str, torch.Tensor], labels: torch.Tensor, path: Path,
                       tsne_points: int, seed: int) -> tuple[str, str] | None:
     """(file name, caption) of the latent maps: a 2-D latent space as it is, a larger one by t-SNE of
-    ``tsne_points`` images drawn with ``seed`` (t-SNE's cost grows faster than the number of points)."""
+    ``tsne_points`` images drawn with ``seed`` (t-SNE's cost grows faster than the number of points); each
+    VAE encodes the test set in its own variant (``test_images``)."""
     vaes = mapped_vaes(models)
     if not vaes:
         return None
     fig, axes = plt.subplots(1, len(vaes), figsize=(5.5 * len(vaes), 5), squeeze=False)
     captions = []
     for ax, loaded in zip(axes[0], vaes):
+        images = test_images[data_of(loaded)]
         if loaded.model.hparams.z_dim > 2:
             chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:tsne_points]
             settings = f"{len(chosen):,} points, perplexity {TSNE_PERPLEXITY}, seed {seed}"
@@ -245,13 +281,19 @@ def latent_map_figure(models: list[Loaded], images: torch.Tensor, labels: torch.
     return save(fig, path), " ".join(captions) + " Coloured by digit."
 
 
-def frankenstein_figure(natural: torch.Tensor, spliced: torch.Tensor, scores: dict[Model, tuple], path: Path) -> str:
-    fig, axes = plt.subplots(2, 10, figsize=(17, 6))
-    for row, (images, which) in enumerate(((natural, 0), (spliced, 1))):
-        for i in range(10):
-            ax = axes[row, i]
-            ax.imshow(images[i, 0].numpy(), cmap="gray")
-            ax.set_title("\n".join(f"{spec.short}: {values[which][i]:.0f}" for spec, values in scores.items()), fontsize=7)
-            ax.axis("off")
-    fig.suptitle("log p(x) in nats: natural test digits (top), Frankenstein digits (bottom)")
+def frankenstein_figure(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], models: list[Loaded],
+                        scores: dict[Model, tuple], path: Path) -> str:
+    """Ten natural and ten Frankenstein digits of each variant, titled with the log p of that variant's models."""
+    fig, axes = plt.subplots(2 * len(sets), 10, figsize=(17, 6 * len(sets)), squeeze=False)
+    for v, (variant, images) in enumerate(sets.items()):
+        specs = [m.spec for m in models if m.spec in scores and data_of(m) == variant]
+        for which, kind in enumerate(("natural", "Frankenstein")):
+            for i, ax in enumerate(axes[2 * v + which]):
+                ax.imshow(images[which][i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+                ax.set_title("\n".join(f"{spec.short}: {scores[spec][which][i]:.0f}" for spec in specs), fontsize=7)
+                ax.axis("off")
+            axes[2 * v + which, 0].text(-0.1, 0.5, f"{variant}\n{kind}", transform=axes[2 * v + which, 0].transAxes,
+                                        ha="right", va="center", fontsize=9)
+    fig.suptitle("log p(x) in nats, each model on digits of its own MNIST variant: natural test digits, "
+                 "Frankenstein digits")
     return save(fig, path)

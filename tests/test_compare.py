@@ -5,6 +5,7 @@ import io
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -48,6 +49,14 @@ def test_report_trains_missing_runs_and_writes_every_section(first_call):
     assert {p.name for p in path.parent.iterdir()} == FIGURES | {"comparison.md"}
     assert all(f"]({name})" in report for name in FIGURES)  # linked from the report's own folder
     assert report.count("AUROC") >= 2 and not re.search(r"\bnan\b", report, re.IGNORECASE)
+    # Each variant its own tables, and the header says which data and how many test images (--subset 128).
+    for heading in ("### Test set: 8-bit grey MNIST", "### Compared with 8-bit grey MNIST",
+                    "### Compared with threshold-binarized MNIST", "### Digits: 8-bit grey MNIST",
+                    "### Digits: threshold-binarized MNIST", "- **Spotting unnatural digits (8-bit grey).**"):
+        assert heading in report
+    header = report.split("## Runs")[0]
+    assert "**threshold-binarized MNIST**" in header and "**8-bit grey MNIST**" in header
+    assert "test set of 128 images" in header and "10,000" not in header
     # Each phase on its own line as it goes, and where the report went.
     for line in ("Loaded VAE (MLP, z=20) from", "Sampling 100 images from GAN (MLP) and judging them: done in",
                  "Frankenstein scores of Flow (RealNVP) (80 images): done in",
@@ -174,9 +183,9 @@ def test_the_command_column_writes_each_differing_setting_as_the_flag_that_sets_
 
 
 def test_frankenstein_scores_depend_on_the_seed_not_on_the_models_loaded_before():
+    from shared import report_variants as compare
     from tests.test_vae import small_vae
-    compare, model = load_script("compare"), small_vae()
-    images = (torch.rand(6, 1, 28, 28) > 0.5).float()
+    model, images = small_vae(), (torch.rand(6, 1, 28, 28) > 0.5).float()
     first = compare.log_likelihood(model, images, iw_samples=3, seed=0)
     torch.rand(1000)  # what building another model does to the global random state
     assert torch.equal(compare.log_likelihood(model, images, iw_samples=3, seed=0), first)
@@ -189,3 +198,123 @@ def test_a_weight_averaged_model_counts_its_parameters_once():
     model = torch.nn.Module()
     model.network, model.average = network, averaged_copy(network)
     assert load_script("compare").num_parameters(model) == 3 * 2 + 2
+
+
+def fake(label, variant, bpd=None, data="binary", run_dir=Path("run"), metrics_data=True):
+    """A Loaded row of a model of MNIST ``variant`` (with a likelihood of ``bpd`` bits per dimension where given), for
+    the tests that every figure is labelled with its variant and figures of different variants share no ranking."""
+    from shared.report import Loaded, Model
+    seen = []
+    model = SimpleNamespace(data=data, likelihood_kind="exact" if bpd else None, likelihood_metric="test_bpd",
+                            seen=seen, log_likelihood=lambda images, k: seen.append(images) or -images.sum((1, 2, 3)))
+    metrics = {"epochs": 1, **({"data": variant} if metrics_data else {}), **({"test_bpd": bpd} if bpd else {})}
+    return Loaded(Model("flow", label, label, label, "part3_flows.train"), model, run_dir, metrics, None, False)
+
+
+def judged(loaded, reference, frechet, real_frechet):
+    return {"loaded": loaded, "reference": reference, "frechet_distance": frechet, "real_frechet_distance": real_frechet,
+            "images_per_second": 100.0, **{f"{real}{name}": value for real in ("", "real_") for name, value in
+                                           {"inception_score": 5.0, "digits_covered": 10, "class_kl_to_uniform": 0.1,
+                                            "mean_max_prob": 0.9}.items()}}
+
+
+def test_the_reading_ranks_within_a_variant_only():
+    from shared.report import reading
+    binary, mixture = fake("Binary VAE", "threshold-binarized", 0.14), fake("Mixture", "threshold-binarized", 0.28)
+    dynamic, grey = fake("Dynamic VAE", "dynamically binarized", 0.12), fake("Grey flow", "8-bit grey", 1.1, data="8bit")
+    gan = fake("Grey GAN", "8-bit grey", data="grey")
+    quality = [judged(binary, "threshold-binarized", 200.0, 2.0), judged(dynamic, "dynamically binarized", 150.0, 2.0),
+               judged(grey, "8-bit grey", 160.0, 2.0), judged(gan, "8-bit grey", 5.0, 2.0)]
+    aurocs = {"Binary VAE": 0.9, "Mixture": 0.8, "Dynamic VAE": 0.7, "Grey flow": 0.95}
+    lines = reading([binary, mixture, dynamic, grey, gan], quality, aurocs)
+    samples = next(line for line in lines if line.startswith("- **Samples.**"))
+    for best in ("against threshold-binarized MNIST, Binary VAE (200.00", "against dynamically binarized MNIST, "
+                 "Dynamic VAE (150.00", "against 8-bit grey MNIST, Grey GAN (5.00"):
+        assert best in samples
+    spotting = [line for line in lines if line.startswith("- **Spotting")]
+    assert [sorted(label for label in aurocs if label in line) for line in spotting] == [
+        ["Grey flow"], ["Dynamic VAE"], ["Binary VAE", "Mixture"]]
+    assert "(threshold-binarized).** On threshold-binarized digits, Binary VAE separates" in spotting[2]
+    likelihood = next(line for line in lines if line.startswith("- **Likelihood.**"))
+    assert "On threshold-binarized MNIST, Binary VAE assigns" in likelihood and "; Mixture the lowest" in likelihood
+    assert "On 8-bit grey MNIST, Grey flow assigns" in likelihood
+
+
+def test_sample_quality_has_a_table_and_a_ceiling_per_reference():
+    from shared.report import quality_tables
+    binary, grey = fake("Binary VAE", "threshold-binarized", 0.14), fake("Grey GAN", "8-bit grey", data="grey")
+    lines = quality_tables([judged(binary, "threshold-binarized", 200.0, 2.0), judged(grey, "8-bit grey", 5.0, 1.5)])
+    headings = [i for i, line in enumerate(lines) if line.startswith("### ")]
+    assert [lines[i] for i in headings] == ["### Compared with 8-bit grey MNIST", "### Compared with threshold-binarized MNIST"]
+    grey_table = lines[headings[0]:headings[1]]
+    assert [line.split(" | ")[0] for line in grey_table if line.startswith("| ") and "---" not in line][1:] == [
+        "| Grey GAN", "| *real MNIST (8-bit grey)*"]
+
+
+def test_frankenstein_digits_are_the_same_digits_in_each_variant():
+    from shared.data import DYNAMIC_EVAL_SEEDS, to_model_range
+    from shared.frankenstein import frankenstein_digits
+    from shared.report_variants import frankenstein_sets
+    images, labels = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8), torch.arange(30) % 10
+    sets = frankenstein_sets(["8-bit grey", "dynamically binarized", "threshold-binarized"], images, labels, 12, seed=3)
+    (grey, grey_spliced), (binary, binary_spliced) = sets["8-bit grey"], sets["threshold-binarized"]
+    assert grey.shape == (12, 1, 28, 28) and len(grey.unique()) > 2 and torch.equal(grey * 255, (grey * 255).round())
+    assert torch.equal(binary, (grey > 0.5).float()) and torch.equal(binary_spliced, (grey_spliced > 0.5).float())
+    # The threshold-binarized digits are those the report scored before it told variants apart.
+    generator = torch.Generator().manual_seed(3)
+    chosen = torch.randperm(30, generator=generator)[:12]
+    assert torch.equal(binary, to_model_range(images)[chosen])
+    assert torch.equal(binary_spliced, frankenstein_digits(binary, labels[chosen], generator)[0])
+    # Dynamically binarized: the project's one fixed draw of the test set, spliced alike.
+    draw = torch.bernoulli(to_model_range(images, binarize=False),
+                           generator=torch.Generator().manual_seed(DYNAMIC_EVAL_SEEDS["test"]))
+    dynamic, dynamic_spliced = sets["dynamically binarized"]
+    assert torch.equal(dynamic, draw[chosen])
+    assert torch.equal(dynamic_spliced[..., :14], dynamic[..., :14]) and not torch.equal(dynamic_spliced, dynamic)
+
+
+def test_an_8bit_model_scores_grey_digits_and_is_ranked_in_a_table_of_its_own():
+    from shared.report_variants import frankenstein_scores, frankenstein_sets, frankenstein_tables
+    images, labels = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8), torch.arange(30) % 10
+    grey, binary = fake("Grey flow", "8-bit grey", 1.1, data="8bit"), fake("Binary VAE", "threshold-binarized", 0.14)
+    sets = frankenstein_sets(["8-bit grey", "threshold-binarized"], images, labels, 12, seed=0)
+    scores, aurocs = frankenstein_scores([grey, binary], sets, iw_samples=2, seed=0)
+    assert [torch.equal(seen, sets["8-bit grey"][i]) for i, seen in enumerate(grey.model.seen)] == [True, True]
+    assert [torch.equal(seen, sets["threshold-binarized"][i]) for i, seen in enumerate(binary.model.seen)] == [True, True]
+    assert set(aurocs) == {"Grey flow", "Binary VAE"}
+    lines = frankenstein_tables([grey, binary], scores, aurocs)
+    split = lines.index("### Digits: threshold-binarized MNIST")
+    assert lines[0] == "### Digits: 8-bit grey MNIST" and sum(line.startswith("| Grey flow |") for line in lines[:split]) == 1
+    assert not any(line.startswith("| Grey flow |") for line in lines[split:])
+
+
+def test_a_runs_variant_comes_from_its_metrics_else_its_config_else_its_model(tmp_path):
+    from shared.report import data_of
+    (tmp_path / "config.yaml").write_text("data:\n  pixels: dynamically binarized\n  subset: null\n")
+    assert data_of(fake("A", "8-bit grey", data="8bit")) == "8-bit grey"
+    assert data_of(fake("B", None, run_dir=tmp_path, metrics_data=False)) == "dynamically binarized"
+    assert data_of(fake("C", None, data="8bit", metrics_data=False)) == "8-bit grey"
+    assert data_of(fake("D", None, metrics_data=False)) == "threshold-binarized"
+
+
+def test_the_header_names_the_variants_and_the_test_sets_the_runs_used(tmp_path):
+    from shared.report_variants import header
+    (tmp_path / "config.yaml").write_text("data:\n  pixels: 8-bit grey\n  subset: 128\n")
+    models = [fake("Binary VAE", "threshold-binarized", 0.14), fake("Grey flow", "8-bit grey", 1.1, data="8bit",
+                                                                    run_dir=tmp_path),
+              fake("Grey GAN", "8-bit grey", data="grey")]
+    text = header(models)
+    assert ("**8-bit grey MNIST** (the 256 grey levels, k / 255; Grey flow), test set of 128 images; and on "
+            "**threshold-binarized MNIST** (pixels > 0.5; Binary VAE), test set of 10,000 images.") in text
+    assert "Grey GAN" not in text
+
+
+def test_a_dynamically_binarized_models_samples_are_judged_against_its_own_variant(tiny_judge, monkeypatch):
+    from shared import report_variants
+    binary, dynamic = fake("Binary VAE", "threshold-binarized", 0.14), fake("Dynamic VAE", "dynamically binarized", 0.12)
+    monkeypatch.setattr(report_variants, "draw_samples", lambda model, n, seed: (torch.rand(n, 1, 28, 28) > 0.8).float())
+    results = report_variants.sample_quality([binary, dynamic], tiny_judge[0], num_samples=50, seed=0)
+    assert [r["reference"] for r in results] == ["threshold-binarized", "dynamically binarized"]
+    # A ceiling of its own: real training images binarized by a draw, against the test set's fixed draw.
+    assert results[0]["real_frechet_distance"] != results[1]["real_frechet_distance"]
+    assert results[0]["real_mean_max_prob"] != results[1]["real_mean_max_prob"]
