@@ -43,7 +43,7 @@ from shared.report_variants import (frankenstein_scores, frankenstein_sets, fran
                                     variant_images)
 from shared.process import run_script
 from shared.runs import (DescriptionAndDefaultsFormatter, finished_runs, folder, judge_file, load_run, positive_int,
-                         run_settings)
+                         run_settings, run_versions)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,6 +113,11 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
         import_module(spec.train_module).main([*flags, *spec.short_flags, *extra, "--log_dir", str(log_dir),
                                                "--name", spec.name])
     run_dir = finished_runs(log_dir, spec.name)[-1]
+    versions = run_versions(log_dir, spec.name)
+    newer = [run.name for run in versions[versions.index(run_dir) + 1:]]  # so unfinished
+    if newer:
+        print(f"{spec.name}: {', '.join(newer)} newer but unfinished (no metrics.json): {run_dir.name} is compared",
+              flush=True)
     start = time.perf_counter()
     model = load_run(run_dir)[0]
     print(f"Loaded {spec.label} from {run_dir} ({time.perf_counter() - start:.1f} s)", flush=True)
@@ -210,6 +215,9 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
             parser.error(f"--{flag} must be at least 2, got {getattr(args, flag)}")
     if args.tsne_points <= TSNE_PERPLEXITY:
         parser.error(f"--tsne_points must be more than t-SNE's perplexity ({TSNE_PERPLEXITY}), got {args.tsne_points}")
+    if not args.log_dir.is_dir():  # a mistyped folder would start hours of training
+        parser.error(f"--log_dir {args.log_dir}: no such folder; compare.py trains each model that has no finished run "
+                     f"there (hours on a CPU): make the folder first to have them trained")
     torch.manual_seed(args.seed)
     models = [load_or_train(spec, args.log_dir, args.subset) for spec in specs]
     if any(m.model.hparams.z_dim > 2 for m in mapped_vaes(models)):

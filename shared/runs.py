@@ -20,10 +20,15 @@ import yaml
 from shared.cli import NOT_SAVED, ConfigError, resolve_settings, run_config_settings
 
 
+def run_versions(log_dir: str | Path, name: str) -> list[Path]:
+    """The numbered run directories (``version_N``) of ``name`` under ``log_dir``, oldest first."""
+    runs = [run for run in Path(log_dir, name).glob("version_*") if run.name.removeprefix("version_").isdigit()]
+    return sorted(runs, key=lambda run: int(run.name.removeprefix("version_")))
+
+
 def finished_runs(log_dir: str | Path, name: str) -> list[Path]:
     """Run directories of ``name`` that have a metrics.json, oldest first."""
-    runs = [run for run in Path(log_dir, name).glob("version_*") if (run / "metrics.json").is_file()]
-    return sorted(runs, key=lambda run: int(run.name.split("_")[-1]))
+    return [run for run in run_versions(log_dir, name) if (run / "metrics.json").is_file()]
 
 
 def run_settings(run_dir: str | Path):

@@ -26,6 +26,7 @@ def first_call(tmp_path_factory, tiny_judge_path):
     (root / "reports" / "comparison").mkdir(parents=True)
     (root / "reports" / "comparison.md").write_text(SHIPPED_REPORT)
     (root / "reports" / "comparison" / "samples.png").write_bytes(SHIPPED_FIGURE)
+    (root / "runs").mkdir()
     argv = ["--log_dir", str(root / "runs"), "--out", str(root / "reports"), "--num_samples", "100",
             "--frankenstein", "40", "--iw_samples", "4", "--subset", "128", "--tsne_points", "200",
             "--judge", str(tiny_judge_path)]
@@ -90,6 +91,7 @@ def test_replace_rewrites_the_shipped_report_and_removes_its_old_figures(first_c
     (shipped / "comparison").mkdir(parents=True)
     (shipped / "comparison.md").write_text(SHIPPED_REPORT)
     (shipped / "comparison" / "stale.png").write_bytes(SHIPPED_FIGURE)
+    (root / "runs" / "mixture_k20" / "version_7").mkdir()  # a newer run, interrupted
     path = load_script("compare").main([*argv, "--out", str(shipped), "--replace"])  # the first call's runs
     assert path == shipped / "comparison.md" and {p.name for p in shipped.iterdir()} == {"comparison", "comparison.md"}
     report = path.read_text()
@@ -97,7 +99,9 @@ def test_replace_rewrites_the_shipped_report_and_removes_its_old_figures(first_c
     assert {p.name for p in (shipped / "comparison").iterdir()} == FIGURES
     assert all(f"](comparison/{name})" in report for name in FIGURES)
     assert not list((root / "runs").glob("*/version_1"))  # the runs were reused, none trained
-    assert f"Report: {path}" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Report: {path}" in printed and "mixture_k20: version_7 newer but unfinished (no metrics.json): " \
+        "version_0 is compared" in printed
 
 
 def test_calls_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
@@ -124,7 +128,8 @@ def test_tsne_without_scikit_learn_fails_with_one_line(monkeypatch):
     ("--tsne_points", "30", "--tsne_points must be more than t-SNE's perplexity (30), got 30"),
     ("--subset", "-3", "argument --subset: must be positive, got -3"),
     ("--out", __file__, f"argument --out: {__file__} is a file, not a folder"),
-    ("--judge", str(Path(__file__).parent), "is a folder: pass a judge checkpoint file")])
+    ("--judge", str(Path(__file__).parent), "is a folder: pass a judge checkpoint file"),
+    ("--log_dir", "/nonexistent/typo", "--log_dir /nonexistent/typo: no such folder; compare.py trains each model")])
 def test_invalid_counts_fail_fast(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_script("compare").main([flag, value])
