@@ -132,6 +132,7 @@ def test_load_judge_trains_and_caches_when_missing(tmp_path, monkeypatch, capsys
     assert f"No judge at {path}: training" in announced and "minutes" in announced and "Judge saved" in announced
 
 
+@pytest.mark.slow
 def test_the_bundled_judge_is_the_default_one_and_reproduces_its_recorded_test_accuracy():
     judge, record = load_judge()
     defaults = {name: parameter.default for name, parameter in inspect.signature(train_judge).parameters.items()

@@ -209,6 +209,7 @@ def test_dequantize_stays_in_the_cell_and_quantize_inverts_it():
     assert torch.equal(quantize(y, LEVELS), x)
 
 
+@pytest.mark.slow
 def test_bound_probabilities_sum_to_the_mass_the_flow_puts_on_the_unit_cube():
     """Sum over all 16 binary 2x2 images of exp(-bound) ~ integral of p(y) over [0, 1)^4: the D log 2
     constant is exactly what turns cell densities into probabilities (without it the sum is ~16x)."""
@@ -370,6 +371,7 @@ def test_a_binary_run_made_before_the_dequantization_and_lr_final_flags_is_rebui
         assert (settings["dequantization"], settings["logit_alpha"], settings["lr_final"]) == before
 
 
+@pytest.mark.slow
 def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
     metrics = main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), "--subset", "512"])
     run_dir = tmp_path / "flow_toy_k6_h64" / "version_0"

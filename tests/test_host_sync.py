@@ -33,6 +33,7 @@ class WindowedLossMonitor(LossMonitor):
         WindowedLossMonitor.current = None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, flags", [
     (part1_vae.train, ["--iw_samples", "2"]),
     (part2_gan.train, ["--eval_samples", "0", "--ema_decay", "0.99"]),
@@ -60,6 +61,7 @@ def test_no_host_sync_inside_training_steps(tmp_path, monkeypatch, command, flag
 
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, flags", [
     (part1_vae.train, ["--iw_samples", "2"]),
     (part2_gan.train, ["--eval_samples", "0"]),
