@@ -292,6 +292,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = {action.dest: action.default for action in parser._actions if action.dest != "help"}
+    from_file: dict = {}
     try:
         explicit = _explicit_flags(parser, argv)
         from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
@@ -312,7 +313,8 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
             args = resolve_settings(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)
         check(args)
-    except ConfigError as err:
-        parser.error(str(err))
+    except ConfigError as err:  # a value the YAML file set is named with the file
+        flag = str(err).split(" ", 1)[0].removeprefix("--")
+        parser.error(f"{err} (set in {explicit['config']})" if flag in from_file and flag not in explicit else str(err))
     args.command = parser.prog
     return args

@@ -63,12 +63,18 @@ def test_bad_yaml_values_fail_with_one_line_naming_the_file(tmp_path, capsys, te
     assert f"config file {config}" in err and message in err
 
 
-def test_a_yaml_nan_is_refused_as_a_flag_is(tmp_path, capsys):
+def test_a_yaml_nan_is_refused_as_a_flag_is_and_named_with_its_file(tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text("lr: .nan\n")
+    config.write_text("lr: .nan\nz_dim: 0\n")
     with pytest.raises(SystemExit) as exit_info:
         parse(["--config", str(config)])
-    assert exit_info.value.code == 2 and "--lr must be finite, got nan" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"--lr must be finite, got nan (set in {config})" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse(["--config", str(config), "--lr", "0.01"])
+    assert capsys.readouterr().err.endswith(f"--z_dim must be positive, got 0 (set in {config})\n")
+    with pytest.raises(SystemExit):
+        parse(["--config", str(config), "--lr", "0.01", "--z_dim", "-1"])  # the flag's value, not the file's
+    assert capsys.readouterr().err.endswith("--z_dim must be positive, got -1\n")
 
 
 def test_flags_are_not_matched_by_prefix(capsys):
