@@ -18,15 +18,17 @@ from typing import Callable, Sequence
 
 from shared.yaml_file import read_yaml
 
-# Settings a resume cannot change: the optimizers' and schedules' states restored from the checkpoint hold them.
-RESUMED_WITH_THE_OPTIMIZER = ("lr", "lr_disc", "lr_adv", "adam_eps", "betas", "lr_final")
+# What a resume may change: how to run, and what is measured around the training. Every other setting stays the run's
+# (model, data, objective, optimizer: the checkpoint holds their states, config.yaml records them).
+RESUME_MAY_CHANGE = ("config", "resume", "epochs", "num_workers", "data_dir", "log_dir", "name", "sample_epochs",
+                     "log_every_n_steps", "progress_bar", "compile", "accelerator", "devices", "num_nodes", "strategy",
+                     "precision", "iw_samples", "eval_samples", "judge", "judge_every", "judge_every_samples",
+                     "interpolation_steps", "plot_every", "temperature", "test_dequant_samples")
 
 # Flags that name files to read, which a YAML file cannot set.
 NOT_IN_FILES = ("config", "resume")
 # Flags that say how to run this once, not what was trained: a run's config.yaml leaves them out.
 NOT_SAVED = (*NOT_IN_FILES, "progress_bar")
-# Keys of a run's config.yaml that are records, not flags: the command that made it and its data.
-RECORDS = ("command", "data")
 
 
 class ConfigError(ValueError):
@@ -46,8 +48,7 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def default_of(callable_: Callable, parameter: str):
-    """The default of ``parameter`` in ``callable_``'s signature: a flag that sets a class's argument
-    takes its default from the class, so the default lives in one place."""
+    """The default of ``parameter`` in ``callable_``'s signature: a flag takes its class's default (one place)."""
     return inspect.signature(callable_).parameters[parameter].default
 
 
@@ -153,8 +154,7 @@ def check_judge_flags(args: argparse.Namespace) -> None:
 
 
 def check_adversarial_strategy(args: argparse.Namespace) -> None:
-    """Plain DDP fails mid-step for adversarial models: each optimizer step leaves another network's
-    parameters unused."""
+    """Plain DDP fails mid-step for adversarial models: each optimizer step leaves another network unused."""
     if args.strategy == "ddp":
         raise ConfigError("--strategy ddp: each of the adversarial steps leaves a network unused; "
                           "use --strategy ddp_find_unused_parameters_true")
@@ -305,11 +305,11 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
             saved = run_config_settings(parser, run_dir)
-            for flag in RESUMED_WITH_THE_OPTIMIZER:
-                if flag in explicit and flag in saved and explicit[flag] != saved[flag]:
-                    raise ConfigError(f"--{flag} {explicit[flag]}: a resumed run continues its optimizer and schedule "
-                                      f"from the checkpoint, which keep the run's {saved[flag]}; start a new run to "
-                                      f"train with another")
+            for flag in (flag for flag in explicit if flag not in RESUME_MAY_CHANGE):
+                if explicit[flag] != saved.get(flag, defaults[flag]):
+                    raise ConfigError(f"--{flag} {explicit[flag]}: a resumed run continues as it was set up (its "
+                                      f"{flag}: {saved.get(flag, defaults[flag])}), its checkpoint and config.yaml "
+                                      f"with it; start a new run to train with another")
             args = resolve_settings(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)
         check(args)

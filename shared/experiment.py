@@ -110,8 +110,8 @@ def _loads(path: Path) -> dict | None:
 
 
 def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: Path) -> dict:
-    """The run's last checkpoint, if it loads and fits the model these settings build; otherwise one line: a usage
-    error when settings given now differ from the run's, else an error of the file."""
+    """The run's last checkpoint, if it loads and fits the model the run's settings build (a resume changes none
+    that shape it: shared.cli.RESUME_MAY_CHANGE); otherwise one line naming the file's problem."""
     last = run_dir / "checkpoints" / "last.ckpt"
     state = _loads(last)
     if state is None:
@@ -123,16 +123,9 @@ def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: 
     for name, tensor in state["state_dict"].items():
         if name not in ours or ours[name].shape != tensor.shape:
             here = tuple(ours[name].shape) if name in ours else "nothing"
-            mismatch = f"holds {name} of shape {tuple(tensor.shape)}, these settings build {here}"
-            config = run_dir / "config.yaml"
-            saved = yaml.safe_load(config.read_text()) if config.is_file() else {}
-            changed = [f"--{key} {getattr(args, key)} (the run's: {value})" for key, value in sorted(saved.items())
-                       if key not in ("epochs", "resume") and getattr(args, key, value) != value]
-            if changed:
-                usage_error(args, f"--resume {run_dir}: its checkpoint {mismatch}: resume with the run's own model "
-                                  f"settings (given now: {', '.join(changed)})")
-            raise SystemExit(f"error: {last} {mismatch} from the run's config.yaml: it is another model's checkpoint; "
-                             f"put the run's own last.ckpt back, or start a new run")
+            raise SystemExit(f"error: {last} holds {name} of shape {tuple(tensor.shape)}, the run's config.yaml "
+                             f"builds {here}: it is another model's checkpoint; put the run's own last.ckpt back, or "
+                             f"start a new run")
     return state
 
 
