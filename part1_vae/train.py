@@ -17,6 +17,7 @@ from shared.cli import (ConfigError, add_binarization_flag, add_lr_final_flag, b
                         make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
+from shared.process import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,4 +88,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -11,6 +11,7 @@ from shared.cli import (ConfigError, add_binarization_flag, binarization_suffix,
                         parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
+from shared.process import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,4 +48,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -20,6 +20,7 @@ from shared.cli import (ConfigError, add_ema_decay_flag, add_judge_flags, check_
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
 from shared.judge_curve import JudgeCurveCallback, add_judge_curve_flags, check_judge_curve_flags
+from shared.process import run_script
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,4 +130,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -23,6 +23,7 @@ from shared.cli import (ConfigError, add_binarization_flag, add_ema_decay_flag, 
                         default_of, make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_experiment
+from shared.process import run_script
 
 TOY_DIMS, TOY_BASE_SIGMA, TOY_MODES, TOY_SIGMA = 2, 0.3, [[1.0, 1.0], [-1.0, -1.0]], 0.3
 # The parser's defaults are the toy's; MNIST's flow wants smaller batches (more Adam steps in the same
@@ -183,4 +184,4 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

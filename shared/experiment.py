@@ -129,8 +129,9 @@ def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: 
     return state
 
 
-def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path) -> None:
-    if trainer.state.status == TrainerStatus.INTERRUPTED:  # Ctrl-C: Lightning's graceful stop raises SystemExit
+def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path, interrupted: bool = False) -> None:
+    """After Ctrl-C (in a Trainer stage, Lightning's graceful stop raises SystemExit), rank zero's line."""
+    if trainer.is_global_zero and (interrupted or trainer.state.status == TrainerStatus.INTERRUPTED):
         print(f"Interrupted; continue with: python -m {args.command} --resume {run_dir}", file=sys.stderr)
 
 
@@ -211,7 +212,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
                 else f"last good checkpoint: {last}")
         raise SystemExit(f"error: training stopped, {err}; {kept}") from None
     except BaseException:  # Ctrl-C (Lightning's graceful stop raises SystemExit), a crash
-        if _discard_unfinished(args, trainer, run_dir):
+        if _discard_unfinished(args, trainer, run_dir):  # rank zero's
             print(f"Stopped before the first epoch ended: nothing to resume, {run_dir} is removed", file=sys.stderr)
         else:
             _say_how_to_resume(args, trainer, run_dir)
@@ -229,7 +230,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     torch.manual_seed(args.seed)
     try:
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
-    except SystemExit:  # a resume of the trained run tests it and writes metrics.json
+    except BaseException:  # Ctrl-C, a crash: a resume of the trained run tests it and writes metrics.json
         _discard_unfinished(args, trainer, run_dir)  # keeps the trained run
         _say_how_to_resume(args, trainer, run_dir)
         raise
@@ -238,6 +239,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
             metrics.update(extra_metrics())
         except DataFileError as err:  # MNIST or the judge went missing since the start: the run itself is kept
             raise SystemExit(f"error: {err}; the trained run is in {run_dir}") from None
+        except BaseException as err:  # Ctrl-C while the judge scores the samples: as in the test stage
+            _discard_unfinished(args, trainer, run_dir)
+            _say_how_to_resume(args, trainer, run_dir, interrupted=isinstance(err, KeyboardInterrupt))
+            raise
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (run_dir / "timing.json").write_text(json.dumps(

@@ -474,3 +474,17 @@ def test_ddp_with_two_processes_and_the_judge_curve_on_cpu(tmp_path, tiny_judge_
     assert metrics["epochs"] == 2 and metrics["eval_num_samples"] == 100
     events = EventAccumulator(str(tmp_path / "gan_mlp" / "version_0")).Reload()
     assert [point.step for point in events.Scalars("judge_fd")] == [1, 3]  # each process: 2 of an epoch's 4 batches
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_judge_scores_the_trained_run_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import shared.evaluation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(shared.evaluation, "judged_metrics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, "--epochs", "1", "--eval_samples", "100")
+    run_dir = tmp_path / "gan_mlp" / "version_0"
+    assert f"Interrupted; continue with: python -m part2_gan.train --resume {run_dir}" in capsys.readouterr().err
+    assert not (run_dir / "hparams.yaml").exists() and not (run_dir / "metrics.json").exists()
