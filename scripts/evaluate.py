@@ -129,9 +129,13 @@ def main(argv=None) -> dict:
         parser.error(f"--temperature must be positive, got {args.temperature}")
     if args.test_draws is not None and (args.test_draws < 1 or not args.test_likelihood):
         parser.error(f"--test_draws must be at least 1 and comes with --test_likelihood, got {args.test_draws}")
-    for flag, path in (("--json", args.json), ("--grid", args.grid)):
-        if path is not None and not path.parent.is_dir():  # found now, not after minutes of scoring
+    for flag, path in (("--json", args.json), ("--grid", args.grid)):  # found now, not after minutes of scoring
+        if path is not None and not path.parent.is_dir():
             parser.error(f"{flag} {path}: there is no folder {path.parent} to write it in")
+        if path is not None and path.is_dir():
+            parser.error(f"{flag} {path} is a folder: pass a file name")
+    if args.grid is not None and args.grid.suffix.lower() != ".png":
+        parser.error(f"--grid {args.grid}: the grid is a PNG; pass a name ending in .png")
 
     model, command, run_args = load_run(args.run_dir, args.checkpoint)
     checkpoint = checkpoint_of(args.run_dir, args.checkpoint)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
-from shared.judge import DEFAULT_JUDGE_PATH, save_judge, train_judge
+from shared.judge import DEFAULT_JUDGE_PATH, JudgeFileError, load_judge, save_judge, train_judge
 from shared.progress import duration
 from shared.process import run_script
 from shared.runs import DescriptionAndDefaultsFormatter, judge_file, positive_int
@@ -56,6 +56,11 @@ def main(argv=None) -> dict:
         parser.error(f"--out {args.out}: {problem}: pass a path in a folder you can write to")
     if args.data_dir is not None and not Path(args.data_dir, "MNIST", "raw").is_dir():
         parser.error(f"--data_dir {args.data_dir}: no folder MNIST/raw inside it")
+    if args.out.is_file():  # a judge is retrained in place; any other file is kept (a typo must not replace it)
+        try:
+            load_judge(args.out)
+        except JudgeFileError:
+            parser.error(f"--out {args.out} is a file that holds no judge: pass a new path (or delete it)")
 
     print(f"Training the judge for {args.out} (seed {args.seed}, {args.epochs} epochs; minutes on a CPU)", flush=True)
     start = time.perf_counter()

@@ -392,6 +392,8 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     (["{tmp}", "--test_draws", "8"], 2, "--test_draws must be at least 1 and comes with --test_likelihood, got 8"),
     (["{tmp}", "--test_likelihood", "--test_draws", "0"], 2, "--test_draws must be at least 1"),
     (["{tmp}", "--json", "{tmp}/missing/figures.json"], 2, "there is no folder {tmp}/missing to write it in"),
+    (["{tmp}", "--json", "{tmp}"], 2, "--json {tmp} is a folder: pass a file name"),
+    (["{tmp}", "--grid", "{tmp}/grid.jpeg"], 2, "the grid is a PNG; pass a name ending in .png"),
     (["{tmp}", "--judge", "{tmp}"], 2, "argument --judge: {tmp} is a folder: pass a judge checkpoint file"),
 ])
 def test_evaluate_command_errors(tmp_path, capsys, argv, status, message):

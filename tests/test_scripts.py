@@ -51,7 +51,8 @@ def ctrl_c(*args, **kwargs):
     ("{tmp}/a_file/judge.pt", "--out {tmp}/a_file/judge.pt: {tmp}/a_file is a file, not a folder: pass a path in a "
                               "folder you can write to"),
     ("{tmp}/a_file/more/judge.pt", "{tmp}/a_file is a file, not a folder"),
-], ids=["a folder", "under a file", "deeper under a file"])
+    ("{tmp}/a_file", "--out {tmp}/a_file is a file that holds no judge: pass a new path (or delete it)"),
+], ids=["a folder", "under a file", "deeper under a file", "a file of something else"])
 def test_train_judge_refuses_an_out_it_cannot_write_before_training(tmp_path, monkeypatch, capsys, out, message):
     (tmp_path / "a_file").write_text("")
     command = load_script("train_judge")
