@@ -127,8 +127,10 @@ def main(argv=None) -> dict:
         parser.error(f"--num_samples must be at least 2, got {args.num_samples}")
     if args.temperature is not None and args.temperature <= 0:
         parser.error(f"--temperature must be positive, got {args.temperature}")
-    if args.test_draws is not None and (args.test_draws < 1 or not args.test_likelihood):
-        parser.error(f"--test_draws must be at least 1 and comes with --test_likelihood, got {args.test_draws}")
+    if args.test_draws is not None and args.test_draws < 1:
+        parser.error(f"--test_draws must be at least 1, got {args.test_draws}")
+    if args.test_draws is not None and not args.test_likelihood:
+        parser.error("--test_draws comes with --test_likelihood (the draws of its test stage)")
     for flag, path in (("--json", args.json), ("--grid", args.grid)):  # found now, not after minutes of scoring
         if path is not None and not path.parent.is_dir():
             parser.error(f"{flag} {path}: there is no folder {path.parent} to write it in")

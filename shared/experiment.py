@@ -142,6 +142,8 @@ def _discard_unfinished(args: argparse.Namespace, trainer: pl.Trainer, run_dir: 
         return False
     if not args.resume and not any((run_dir / "checkpoints").glob("*.ckpt")):
         shutil.rmtree(run_dir, ignore_errors=True)
+        if not any(run_dir.parent.iterdir()):  # the run name's folder, made for it
+            run_dir.parent.rmdir()
         return True
     (run_dir / "hparams.yaml").unlink(missing_ok=True)
     return False
@@ -178,7 +180,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
             print(f"{run_dir} already finished its {metrics['epochs']} epochs: nothing to do (pass --epochs N "
                   f"with N > {metrics['epochs']} to train it further)", flush=True)
             return metrics
-        batches_done = _check_resume(args, model, run_dir)["callbacks"][LossMonitor.__qualname__]["batches_seen"]
+        resumed = _check_resume(args, model, run_dir)["callbacks"].get(LossMonitor.__qualname__, {})
+        batches_done = resumed.get("batches_seen")  # none in a checkpoint not written by these commands
         # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).
         logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
                                    default_hp_metric=False, purge_step=batches_done)

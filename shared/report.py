@@ -122,9 +122,10 @@ def reading(models: list[Loaded], quality: list[dict], aurocs: dict[str, float])
             f"({min(f.values()):.4f} bpd)" + (f"; {max(f, key=f.get)} the lowest ({max(f.values()):.4f} bpd)."
                                                if len(f) > 1 else ", the only model tested on it.")
             for variant, f in likelihoods.items()) +
-            " The mixture and the flow report exact figures (the flow's for its dequantized density); the "
-            "VAE's are bounds, and the gap between its ELBO and importance-weighted figures is what the "
-            "ELBO hides. The GAN defines no density, so it has no entry.")
+            " The table says which figures are exact (the mixture's; a flow's with uniform dequantization, for "
+            "its dequantized density) and which are bounds (the VAE's, where the gap between the ELBO and the "
+            "importance-weighted figure is what the ELBO hides; a flow's with variational dequantization, on the "
+            "discrete NLL). The GAN defines no density, so it has no entry.")
     if quality:
         bests = []
         for reference in sorted({r["reference"] for r in quality}):

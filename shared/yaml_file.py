@@ -11,10 +11,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     so ``z_dim: 3`` above ``z_dim: 4`` trained z=4 without a word)."""
 
     def construct_mapping(self, node, deep=False):
-        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
-        twice = sorted({str(key) for key in keys if keys.count(key) > 1})
-        if twice:
-            raise yaml.constructor.ConstructorError(None, None, f"{', '.join(twice)} given twice", node.start_mark)
+        seen = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key} given twice", key_node.start_mark)
+            seen.append(key)
         return super().construct_mapping(node, deep)
 
 

@@ -50,7 +50,7 @@ def test_yaml_values_are_typed_like_flags(tmp_path):
     ("z_dims: 2", "unknown setting(s) z_dims"),
     ("command: part2_gan.train\nmodel: dcgan", "was written by part2_gan.train, not part1_vae.train: use python -m "
                                                "part2_gan.train"),
-    ("z_dim: 3\nlr: 0.01\nz_dim: 4", "is not valid YAML (line 1): z_dim given twice"),
+    ("z_dim: 3\nlr: 0.01\nz_dim: 4", "is not valid YAML (line 3): z_dim given twice"),
     (b"z_dim: 3 # \xff", "is not UTF-8 text (byte 11)"),
 ])
 def test_bad_yaml_values_fail_with_one_line_naming_the_file(tmp_path, capsys, text, message):

@@ -389,7 +389,7 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     (["{tmp}"], 1, "is not a run directory: no config.yaml there"),
     (["{tmp}", "--num_samples", "1"], 2, "--num_samples must be at least 2"),
     (["{tmp}", "--temperature", "0"], 2, "--temperature must be positive"),
-    (["{tmp}", "--test_draws", "8"], 2, "--test_draws must be at least 1 and comes with --test_likelihood, got 8"),
+    (["{tmp}", "--test_draws", "8"], 2, "--test_draws comes with --test_likelihood"),
     (["{tmp}", "--test_likelihood", "--test_draws", "0"], 2, "--test_draws must be at least 1"),
     (["{tmp}", "--json", "{tmp}/missing/figures.json"], 2, "there is no folder {tmp}/missing to write it in"),
     (["{tmp}", "--json", "{tmp}"], 2, "--json {tmp} is a folder: pass a file name"),
