@@ -44,7 +44,7 @@ def main(argv=None) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         parser.error(f"--out {args.out}: {existing} is {'not writable' if existing.is_dir() else 'a file'}: "
                      f"pass a folder you can write to")
-    args.out.mkdir(parents=True, exist_ok=True)
+    copied = 0
     for name, figure in FIGURES:
         runs = finished_runs(args.log_dir, name)
         if not runs:
@@ -60,8 +60,13 @@ def main(argv=None) -> None:
             print(f"skipped {name}/{figure}: {source} not found")
             continue
         target = args.out / f"{name}__{source.name}"
+        args.out.mkdir(parents=True, exist_ok=True)  # only once there is a figure to put in it
         shutil.copyfile(source, target)
         print(f"{source} -> {target}")
+        copied += 1
+    if not copied:
+        raise SystemExit(f"error: none of the README's figures was found under {args.log_dir}: pass the --log_dir "
+                         f"its runs were written to")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,14 @@ def test_collect_figures_refuses_bad_folders_before_copying_or_making_any(tmp_pa
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file", "runs"]
 
 
+def test_collect_figures_from_a_folder_without_the_readmes_runs_fails_and_makes_nothing(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    argv = ["--log_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "figures")]
+    fails_with_one_line(lambda: load_script("collect_figures").main(argv), capsys, 1,
+                        f"none of the README's figures was found under {tmp_path / 'runs'}")
+    assert not (tmp_path / "figures").exists()
+
+
 def test_collect_figures_help_shows_every_default(capsys):
     shows_every_default("collect_figures", capsys, "runs", "reports/figures")
 
