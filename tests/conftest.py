@@ -6,7 +6,12 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
+from torch.autograd.functional import jacobian
 
+from part1_vae.modules import VAE
+from part1_vae.networks import MLPDecoder, MLPEncoder
+from part3_flows.layers import ActNorm, AffineCoupling, InvertibleConv1x1
 from shared.data import MNISTDataModule
 from shared.judge import save_judge, train_judge
 
@@ -15,6 +20,9 @@ CONFIGS = Path(__file__).parents[1] / "configs"  # the shipped configs, wherever
 # Flags that make a training run take seconds: a few hundred images, 2 epochs, cheap test-time bound.
 TINY_RUN = ["--subset", "256", "--batch_size", "64", "--epochs", "2", "--iw_samples", "5",
             "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
+
+# The flow command's on tiny data: two epochs of 64-image batches (the toy task's data are points, not images).
+TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
 
 # The commands refuse more CPU processes than cores, so DDP on the CPU with two processes needs two.
 needs_two_cores = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="DDP with two CPU processes needs two cores")
@@ -129,3 +137,43 @@ def changed_by_each_optimizer_step(module, dataloader) -> list[set[str]]:
                enable_progress_bar=False, enable_model_summary=False, accelerator="cpu").fit(module, dataloader)
     return [{name for name in before if not torch.equal(before[name], after[name])}
             for before, after in zip(snapshots[:-1], snapshots[1:])]
+
+
+def small_vae(z_dim=4):
+    torch.manual_seed(0)
+    return VAE(MLPEncoder(784, [64], z_dim), MLPDecoder(z_dim, [64]), z_dim=z_dim, iw_chunk=32)
+
+
+def randomise(flow: nn.Module, seed: int = 0) -> nn.Module:
+    """Replace the zero-initialised last layers (and identity actnorms) by random values, so that the
+    layers under test do something non-trivial."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in flow.modules():
+            if isinstance(module, AffineCoupling):
+                for param in (module.net[-1].weight, module.net[-1].bias):
+                    param.copy_(0.3 * torch.randn(param.shape, generator=generator))
+                module.scale.copy_(0.5 + torch.rand(module.scale.shape, generator=generator))
+            if isinstance(module, ActNorm):
+                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
+                module.log_scale.copy_(0.3 * torch.randn(module.log_scale.shape, generator=generator))
+            if isinstance(module, InvertibleConv1x1):  # rows rescaled: a log-det off 0, still well-conditioned
+                module.weight.mul_(torch.exp(0.3 * torch.randn(len(module.weight), 1, generator=generator)))
+    return flow
+
+
+def assert_log_det_is_exact(transform, points: torch.Tensor):
+    """log_det from the flow equals log|det J| of the map, J by autograd, point by point (float64)."""
+    for point in points:
+        flat = point.reshape(-1)
+        jac = jacobian(lambda v: transform(v.view(1, *point.shape))[0].reshape(-1), flat)
+        sign, log_abs_det = torch.linalg.slogdet(jac)
+        assert sign != 0
+        torch.testing.assert_close(transform(point.unsqueeze(0))[1][0], log_abs_det, atol=1e-8, rtol=1e-8)
+
+
+def parse_flow_args(argv):
+    from part3_flows.train import build_parser, check, default_name, task_defaults
+    from shared.cli import parse_args
+
+    return vars(parse_args(build_parser(), argv, check, default_name, task_defaults))

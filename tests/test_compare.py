@@ -189,7 +189,7 @@ def test_the_command_column_writes_each_differing_setting_as_the_flag_that_sets_
 
 def test_frankenstein_scores_depend_on_the_seed_not_on_the_models_loaded_before():
     from shared import report_variants as compare
-    from tests.test_vae import small_vae
+    from tests.conftest import small_vae
     model, images = small_vae(), (torch.rand(6, 1, 28, 28) > 0.5).float()
     first = compare.log_likelihood(model, images, iw_samples=3, seed=0)
     torch.rand(1000)  # what building another model does to the global random state

@@ -13,8 +13,8 @@ from part3_flows.modules import NUM_LEVELS, ImageFlowModule
 from part3_flows.networks import ImageFlow
 from part3_flows.train import main
 from shared.densities import dequantize
-from tests.conftest import CONFIGS, assert_fails_fast, load_script
-from tests.test_flows import TINY_FLOW_RUN, assert_log_det_is_exact, parse_flow_args, randomise
+from tests.conftest import (CONFIGS, TINY_FLOW_RUN, assert_fails_fast, assert_log_det_is_exact, load_script,
+                            parse_flow_args, randomise)
 
 SHAPE = (1, 4, 4)
 ALL_2X2_BINARY_IMAGES = torch.tensor(list(itertools.product([0.0, 1.0], repeat=4))).view(16, 1, 2, 2)

@@ -9,38 +9,19 @@ import pytest
 import torch
 from scipy import stats
 from torch import nn
-from torch.autograd.functional import jacobian
 
 from part3_flows.dequantization import VariationalDequantizer
 from part3_flows.distributions import BimodalGaussianDiag, MultivariateGaussianDiag
 from part3_flows.modules import NUM_LEVELS, ImageFlowModule
-from part3_flows.layers import (ActNorm, AffineCoupling, ConvCoupling, InvertibleConv1x1, LogitTransform, MLPCoupling,
-                                Squeeze, alternating_mask, channel_mask, checkerboard_mask)
+from part3_flows.layers import (ActNorm, ConvCoupling, InvertibleConv1x1, LogitTransform, MLPCoupling, Squeeze,
+                                alternating_mask, channel_mask, checkerboard_mask)
 from part3_flows.networks import ImageFlow, NormalizingFlow
 from part3_flows.train import main
 from shared.densities import dequantize, quantize
-from tests.conftest import CONFIGS, assert_fails_fast, crashes_in_epoch_two, load_script, stopped_by_nan, turns_nan_after
+from tests.conftest import (CONFIGS, TINY_FLOW_RUN, assert_fails_fast, assert_log_det_is_exact, crashes_in_epoch_two,
+                            load_script, parse_flow_args, randomise, stopped_by_nan, turns_nan_after)
 
 LEVELS = NUM_LEVELS["binary"]
-TINY_FLOW_RUN = ["--batch_size", "64", "--epochs", "2", "--sample_epochs", "0", "--accelerator", "cpu", "--devices", "1"]
-
-
-def randomise(flow: nn.Module, seed: int = 0) -> nn.Module:
-    """Replace the zero-initialised last layers (and identity actnorms) by random values, so that the
-    layers under test do something non-trivial."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in flow.modules():
-            if isinstance(module, AffineCoupling):
-                for param in (module.net[-1].weight, module.net[-1].bias):
-                    param.copy_(0.3 * torch.randn(param.shape, generator=generator))
-                module.scale.copy_(0.5 + torch.rand(module.scale.shape, generator=generator))
-            if isinstance(module, ActNorm):
-                module.bias.copy_(0.3 * torch.randn(module.bias.shape, generator=generator))
-                module.log_scale.copy_(0.3 * torch.randn(module.log_scale.shape, generator=generator))
-            if isinstance(module, InvertibleConv1x1):  # rows rescaled: a log-det off 0, still well-conditioned
-                module.weight.mul_(torch.exp(0.3 * torch.randn(len(module.weight), 1, generator=generator)))
-    return flow
 
 
 def toy_flow(num_flows=4, dim=2):
@@ -134,16 +115,6 @@ def test_whole_flow_inverts_with_cancelling_log_dets(flow):
     torch.testing.assert_close(x_back, x, atol=1e-4, rtol=0)
     # 784-pixel log-dets run into the thousands: float32 cancels them to its relative precision.
     torch.testing.assert_close(log_det_back, -log_det, atol=1e-4, rtol=1e-5)
-
-
-def assert_log_det_is_exact(transform, points: torch.Tensor):
-    """log_det from the flow equals log|det J| of the map, J by autograd, point by point (float64)."""
-    for point in points:
-        flat = point.reshape(-1)
-        jac = jacobian(lambda v: transform(v.view(1, *point.shape))[0].reshape(-1), flat)
-        sign, log_abs_det = torch.linalg.slogdet(jac)
-        assert sign != 0
-        torch.testing.assert_close(transform(point.unsqueeze(0))[1][0], log_abs_det, atol=1e-8, rtol=1e-8)
 
 
 def test_toy_flow_log_det_equals_autograd_jacobian():
@@ -283,13 +254,6 @@ def test_without_weight_average_the_flow_module_keeps_no_copy():
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
-
-
-def parse_flow_args(argv):
-    from part3_flows.train import build_parser, check, default_name, task_defaults
-    from shared.cli import parse_args
-
-    return vars(parse_args(build_parser(), argv, check, default_name, task_defaults))
 
 
 def test_the_shipped_mnist_config_is_the_mnist_task_with_its_defaults():

@@ -8,6 +8,7 @@ from part1_vae.networks import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
 from shared.densities import KLD, log_normal_diag, sample_reparameterize
 from part1_vae.modules import VAE
 from shared.densities import elbo_to_bpd
+from tests.conftest import small_vae
 
 
 @pytest.mark.parametrize("z_dim", [1, 2, 20, 64])
@@ -54,11 +55,6 @@ def test_reparameterised_samples_have_the_right_moments():
     mean, std = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 3.0])
     z = sample_reparameterize(mean.expand(100_000, 2), std.expand(100_000, 2))
     assert torch.allclose(z.mean(0), mean, atol=0.03) and torch.allclose(z.std(0), std, rtol=0.02)
-
-
-def small_vae(z_dim=4):
-    torch.manual_seed(0)
-    return VAE(MLPEncoder(784, [64], z_dim), MLPDecoder(z_dim, [64]), z_dim=z_dim, iw_chunk=32)
 
 
 def test_forward_returns_batch_means_and_bpd_of_their_sum():
