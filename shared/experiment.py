@@ -252,7 +252,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
             {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(total_fit_seconds, 1),
              "machine": machine_name(), "resumed": bool(args.resume)}, indent=2) + "\n")
         figures = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
-        logger.log_hyperparams(_hparams(settings), figures)
+        # At the batches' step, where the test logs too: a later call continuing the run hides both (its purge_step).
+        logger.log_hyperparams(_hparams(settings), figures, step=losses.batches_seen)
         logger.finalize("success")  # flushed and closed now: the run directory is complete when this returns
         (run_dir / "hparams.yaml").unlink(missing_ok=True)  # the logger's copy of config.yaml, flattened
         print(f"Run directory: {run_dir}\n  TensorBoard:  tensorboard --logdir {run_dir}\n"

@@ -98,8 +98,14 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
     first = json.loads((run_dir / "timing.json").read_text())
     assert first["resumed"] is True
 
-    # A finished run continued to more epochs counts its fit time across both calls.
-    assert main(["--resume", str(run_dir), "--epochs", "4"])["epochs"] == 4
+    # A finished run continued to more epochs counts its fit time across both calls, and TensorBoard shows the
+    # figures of its last call only.
+    continued = main(["--resume", str(run_dir), "--epochs", "4"])
+    assert continued["epochs"] == 4
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run_dir)).Reload()
+    assert [(point.step, point.value) for point in events.Scalars("hparams/test_bpd")] == [
+        (4 * 4, pytest.approx(continued["test_bpd"]))]
     second = json.loads((run_dir / "timing.json").read_text())
     assert second["total_fit_seconds"] == pytest.approx(first["total_fit_seconds"] + second["fit_seconds"], abs=0.11)
 
