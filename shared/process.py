@@ -1,6 +1,6 @@
 """What every process that drives a Trainer does first, and what it tells a person: Lightning's known noise
 dropped, the project's own warnings on one line, no NVML lookup a step where it is futile; the machine's name
-and whether its CPU has bf16 arithmetic."""
+and whether its CPU has bf16 arithmetic; a command or script ended by Ctrl-C in one line."""
 from __future__ import annotations
 
 import ctypes
