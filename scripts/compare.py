@@ -77,13 +77,25 @@ def shipped_flags(spec: Model) -> list[str]:
 WHERE = ("log_dir", "name", "data_dir")
 
 
+def planned_and_trained(spec: Model, run_dir: Path) -> tuple[argparse.ArgumentParser, dict, dict]:
+    """(the command's parser, the settings of the shipped command, those the run trained with)."""
+    module = import_module(spec.train_module)
+    parser = module.build_parser()
+    planned = vars(parse_args(parser, shipped_flags(spec), module.check, module.default_name,
+                              getattr(module, "task_defaults", None)))
+    return parser, planned, vars(run_settings(run_dir)[1])
+
+
+def shortened(spec: Model, run_dir: Path, metrics: dict) -> str:
+    """How a run falls short of its shipped command (fewer epochs, a subset of the images), whoever trained it."""
+    _, planned, trained = planned_and_trained(spec, run_dir)
+    short = [f"{metrics['epochs']} of {planned['epochs']} epochs"] * (metrics["epochs"] < planned["epochs"])
+    return ", ".join(short + [f"--subset {trained['subset']}"] * bool(trained.get("subset")))
+
+
 def command(loaded: Loaded) -> str:
     """The shipped command, with a flag added for each setting the run trained with another value of."""
-    module = import_module(loaded.spec.train_module)
-    parser = module.build_parser()
-    planned = vars(parse_args(parser, shipped_flags(loaded.spec), module.check, module.default_name,
-                              getattr(module, "task_defaults", None)))
-    trained = vars(run_settings(loaded.run_dir)[1])
+    parser, planned, trained = planned_and_trained(loaded.spec, loaded.run_dir)
     actions = {action.dest: action for action in parser._actions}
     extra = [word for key, value in trained.items()
              if key in actions and key not in WHERE and value != planned.get(key)
@@ -123,7 +135,8 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
     print(f"Loaded {spec.label} from {run_dir} ({time.perf_counter() - start:.1f} s)", flush=True)
     timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
     fit_seconds = timing.get("total_fit_seconds", timing.get("fit_seconds"))
-    return Loaded(spec, model, run_dir, json.loads((run_dir / "metrics.json").read_text()), fit_seconds, trained_here)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return Loaded(spec, model, run_dir, metrics, fit_seconds, trained_here, shortened(spec, run_dir, metrics))
 
 
 def num_parameters(model: torch.nn.Module) -> int:
@@ -162,7 +175,8 @@ def seconds(value: float | None) -> str:
 
 
 def mark(loaded: Loaded) -> str:
-    return " (short run trained by compare.py)" if loaded.trained_here else ""
+    by = " trained by compare.py" if loaded.trained_here else ""
+    return f" (short run{by}: {loaded.shortened})" if loaded.shortened or loaded.trained_here else ""
 
 
 # --- The command ------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ class Loaded:
     metrics: dict
     fit_seconds: float | None  # the whole fit, over every resumed call
     trained_here: bool
+    shortened: str = ""  # how the run falls short of its shipped command ("1 of 20 epochs, --subset 128"), if it does
 
 
 def has_likelihood(loaded: Loaded) -> bool:

@@ -96,6 +96,7 @@ def test_replace_rewrites_the_shipped_report_and_removes_its_old_figures(first_c
     assert path == shipped / "comparison.md" and {p.name for p in shipped.iterdir()} == {"comparison", "comparison.md"}
     report = path.read_text()
     assert "short run trained by compare.py" not in report and "## Latent spaces" in report
+    assert "(short run: 2 of 20 epochs, --subset 128)" in report  # still said of the runs this call did not train
     assert {p.name for p in (shipped / "comparison").iterdir()} == FIGURES
     assert all(f"](comparison/{name})" in report for name in FIGURES)
     assert not list((root / "runs").glob("*/version_1"))  # the runs were reused, none trained
