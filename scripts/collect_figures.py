@@ -6,12 +6,11 @@ has not finished is reported and skipped.
 """
 from __future__ import annotations
 
-import os
 import shutil
 
 from shared.cli import OneLineArgumentParser
 from shared.process import run_script
-from shared.runs import DescriptionAndDefaultsFormatter, finished_runs, folder
+from shared.runs import DescriptionAndDefaultsFormatter, finished_runs, folder, unwritable
 
 # (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
 FIGURES = (
@@ -40,10 +39,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not args.log_dir.is_dir():
         parser.error(f"--log_dir {args.log_dir}: no such folder: pass the folder the runs were written to")
-    existing = next(path for path in (args.out, *args.out.resolve().parents) if path.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        parser.error(f"--out {args.out}: {existing} is {'not writable' if existing.is_dir() else 'a file'}: "
-                     f"pass a folder you can write to")
+    problem = unwritable(args.out)
+    if problem:
+        parser.error(f"--out {args.out}: {problem}: pass a folder you can write to")
     copied = 0
     for name, figure in FIGURES:
         runs = finished_runs(args.log_dir, name)

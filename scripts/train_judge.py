@@ -12,7 +12,6 @@ inspected).
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,21 +20,9 @@ from shared.data import DataFileError
 from shared.judge import DEFAULT_JUDGE_PATH, JudgeFileError, load_judge, save_judge, train_judge
 from shared.progress import duration
 from shared.process import run_script
-from shared.runs import DescriptionAndDefaultsFormatter, judge_file, positive_int
+from shared.runs import DescriptionAndDefaultsFormatter, judge_file, positive_int, unwritable
 
 REQUIRED_ACCURACY = 0.99
-
-
-def unwritable_location(path: Path) -> str | None:
-    """Why ``path`` cannot be written (its first existing folder up is a file, or takes no file); None if it can."""
-    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:  # a file made there and gone at once: what the write will need, for root too (os.access says yes to it)
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as err:
-        return f"{existing} takes no new file ({err.strerror or err})"
-    return None
 
 
 def main(argv=None) -> dict:
@@ -51,7 +38,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if not 0 <= args.seed < 2**32:
         parser.error(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
-    problem = unwritable_location(args.out.resolve())
+    problem = unwritable(args.out.resolve().parent)
     if problem:
         parser.error(f"--out {args.out}: {problem}: pass a path in a folder you can write to")
     if args.data_dir is not None and not Path(args.data_dir, "MNIST", "raw").is_dir():

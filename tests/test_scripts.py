@@ -159,8 +159,8 @@ def test_a_training_command_given_a_runs_checkpoint_as_judge_says_so_before_any_
     (["--log_dir", "{tmp}/nowhere"], "--log_dir {tmp}/nowhere: no such folder: pass the folder the runs were written to"),
     (["--log_dir", "{tmp}/a_file"], "argument --log_dir: {tmp}/a_file is a file, not a folder"),
     (["--out", "{tmp}/a_file"], "argument --out: {tmp}/a_file is a file, not a folder"),
-    (["--out", "{tmp}/a_file/figures"], "--out {tmp}/a_file/figures: {tmp}/a_file is a file: pass a folder you can "
-                                        "write to"),
+    (["--out", "{tmp}/a_file/figures"], "--out {tmp}/a_file/figures: {tmp}/a_file is a file, not a folder: pass a "
+                                        "folder you can write to"),
 ], ids=["missing log_dir", "log_dir a file", "out a file", "out under a file"])
 def test_collect_figures_refuses_bad_folders_before_copying_or_making_any(tmp_path, capsys, flags, message):
     (tmp_path / "runs").mkdir()
