@@ -109,7 +109,7 @@ def _loads(path: Path) -> dict | None:
     return state if isinstance(state, dict) and {"state_dict", "callbacks"} <= state.keys() else None
 
 
-def _check_resume(args: argparse.Namespace, model: pl.LightningModule, run_dir: Path) -> dict:
+def _check_resume(model: pl.LightningModule, run_dir: Path) -> dict:
     """The run's last checkpoint, if it loads and fits the model the run's settings build (a resume changes none
     that shape it: shared.cli.RESUME_MAY_CHANGE); otherwise one line naming the file's problem."""
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -180,7 +180,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
             print(f"{run_dir} already finished its {metrics['epochs']} epochs: nothing to do (pass --epochs N "
                   f"with N > {metrics['epochs']} to train it further)", flush=True)
             return metrics
-        resumed = _check_resume(args, model, run_dir)["callbacks"].get(LossMonitor.__qualname__, {})
+        resumed = _check_resume(model, run_dir)["callbacks"].get(LossMonitor.__qualname__, {})
         batches_done = resumed.get("batches_seen")  # none in a checkpoint not written by these commands
         # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).
         logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
@@ -233,19 +233,15 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     torch.manual_seed(args.seed)
     try:
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
-    except BaseException:  # Ctrl-C, a crash: a resume of the trained run tests it and writes metrics.json
+        if extra_metrics is not None and trainer.is_global_zero:  # metrics.json is rank zero's
+            try:
+                metrics.update(extra_metrics())
+            except DataFileError as err:  # MNIST or the judge went missing since the start
+                raise SystemExit(f"error: {err}; the trained run is in {run_dir}") from None
+    except BaseException as err:  # Ctrl-C, a crash: a resume of the trained run tests it and writes metrics.json
         _discard_unfinished(args, trainer, run_dir)  # keeps the trained run
-        _say_how_to_resume(args, trainer, run_dir)
+        _say_how_to_resume(args, trainer, run_dir, interrupted=isinstance(err, KeyboardInterrupt))
         raise
-    if extra_metrics is not None and trainer.is_global_zero:  # metrics.json is rank zero's
-        try:
-            metrics.update(extra_metrics())
-        except DataFileError as err:  # MNIST or the judge went missing since the start: the run itself is kept
-            raise SystemExit(f"error: {err}; the trained run is in {run_dir}") from None
-        except BaseException as err:  # Ctrl-C while the judge scores the samples: as in the test stage
-            _discard_unfinished(args, trainer, run_dir)
-            _say_how_to_resume(args, trainer, run_dir, interrupted=isinstance(err, KeyboardInterrupt))
-            raise
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         (run_dir / "timing.json").write_text(json.dumps(
