@@ -1,6 +1,7 @@
 """The ``part1_vae.train`` command end to end on tiny data: errors, outputs, NaN stop, resume, determinism."""
 import json
 import re
+import time
 
 import pytest
 import torch
@@ -14,6 +15,13 @@ from tests.conftest import (TINY_RUN, assert_fails_fast, crashes_in_epoch_two, n
 
 def run(tmp_path, *flags):
     return main([*TINY_RUN, "--log_dir", str(tmp_path), *flags])
+
+
+def wait_for_a_later_event_file_name():
+    """TensorBoard reads a run's event files in name order, and a name is the writer's start second, then the host, the
+    process and a counter of the process's writers: a second call of a run of under a second, in this same process,
+    can sort first (".10" before ".9"). A real resume starts seconds later, in a new process."""
+    time.sleep(1.1)
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -100,6 +108,7 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
 
     # A finished run continued to more epochs counts its fit time across both calls, and TensorBoard shows the
     # figures of its last call only.
+    wait_for_a_later_event_file_name()
     continued = main(["--resume", str(run_dir), "--epochs", "4"])
     assert continued["epochs"] == 4
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -120,6 +129,7 @@ def test_tensorboard_shows_each_step_once_after_a_resume_repeats_an_interrupted_
         run(tmp_path, *flags)  # logged the losses of epoch 2's first two batches (steps 4 and 5), then died
     monkeypatch.undo()
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    wait_for_a_later_event_file_name()
     main(["--resume", str(run_dir), *flags])
     events = EventAccumulator(str(run_dir)).Reload()
     assert [event.step for event in events.Scalars("train_loss_step")] == list(range(3 * 4))
