@@ -112,6 +112,13 @@ def to_model_range(images: torch.Tensor, binarize: bool = True, value_range: str
     return x
 
 
+def dynamically_binarized(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """uint8 ``[N, 28, 28]`` -> ``[N, 1, 28, 28]`` of 0 and 1: each pixel one draw from Bernoulli(its grey level), the
+    same draw for the same ``seed`` (the fixed val and test sets of dynamically binarized MNIST, and the images
+    every evaluation compares with them)."""
+    return torch.bernoulli(to_model_range(images, binarize=False), generator=torch.Generator().manual_seed(seed))
+
+
 class MNISTDataModule(TensorSplitsDataModule):
     """MNIST split 45,000 / 5,000 / 10,000 (train / val / test), decoded once into tensors.
 
@@ -170,9 +177,7 @@ class MNISTDataModule(TensorSplitsDataModule):
             elif name == "train":
                 self.splits[name] = DynamicallyBinarizedDataset(to_model_range(images, binarize=False), labels, self.seed)
             else:
-                generator = torch.Generator().manual_seed(DYNAMIC_EVAL_SEEDS[name])
-                self.splits[name] = TensorBatchDataset(torch.bernoulli(to_model_range(images, binarize=False),
-                                                                       generator=generator), labels)
+                self.splits[name] = TensorBatchDataset(dynamically_binarized(images, DYNAMIC_EVAL_SEEDS[name]), labels)
 
 
 # The name of the first layout (the DataModule also serves grey-scale images, hence the new one).

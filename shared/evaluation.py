@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from shared.data import DYNAMIC_EVAL_SEEDS, load_mnist, to_model_range
+from shared.data import DYNAMIC_EVAL_SEEDS, dynamically_binarized, load_mnist, to_model_range
 from shared.generative import GenerativeModel
 from shared.judge import DigitClassifier, load_judge
 from shared.progress import Progress
@@ -183,8 +183,7 @@ def real_images(split: str, binarized: bool, data_dir: str | Path | None = None,
     if count is not None:
         images = images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]]
     if binarized and dynamic:
-        generator = torch.Generator().manual_seed(DYNAMIC_EVAL_SEEDS.get(split, seed))
-        return torch.bernoulli(to_model_range(images, binarize=False), generator=generator)
+        return dynamically_binarized(images, DYNAMIC_EVAL_SEEDS.get(split, seed))
     return to_model_range(images, binarize=binarized)
 
 

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from shared.data import DYNAMIC_EVAL_SEEDS, to_model_range
+from shared.data import DYNAMIC_EVAL_SEEDS, dynamically_binarized, to_model_range
 from shared.evaluation import draw_samples, evaluate_samples, real_reference
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
 from shared.report import Loaded, data_of, has_likelihood, phase, run_config
@@ -25,13 +25,12 @@ DESCRIPTIONS = {THRESHOLD: "pixels > 0.5",
 FULL_TEST_SET = 10_000
 
 
-def variant_images(variant: str, images: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+def variant_images(variant: str, images: torch.Tensor) -> torch.Tensor:
     """uint8 MNIST ``[N, 28, 28]`` -> ``[N, 1, 28, 28]`` in [0, 1] as a model of ``variant`` reads them. A
-    dynamically binarized set is one Bernoulli draw from ``seed`` (default: the test set's fixed draw, the
-    draw every run of that variant was tested on when ``images`` is the whole test set)."""
+    dynamically binarized set is the test set's fixed draw: the draw every run of that variant was tested on when
+    ``images`` is the whole test set."""
     if variant == DYNAMIC:
-        generator = torch.Generator().manual_seed(DYNAMIC_EVAL_SEEDS["test"] if seed is None else seed)
-        return torch.bernoulli(to_model_range(images, binarize=False), generator=generator)
+        return dynamically_binarized(images, DYNAMIC_EVAL_SEEDS["test"])
     if variant not in (THRESHOLD, GREY):
         raise ValueError(f"no MNIST variant {variant!r}: one of {', '.join(DESCRIPTIONS)}")
     return to_model_range(images, binarize=variant == THRESHOLD)
