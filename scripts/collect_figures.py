@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shutil
 
+from shared.checks import unwritable
 from shared.cli import OneLineArgumentParser
 from shared.process import run_script
-from shared.runs import DescriptionAndDefaultsFormatter, finished_runs, folder, unwritable
+from shared.runs import DescriptionAndDefaultsFormatter, finished_runs, folder
 
 # (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
 FIGURES = (

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
+from shared.checks import bad_data_dir, bad_seed, unwritable
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
 from shared.judge import DEFAULT_JUDGE_PATH, JudgeFileError, load_judge, save_judge, train_judge
 from shared.progress import duration
 from shared.process import run_script
-from shared.runs import DescriptionAndDefaultsFormatter, judge_file, positive_int, unwritable
+from shared.runs import DescriptionAndDefaultsFormatter, judge_file, positive_int
 
 REQUIRED_ACCURACY = 0.99
 
@@ -36,13 +36,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=positive_int, default=4, help="epochs to train")
     parser.add_argument("--data_dir", default=None, help="folder holding MNIST/raw; none: the bundled copy")
     args = parser.parse_args(argv)
-    if not 0 <= args.seed < 2**32:
-        parser.error(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
     problem = unwritable(args.out.resolve().parent)
     if problem:
         parser.error(f"--out {args.out}: {problem}: pass a path in a folder you can write to")
-    if args.data_dir is not None and not Path(args.data_dir, "MNIST", "raw").is_dir():
-        parser.error(f"--data_dir {args.data_dir}: no folder MNIST/raw inside it")
+    problem = bad_seed(args.seed) or bad_data_dir(args.data_dir)
+    if problem:
+        parser.error(problem)
     if args.out.is_file():  # a judge is retrained in place; any other file is kept (a typo must not replace it)
         try:
             load_judge(args.out)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from shared.checks import bad_data_dir, bad_seed, unwritable
 from shared.yaml_file import read_yaml
 
 # What a resume may change: how to run, and what is measured around the training. Every other setting stays the run's
@@ -244,8 +244,6 @@ def _check_shared(args: argparse.Namespace) -> None:
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ConfigError(f"--{flag} must be finite, got {value}")
-    if not 0 <= args.seed < 2**32:
-        raise ConfigError(f"--seed must be in [0, 2**32 - 1], got {args.seed}")
     log_dir = Path(args.log_dir)
     if args.name is not None and not (log_dir / args.name).resolve().is_relative_to(log_dir.resolve()):
         raise ConfigError(f"--name {args.name}: a run name is a folder under --log_dir, not a path out of it")
@@ -264,15 +262,14 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--num_workers must be >= 0, got {args.num_workers}")
     if any(epoch < 0 for epoch in args.sample_epochs):
         raise ConfigError(f"--sample_epochs must be >= 0, got {args.sample_epochs}")
-    if args.data_dir is not None and not Path(args.data_dir, "MNIST", "raw").is_dir():
-        raise ConfigError(f"--data_dir {args.data_dir}: no folder MNIST/raw inside it")
+    problem = bad_seed(args.seed) or bad_data_dir(args.data_dir)
+    if problem:
+        raise ConfigError(problem)
     if log_dir.exists() and not log_dir.is_dir():
         raise ConfigError(f"--log_dir {log_dir} is a file, not a folder: pass a folder for the runs")
-    existing = next(p for p in (log_dir, *log_dir.parents) if p.exists())
-    if not existing.is_dir():
-        raise ConfigError(f"--log_dir {log_dir}: {existing} is a file, not a folder: pass a folder for the runs")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"--log_dir {log_dir}: {existing} is not writable: pass a folder you can write to")
+    problem = unwritable(log_dir)
+    if problem:
+        raise ConfigError(f"--log_dir {log_dir}: {problem}: pass a folder you can write to")
 
 
 def resolve_settings(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:

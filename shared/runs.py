@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -114,20 +113,6 @@ def judge_file(text: str) -> Path:
         raise argparse.ArgumentTypeError(f"{text} is a folder: pass a judge checkpoint file (one that does not "
                                          f"exist yet is trained there first)")
     return Path(text)
-
-
-def unwritable(folder: Path) -> str | None:
-    """Why no file can be written in ``folder`` (made with its parents if missing): the nearest existing folder up
-    is a file, or takes no new file (probed with one made and gone at once: os.access says yes to root); None where
-    one can."""
-    existing = next(path for path in (folder, *folder.resolve().parents) if path.exists())
-    if not existing.is_dir():
-        return f"{existing} is a file, not a folder"
-    try:
-        tempfile.TemporaryFile(dir=existing).close()
-    except OSError as err:
-        return f"{existing} takes no new file ({err.strerror or err})"
-    return None
 
 
 def folder(text: str) -> Path:
