@@ -34,21 +34,29 @@ class TensorBatchDataset(Dataset):
 class DynamicallyBinarizedDataset(TensorBatchDataset):
     """Grey images ``[N, 1, 28, 28]`` in [0, 1]; every fetch re-draws each pixel as Bernoulli(grey), so each
     epoch sees new binary images (the data of the IWAE paper and most published binary-MNIST likelihoods).
-    The draws come from a generator on the images' device seeded with ``seed`` (so a GPU draws other
-    binary images than the CPU, from the same seed)."""
+    The draws come from a generator on ``draws_on`` (the images' device by default) seeded with ``seed`` (so a
+    GPU draws other binary images than the CPU, from the same seed)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int, draws_on: torch.device | None = None):
         super().__init__(images, labels)
         self.seed = seed
-        self.generator = torch.Generator(images.device).manual_seed(seed)
+        self.generator = torch.Generator(draws_on or images.device).manual_seed(seed)
+
+    def binarize(self, grey: torch.Tensor) -> torch.Tensor:
+        """The next draw of binary images from ``grey`` ones (on the generator's device)."""
+        return torch.bernoulli(grey, generator=self.generator)
 
     def __getitem__(self, indices):
-        return torch.bernoulli(self.images[indices], generator=self.generator), self.labels[indices]
+        return self.binarize(self.images[indices]), self.labels[indices]
 
     def to(self, device: torch.device) -> DynamicallyBinarizedDataset:
         if self.images.device == device:
             return self
         return DynamicallyBinarizedDataset(self.images.to(device), self.labels.to(device), self.seed)
+
+    def grey(self) -> TensorBatchDataset:
+        """The grey images themselves, served without drawing."""
+        return TensorBatchDataset(self.images, self.labels)
 
 
 def epoch_order(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -120,8 +128,8 @@ class TensorSplitsDataModule(pl.LightningDataModule):
 
     With ``num_workers=0`` the splits are moved to the trainer's device once (the CPU when no trainer is
     attached) and served as :class:`ResidentBatches`; with workers, as a DataLoader over host memory.
-    Either way the batches and their order are the same for a given seed, and so are a run's figures (but for
-    dynamically binarized images, which each worker re-draws from its own copy of the generator).
+    Either way the batches and their order are the same for a given seed, and so are a run's figures (dynamically
+    binarized images too: with workers they are drawn in this process, from the same generator).
     """
 
     def __init__(self, batch_size: int, seed: int, num_workers: int):
@@ -135,9 +143,14 @@ class TensorSplitsDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader | ResidentBatches:
         trainer = self.trainer
+        device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if not self.num_workers:
-            device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
             self.splits[split] = self.splits[split].to(device)  # moved once; the host copy is not kept
+        elif isinstance(self.splits[split], DynamicallyBinarizedDataset):
+            # The workers serve grey images, binarized in this process after the transfer (by
+            # transfer_batch_to_device): each worker's copy of the generator would draw the same noise as the others'.
+            split_data = self.splits[split]
+            self.splits[split] = DynamicallyBinarizedDataset(split_data.images, split_data.labels, split_data.seed, device)
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         if shuffle:
             self.train_order = generator
@@ -146,7 +159,9 @@ class TensorSplitsDataModule(pl.LightningDataModule):
             if "binarization" in self.resumed_state:
                 self.splits[split].generator.set_state(self.resumed_state.pop("binarization"))
         if self.num_workers:
-            return batch_loader(self.splits[split], self.batch_size, generator, self.seed, self.num_workers)
+            served = self.splits[split]
+            served = served.grey() if isinstance(served, DynamicallyBinarizedDataset) else served
+            return batch_loader(served, self.batch_size, generator, self.seed, self.num_workers)
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
 
@@ -166,8 +181,13 @@ class TensorSplitsDataModule(pl.LightningDataModule):
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # Resident batches are on the device already: Lightning's generic walk of the batch for tensors to
         # move costs about 20 us a step for nothing.
-        if self.num_workers:
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if not self.num_workers:
+            return batch
+        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        train = self.splits.get("train")
+        if isinstance(train, DynamicallyBinarizedDataset) and self.trainer is not None and self.trainer.training:
+            images, labels = batch  # grey from the workers
+            batch = train.binarize(images), labels
         return batch
 
     def train_dataloader(self) -> DataLoader:

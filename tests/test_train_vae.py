@@ -163,9 +163,10 @@ def test_last_ckpt_holds_the_last_epoch_when_the_best_was_earlier_and_resume_con
 
 
 @pytest.mark.slow
-def test_a_run_resumed_after_a_crash_ends_as_the_uninterrupted_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_run_resumed_after_a_crash_ends_as_the_uninterrupted_run(tmp_path, monkeypatch, workers):
     # Dynamically binarized: the batch order, the binarization and the model's noise all continue their streams.
-    flags = ["--epochs", "3", "--binarization", "dynamic"]
+    flags = ["--epochs", "3", "--binarization", "dynamic", "--num_workers", workers]
     straight = run(tmp_path / "straight", *flags)
     monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_two(part1_vae.modules.VAE.training_step))
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -199,10 +200,13 @@ def test_a_seeded_run_trains_on_the_batches_its_figures_were_measured_on(tmp_pat
     assert counts == [6327, 6353, 6668, 6646, 6268, 6749, 6313, 6664, 6668, 6367, 6658, 6301]
 
 
-def test_dataloader_workers_train_on_the_resident_batches(tmp_path):
+@pytest.mark.parametrize("binarization, workers", [("threshold", "1"), ("dynamic", "2")])
+def test_dataloader_workers_train_on_the_resident_batches(tmp_path, binarization, workers):
     """With workers, batches come from host memory through a DataLoader and Lightning moves them to the device;
-    without (the default), they are drawn on the device and not moved again: the same batches either way."""
-    assert run(tmp_path / "workers", "--num_workers", "1") == run(tmp_path / "resident")
+    without (the default), they are drawn on the device and not moved again: the same batches either way, and the
+    same dynamically binarized images (each of two workers drawing from its own copy of one generator would not)."""
+    flags = ["--binarization", binarization]
+    assert run(tmp_path / "workers", *flags, "--num_workers", workers) == run(tmp_path / "resident", *flags)
 
 
 @pytest.mark.slow
