@@ -178,6 +178,11 @@ class TensorSplitsDataModule(pl.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         self.resumed_state = dict(state_dict)
 
+    def reseed_binarization(self, seed: int) -> None:
+        """Draw the training images' binarization from ``seed`` on (a process of several, each epoch)."""
+        if isinstance(self.splits.get("train"), DynamicallyBinarizedDataset):
+            self.splits["train"].generator.manual_seed(seed)
+
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
         # Resident batches are on the device already: Lightning's generic walk of the batch for tensors to
         # move costs about 20 us a step for nothing.

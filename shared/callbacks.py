@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
+from shared.batches import TensorSplitsDataModule
 from shared.progress import duration
 from shared.utils import log_grid, save_grid
 
@@ -278,13 +280,19 @@ class LastEpochCheckpoint(EpochCountCheckpoint):
     first epoch starts (after the sanity check, which draws from it), so that the epochs after a resume draw the
     noise they would have drawn without the interrupt (the data module keeps its own generators' states).
 
+    In a run of several processes, Lightning seeds every process alike, so each would draw the same noise for its
+    own images (a GAN's processes the same fakes: one process's worth of generator batch): there each process
+    draws every epoch from seeds of its own, made of ``seed``, the epoch and its rank, which a resume makes again
+    (the checkpoint holds rank zero's states only).
+
     Since Lightning 2.6 a ModelCheckpoint's ``save_last=True`` writes last.ckpt only at the epochs that saved a top-k
     checkpoint, so beside a best-only one it held the best epoch, and a resume went back there."""
 
-    def __init__(self, dirpath: Path):
+    def __init__(self, dirpath: Path, seed: int):
         # At the train epoch's end, after the epoch-end hooks (sample grids, the module's figures) have drawn theirs.
         super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
                          enable_version_counter=False, save_on_train_epoch_end=True)
+        self.seed = seed
         self.resumed_random_state: dict | None = None
 
     def state_dict(self) -> dict:
@@ -298,8 +306,14 @@ class LastEpochCheckpoint(EpochCountCheckpoint):
         self.resumed_random_state = state_dict.get("random_state")  # none in a run made before 2026-12-06
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if self.resumed_random_state is not None:
+        if trainer.world_size > 1:
+            noise, binarization = np.random.SeedSequence([self.seed, trainer.current_epoch, trainer.global_rank]
+                                                         ).generate_state(2)
+            torch.manual_seed(int(noise))
+            if isinstance(trainer.datamodule, TensorSplitsDataModule):
+                trainer.datamodule.reseed_binarization(int(binarization))
+        elif self.resumed_random_state is not None:
             torch.set_rng_state(self.resumed_random_state["cpu"])
             if "cuda" in self.resumed_random_state:
                 torch.cuda.set_rng_state_all(self.resumed_random_state["cuda"])
-            self.resumed_random_state = None
+        self.resumed_random_state = None

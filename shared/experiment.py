@@ -44,14 +44,14 @@ class RunCallbacks:
     """The callbacks of every run (scripts/benchmark.py times the same), with handles on those whose state the run
     reads afterwards."""
 
-    def __init__(self, run_dir: Path, sample_epochs: Sequence[int], monitor: str | None):
+    def __init__(self, run_dir: Path, sample_epochs: Sequence[int], monitor: str | None, seed: int):
         self.losses, self.clock = LossMonitor(), FitClock()
         self.images = LoggedImagesCallback(run_dir, sample_epochs)
         self.checkpoint = EpochCountCheckpoint(dirpath=run_dir / "checkpoints", monitor=monitor, mode="min",
                                                auto_insert_metric_name=False,
                                                filename="best-epoch{epoch:03d}" if monitor else "epoch{epoch:03d}",
                                                enable_version_counter=False)
-        self.last = LastEpochCheckpoint(run_dir / "checkpoints")
+        self.last = LastEpochCheckpoint(run_dir / "checkpoints", seed)
 
     def ordered(self, extra: Sequence[pl.Callback] = ()) -> list[pl.Callback]:
         """All of them with a command's ``extra`` ones, in the order they must run: the clock after the images
@@ -189,7 +189,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         logger = TensorBoardLogger(args.log_dir, name=args.name, default_hp_metric=False)
         run_dir = Path(logger.log_dir)
 
-    run = RunCallbacks(run_dir, args.sample_epochs, monitor)
+    run = RunCallbacks(run_dir, args.sample_epochs, monitor, args.seed)
     losses, clock, checkpoint = run.losses, run.clock, run.checkpoint
     trainer = _build_trainer(args, logger, run.ordered(callbacks))
     try:

@@ -51,7 +51,7 @@ def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule,
     timer = EpochTimer()
     run = {"callbacks": [timer], "logger": False, "enable_checkpointing": False}  # Lightning alone
     if log_dir:
-        callbacks = RunCallbacks(Path(log_dir), sample_epochs=(), monitor=None)
+        callbacks = RunCallbacks(Path(log_dir), sample_epochs=(), monitor=None, seed=0)
         ordered = callbacks.ordered()
         ordered.insert(ordered.index(callbacks.images), timer)
         run = {"callbacks": ordered, "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler() if lean else None}

@@ -1,5 +1,5 @@
-"""Process-wide settings a run makes before it trains (shared.process), its warning about bf16 on a CPU without it,
-and the progress lines of a long test stage."""
+"""Process-wide settings a run makes before it trains (shared.process), each process's random streams, the warning
+about bf16 on a CPU without it, and the progress lines of a long test stage."""
 import argparse
 import ctypes
 import os
@@ -98,3 +98,26 @@ def test_an_epochs_seconds_hold_the_work_after_its_training_batches(capsys, monk
     now["s"] = 1.0  # the epoch-end work of the callbacks after this one (the judge's curve, sample grids) done
     lines.on_train_end(trainer, None)
     assert capsys.readouterr().out.startswith("epoch 1/1    1.0 s/epoch")
+
+
+def test_each_process_of_a_distributed_run_draws_its_own_noise_which_a_resume_draws_again():
+    """Lightning seeds every process alike: without new seeds a GAN's processes would make the same fakes."""
+    from types import SimpleNamespace
+
+    from shared.callbacks import LastEpochCheckpoint
+    from shared.data import MNISTDataModule
+
+    def draws(rank, epoch, world_size=2):
+        datamodule = MNISTDataModule(subset=64, binarization="dynamic")
+        datamodule.setup()
+        trainer = SimpleNamespace(world_size=world_size, global_rank=rank, current_epoch=epoch, datamodule=datamodule)
+        torch.manual_seed(42)  # what every process holds before the epoch
+        LastEpochCheckpoint("unused", seed=42).on_train_epoch_start(trainer, None)
+        return torch.cat([torch.rand(8), datamodule.splits["train"][list(range(64))][0].flatten()])
+
+    assert not torch.equal(draws(0, 3), draws(1, 3))  # the model's noise and the binarized images
+    assert not torch.equal(draws(0, 3), draws(0, 4))
+    assert torch.equal(draws(1, 3), draws(1, 3))  # a resume at that epoch draws the same again
+    torch.manual_seed(42)
+    untouched = torch.rand(8)
+    assert torch.equal(draws(0, 3, world_size=1)[:8], untouched)  # one process: its stream goes on as it was
