@@ -86,28 +86,35 @@ class ResidentBatches:
     (:func:`epoch_order`, drawn on the CPU, so the batches and their order are those of :func:`batch_loader`)
     is copied to the device once, then sliced there.
 
-    In a run of several processes, process ``rank`` takes every ``world_size``-th batch, the list padded
-    with its own first batches to a multiple of ``world_size`` so all processes run as many steps (what
-    Lightning's distributed sampler does).
+    In a run of several processes, process ``rank`` takes every ``world_size``-th batch of a training epoch, the
+    list padded with its own first batches to a multiple of ``world_size`` so that all processes run as many steps
+    (they average their gradients at each), as Lightning's distributed sampler does. Of a split it evaluates
+    (``shard=True``) it takes its own ``1/world_size`` of the images, so that each image counts once in the figures.
     """
 
     def __init__(self, dataset: TensorBatchDataset, batch_size: int, generator: torch.Generator | None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, shard: bool = False):
         self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.shard = rank, world_size, shard
 
-    def _starts(self) -> list[int]:
-        starts = list(range(0, len(self.dataset), self.batch_size))
+    def _slices(self) -> list[slice]:
+        n = len(self.dataset)
+        if self.shard:
+            first, end = self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
+            if first == end:  # more processes than images: each needs a batch (they all reduce at the epoch's end)
+                first, end = 0, 1
+            return [slice(start, min(start + self.batch_size, end)) for start in range(first, end, self.batch_size)]
+        starts = list(range(0, n, self.batch_size))
         starts += (starts * self.world_size)[:-len(starts) % self.world_size]
-        return starts[self.rank::self.world_size]
+        return [slice(start, start + self.batch_size) for start in starts[self.rank::self.world_size]]
 
     def __len__(self) -> int:
-        return len(self._starts())
+        return len(self._slices())
 
     def __iter__(self):
         order = epoch_order(len(self.dataset), self.generator).to(self.dataset.images.device)
-        for start in self._starts():
-            yield self.dataset[order[start:start + self.batch_size]]
+        for batch in self._slices():
+            yield self.dataset[order[batch]]
 
 
 def batch_loader(dataset: TensorBatchDataset, batch_size: int, order: torch.Generator | None, seed: int = 0,
@@ -163,7 +170,7 @@ class TensorSplitsDataModule(pl.LightningDataModule):
             served = served.grey() if isinstance(served, DynamicallyBinarizedDataset) else served
             return batch_loader(served, self.batch_size, generator, self.seed, self.num_workers)
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size)
+        return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size, shard=not shuffle)
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps so that a resumed run draws the batches (and dynamically binarized images) the

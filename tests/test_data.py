@@ -146,3 +146,17 @@ def test_resident_batches_split_between_processes_like_a_distributed_sampler():
     ranks = [[images.flatten().tolist() for images, _ in ResidentBatches(dataset, 10, None, rank, 3)] for rank in range(3)]
     assert [len(batches) for batches in ranks] == [2, 2, 2]  # 5 batches padded to 6 with the first
     assert sorted(sum(ranks, [])) == sorted([list(range(i, i + 10)) for i in range(0, 50, 10)] + [list(range(10))])
+
+
+@pytest.mark.parametrize("images, processes", [(50, 3), (10_000, 8), (2, 3)])
+def test_evaluated_splits_count_each_image_once_over_the_processes(images, processes):
+    from shared.batches import ResidentBatches, TensorBatchDataset
+
+    dataset = TensorBatchDataset(torch.arange(float(images)).view(images, 1), torch.zeros(images))
+    ranks = [[batch.flatten().tolist() for batch, _ in ResidentBatches(dataset, 128, None, rank, processes, shard=True)]
+             for rank in range(processes)]
+    assert all(ranks)  # each process has a batch: all of them reduce the figures at the epoch's end
+    seen = sorted(sum(sum(ranks, []), []))
+    assert seen == list(range(images)) if images >= processes else set(seen) == set(range(images))
+    single = [batch.flatten().tolist() for batch, _ in ResidentBatches(dataset, 128, None, shard=True)]
+    assert single == [list(map(float, range(i, min(i + 128, images)))) for i in range(0, images, 128)]
