@@ -11,6 +11,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shared.batches import TensorBatchDataset, TensorSplitsDataModule
@@ -76,10 +77,22 @@ class BimodalGaussianDiag(nn.Module):
 
     @torch.no_grad()
     def entropy_bits_per_dim(self, num_samples: int = 100_000, seed: int = 0) -> float:
-        """Monte-Carlo entropy -E[log p(x)] in bits per dimension: the floor a perfect model's bpd reaches."""
+        """The entropy -E[log p(x)] in bits per dimension: the floor a perfect model's bpd reaches.
+
+        With p = (N_k + N_j) / 2, -log p(x) = -log N_k(x) + log 2 - log(1 + N_j(x) / N_k(x)): under mode k the first
+        term's mean is N_k's entropy, in closed form; only the last, the modes' overlap (0 for modes far apart), is a
+        Monte-Carlo mean over ``num_samples`` draws from each mode (all of it was until 2026-12-06: 0.8116 bits for
+        the toy target, whose entropy is 0.8101)."""
         generator = torch.Generator(device=self.mu.device).manual_seed(seed)
-        nll = -self.log_prob(self.sample(num_samples, generator=generator).double()).mean()
-        return (nll / (self.dims * math.log(2))).item()
+        mu, log_sigma = self.mu.double(), self.sigma.double().log()
+        nats = 0.0
+        for k, j in ((0, 1), (1, 0)):
+            x = mu[k] + log_sigma[k].exp() * torch.randn(num_samples, self.dims, device=mu.device, dtype=mu.dtype,
+                                                         generator=generator)
+            gaussian_entropy = 0.5 * self.dims * (1 + math.log(2 * math.pi)) + log_sigma[k].sum().item()
+            log_ratio = log_normal_diag(x, mu[j], log_sigma[j]) - log_normal_diag(x, mu[k], log_sigma[k])
+            nats += 0.5 * (gaussian_entropy + math.log(2) - F.softplus(log_ratio).mean().item())
+        return nats / (self.dims * math.log(2))
 
 
 class ToyDataModule(TensorSplitsDataModule):
