@@ -5,7 +5,6 @@ in a training step. With workers, a DataLoader (:func:`batch_loader`) serves the
 """
 from __future__ import annotations
 
-import math
 
 import pytorch_lightning as pl
 import torch
@@ -66,62 +65,65 @@ def epoch_order(n: int, generator: torch.Generator | None) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
-class EpochBatches(Sampler[list[int]]):
-    """A DataLoader's batches of indices: each epoch :func:`epoch_order` cut into lists of ``batch_size``."""
+def process_slices(n: int, batch_size: int, rank: int = 0, world_size: int = 1, shard: bool = False) -> list[slice]:
+    """The slices of an epoch's order of ``n`` items that process ``rank`` of ``world_size`` takes as its batches.
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None):
-        self.n, self.batch_size, self.generator = n, batch_size, generator
+    Training: every ``world_size``-th batch, the list padded with its first batches to a multiple of ``world_size``
+    so that all processes run as many steps (they average their gradients at each), as Lightning's distributed
+    sampler does. A split evaluated (``shard=True``): the process's own ``1/world_size`` of the items, so that each
+    counts once in the figures."""
+    if shard:
+        first, end = rank * n // world_size, (rank + 1) * n // world_size
+        if first == end:  # more processes than items: each needs a batch (they all reduce at the epoch's end)
+            first, end = 0, 1
+        return [slice(start, min(start + batch_size, end)) for start in range(first, end, batch_size)]
+    starts = list(range(0, n, batch_size))
+    starts += (starts * world_size)[:-len(starts) % world_size]
+    return [slice(start, start + batch_size) for start in starts[rank::world_size]]
+
+
+class EpochBatches(Sampler[list[int]]):
+    """A DataLoader's batches of indices: each epoch's :func:`epoch_order` cut by :func:`process_slices`."""
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None, rank: int = 0, world_size: int = 1,
+                 shard: bool = False):
+        self.n, self.generator = n, generator
+        self.slices = process_slices(n, batch_size, rank, world_size, shard)
 
     def __len__(self) -> int:
-        return math.ceil(self.n / self.batch_size)
+        return len(self.slices)
 
     def __iter__(self):
         order = epoch_order(self.n, self.generator)
-        for start in range(0, self.n, self.batch_size):
-            yield order[start:start + self.batch_size].tolist()
+        for batch in self.slices:
+            yield order[batch].tolist()
 
 
 class ResidentBatches:
     """The batches of one split whose tensors live on the training device: each epoch's order
     (:func:`epoch_order`, drawn on the CPU, so the batches and their order are those of :func:`batch_loader`)
-    is copied to the device once, then sliced there.
-
-    In a run of several processes, process ``rank`` takes every ``world_size``-th batch of a training epoch, the
-    list padded with its own first batches to a multiple of ``world_size`` so that all processes run as many steps
-    (they average their gradients at each), as Lightning's distributed sampler does. Of a split it evaluates
-    (``shard=True``) it takes its own ``1/world_size`` of the images, so that each image counts once in the figures.
-    """
+    is copied to the device once, then sliced there (a process of several takes its :func:`process_slices`)."""
 
     def __init__(self, dataset: TensorBatchDataset, batch_size: int, generator: torch.Generator | None,
                  rank: int = 0, world_size: int = 1, shard: bool = False):
-        self.dataset, self.batch_size, self.generator = dataset, batch_size, generator
-        self.rank, self.world_size, self.shard = rank, world_size, shard
-
-    def _slices(self) -> list[slice]:
-        n = len(self.dataset)
-        if self.shard:
-            first, end = self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
-            if first == end:  # more processes than images: each needs a batch (they all reduce at the epoch's end)
-                first, end = 0, 1
-            return [slice(start, min(start + self.batch_size, end)) for start in range(first, end, self.batch_size)]
-        starts = list(range(0, n, self.batch_size))
-        starts += (starts * self.world_size)[:-len(starts) % self.world_size]
-        return [slice(start, start + self.batch_size) for start in starts[self.rank::self.world_size]]
+        self.dataset, self.generator = dataset, generator
+        self.slices = process_slices(len(dataset), batch_size, rank, world_size, shard)
 
     def __len__(self) -> int:
-        return len(self._slices())
+        return len(self.slices)
 
     def __iter__(self):
         order = epoch_order(len(self.dataset), self.generator).to(self.dataset.images.device)
-        for batch in self._slices():
+        for batch in self.slices:
             yield self.dataset[order[batch]]
 
 
 def batch_loader(dataset: TensorBatchDataset, batch_size: int, order: torch.Generator | None, seed: int = 0,
-                 num_workers: int = 0) -> DataLoader:
+                 num_workers: int = 0, rank: int = 0, world_size: int = 1, shard: bool = False) -> DataLoader:
     """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice; each epoch's order
-    is drawn from ``order`` (none: in order)."""
-    batches = EpochBatches(len(dataset), batch_size, order)
+    is drawn from ``order`` (none: in order), and a process of several takes its :func:`process_slices` (so runs
+    pass Lightning's ``use_distributed_sampler=False``)."""
+    batches = EpochBatches(len(dataset), batch_size, order, rank, world_size, shard)
     # Each epoch's iterator draws a base seed for its workers, here from the loader's own generator: a draw from
     # the global one would shift every later random number of the run (the VAE's noise too), which the resident
     # batches do not.
@@ -165,11 +167,12 @@ class TensorSplitsDataModule(pl.LightningDataModule):
                 generator.set_state(self.resumed_state.pop("train_order"))
             if "binarization" in self.resumed_state:
                 self.splits[split].generator.set_state(self.resumed_state.pop("binarization"))
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if self.num_workers:
             served = self.splits[split]
             served = served.grey() if isinstance(served, DynamicallyBinarizedDataset) else served
-            return batch_loader(served, self.batch_size, generator, self.seed, self.num_workers)
-        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            return batch_loader(served, self.batch_size, generator, self.seed, self.num_workers, rank, world_size,
+                                shard=not shuffle)
         return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size, shard=not shuffle)
 
     def state_dict(self) -> dict:

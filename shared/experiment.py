@@ -76,7 +76,8 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
         trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
                              num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
                              logger=logger, log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
-                             enable_progress_bar=show_bar, enable_model_summary=False, profiler=NullProfiler())
+                             enable_progress_bar=show_bar, enable_model_summary=False, profiler=NullProfiler(),
+                             use_distributed_sampler=False)  # the data module splits the batches between processes
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         usage_error(args, f"the Lightning Trainer refused --accelerator {args.accelerator} --devices {args.devices} "

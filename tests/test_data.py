@@ -150,12 +150,15 @@ def test_resident_batches_split_between_processes_like_a_distributed_sampler():
 
 @pytest.mark.parametrize("images, processes", [(50, 3), (10_000, 8), (2, 3)])
 def test_evaluated_splits_count_each_image_once_over_the_processes(images, processes):
-    from shared.batches import ResidentBatches, TensorBatchDataset
+    from shared.batches import EpochBatches, ResidentBatches, TensorBatchDataset
 
     dataset = TensorBatchDataset(torch.arange(float(images)).view(images, 1), torch.zeros(images))
     ranks = [[batch.flatten().tolist() for batch, _ in ResidentBatches(dataset, 128, None, rank, processes, shard=True)]
              for rank in range(processes)]
     assert all(ranks)  # each process has a batch: all of them reduce the figures at the epoch's end
+    loaded = [[[float(i) for i in batch] for batch in EpochBatches(images, 128, None, rank, processes, shard=True)]
+              for rank in range(processes)]
+    assert loaded == ranks  # with workers, the DataLoader's sampler takes the same batches
     seen = sorted(sum(sum(ranks, []), []))
     assert seen == list(range(images)) if images >= processes else set(seen) == set(range(images))
     single = [batch.flatten().tolist() for batch, _ in ResidentBatches(dataset, 128, None, shard=True)]
