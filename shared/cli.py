@@ -301,13 +301,13 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 others = sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
-            saved = run_config_settings(parser, run_dir)
-            for flag in (flag for flag in explicit if flag not in RESUME_MAY_CHANGE):
-                if explicit[flag] != saved.get(flag, defaults[flag]):
-                    raise ConfigError(f"--{flag} {explicit[flag]}: a resumed run continues as it was set up (its "
+            saved, given = run_config_settings(parser, run_dir), {**from_file, **explicit}
+            for flag in (flag for flag in given if flag not in RESUME_MAY_CHANGE):
+                if given[flag] != saved.get(flag, defaults[flag]):
+                    raise ConfigError(f"--{flag} {given[flag]}: a resumed run continues as it was set up (its "
                                       f"{flag}: {saved.get(flag, defaults[flag])}), its checkpoint and config.yaml "
                                       f"with it; start a new run to train with another")
-            args = resolve_settings(defaults, {**saved, **explicit, "resume": str(run_dir)}, task_defaults)
+            args = resolve_settings(defaults, {**saved, **given, "resume": str(run_dir)}, task_defaults)
         _check_shared(args)
         check(args)
     except ConfigError as err:  # a value the YAML file set is named with the file

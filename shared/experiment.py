@@ -178,10 +178,15 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         finished = run_dir / "metrics.json"
         if finished.is_file() and json.loads(finished.read_text())["epochs"] >= args.epochs:
             metrics = json.loads(finished.read_text())
-            print(f"{run_dir} already finished its {metrics['epochs']} epochs: nothing to do (pass --epochs N "
+            done = f"{metrics['epochs']} epoch" + ("s" if metrics["epochs"] != 1 else "")
+            print(f"{run_dir} already finished its {done}: nothing to do (pass --epochs N "
                   f"with N > {metrics['epochs']} to train it further)", flush=True)
             return metrics
-        resumed = _check_resume(model, run_dir)["callbacks"].get(LossMonitor.__qualname__, {})
+        state = _check_resume(model, run_dir)
+        if args.epochs < state["epoch"] + 1:  # last.ckpt is written at an epoch's end: epoch counts from 0
+            usage_error(args, f"--epochs {args.epochs}: {run_dir} has trained {state['epoch'] + 1} epochs already; "
+                              f"pass --epochs {state['epoch'] + 1} or more, or leave it out")
+        resumed = state["callbacks"].get(LossMonitor.__qualname__, {})
         batches_done = resumed.get("batches_seen")  # none in a checkpoint not written by these commands
         # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).
         logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,

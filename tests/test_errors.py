@@ -121,6 +121,29 @@ def test_resume_with_other_model_data_or_optimizer_settings_is_refused_and_rewri
 
 
 @pytest.mark.slow
+def test_a_resume_reads_the_config_file_given_with_it(finished_run, tmp_path, capsys):
+    """Its settings are given anew as flags are: the run's other settings are refused, --epochs is taken."""
+    other = tmp_path / "lr.yaml"
+    other.write_text("lr: 0.01\n")
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--config", str(other)]), capsys, 2,
+                        f"--lr 0.01: a resumed run continues as it was set up (its lr: 0.001), its checkpoint and "
+                        f"config.yaml with it; start a new run to train with another (set in {other})")
+    longer = tmp_path / "longer.yaml"
+    longer.write_text("epochs: 3\n")
+    assert main(["--resume", str(finished_run), "--config", str(longer)])["epochs"] == 3
+
+
+@pytest.mark.slow
+def test_resuming_an_unfinished_run_to_fewer_epochs_than_it_has_trained_is_refused(finished_run, capsys):
+    (finished_run / "metrics.json").unlink()  # as if stopped after its second epoch's checkpoint
+    before = {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()}
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "1"]), capsys, 2,
+                        f"--epochs 1: {finished_run} has trained 2 epochs already; pass --epochs 2 or more, or leave "
+                        f"it out")
+    assert {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
 def test_a_last_checkpoint_of_another_model_or_no_checkpoint_is_an_error_of_the_file(finished_run, tmp_path, capsys):
     other = run(tmp_path / "other", "--z_dim", "6", "--hidden_dims", "32")
     last = finished_run / "checkpoints" / "last.ckpt"
