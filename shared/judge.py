@@ -159,15 +159,27 @@ def _corrupt(path: Path, err: BaseException) -> JudgeFileError:
     return JudgeFileError(f"judge checkpoint {path} is corrupt or truncated ({reason}): {_fix_hint(path)}")
 
 
+def _starts_as_a_torch_file(path: Path) -> bool:
+    """Whether ``path`` begins as torch.save's files do (a zip archive, whose first bytes a truncation keeps)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(4) == b"PK\x03\x04"
+    except OSError:  # unreadable: the caller's error names the file as it stands
+        return True
+
+
 def _read_judge(path: Path) -> tuple[DigitClassifier, dict]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         what = _not_a_judge(saved)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+    except (RuntimeError, EOFError, OSError, KeyError, pickle.UnpicklingError) as err:
         other = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))  # whole, but of objects no judge holds
-        if other is None:
+        if other is not None:
+            what = f"it holds {other.group(1)} objects, which no judge's file does"
+        elif not _starts_as_a_torch_file(path):
+            what = "it is no torch file"
+        else:
             raise _corrupt(path, err) from None
-        what = f"it holds {other.group(1)} objects, which no judge's file does"
     if what is not None:
         hint = _fix_hint(path) if path == DEFAULT_JUDGE_PATH else "pass a judge's file with --judge"
         raise JudgeFileError(f"{path} is not a judge checkpoint ({what}): {hint}")

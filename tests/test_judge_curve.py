@@ -13,6 +13,7 @@ import part2_gan.train
 import part2_gan.train_aae
 from part2_gan.modules import GAN
 from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
+from shared.judge import DEFAULT_JUDGE_PATH
 from shared.judge_curve import JudgeCurveCallback, collapse_message, render_class_histogram
 from tests.conftest import assert_fails_fast
 
@@ -63,7 +64,7 @@ def test_invalid_curve_flags_fail_fast_with_one_line(tmp_path, capsys, command, 
 def test_the_curve_reads_its_judge_before_training_even_without_the_final_evaluation(tmp_path, tmp_path_factory,
                                                                                     capsys):
     corrupt = tmp_path_factory.mktemp("judges") / "judge.ckpt"
-    corrupt.write_bytes(b"not a checkpoint")
+    corrupt.write_bytes(DEFAULT_JUDGE_PATH.read_bytes()[:20_000])  # truncated
     curve_only = [*SHORT, "--log_dir", str(tmp_path), "--eval_samples", "0", "--judge", str(corrupt)]
     with pytest.raises(SystemExit) as exit_info:  # a file's problem: status 1, the message as the exit's
         part2_gan.train.main([*curve_only, "--judge_every", "2"])

@@ -135,6 +135,15 @@ def test_a_file_that_is_no_judges_is_named_so_and_never_advised_to_be_deleted(tm
     assert path.read_bytes()  # still there
 
 
+@pytest.mark.parametrize("text", ["hi\n", "<html>404</html>", "lr: 0.01\n"])
+def test_a_text_file_is_no_torch_file_and_never_advised_to_be_deleted(tmp_path, text):
+    path = tmp_path / "judge.pt"
+    path.write_text(text)  # "hi" made torch's loader raise a bare KeyError: a traceback
+    with pytest.raises(JudgeFileError) as error:
+        load_judge(path)
+    assert str(error.value) == f"{path} is not a judge checkpoint (it is no torch file): pass a judge's file with --judge"
+
+
 def test_a_bundled_judge_overwritten_by_another_file_is_to_be_rebuilt(tmp_path, monkeypatch):
     monkeypatch.setattr(shared.judge, "DEFAULT_JUDGE_PATH", tmp_path / "judge.pt")
     torch.save(LIGHTNING_CHECKPOINT, tmp_path / "judge.pt")
