@@ -5,6 +5,7 @@ import hashlib
 import json
 import shutil
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,13 @@ def test_a_log_dir_that_is_a_file_is_refused(tmp_path, capsys):
     file = tmp_path / "runs"
     fails_with_one_line(lambda: main([*TINY_RUN, "--log_dir", str(file / "sub")]), capsys, 2,
                         f"{file} is a file, not a folder")
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, a folder that takes no new file")
+def test_a_log_dir_where_no_file_can_be_made_is_refused(capsys):
+    # os.access says yes to root there; the run directory's mkdir then failed with a traceback
+    fails_with_one_line(lambda: main([*TINY_RUN, "--log_dir", "/proc/runs"]), capsys, 2,
+                        "--log_dir /proc/runs: /proc takes no new file")
 
 
 def broken_copies(tmp_path, damage) -> str:
