@@ -58,10 +58,13 @@ def read_idx(path: Path, rank: int, count: int) -> np.ndarray:
     if rank == 3 and dims[1:] != IMAGE_SHAPE[1:]:
         raise DataFileError(f"MNIST file {path} holds {dims[1]}x{dims[2]} images, not MNIST's "
                             f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[2]}: {_fix_hint(path)}")
+    if dims[0] != count:
+        raise DataFileError(f"MNIST file {path} holds {dims[0]} items, not the {count} of its MNIST file: "
+                            f"{_fix_hint(path)}")
     expected = header + int(np.prod(dims))
-    if dims[0] != count or len(raw) != expected:
-        raise DataFileError(f"MNIST file {path} has {len(raw)} bytes for dims {dims}, expected "
-                            f"{expected} bytes for {count} items: {_fix_hint(path)}")
+    if len(raw) != expected:
+        raise DataFileError(f"MNIST file {path} has {len(raw)} bytes, expected {expected} for its {dims[0]} items: "
+                            f"{_fix_hint(path)}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 

@@ -88,8 +88,19 @@ def images_32x32(raw):
     path.write_bytes(gzip.compress(struct.pack(">IIII", 0x803, 10_000, 32, 32) + bytes(10_000 * 32 * 32)))
 
 
+def training_file_of_test_images(raw):
+    shutil.copy(raw / "t10k-images-idx3-ubyte.gz", raw / "train-images-idx3-ubyte.gz")
+
+
+def cut_short_inside(raw):
+    path = raw / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-10]))
+
+
 @pytest.mark.parametrize("damage, message", [
     (truncate, "train-images-idx3-ubyte.gz is corrupt or truncated"),
+    (training_file_of_test_images, "train-images-idx3-ubyte.gz holds 10000 items, not the 60000 of its MNIST file"),
+    (cut_short_inside, "t10k-labels-idx1-ubyte.gz has 9998 bytes, expected 10008 for its 10000 items"),
     (truncate, "a fresh copy of train-images-idx3-ubyte(.gz) from the bundled"),
     (bad_magic, "t10k-images-idx3-ubyte.gz is not an IDX file"),
     (no_labels, "t10k-labels-idx1-ubyte(.gz) is missing"),
