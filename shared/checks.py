@@ -1,5 +1,5 @@
-"""Checks of settings that the training commands and the scripts share: each returns why a value cannot be used,
-or None, and the caller words the error its own way (a ``ConfigError`` or ``parser.error``)."""
+"""Checks that the training commands and the scripts share, of settings and of checkpoints: each returns why a value
+cannot be used, or None, and the caller words the error its own way (a ``ConfigError``, ``parser.error``, an exit)."""
 from __future__ import annotations
 
 import tempfile
@@ -30,3 +30,15 @@ def unwritable(folder: Path) -> str | None:
     except OSError as err:
         return f"{existing} takes no new file ({err.strerror or err})"
     return None
+
+
+def misfit(model_state: dict, saved_state: dict, built_by: str) -> str | None:
+    """How a checkpoint's ``saved_state`` does not fit the model (``model_state``, the state dict of what ``built_by``
+    builds): its first tensor of another shape, or that only one of them holds; None where it fits."""
+    for name, tensor in saved_state.items():
+        if name not in model_state:
+            return f"holds {name}, which {built_by} does not build"
+        if model_state[name].shape != tensor.shape:
+            return f"holds {name} of shape {tuple(tensor.shape)}, {built_by} builds {tuple(model_state[name].shape)}"
+    missing = next((name for name in model_state if name not in saved_state), None)
+    return None if missing is None else f"lacks {missing}, which {built_by} builds"

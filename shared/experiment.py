@@ -28,6 +28,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LastEpochCheckpoint,
                               LoggedImagesCallback, LossMonitor, NonFiniteLossError, ProgressLines, ValidationRecord)
+from shared.checks import misfit
 from shared.cli import NOT_SAVED
 from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
@@ -120,13 +121,10 @@ def _check_resume(model: pl.LightningModule, run_dir: Path) -> dict:
         fix = (f"intact beside it: {', '.join(intact)} (copy one to last.ckpt to resume from there)" if intact
                else "no intact checkpoint beside it: start a new run")
         raise SystemExit(f"error: {last} is corrupt, truncated or not a checkpoint; {fix}")
-    ours = model.state_dict()
-    for name, tensor in state["state_dict"].items():
-        if name not in ours or ours[name].shape != tensor.shape:
-            here = tuple(ours[name].shape) if name in ours else "nothing"
-            raise SystemExit(f"error: {last} holds {name} of shape {tuple(tensor.shape)}, the run's config.yaml "
-                             f"builds {here}: it is another model's checkpoint; put the run's own last.ckpt back, or "
-                             f"start a new run")
+    problem = misfit(model.state_dict(), state["state_dict"], "the run's config.yaml")
+    if problem:
+        raise SystemExit(f"error: {last} {problem}: it is another model's checkpoint; put the run's own last.ckpt "
+                         f"back, or start a new run")
     return state
 
 

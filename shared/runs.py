@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from shared.checks import misfit
 from shared.cli import NOT_SAVED, ConfigError, resolve_settings, run_config_settings
 
 
@@ -86,11 +87,11 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
     except Exception as err:  # a truncated zip, a bad pickle, another kind of file: all unusable
         raise SystemExit(f"error: checkpoint {checkpoint} cannot be read ({type(err).__name__}): it is corrupt or "
                          f"truncated; pass another with --checkpoint") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise SystemExit(f"error: checkpoint {checkpoint} does not fit the model of {run_dir / 'config.yaml'}: "
-                         f"{str(err).splitlines()[0]}") from None
+    problem = misfit(model.state_dict(), state, str(run_dir / "config.yaml"))
+    if problem:
+        raise SystemExit(f"error: checkpoint {checkpoint} {problem}: it is another model's checkpoint; pass the "
+                         f"run's own with --checkpoint")
+    model.load_state_dict(state)
     return model.eval(), command, args
 
 

@@ -236,7 +236,8 @@ def test_evaluate_refuses_what_the_run_cannot_do_before_its_test_stage(finished_
     run(tmp_path / "other", "--z_dim", "6", "--hidden_dims", "32")
     other = tmp_path / "other" / "runs" / "vae_mlp_z6" / "version_0" / "checkpoints" / "last.ckpt"
     fails_with_one_line(lambda: evaluate([str(finished_run), "--checkpoint", str(other)]), capsys, 1,
-                        f"checkpoint {other} does not fit the model of {finished_run / 'config.yaml'}")
+                        f"checkpoint {other} holds fixed_z of shape (64, 6), {finished_run / 'config.yaml'} builds "
+                        f"(64, 4): it is another model's checkpoint; pass the run's own with --checkpoint")
 
 
 @pytest.mark.slow
@@ -259,3 +260,13 @@ def test_num_nodes_reaches_the_trainer_beside_devices_and_strategy():
                       check, default_name)
     trainer = _build_trainer(args, logger=False, callbacks=[])
     assert (trainer.num_nodes, trainer.num_devices, type(trainer.strategy).__name__) == (3, 1, "DDPStrategy")
+
+
+def test_a_checkpoint_that_lacks_or_adds_a_tensor_is_told_so():
+    from shared.checks import misfit
+
+    model = {"a": torch.zeros(2), "b": torch.zeros(3)}
+    assert misfit(model, {"a": torch.zeros(2)}, "X") == "lacks b, which X builds"
+    assert misfit(model, {**model, "c": torch.zeros(1)}, "X") == "holds c, which X does not build"
+    assert misfit(model, {"a": torch.zeros(2), "b": torch.zeros(4)}, "X") == "holds b of shape (4,), X builds (3,)"
+    assert misfit(model, dict(model), "X") is None
