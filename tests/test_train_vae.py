@@ -35,6 +35,7 @@ def wait_for_a_later_event_file_name():
     (["--epochs", "three"], "invalid int value: 'three'"),
     (["--iw_samples", "0"], "--iw_samples must be positive, got 0"),
     (["--objective", "iwae", "--train_k", "0"], "--train_k must be positive, got 0"),
+    (["--train_k", "5"], "--train_k 5: samples of the training bound, which only --objective iwae takes"),
     (["--num_workers", "-1"], "--num_workers must be >= 0, got -1"),
     (["--sample_epochs", "-1"], "--sample_epochs must be >= 0, got [-1]"),
     (["--likelihood", "gaussian", "--lr_final", "1e-4"], "--lr_final: the Gaussian VAE's two learning rates take no"),
