@@ -26,7 +26,6 @@ import argparse
 import itertools
 import json
 import math
-import shutil
 import time
 from importlib import import_module
 from pathlib import Path
@@ -204,11 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def destination(out: Path, replace: bool) -> tuple[Path, Path]:
     """(the report's path, its figures' folder), both ready to write. Without ``replace`` the folder is new,
-    so no call overwrites or deletes a report; with it, the shipped report's old figures are removed."""
+    so no call overwrites or deletes a report; with it, the shipped report's old figures (its PNGs, nothing else
+    in their folder) are removed."""
     if replace:
         figures = out / "comparison"
-        shutil.rmtree(figures, ignore_errors=True)
-        figures.mkdir(parents=True)
+        figures.mkdir(parents=True, exist_ok=True)
+        for old in figures.glob("*.png"):
+            old.unlink()
         return out / "comparison.md", figures
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in itertools.count(1):
