@@ -7,6 +7,9 @@ walks through it.
 """
 import argparse
 import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Sequence
 
 import pytest
@@ -20,6 +23,7 @@ from shared.data import MNISTDataModule
 from shared.densities import bernoulli_nll
 from shared.experiment import run_experiment
 from shared.generative import GenerativeModel
+from shared.process import run_script
 from shared.metrics import EpochMeans, StagedModule
 from shared.runs import load_run
 from shared.utils import make_grid
@@ -167,10 +171,14 @@ def test_every_optimizer_of_every_model_is_fused_on_the_cpu():
 
 @pytest.mark.slow
 def test_a_new_model_trains_and_is_evaluated_and_compared_through_the_contract(tmp_path, tiny_judge_path):
-    metrics = main(["--subset", "256", "--sample_epochs", "0", "--log_dir", str(tmp_path / "runs"),
-                    "--accelerator", "cpu", "--devices", "1"])
-    assert metrics["test_bpd"] < metrics["train_loss_first_step"] == pytest.approx(1.0)
+    # As a person runs it: the command is this file.
+    done = subprocess.run([sys.executable, "-m", "tests.test_generative", "--subset", "256", "--sample_epochs", "0",
+                           "--log_dir", str(tmp_path / "runs"), "--accelerator", "cpu", "--devices", "1"],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "epoch 1/" in done.stdout, done.stderr[-2000:]
     run_dir = tmp_path / "runs" / "independent_pixels" / "version_0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_bpd"] < metrics["train_loss_first_step"] == pytest.approx(1.0)
     model, command, _ = load_run(run_dir)  # rebuilt by the command its config.yaml names: this file
     assert command.__name__ == "tests.test_generative" and type(model).__name__ == "IndependentPixels"
 
@@ -186,3 +194,7 @@ def test_a_new_model_trains_and_is_evaluated_and_compared_through_the_contract(t
     assert f"{metrics['test_bpd']:.4f}" in likelihood_row and "| exact |" in likelihood_row
     assert "## Sample quality" in report and "## Frankenstein digits" in report
     assert json.loads((run_dir / "metrics.json").read_text())["train_loss"] == IndependentPixels.training_loss
+
+
+if __name__ == "__main__":
+    run_script(main)
