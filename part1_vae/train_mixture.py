@@ -1,4 +1,5 @@
-"""Train the Bernoulli mixture baseline on threshold-binarized MNIST: python -m part1_vae.train_mixture."""
+"""Train the Bernoulli mixture baseline on binary MNIST: python -m part1_vae.train_mixture (threshold-binarized;
+--binarization dynamic: dynamically binarized)."""
 from __future__ import annotations
 
 import argparse

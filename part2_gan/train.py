@@ -1,4 +1,5 @@
-"""Train a GAN on grey-scale MNIST in [-1, 1]: python -m part2_gan.train --model mlp.
+"""Train a GAN on MNIST in [-1, 1]: python -m part2_gan.train --model mlp (grey-scale; --binarize:
+threshold-binarized).
 
 After training, the last checkpoint's samples are scored by the judge (shared.evaluation) and
 the figures join the run's metrics.json under eval_*. While it trains, every --judge_every epochs

@@ -1,6 +1,6 @@
 """The project's speed on whatever device it runs on, in one call, written as a markdown table.
 
-    python scripts/benchmark.py                          # all of it (on a 2-core CPU: about 20 minutes)
+    python scripts/benchmark.py                          # all of it (on a 2-core CPU: 12 to 14 minutes)
     python scripts/benchmark.py --vae_epochs 0 --iw_samples 0   # throughput only
 
 What it measures:
@@ -50,6 +50,7 @@ from shared.callbacks import EvaluationProgress
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
 from shared.process import machine_name, prepare_lightning_process
+from shared.runs import DescriptionAndDefaultsFormatter
 from shared.timing import (as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain,
                            time_plain_gan, training_device)
 
@@ -202,7 +203,7 @@ def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str,
 
 
 def main() -> None:
-    parser = OneLineArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineArgumentParser(description=__doc__, formatter_class=DescriptionAndDefaultsFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each throughput (best kept)")
     parser.add_argument("--flow_batches", type=int, default=100, help="batches of the flow's throughput")
     parser.add_argument("--vae_epochs", type=int, default=80, help="epochs of the default VAE fit (0: skipped)")
