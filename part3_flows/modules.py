@@ -215,7 +215,10 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         if stage != "fit" or bool(self.data_ready):
             return
         datamodule = self.trainer.datamodule
-        self.flow.data_init(self.dequantized(next(iter(datamodule.train_dataloader()))[0].to(self.device))[0])
+        # Moved as a training batch is (Lightning's transfer, with the data module's hook: with workers, the step
+        # that draws dynamically binarized images).
+        images = self.trainer.strategy.batch_to_device(next(iter(datamodule.train_dataloader())))[0]
+        self.flow.data_init(self.dequantized(images)[0])
         if self.averaged is not None:  # the average starts at the initialised weights, as its grids at epoch 0 show
             self.averaged.load_state_dict(nn.ModuleList([self.flow, self.dequantizer]).state_dict())
         test_images = next(iter(datamodule.test_dataloader()))[0]

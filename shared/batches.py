@@ -155,7 +155,7 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
         if not self.num_workers:
             self.splits[split] = self.splits[split].to(device)  # moved once; the host copy is not kept
-        elif isinstance(self.splits[split], DynamicallyBinarizedDataset):
+        elif isinstance(self.splits[split], DynamicallyBinarizedDataset) and self.splits[split].generator.device != device:
             # The workers serve grey images, binarized in this process after the transfer (by
             # transfer_batch_to_device): each worker's copy of the generator would draw the same noise as the others'.
             split_data = self.splits[split]

@@ -383,6 +383,15 @@ def run_mnist_flow(tmp_path, *flags):
 
 
 @pytest.mark.slow
+def test_mnist_flow_on_dynamic_binarization_with_workers_inits_and_trains_on_the_resident_batches(tmp_path):
+    """Its actnorm data init takes a training batch as a step does: binary, drawn by the same generator (with
+    workers it took the workers' grey images)."""
+    flags = ["--binarization", "dynamic", "--epochs", "1", "--num_channels", "4", "--num_scales", "1"]
+    assert run_mnist_flow(tmp_path / "workers", *flags, "--num_workers", "2") == run_mnist_flow(tmp_path / "resident",
+                                                                                                *flags)
+
+
+@pytest.mark.slow
 def test_mnist_flow_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     # epoch 0: 2 sanity + 4 train + 4 val batches
     monkeypatch.setattr(ImageFlowModule, "nll", turns_nan_after(ImageFlowModule.nll, 10))
