@@ -52,7 +52,7 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--hidden_dims must be positive sizes, got {args.hidden_dims}")
     if args.lr_final is not None and args.likelihood == "gaussian":
         raise ConfigError("--lr_final: the Gaussian VAE's two learning rates take no schedule")
-    if args.train_k != 1 and args.objective != "iwae":
+    if args.train_k != 1 and args.objective != "iwae" and args.resume is None:  # runs from before may hold one
         raise ConfigError(f"--train_k {args.train_k}: samples of the training bound, which only --objective iwae takes")
     if args.likelihood == "gaussian" and args.binarization != "threshold":
         raise ConfigError("--binarization dynamic: the Gaussian likelihood models grey-scale MNIST, not binary")

@@ -153,6 +153,15 @@ def test_a_resume_reads_the_config_file_given_with_it(finished_run, tmp_path, ca
 
 
 @pytest.mark.slow
+def test_a_run_recorded_before_a_check_existed_still_resumes(finished_run):
+    # --train_k without --objective iwae is refused since 2026-12-06; runs made before hold it, to no effect
+    config = finished_run / "config.yaml"
+    config.write_text(config.read_text().replace("train_k: 1", "train_k: 5"))
+    assert "train_k: 5" in config.read_text()
+    assert main(["--resume", str(finished_run), "--epochs", "3"])["epochs"] == 3
+
+
+@pytest.mark.slow
 def test_resuming_an_unfinished_run_to_fewer_epochs_than_it_has_trained_is_refused(finished_run, capsys):
     (finished_run / "metrics.json").unlink()  # as if stopped after its second epoch's checkpoint
     before = {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()}
