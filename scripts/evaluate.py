@@ -162,6 +162,8 @@ def main(argv=None) -> dict:
         model.hparams.temperature = args.temperature
     if args.test_likelihood and getattr(model, "likelihood_kind", None) is None:
         parser.error(f"--test_likelihood: {type(model).__name__} defines no likelihood")
+    if args.test_likelihood and not hasattr(command, "build_datamodule"):
+        parser.error(f"--test_likelihood: {command.__name__} has no build_datamodule(args) to rebuild the run's data")
     if args.means and "means" not in inspect.signature(model.sample).parameters:  # before minutes of testing
         parser.error(f"--means: {type(model).__name__} samples no means (its sample() takes no 'means')")
     likelihood = test_likelihood(model, command, run_args) if args.test_likelihood else {}

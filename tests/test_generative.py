@@ -95,11 +95,14 @@ def build_model(args: argparse.Namespace) -> IndependentPixels:
     return IndependentPixels(PixelLogits(), lr=args.lr)
 
 
+def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
+    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
     pl.seed_everything(args.seed, verbose=False)
-    datamodule = MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
-    return run_experiment(args, build_model(args), datamodule, monitor="val_bpd")
+    return run_experiment(args, build_model(args), build_datamodule(args), monitor="val_bpd")
 
 
 def test_the_contract_refuses_a_model_without_sample():
@@ -182,8 +185,10 @@ def test_a_new_model_trains_and_is_evaluated_and_compared_through_the_contract(t
     model, command, _ = load_run(run_dir)  # rebuilt by the command its config.yaml names: this file
     assert command.__name__ == "tests.test_generative" and type(model).__name__ == "IndependentPixels"
 
-    figures = load_script("evaluate").main([str(run_dir), "--num_samples", "200", "--judge", str(tiny_judge_path)])
+    figures = load_script("evaluate").main([str(run_dir), "--num_samples", "200", "--judge", str(tiny_judge_path),
+                                            "--test_likelihood"])
     assert figures["reference"] == "threshold-binarized" and figures["num_samples"] == 200
+    assert figures["test_bpd"] == pytest.approx(metrics["test_bpd"], abs=1e-6)  # its test stage again
 
     compare = load_script("compare")
     spec = compare.Model("pixels", "independent pixels", "pixels", "independent_pixels", "tests.test_generative")
