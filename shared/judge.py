@@ -16,6 +16,7 @@ from __future__ import annotations
 import pickle
 import re
 import time
+import zipfile
 from pathlib import Path
 
 import torch
@@ -160,11 +161,17 @@ def _corrupt(path: Path, err: BaseException) -> JudgeFileError:
 
 
 def _starts_as_a_torch_file(path: Path) -> bool:
-    """Whether ``path`` begins as torch.save's files do (a zip archive, whose first bytes a truncation keeps)."""
+    """Whether ``path`` may be a torch.save file, whole or cut short: a zip archive (whose first bytes a truncation
+    keeps) holding a pickle where it is whole (an .npz holds none)."""
     try:
         with open(path, "rb") as file:
-            return file.read(4) == b"PK\x03\x04"
-    except OSError:  # unreadable: the caller's error names the file as it stands
+            if file.read(4) != b"PK\x03\x04":
+                return False
+        if not zipfile.is_zipfile(path):  # its index, at the end, is gone
+            return True
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):  # unreadable: the caller's error names the file as it stands
         return True
 
 

@@ -1,10 +1,12 @@
 """The helper scripts' refusals (train_judge, collect_figures, flow_step_timing) and the judge file they and the
 commands read: bad input fails in one line before any work, --help shows every default, Ctrl-C ends in one line."""
 import argparse
+import io
 import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,10 +137,20 @@ def test_a_file_that_is_no_judges_is_named_so_and_never_advised_to_be_deleted(tm
     assert path.read_bytes()  # still there
 
 
-@pytest.mark.parametrize("text", ["hi\n", "<html>404</html>", "lr: 0.01\n"])
-def test_a_text_file_is_no_torch_file_and_never_advised_to_be_deleted(tmp_path, text):
+def npz_bytes() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, a=np.zeros(3))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("write", [lambda path: path.write_text("hi\n"),  # torch's loader raised a bare KeyError
+                                   lambda path: path.write_text("<html>404</html>"),
+                                   lambda path: path.write_text("lr: 0.01\n"),
+                                   lambda path: path.write_bytes(npz_bytes())],  # a zip, as torch's files are
+                         ids=["hi", "html", "yaml", "npz"])
+def test_a_file_that_is_no_torch_file_is_named_so_and_never_advised_to_be_deleted(tmp_path, write):
     path = tmp_path / "judge.pt"
-    path.write_text(text)  # "hi" made torch's loader raise a bare KeyError: a traceback
+    write(path)
     with pytest.raises(JudgeFileError) as error:
         load_judge(path)
     assert str(error.value) == f"{path} is not a judge checkpoint (it is no torch file): pass a judge's file with --judge"
