@@ -173,17 +173,18 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     prepare_lightning_process()
     if args.resume:
         run_dir = Path(args.resume)
-        finished = run_dir / "metrics.json"
-        if finished.is_file() and json.loads(finished.read_text())["epochs"] >= args.epochs:
-            metrics = json.loads(finished.read_text())
-            done = f"{metrics['epochs']} epoch" + ("s" if metrics["epochs"] != 1 else "")
-            print(f"{run_dir} already finished its {done}: nothing to do (pass --epochs N "
-                  f"with N > {metrics['epochs']} to train it further)", flush=True)
-            return metrics
         state = _check_resume(model, run_dir)
-        if args.epochs < state["epoch"] + 1:  # last.ckpt is written at an epoch's end: epoch counts from 0
-            usage_error(args, f"--epochs {args.epochs}: {run_dir} has trained {state['epoch'] + 1} epochs already; "
-                              f"pass --epochs {state['epoch'] + 1} or more, or leave it out")
+        trained = state["epoch"] + 1  # last.ckpt is written at an epoch's end, and Lightning counts from 0
+        finished = run_dir / "metrics.json"
+        metrics = json.loads(finished.read_text()) if finished.is_file() else {}
+        if metrics.get("epochs") == trained and args.epochs <= trained:  # (a run continued since has more)
+            done = f"{trained} epoch" + ("s" if trained != 1 else "")
+            print(f"{run_dir} already finished its {done}: nothing to do (pass --epochs N with N > {trained} to "
+                  f"train it further)", flush=True)
+            return metrics
+        if args.epochs < trained:
+            usage_error(args, f"--epochs {args.epochs}: {run_dir} has trained {trained} epochs already; pass "
+                              f"--epochs {trained} or more, or leave it out")
         resumed = state["callbacks"].get(LossMonitor.__qualname__, {})
         batches_done = resumed.get("batches_seen")  # none in a checkpoint not written by these commands
         # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).

@@ -172,6 +172,15 @@ def test_resuming_an_unfinished_run_to_fewer_epochs_than_it_has_trained_is_refus
 
 
 @pytest.mark.slow
+def test_a_finished_run_continued_and_stopped_is_no_longer_finished(finished_run, capsys):
+    first_record = (finished_run / "metrics.json").read_text()
+    main(["--resume", str(finished_run), "--epochs", "3"])
+    (finished_run / "metrics.json").write_text(first_record)  # as if stopped after the third epoch's checkpoint
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "2"]), capsys, 2,
+                        f"--epochs 2: {finished_run} has trained 3 epochs already")  # not "finished its 2 epochs"
+
+
+@pytest.mark.slow
 def test_a_last_checkpoint_of_another_model_or_no_checkpoint_is_an_error_of_the_file(finished_run, tmp_path, capsys):
     other = run(tmp_path / "other", "--z_dim", "6", "--hidden_dims", "32")
     last = finished_run / "checkpoints" / "last.ckpt"
