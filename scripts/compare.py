@@ -209,7 +209,8 @@ def destination(out: Path, replace: bool) -> tuple[Path, Path]:
         figures = out / "comparison"
         figures.mkdir(parents=True, exist_ok=True)
         for old in figures.glob("*.png"):
-            old.unlink()
+            if old.is_file():
+                old.unlink()
         return out / "comparison.md", figures
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in itertools.count(1):

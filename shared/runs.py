@@ -83,10 +83,14 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
     checkpoint = checkpoint_of(run_dir, checkpoint)
     model = command.build_model(args)
     try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)["state_dict"]
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
     except Exception as err:  # a truncated zip, a bad pickle, another kind of file: all unusable
         raise SystemExit(f"error: checkpoint {checkpoint} cannot be read ({type(err).__name__}): it is corrupt or "
                          f"truncated; pass another with --checkpoint") from None
+    if not isinstance(saved, dict) or "state_dict" not in saved:
+        raise SystemExit(f"error: {checkpoint} is no Lightning checkpoint (no state_dict in it): pass a run's "
+                         f"checkpoint with --checkpoint")
+    state = saved["state_dict"]
     problem = misfit(model.state_dict(), state, str(run_dir / "config.yaml"))
     if problem:
         raise SystemExit(f"error: checkpoint {checkpoint} {problem}: it is another model's checkpoint; pass the "

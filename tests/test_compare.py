@@ -92,13 +92,14 @@ def test_replace_rewrites_the_shipped_report_and_removes_its_old_figures(first_c
     (shipped / "comparison.md").write_text(SHIPPED_REPORT)
     (shipped / "comparison" / "stale.png").write_bytes(SHIPPED_FIGURE)
     (shipped / "comparison" / "notes.txt").write_text("a person's file, which no call deletes")
+    (shipped / "comparison" / "drafts.png").mkdir()  # nor a folder
     (root / "runs" / "mixture_k20" / "version_7").mkdir()  # a newer run, interrupted
     path = load_script("compare").main([*argv, "--out", str(shipped), "--replace"])  # the first call's runs
     assert path == shipped / "comparison.md" and {p.name for p in shipped.iterdir()} == {"comparison", "comparison.md"}
     report = path.read_text()
     assert "short run trained by compare.py" not in report and "## Latent spaces" in report
     assert "(short run: 2 of 20 epochs, --subset 128)" in report  # still said of the runs this call did not train
-    assert {p.name for p in (shipped / "comparison").iterdir()} == FIGURES | {"notes.txt"}
+    assert {p.name for p in (shipped / "comparison").iterdir()} == FIGURES | {"notes.txt", "drafts.png"}
     assert all(f"](comparison/{name})" in report for name in FIGURES)
     assert not list((root / "runs").glob("*/version_1"))  # the runs were reused, none trained
     printed = capsys.readouterr().out

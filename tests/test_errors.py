@@ -256,6 +256,9 @@ def test_evaluate_refuses_what_the_run_cannot_do_before_its_test_stage(finished_
     fails_with_one_line(lambda: evaluate([str(finished_run), "--checkpoint", str(other)]), capsys, 1,
                         f"checkpoint {other} holds fixed_z of shape (64, 6), {finished_run / 'config.yaml'} builds "
                         f"(64, 4): it is another model's checkpoint; pass the run's own with --checkpoint")
+    torch.save({"encoder.net.0.weight": torch.zeros(2)}, tmp_path / "weights.pt")  # a bare state dict
+    fails_with_one_line(lambda: evaluate([str(finished_run), "--checkpoint", str(tmp_path / "weights.pt")]), capsys, 1,
+                        f"{tmp_path / 'weights.pt'} is no Lightning checkpoint (no state_dict in it)")
 
 
 @pytest.mark.slow
