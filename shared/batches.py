@@ -70,14 +70,15 @@ def process_slices(n: int, batch_size: int, rank: int = 0, world_size: int = 1, 
 
     Training: every ``world_size``-th batch, the list padded with its first batches to a multiple of ``world_size``
     so that all processes run as many steps (they average their gradients at each), as Lightning's distributed
-    sampler does. A split evaluated (``shard=True``): the process's own ``1/world_size`` of the items, so that each
-    counts once in the figures."""
+    sampler does; a last batch of one item is left out (batch norm cannot train on one: the GANs' and the AAE's
+    networks failed on it). A split evaluated (``shard=True``): the process's own ``1/world_size`` of the items, so
+    that each counts once in the figures."""
     if shard:
         first, end = rank * n // world_size, (rank + 1) * n // world_size
         if first == end:  # more processes than items: each needs a batch (they all reduce at the epoch's end)
             first, end = 0, 1
         return [slice(start, min(start + batch_size, end)) for start in range(first, end, batch_size)]
-    starts = list(range(0, n, batch_size))
+    starts = list(range(0, n - 1 if n % batch_size == 1 and n > batch_size else n, batch_size))
     starts += (starts * world_size)[:-len(starts) % world_size]
     return [slice(start, start + batch_size) for start in starts[rank::world_size]]
 

@@ -24,6 +24,12 @@ def run(tmp_path, *flags):
     return main([*TINY_AAE, "--log_dir", str(tmp_path), *flags])
 
 
+@pytest.mark.slow
+def test_a_subset_that_leaves_one_image_for_a_last_batch_trains(tmp_path):
+    # 129 images in batches of 64: batch norm failed on the last batch of one ("Expected more than 1 value per channel")
+    assert run(tmp_path, "--subset", "129", "--epochs", "1")["epochs"] == 1
+
+
 @pytest.mark.parametrize("z_dim", [2, 8])
 def test_network_shapes(z_dim):
     imgs = torch.rand(5, 1, 28, 28)

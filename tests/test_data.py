@@ -148,6 +148,17 @@ def test_resident_batches_split_between_processes_like_a_distributed_sampler():
     assert sorted(sum(ranks, [])) == sorted([list(range(i, i + 10)) for i in range(0, 50, 10)] + [list(range(10))])
 
 
+def test_a_last_training_batch_of_one_image_is_left_out_which_batch_norm_cannot_train_on():
+    from shared.batches import process_slices
+
+    def sizes(n, batch_size, **kwargs):
+        return [len(range(n)[batch]) for batch in process_slices(n, batch_size, **kwargs)]
+
+    assert sizes(129, 64) == [64, 64] and sizes(130, 64) == [64, 64, 2] and sizes(1, 64) == [1]
+    assert sizes(3, 1) == [1, 1, 1]  # every batch is one image: none left out
+    assert sizes(129, 64, shard=True) == [64, 64, 1]  # evaluation counts every image
+
+
 @pytest.mark.parametrize("images, processes", [(50, 3), (10_000, 8), (2, 3)])
 def test_evaluated_splits_count_each_image_once_over_the_processes(images, processes):
     from shared.batches import EpochBatches, ResidentBatches, TensorBatchDataset
