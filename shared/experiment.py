@@ -177,10 +177,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         trained = state["epoch"] + 1  # last.ckpt is written at an epoch's end, and Lightning counts from 0
         finished = run_dir / "metrics.json"
         metrics = json.loads(finished.read_text()) if finished.is_file() else {}
-        if metrics.get("epochs") == trained and args.epochs <= trained:  # (a run continued since has more)
-            done = f"{trained} epoch" + ("s" if trained != 1 else "")
-            print(f"{run_dir} already finished its {done}: nothing to do (pass --epochs N with N > {trained} to "
-                  f"train it further)", flush=True)
+        done = metrics.get("epochs", 0)  # a run continued since it finished has trained more than its record says
+        if done >= trained and args.epochs <= done:  # (a last.ckpt from before 2026-12-06 may hold an earlier epoch)
+            print(f"{run_dir} already finished its {done} epoch{'s' if done != 1 else ''}: nothing to do (pass "
+                  f"--epochs N with N > {done} to train it further)", flush=True)
             return metrics
         if args.epochs < trained:
             usage_error(args, f"--epochs {args.epochs}: {run_dir} has trained {trained} epochs already; pass "

@@ -172,6 +172,15 @@ def test_resuming_an_unfinished_run_to_fewer_epochs_than_it_has_trained_is_refus
 
 
 @pytest.mark.slow
+def test_a_finished_run_whose_last_checkpoint_holds_an_earlier_epoch_is_still_finished(finished_run, capsys):
+    # Until 2026-12-06 last.ckpt was rewritten only at the epochs that improved the best
+    last = finished_run / "checkpoints" / "last.ckpt"
+    torch.save({**torch.load(last, weights_only=False), "epoch": 0}, last)
+    main(["--resume", str(finished_run)])
+    assert "already finished its 2 epochs: nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_a_finished_run_continued_and_stopped_is_no_longer_finished(finished_run, capsys):
     first_record = (finished_run / "metrics.json").read_text()
     main(["--resume", str(finished_run), "--epochs", "3"])
