@@ -27,8 +27,9 @@ RESUME_MAY_CHANGE = ("config", "resume", "epochs", "num_workers", "data_dir", "l
 
 # Flags that name files to read, which a YAML file cannot set.
 NOT_IN_FILES = ("config", "resume")
-# Flags that say how to run this once, not what was trained: a run's config.yaml leaves them out.
-NOT_SAVED = (*NOT_IN_FILES, "progress_bar")
+# Flags that say how to run this once, not what was trained, and where settings came from: a run's config.yaml leaves
+# them out.
+NOT_SAVED = (*NOT_IN_FILES, "progress_bar", "set_in_file")
 
 
 class ConfigError(ValueError):
@@ -314,4 +315,5 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
         flag = str(err).split(" ", 1)[0].removeprefix("--")
         parser.error(f"{err} (set in {explicit['config']})" if flag in from_file and flag not in explicit else str(err))
     args.command = parser.prog
+    args.set_in_file = sorted(set(from_file) - set(explicit))  # so that a later refusal can name the file too
     return args

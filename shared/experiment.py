@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -36,7 +37,10 @@ from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_ligh
 
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
-    """A bad setting found after parsing: one line, exit status 2, as the parser's own errors."""
+    """A bad setting found after parsing: one line, exit status 2, as the parser's own errors; a flag the message
+    names that the ``--config`` file set is named with the file, as the parser does."""
+    if set(re.findall(r"--(\w+)", message)) & set(getattr(args, "set_in_file", ())):
+        message += f" (set in {args.config})"
     print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 

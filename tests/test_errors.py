@@ -169,6 +169,11 @@ def test_resuming_an_unfinished_run_to_fewer_epochs_than_it_has_trained_is_refus
                         f"--epochs 1: {finished_run} has trained 2 epochs already; pass --epochs 2 or more, or leave "
                         f"it out")
     assert {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()} == before
+    shorter = finished_run.parent / "shorter.yaml"
+    shorter.write_text("epochs: 1\n")
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--config", str(shorter)]), capsys, 2,
+                        f"--epochs 1: {finished_run} has trained 2 epochs already; pass --epochs 2 or more, or leave "
+                        f"it out (set in {shorter})")
 
 
 @pytest.mark.slow
