@@ -26,6 +26,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_warn
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LastEpochCheckpoint,
                               LoggedImagesCallback, LossMonitor, NonFiniteLossError, ProgressLines, ValidationRecord)
@@ -34,6 +35,7 @@ from shared.cli import NOT_SAVED
 from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
 from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_lightning_process
+from shared.progress import EpochBar
 
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
@@ -43,6 +45,17 @@ def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
         message += f" (set in {args.config})"
     print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
+
+
+class RunLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger less the ``epoch`` figure Lightning adds to every epoch-end write: it counts
+    from 0 (a person reads epochs from 1, as the epoch lines print them) and came twice a step where a stage
+    validates. The step axis already places each epoch's figures at its last batch."""
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        metrics = {name: value for name, value in metrics.items() if name != "epoch"}
+        if metrics:
+            super().log_metrics(metrics, step)
 
 
 class RunCallbacks:
@@ -75,6 +88,7 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
         rank_zero_warn(f"--precision {args.precision} on a CPU without bf16 instructions (no avx512_bf16 or "
                        f"amx_bf16 among its flags): bf16 is emulated there and likely slower than 32-true")
     show_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
+    callbacks = [*callbacks, EpochBar()] if show_bar else callbacks
     try:
         # The model summary stays off: its example forward pass would draw random numbers, so turning the
         # display on would change the results.
@@ -192,10 +206,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         resumed = state["callbacks"].get(LossMonitor.__qualname__, {})
         batches_done = resumed.get("batches_seen")  # none in a checkpoint not written by these commands
         # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).
-        logger = TensorBoardLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
+        logger = RunLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
                                    default_hp_metric=False, purge_step=batches_done)
     else:
-        logger = TensorBoardLogger(args.log_dir, name=args.name, default_hp_metric=False)
+        logger = RunLogger(args.log_dir, name=args.name, default_hp_metric=False)
         run_dir = Path(logger.log_dir)
 
     run = RunCallbacks(run_dir, args.sample_epochs, monitor, args.seed)
@@ -212,8 +226,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         settings["data"] = datamodule.description()
         (run_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's
+        how = "".join([f", {trainer.world_size} processes" if trainer.world_size > 1 else "",
+                       f", {trainer.precision} precision" if trainer.precision != "32-true" else ""])
         print(f"{'Resuming' if args.resume else 'Starting'} {args.command} in {run_dir}: {parameters:,} parameters, "
-              f"{args.epochs} epoch{'s' * (args.epochs != 1)}, {machine_name()}", flush=True)
+              f"{args.epochs} epoch{'s' * (args.epochs != 1)}, {machine_name()}{how}", flush=True)
     if args.compile:
         compile_networks(model)
     try:
@@ -229,7 +245,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         else:
             _say_how_to_resume(args, trainer, run_dir)
         raise
-    fit_seconds, total_fit_seconds = clock.this_call, clock.total()  # before the test restores the clock's state
+    # Read before the test, which restores the callbacks' states from the reported checkpoint (maybe an earlier epoch).
+    fit_seconds, total_fit_seconds, batches = clock.this_call, clock.total(), losses.batches_seen
 
     reported = Path(checkpoint.best_model_path if monitor else run.last.best_model_path)  # the file it keeps
     described = datamodule.description()
@@ -258,7 +275,12 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
              "machine": machine_name(), "resumed": bool(args.resume)}, indent=2) + "\n")
         figures = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         # At the batches' step, where the test logs too: a later call continuing the run hides both (its purge_step).
-        logger.log_hyperparams(_hparams(settings), figures, step=losses.batches_seen)
+        logger.log_metrics(figures, step=batches)
+        # The session's settings and end, without the experiment summary Lightning's log_hyperparams adds: TensorBoard
+        # shows the columns of the first such summary it reads for all runs, so runs of other commands lost theirs.
+        _, session_start, session_end = hparams_summaries(_hparams(settings), figures)
+        for summary in (session_start, session_end):
+            logger.experiment._get_file_writer().add_summary(summary, batches)  # as Lightning's log_hyperparams does
         logger.finalize("success")  # flushed and closed now: the run directory is complete when this returns
         (run_dir / "hparams.yaml").unlink(missing_ok=True)  # the logger's copy of config.yaml, flattened
         print(f"Run directory: {run_dir}\n  TensorBoard:  tensorboard --logdir {run_dir}\n"

@@ -15,11 +15,14 @@ import torch
 
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
-# Lightning's lines that tell a user of these commands nothing (the device line is in our start line).
+# Lightning's lines that tell a user of these commands nothing (the device, the processes and the precision are in
+# our start line).
 _QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without a GPU
                "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
                "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:",
-               "Detected KeyboardInterrupt")  # the command says what a Ctrl-C did, and how to resume
+               "Detected KeyboardInterrupt",  # the command says what a Ctrl-C did, and how to resume
+               "Initializing distributed:", f"{'-' * 100}\ndistributed_backend=",  # a process line each, then a box
+               "Using 16-bit Automatic Mixed Precision", "Using bfloat16 Automatic Mixed Precision")
 _QUIET_WARNINGS = (
     r".*LeafSpec.*",  # a deprecation inside Lightning itself
     r".*exists and is not empty.*",  # a resumed run writes into its own checkpoint folder
@@ -39,7 +42,7 @@ def silence_known_noise() -> None:
     """Drop, by their text, the Lightning messages listed above (every other message still shows), and print
     the project's own warnings on one line."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                 "torch.utils.cpp_extension"):
+                 "lightning_fabric.utilities.distributed", "torch.utils.cpp_extension"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
             logger.addFilter(_DropKnownNoise())

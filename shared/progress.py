@@ -1,7 +1,10 @@
-"""Progress a person reads while long work runs: lines with what is done, the time elapsed and the time left."""
+"""Progress a person reads while long work runs: lines with what is done, the time elapsed and the time left, and the
+training commands' progress bar."""
 from __future__ import annotations
 
 import time
+
+from pytorch_lightning.callbacks import TQDMProgressBar
 
 
 class Progress:
@@ -49,3 +52,20 @@ def duration(seconds: float) -> str:
         return "unknown"
     minutes, seconds = divmod(round(seconds), 60)
     return f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+
+
+class EpochBar(TQDMProgressBar):
+    """Lightning's progress bar as the epoch lines read: epochs from 1 of all (``Epoch 1/80``; Lightning's shows
+    ``Epoch 0``), no logger version number, and at the end the last epoch's training figures (Lightning's bar updates
+    its figures at an epoch's end before the module logs them, so it ended on the epoch before's)."""
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        super().on_train_epoch_start(trainer)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def get_metrics(self, trainer, pl_module) -> dict:
+        return {name: value for name, value in super().get_metrics(trainer, pl_module).items() if name != "v_num"}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+        super().on_train_end(trainer, pl_module)

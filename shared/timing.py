@@ -11,10 +11,9 @@ from typing import Callable
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import TensorBoardLogger
 
 from shared.batches import epoch_order
-from shared.experiment import RunCallbacks
+from shared.experiment import RunCallbacks, RunLogger
 from shared.lean_lightning import NullProfiler
 
 
@@ -54,7 +53,7 @@ def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule,
         callbacks = RunCallbacks(Path(log_dir), sample_epochs=(), monitor=None, seed=0)
         ordered = callbacks.ordered()
         ordered.insert(ordered.index(callbacks.images), timer)
-        run = {"callbacks": ordered, "logger": TensorBoardLogger(log_dir), "profiler": NullProfiler() if lean else None}
+        run = {"callbacks": ordered, "logger": RunLogger(log_dir), "profiler": NullProfiler() if lean else None}
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **run,
                          **({"limit_train_batches": batches} if batches else {}))

@@ -221,6 +221,12 @@ def test_display_never_changes_a_number_and_each_epoch_prints_a_line(tmp_path, c
     assert re.search(r"^epoch 2/2  train_bpd .* s/epoch$", out, re.M)
     assert "GPU available" not in out + capsys.readouterr().err
     assert run(tmp_path / "b", "--progress_bar") == quiet
+    # The bar counts epochs as the lines do, and ends on the last epoch's training figures, not the epoch before's
+    printed = capsys.readouterr().out.replace("\r", "\n")  # Lightning's bar writes to stdout too
+    last_line = re.search(r"^epoch 2/2  train_bpd (\d\.\d{4})", printed, re.M).group(1)
+    bar = [line.strip() for line in printed.splitlines() if line.startswith("Epoch")]
+    assert any(line.startswith("Epoch 2/2: 100%") for line in bar) and "v_num" not in printed
+    assert bar[-1].endswith(f"train_bpd={float(last_line):.3f}]")
 
 
 @pytest.mark.slow
@@ -228,9 +234,10 @@ def test_a_finished_run_is_in_tensorboard_hparams_with_its_settings_and_figures(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    metrics = run(tmp_path)
+    metrics = run(tmp_path, "--lr", "0.03")  # diverges in epoch 2: the best checkpoint is epoch 1's
+    assert metrics["checkpoint"] == "best-epoch001.ckpt"
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
-    sessions = []
+    sessions, experiments = [], []
     for events in run_dir.glob("events.out.tfevents.*"):
         accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0})
         accumulator.Reload()
@@ -242,11 +249,18 @@ def test_a_finished_run_is_in_tensorboard_hparams_with_its_settings_and_figures(
             data = plugin_data_pb2.HParamsPluginData.FromString(content)
             if data.HasField("session_start_info"):
                 sessions.append(data.session_start_info.hparams)
-    assert len(sessions) == 1
+            experiments += [data.experiment] if data.HasField("experiment") else []
+    # No experiment summary: TensorBoard would show its columns for every run compared, of any command
+    assert len(sessions) == 1 and experiments == []
     assert sessions[0]["z_dim"].number_value == 20 and sessions[0]["command"].string_value == "part1_vae.train"
     assert sessions[0]["data.pixels"].string_value == "threshold-binarized"
-    scalars = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
-    assert "hparams/test_bpd" in scalars and metrics["test_bpd"] > 0
+    events = EventAccumulator(str(run_dir)).Reload()
+    # With the test's figures after the last batch, not at the step of the best checkpoint the test restored
+    assert [point.step for point in events.Scalars("hparams/test_bpd")] == [point.step for point in
+                                                                            events.Scalars("test_bpd")] == [2 * 4]
+    assert events.Scalars("hparams/test_bpd")[0].value == pytest.approx(metrics["test_bpd"]) and metrics["test_bpd"] > 0
+    # Lightning's 0-based epoch figure, which it wrote twice at each epoch's end, is left out
+    assert "epoch" not in events.Tags()["scalars"] and [point.step for point in events.Scalars("val_bpd")] == [3, 7]
 
 
 @pytest.mark.slow
@@ -317,6 +331,9 @@ def test_ddp_with_two_processes_on_cpu(tmp_path):
                            "--log_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    # The start line says how many processes; Lightning's line per process and its box say nothing more
+    assert f"{run_dir}: " in done.stdout and ", 2 processes\n" in done.stdout
+    assert "Initializing distributed" not in done.stdout + done.stderr and "distributed_backend" not in done.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0 < metrics["test_bpd"] < 1
     # The epoch's four batches of 64: two for each process.
