@@ -195,6 +195,8 @@ class TensorSplitsDataModule(pl.LightningDataModule):
             self.splits["train"].generator.manual_seed(seed)
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        if not isinstance(batch, (tuple, list)):  # no batch: the model summary's example input, which comes here too
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
         # Resident batches are on the device already: Lightning's generic walk of the batch for tensors to
         # move costs about 20 us a step for nothing.
         if not self.num_workers:

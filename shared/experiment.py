@@ -35,7 +35,7 @@ from shared.cli import NOT_SAVED
 from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
 from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_lightning_process
-from shared.progress import EpochBar
+from shared.progress import EpochBar, ForkedRandomModelSummary
 
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
@@ -88,14 +88,12 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
         rank_zero_warn(f"--precision {args.precision} on a CPU without bf16 instructions (no avx512_bf16 or "
                        f"amx_bf16 among its flags): bf16 is emulated there and likely slower than 32-true")
     show_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
-    callbacks = [*callbacks, EpochBar()] if show_bar else callbacks
+    callbacks = [*callbacks, ForkedRandomModelSummary(), *([EpochBar()] if show_bar else [])]
     try:
-        # The model summary stays off: its example forward pass would draw random numbers, so turning the
-        # display on would change the results.
         trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
                              num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
                              logger=logger, log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
-                             enable_progress_bar=show_bar, enable_model_summary=False, profiler=NullProfiler(),
+                             enable_progress_bar=show_bar, enable_model_summary=True, profiler=NullProfiler(),
                              use_distributed_sampler=False)  # the data module splits the batches between processes
     except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

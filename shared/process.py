@@ -22,7 +22,8 @@ _QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without
                "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:",
                "Detected KeyboardInterrupt",  # the command says what a Ctrl-C did, and how to resume
                "Initializing distributed:", f"{'-' * 100}\ndistributed_backend=",  # a process line each, then a box
-               "Using 16-bit Automatic Mixed Precision", "Using bfloat16 Automatic Mixed Precision")
+               "Using 16-bit Automatic Mixed Precision", "Using bfloat16 Automatic Mixed Precision",
+               "Trainer already configured with model summary callbacks")  # the runs' summary replaces Lightning's
 _QUIET_WARNINGS = (
     r".*LeafSpec.*",  # a deprecation inside Lightning itself
     r".*exists and is not empty.*",  # a resumed run writes into its own checkpoint folder

@@ -1,10 +1,11 @@
-"""Progress a person reads while long work runs: lines with what is done, the time elapsed and the time left, and the
-training commands' progress bar."""
+"""What a person reads while long work runs: lines with what is done, the time elapsed and the time left, and the
+training commands' progress bar and model summary."""
 from __future__ import annotations
 
 import time
 
-from pytorch_lightning.callbacks import TQDMProgressBar
+import torch
+from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 
 
 class Progress:
@@ -69,3 +70,14 @@ class EpochBar(TQDMProgressBar):
     def on_train_end(self, trainer, pl_module) -> None:
         self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
         super().on_train_end(trainer, pl_module)
+
+
+class ForkedRandomModelSummary(ModelSummary):
+    """Lightning's model summary, with each module's input and output sizes from the model's ``example_input_array``.
+    That example's forward pass draws random numbers (a VAE's z), here from forked generators: showing the summary
+    changes no number of the run."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            super().on_fit_start(trainer, pl_module)

@@ -174,3 +174,14 @@ def test_evaluated_splits_count_each_image_once_over_the_processes(images, proce
     assert seen == list(range(images)) if images >= processes else set(seen) == set(range(images))
     single = [batch.flatten().tolist() for batch, _ in ResidentBatches(dataset, 128, None, shard=True)]
     assert single == [list(map(float, range(i, min(i + 128, images)))) for i in range(0, images, 128)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_model_summarys_example_input_is_moved_to_the_device_and_never_binarized(workers):
+    # Lightning sends a model's example_input_array through the data module's transfer; a batch is a pair
+    datamodule = MNISTDataModule(num_workers=workers, subset=64, binarization="dynamic")
+    datamodule.setup("fit")
+    datamodule.trainer = type("FittingTrainer", (), {"training": True})()
+    example = torch.full((2, 1, 28, 28), 0.5)
+    moved = datamodule.transfer_batch_to_device(example, torch.device("meta"), 0)
+    assert isinstance(moved, torch.Tensor) and moved.device.type == "meta" and moved.shape == example.shape
