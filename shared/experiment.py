@@ -26,6 +26,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LastEpochCheckpoint,
@@ -150,6 +151,16 @@ def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: P
         print(f"Interrupted; continue with: python -m {args.command} --resume {run_dir}", file=sys.stderr)
 
 
+def _exit_if_stopped(trainer: pl.Trainer, err: BaseException) -> None:
+    """Exit with the shell's status for a run stopped by a signal, as schedulers and scripts read it: 143 for SIGTERM
+    (Lightning's stop raises a SystemExit that exits 0), 130 for Ctrl-C (Lightning's exits 1 in a Trainer stage)."""
+    if isinstance(err, SIGTERMException):
+        raise SystemExit(143) from None
+    if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit)
+                                              and trainer.state.status == TrainerStatus.INTERRUPTED):
+        raise SystemExit(130) from None
+
+
 def _discard_unfinished(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path) -> bool:
     """After a fit that failed: remove the run directory this call created if no epoch ended in it (nothing to
     resume, no figure: a half-created record), else the logger's leftover; whether it was removed."""
@@ -237,11 +248,12 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         kept = (f"no epoch ended before it: {run_dir} is removed" if _discard_unfinished(args, trainer, run_dir)
                 else f"last good checkpoint: {last}")
         raise SystemExit(f"error: training stopped, {err}; {kept}") from None
-    except BaseException:  # Ctrl-C (Lightning's graceful stop raises SystemExit), a crash
+    except BaseException as err:  # Ctrl-C (Lightning's graceful stop raises SystemExit), SIGTERM, a crash
         if _discard_unfinished(args, trainer, run_dir):  # rank zero's
             print(f"Stopped before the first epoch ended: nothing to resume, {run_dir} is removed", file=sys.stderr)
         else:
             _say_how_to_resume(args, trainer, run_dir)
+        _exit_if_stopped(trainer, err)
         raise
     # Read before the test, which restores the callbacks' states from the reported checkpoint (maybe an earlier epoch).
     fit_seconds, total_fit_seconds, batches = clock.this_call, clock.total(), losses.batches_seen
@@ -265,6 +277,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     except BaseException as err:  # Ctrl-C, a crash: a resume of the trained run tests it and writes metrics.json
         _discard_unfinished(args, trainer, run_dir)  # keeps the trained run
         _say_how_to_resume(args, trainer, run_dir, interrupted=isinstance(err, KeyboardInterrupt))
+        _exit_if_stopped(trainer, err)
         raise
     if trainer.is_global_zero:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")

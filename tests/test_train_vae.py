@@ -367,15 +367,19 @@ def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_p
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["training_step", "test_step"])
 def test_ctrl_c_says_how_to_resume_in_training_and_in_the_test(tmp_path, monkeypatch, capsys, stage):
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     original = getattr(part1_vae.modules.VAE, stage)
+    signal = SIGTERMException if stage == "test_step" else KeyboardInterrupt  # what SIGTERM and Ctrl-C raise
 
     def interrupted(self, batch, batch_idx):  # in epoch 2 (training) or in the test stage
         if stage == "test_step" or self.current_epoch == 1:
-            raise KeyboardInterrupt  # what Ctrl-C raises; Lightning stops gracefully with SystemExit
+            raise signal
         return original(self, batch, batch_idx)
     monkeypatch.setattr(part1_vae.modules.VAE, stage, interrupted)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stopped:
         run(tmp_path)
+    assert stopped.value.code == (143 if signal is SIGTERMException else 130)  # the shell's status (Lightning's: 0, 1)
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
     assert f"Interrupted; continue with: python -m part1_vae.train --resume {run_dir}" in capsys.readouterr().err
     assert not (run_dir / "hparams.yaml").exists()
