@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import time
 from importlib import import_module
@@ -43,6 +42,7 @@ from shared.report_variants import (frankenstein_scores, frankenstein_sets, fran
 from shared.process import run_script
 from shared.runs import (DescriptionAndDefaultsFormatter, finished_runs, folder, judge_file, load_run, positive_int,
                          run_settings, run_versions)
+from shared.yaml_file import read_json_record
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,9 +132,12 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
     start = time.perf_counter()
     model = load_run(run_dir)[0]
     print(f"Loaded {spec.label} from {run_dir} ({time.perf_counter() - start:.1f} s)", flush=True)
-    timing = json.loads((run_dir / "timing.json").read_text()) if (run_dir / "timing.json").is_file() else {}
+    try:
+        timing = read_json_record(run_dir / "timing.json") if (run_dir / "timing.json").is_file() else {}
+        metrics = read_json_record(run_dir / "metrics.json")
+    except ValueError as err:
+        raise SystemExit(f"error: {err}: delete it, and --resume the run to test it and write both records anew") from None
     fit_seconds = timing.get("total_fit_seconds", timing.get("fit_seconds"))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
     return Loaded(spec, model, run_dir, metrics, fit_seconds, trained_here, shortened(spec, run_dir, metrics))
 
 

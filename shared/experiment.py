@@ -37,6 +37,7 @@ from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
 from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_lightning_process
 from shared.progress import EpochBar, ForkedRandomModelSummary
+from shared.yaml_file import read_json_record
 
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
@@ -203,7 +204,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         state = _check_resume(model, run_dir)
         trained = state["epoch"] + 1  # last.ckpt is written at an epoch's end, and Lightning counts from 0
         finished = run_dir / "metrics.json"
-        metrics = json.loads(finished.read_text()) if finished.is_file() else {}
+        try:
+            metrics = read_json_record(finished) if finished.is_file() else {}
+        except ValueError as err:
+            raise SystemExit(f"error: {err}: delete it and resume again; the run's test writes it anew") from None
         done = metrics.get("epochs", 0)  # a run continued since it finished has trained more than its record says
         if done >= trained and args.epochs <= done:  # (a last.ckpt from before 2026-12-06 may hold an earlier epoch)
             print(f"{run_dir} already finished its {done} epoch{'s' if done != 1 else ''}: nothing to do (pass "

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from shared.checks import misfit
 from shared.cli import NOT_SAVED, ConfigError, resolve_settings, run_config_settings
+from shared.yaml_file import read_json_record, read_yaml
 
 
 def run_versions(log_dir: str | Path, name: str) -> list[Path]:
@@ -38,8 +37,11 @@ def run_settings(run_dir: str | Path):
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
         raise SystemExit(f"error: {run_dir} is not a run directory: no config.yaml there")
-    config = yaml.safe_load(config_path.read_text()) or {}
-    if "command" not in config:
+    try:
+        config = read_yaml(config_path) or {}
+    except ValueError as err:
+        raise SystemExit(f"error: config file {config_path} {err}") from None
+    if not isinstance(config, dict) or "command" not in config:
         raise SystemExit(f"error: {config_path} names no command; add the line 'command: <module>' "
                          f"(for example part1_vae.train) naming the command that made the run")
     try:
@@ -64,7 +66,10 @@ def checkpoint_of(run_dir: str | Path, checkpoint: str | Path | None = None) -> 
     run_dir = Path(run_dir)
     if checkpoint is None:
         metrics_path = run_dir / "metrics.json"
-        checkpoint = json.loads(metrics_path.read_text()).get("checkpoint") if metrics_path.is_file() else None
+        try:
+            checkpoint = read_json_record(metrics_path).get("checkpoint") if metrics_path.is_file() else None
+        except ValueError as err:
+            raise SystemExit(f"error: {err}: delete it, and --resume the run to test it and write it anew") from None
         checkpoint = checkpoint or "last.ckpt"
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

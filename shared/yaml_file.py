@@ -1,6 +1,8 @@
-"""YAML files of settings, read strictly: a key given twice, or bytes that are not UTF-8, are errors, not surprises."""
+"""YAML files of settings, read strictly: a key given twice, or bytes that are not UTF-8, are errors, not surprises;
+and a run's JSON records, whose damage (a write cut short by a kill, an edit) is named in one line."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -31,3 +33,15 @@ def read_yaml(path: Path):
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1})" if where else ""
         raise ValueError(f"is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
+
+
+def read_json_record(path: Path) -> dict:
+    """A run's JSON record (metrics.json, timing.json); a ValueError naming the file and the problem in one line
+    when it holds no JSON object."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} holds no JSON object")
+    return record

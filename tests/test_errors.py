@@ -245,6 +245,26 @@ def test_evaluate_on_a_truncated_checkpoint_says_so_in_one_line(finished_run, ca
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damage", ['{"epochs": 2,', "", "[1]"])
+def test_a_damaged_metrics_json_is_named_in_one_line_by_resume_and_evaluate(finished_run, capsys, damage):
+    metrics = finished_run / "metrics.json"
+    metrics.write_text(damage)  # a write cut short by a kill, an empty file, an edit
+    fails_with_one_line(lambda: main(["--resume", str(finished_run)]), capsys, 1,
+                        f"{metrics} {'holds no JSON object' if damage == '[1]' else 'is not valid JSON'}")
+    fails_with_one_line(lambda: load_script("evaluate").main([str(finished_run)]), capsys, 1,
+                        f"{metrics} {'holds no JSON object' if damage == '[1]' else 'is not valid JSON'}")
+    metrics.unlink()  # as the message says: the resume tests the trained run and writes it anew
+    assert main(["--resume", str(finished_run)])["epochs"] == 2 and "checkpoint" in json.loads(metrics.read_text())
+
+
+@pytest.mark.slow
+def test_evaluate_names_a_damaged_config_yaml_in_one_line(finished_run, capsys):
+    (finished_run / "config.yaml").write_text("z_dim: [\n")
+    fails_with_one_line(lambda: load_script("evaluate").main([str(finished_run)]), capsys, 1,
+                        f"config file {finished_run / 'config.yaml'} is not valid YAML (line 2)")
+
+
+@pytest.mark.slow
 def test_evaluate_finds_a_checkpoint_named_by_its_file_in_the_run_directory(finished_run, tmp_path, monkeypatch):
     from shared.runs import load_run
 
