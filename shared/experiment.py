@@ -243,6 +243,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
                        f", {trainer.precision} precision" if trainer.precision != "32-true" else ""])
         print(f"{'Resuming' if args.resume else 'Starting'} {args.command} in {run_dir}: {parameters:,} parameters, "
               f"{args.epochs} epoch{'s' * (args.epochs != 1)}, {machine_name()}{how}", flush=True)
+    if args.resume and trainer.is_global_zero:
+        # A finished run continued: its figures, and the checkpoint they name, are about to be replaced. Until its
+        # test writes them anew the run is unfinished, so an interrupt leaves no record of a checkpoint that is gone.
+        (run_dir / "metrics.json").unlink(missing_ok=True)
     if args.compile:
         compile_networks(model)
     try:

@@ -186,6 +186,26 @@ def test_a_finished_run_whose_last_checkpoint_holds_an_earlier_epoch_is_still_fi
 
 
 @pytest.mark.slow
+def test_a_finished_run_continued_and_interrupted_keeps_no_record_of_a_checkpoint_that_is_gone(finished_run,
+                                                                                              monkeypatch):
+    import part1_vae.modules
+
+    original = part1_vae.modules.VAE.training_step
+
+    def crashes_in_epoch_three(self, batch, batch_idx):
+        if self.current_epoch == 2:
+            raise RuntimeError("simulated crash")
+        return original(self, batch, batch_idx)
+    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_three)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["--resume", str(finished_run), "--epochs", "4"])
+    assert not (finished_run / "metrics.json").exists()  # it named a best checkpoint the continued run may replace
+    monkeypatch.undo()
+    metrics = main(["--resume", str(finished_run)])
+    assert metrics["epochs"] == 4 and (finished_run / "checkpoints" / metrics["checkpoint"]).is_file()
+
+
+@pytest.mark.slow
 def test_a_finished_run_continued_and_stopped_is_no_longer_finished(finished_run, capsys):
     first_record = (finished_run / "metrics.json").read_text()
     main(["--resume", str(finished_run), "--epochs", "3"])
