@@ -309,6 +309,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                                       f"{flag}: {saved.get(flag, defaults[flag])}), its checkpoint and config.yaml "
                                       f"with it; start a new run to train with another")
             args = resolve_settings(defaults, {**saved, **given, "resume": str(run_dir)}, task_defaults)
+            args.log_dir, args.name = str(run_dir.parent.parent), run_dir.parent.name  # where the run is, whatever given
         _check_shared(args)
         check(args)
     except ConfigError as err:  # a value the YAML file set is named with the file

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from part1_vae.train import main
 from shared.data import BUNDLED_DIR
@@ -183,6 +184,14 @@ def test_a_finished_run_whose_last_checkpoint_holds_an_earlier_epoch_is_still_fi
     torch.save({**torch.load(last, weights_only=False), "epoch": 0}, last)
     main(["--resume", str(finished_run)])
     assert "already finished its 2 epochs: nothing to do" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_resumed_run_keeps_its_name_and_folder_in_its_record_whatever_name_and_log_dir_say(finished_run, tmp_path):
+    main(["--resume", str(finished_run), "--epochs", "3", "--name", "other", "--log_dir", str(tmp_path / "elsewhere")])
+    config = yaml.safe_load((finished_run / "config.yaml").read_text())
+    assert (config["name"], Path(config["log_dir"])) == ("vae_mlp_z4", finished_run.parent.parent)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 @pytest.mark.slow
