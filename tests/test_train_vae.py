@@ -79,13 +79,14 @@ def test_smoke_training_writes_outputs_and_bpd_falls(tmp_path):
 
 @pytest.mark.slow
 def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    # epoch 0: 2 sanity + 4 train + 4 val batches, the first 2 of epoch 1 (its NLL is computed once a batch)
-    monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 12))
+    # the model summary's example, then epoch 0: 2 sanity + 4 train + 4 val batches, the first 2 of epoch 1 (its NLL
+    # is computed once a batch)
+    monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 13))
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "vae_mlp_z20" / "version_0")
     assert "loss is nan in epoch 2, step 7 (batch 3 of the epoch)" in message
     assert last["epoch"] == 0 and last["global_step"] == 4
-    # From the first training batch (after the 2 sanity-check batches): there is no good checkpoint to keep.
-    monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 2))
+    # From the first training batch (after the example and the 2 sanity-check batches): no good checkpoint to keep.
+    monkeypatch.setattr(part1_vae.modules, "bernoulli_nll", turns_nan_after(part1_vae.modules.bernoulli_nll, 3))
     nothing_kept = r"loss is nan in epoch 1, step 1 \(batch 1 of the epoch\); no epoch ended before it: .* is removed"
     with pytest.raises(SystemExit, match=nothing_kept):
         run(tmp_path / "from_the_start")
