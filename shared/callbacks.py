@@ -51,8 +51,8 @@ class LossMonitor(pl.Callback):
         return {}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.pending.append(((trainer.current_epoch + 1, trainer.global_step, batch_idx), self._losses(outputs)))
-        self.batches_seen += 1
+        self.batches_seen += 1  # the step a person reads: batches, not optimizer steps (a GAN's are two a batch)
+        self.pending.append(((trainer.current_epoch + 1, self.batches_seen, batch_idx), self._losses(outputs)))
         if self.batches_seen % trainer.log_every_n_steps == 0 or batch_idx + 1 == trainer.num_training_batches:
             self._check(trainer)
 
