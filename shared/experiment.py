@@ -209,13 +209,13 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         except ValueError as err:
             raise SystemExit(f"error: {err}: delete it and resume again; the run's test writes it anew") from None
         done = metrics.get("epochs", 0)  # a run continued since it finished has trained more than its record says
-        if done >= trained and args.epochs <= done:  # (a last.ckpt from before 2026-12-06 may hold an earlier epoch)
+        if args.epochs < max(trained, done):  # (a last.ckpt from before 2026-12-06 may hold an earlier epoch)
+            usage_error(args, f"--epochs {args.epochs}: {run_dir} has trained {max(trained, done)} epochs already; "
+                              f"pass --epochs {max(trained, done)} or more, or leave it out")
+        if done >= trained and args.epochs == done:
             print(f"{run_dir} already finished its {done} epoch{'s' if done != 1 else ''}: nothing to do (pass "
                   f"--epochs N with N > {done} to train it further)", flush=True)
             return metrics
-        if args.epochs < trained:
-            usage_error(args, f"--epochs {args.epochs}: {run_dir} has trained {trained} epochs already; pass "
-                              f"--epochs {trained} or more, or leave it out")
         resumed = state["callbacks"].get(LossMonitor.__qualname__, {})
         batches_done = resumed.get("batches_seen")  # none in a checkpoint not written by these commands
         # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).

@@ -163,6 +163,14 @@ def test_a_run_recorded_before_a_check_existed_still_resumes(finished_run):
 
 
 @pytest.mark.slow
+def test_resuming_a_finished_run_to_fewer_epochs_than_it_has_trained_is_refused(finished_run, capsys):
+    before = {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()}
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "1"]), capsys, 2,
+                        f"--epochs 1: {finished_run} has trained 2 epochs already")  # not "finished: nothing to do"
+    assert {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.slow
 def test_resuming_an_unfinished_run_to_fewer_epochs_than_it_has_trained_is_refused(finished_run, capsys):
     (finished_run / "metrics.json").unlink()  # as if stopped after its second epoch's checkpoint
     before = {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()}
