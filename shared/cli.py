@@ -263,13 +263,11 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--num_workers must be >= 0, got {args.num_workers}")
     if any(epoch < 0 for epoch in args.sample_epochs):
         raise ConfigError(f"--sample_epochs must be >= 0, got {args.sample_epochs}")
-    problem = bad_seed(args.seed) or bad_data_dir(args.data_dir)
-    if problem:
+    if problem := bad_seed(args.seed) or bad_data_dir(args.data_dir):
         raise ConfigError(problem)
     if log_dir.exists() and not log_dir.is_dir():
         raise ConfigError(f"--log_dir {log_dir} is a file, not a folder: pass a folder for the runs")
-    problem = unwritable(log_dir)
-    if problem:
+    if problem := unwritable(log_dir):
         raise ConfigError(f"--log_dir {log_dir}: {problem}: pass a folder you can write to")
 
 
@@ -302,6 +300,8 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 others = sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
+            if not (run_dir / "config.yaml").is_file():
+                raise ConfigError(f"--resume {run_dir}: no config.yaml there (the run's settings): restore it from a copy")
             saved, given = run_config_settings(parser, run_dir), {**from_file, **explicit}
             for flag in (flag for flag in given if flag not in RESUME_MAY_CHANGE):
                 if given[flag] != saved.get(flag, defaults[flag]):

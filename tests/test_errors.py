@@ -274,6 +274,13 @@ def test_a_missing_last_checkpoint_names_the_ones_beside_it(finished_run, capsys
 
 
 @pytest.mark.slow
+def test_a_missing_config_yaml_is_named_with_the_fix(finished_run, capsys):
+    (finished_run / "config.yaml").unlink()
+    fails_with_one_line(lambda: main(["--resume", str(finished_run), "--epochs", "3"]), capsys, 2,
+                        f"--resume {finished_run}: no config.yaml there (the run's settings): restore it from a copy")
+
+
+@pytest.mark.slow
 def test_evaluate_on_a_truncated_checkpoint_says_so_in_one_line(finished_run, capsys):
     best = next((finished_run / "checkpoints").glob("best-*.ckpt"))
     best.write_bytes(best.read_bytes()[:1000])
