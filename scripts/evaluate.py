@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
 from shared.callbacks import EvaluationProgress
+from shared.checks import bad_seed, unwritable
 from shared.cli import OneLineArgumentParser
 from shared.data import DataFileError
 from shared.evaluation import (NUM_DIGITS, class_figures, draw_samples, evaluate_samples, format_report,
@@ -125,8 +127,10 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.num_samples < 2:
         parser.error(f"--num_samples must be at least 2, got {args.num_samples}")
-    if args.temperature is not None and args.temperature <= 0:
-        parser.error(f"--temperature must be positive, got {args.temperature}")
+    if args.temperature is not None and not 0 < args.temperature < math.inf:  # NaN too (it crashed MKL)
+        parser.error(f"--temperature must be positive and finite, got {args.temperature}")
+    if problem := bad_seed(args.seed):
+        parser.error(problem)
     if args.test_draws is not None and args.test_draws < 1:
         parser.error(f"--test_draws must be at least 1, got {args.test_draws}")
     if args.test_draws is not None and not args.test_likelihood:
@@ -136,6 +140,8 @@ def main(argv=None) -> dict:
             parser.error(f"{flag} {path}: there is no folder {path.parent} to write it in")
         if path is not None and path.is_dir():
             parser.error(f"{flag} {path} is a folder: pass a file name")
+        if path is not None and (problem := unwritable(path.parent)):
+            parser.error(f"{flag} {path}: {problem}")
     if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid {args.grid}: the grid is a PNG; pass a name ending in .png")
 
@@ -148,6 +154,9 @@ def main(argv=None) -> dict:
     print(f"Loaded {type(model).__name__} from {checkpoint}{unfinished}", flush=True)
     if args.per_code and not getattr(model, "hparams", {}).get("num_categories"):
         parser.error(f"--per_code: {args.run_dir} has no categorical code (trained without --categorical_code)")
+    if args.per_code and args.num_samples < model.hparams.num_categories:  # before the scoring, not after it
+        parser.error(f"--per_code: --num_samples {args.num_samples} leaves no sample for each of the "
+                     f"{model.hparams.num_categories} code values; pass {model.hparams.num_categories} or more")
     if args.raw_weights:
         if not model.keeps_weight_average:
             parser.error(f"--raw_weights: {args.run_dir} keeps no weight average (trained without --ema_decay)")

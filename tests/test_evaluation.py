@@ -3,6 +3,7 @@ caching, progress lines, the commands."""
 import inspect
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -388,6 +389,11 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
     (["{tmp}"], 1, "is not a run directory: no config.yaml there"),
     (["{tmp}", "--num_samples", "1"], 2, "--num_samples must be at least 2"),
     (["{tmp}", "--temperature", "0"], 2, "--temperature must be positive"),
+    (["{tmp}", "--temperature", "nan"], 2, "--temperature must be positive and finite, got nan"),  # MKL crashed
+    (["{tmp}", "--temperature", "inf"], 2, "--temperature must be positive and finite, got inf"),
+    (["{tmp}", "--seed", "-1"], 2, "--seed must be in [0, 2**32 - 1], got -1"),
+    pytest.param(["{tmp}", "--json", "/proc/figures.json"], 2, "--json /proc/figures.json: /proc takes no new file",
+                 marks=pytest.mark.skipif(not Path("/proc").is_dir(), reason="a folder no one writes in: Linux's")),
     (["{tmp}", "--test_draws", "8"], 2, "--test_draws comes with --test_likelihood"),
     (["{tmp}", "--test_likelihood", "--test_draws", "0"], 2, "--test_draws must be at least 1"),
     (["{tmp}", "--json", "{tmp}/missing/figures.json"], 2, "there is no folder {tmp}/missing to write it in"),
@@ -426,6 +432,8 @@ def test_evaluate_command_reads_each_value_of_a_gans_categorical_code(tmp_path, 
     for figures in results["per_code"]:
         assert sum(figures["share"]) == pytest.approx(1.0) and 0.1 <= figures["mean_max_prob"] <= 1.0
     assert "Per code value (30 samples each" in capsys.readouterr().out
+    fails_with_one_line(lambda: evaluate([str(tmp_path / "gan_mlp" / "version_0"), "--num_samples", "2", "--per_code"]),
+                        capsys, 2, "--per_code: --num_samples 2 leaves no sample for each of the 3 code values")
     train_gan([*tiny, "--log_dir", str(tmp_path / "plain")])
     fails_with_one_line(lambda: evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--per_code"]),
                         capsys, 2, "has no categorical code (trained without --categorical_code)")
