@@ -134,7 +134,8 @@ def test_run_names_say_the_task_and_the_dequantization(flags, name):
 
 def test_the_shipped_8bit_config_is_the_8bit_task_with_the_mnist_defaults():
     from_config = parse_flow_args(["--config", str(CONFIGS / "flow_mnist8bit.yaml")])
-    assert {**from_config, "config": None} == parse_flow_args(["--task", "mnist8bit"])
+    assert from_config["set_in_file"] == ["task"]  # where the one setting came from, so that errors can say it
+    assert {**from_config, "config": None, "set_in_file": []} == parse_flow_args(["--task", "mnist8bit"])
     assert (from_config["batch_size"], from_config["epochs"], from_config["dequantization"]) == (64, 34, "variational")
     assert (from_config["logit_alpha"], from_config["temperature"]) == (1e-5, 1.0)
 

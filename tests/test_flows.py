@@ -269,7 +269,7 @@ def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message)
 def test_the_shipped_mnist_config_is_the_mnist_task_with_its_defaults():
     from_config = parse_flow_args(["--config", str(CONFIGS / "flow_mnist.yaml")])
     assert from_config["name"] == "flow_mnist_c64_b4_s2_vardeq"
-    assert {**from_config, "config": None} == parse_flow_args(["--task", "mnist"])
+    assert {**from_config, "config": None, "set_in_file": []} == parse_flow_args(["--task", "mnist"])
 
 
 def test_mnist_task_brings_its_own_defaults_below_the_flags():
