@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import platform
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -114,9 +115,22 @@ def cpu_lacks_bf16_arithmetic() -> bool:
 
 
 def run_script(main) -> None:
-    """Run a script's ``main()``: Ctrl-C ends it with one line and the shell's status for it (130), no traceback."""
+    """Run a script's ``main()``: Ctrl-C ends it with one line and the shell's status for it (130), no traceback; in
+    a Lightning stage too, where Lightning takes the Ctrl-C, stops gracefully and exits with status 1."""
+    ctrl_c_seen = []
+
+    def on_ctrl_c(signum, frame):
+        ctrl_c_seen.append(True)
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell has Ctrl-C ignored
+        signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         main()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except SystemExit as stop:
+        if ctrl_c_seen and stop.code == 1:
+            print("interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        raise

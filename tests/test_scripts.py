@@ -46,6 +46,33 @@ def ctrl_c(*args, **kwargs):
     raise KeyboardInterrupt
 
 
+def test_ctrl_c_in_a_lightning_stage_of_a_script_ends_in_one_line(tmp_path, monkeypatch, capsys, tiny_judge_path):
+    # evaluate.py --test_likelihood runs the run's test stage, where Lightning catches the Ctrl-C and exits 1 silently
+    import os
+    import signal
+
+    import yaml
+
+    import part1_vae.modules
+    from part1_vae.train import build_model, build_parser
+
+    run_dir = tmp_path / "vae_mlp_z2" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    config = {"command": "part1_vae.train", "model": "mlp", "z_dim": 2, "hidden_dims": [32], "seed": 42,
+              "iw_samples": 5, "subset": 64}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    args = build_parser().parse_args([])
+    vars(args).update(config)
+    torch.save({"state_dict": build_model(args).state_dict()}, run_dir / "checkpoints" / "last.ckpt")
+    monkeypatch.setattr(part1_vae.modules.VAE, "test_step", lambda *args: os.kill(os.getpid(), signal.SIGINT))
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, not a background job
+    try:
+        ends_in_one_line_on_ctrl_c("evaluate", [str(run_dir), "--test_likelihood", "--judge", str(tiny_judge_path)],
+                                   monkeypatch, capsys)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
 # train_judge.py
 
 @pytest.mark.parametrize("out, message", [
