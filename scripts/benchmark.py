@@ -34,6 +34,7 @@ import importlib
 import copy
 import json
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -47,9 +48,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from shared.callbacks import EvaluationProgress
+from shared.checks import unwritable
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
-from shared.process import machine_name, prepare_lightning_process
+from shared.process import machine_name, prepare_lightning_process, run_script
 from shared.runs import DescriptionAndDefaultsFormatter
 from shared.timing import (as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain,
                            time_plain_gan, training_device)
@@ -202,8 +204,9 @@ def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str,
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = OneLineArgumentParser(description=__doc__, formatter_class=DescriptionAndDefaultsFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = OneLineArgumentParser(prog="scripts/benchmark.py", description=__doc__,
+                                   formatter_class=DescriptionAndDefaultsFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each throughput (best kept)")
     parser.add_argument("--flow_batches", type=int, default=100, help="batches of the flow's throughput")
     parser.add_argument("--vae_epochs", type=int, default=80, help="epochs of the default VAE fit (0: skipped)")
@@ -213,15 +216,21 @@ def main() -> None:
     parser.add_argument("--step_cost_batches", type=int, default=400,
                         help="batches of the tiny VAE whose steps time the framework's own cost (0: skipped)")
     parser.add_argument("--out", default=None, help="markdown file; none: reports/benchmark-<device>.md")
-    args = parser.parse_args()
-    if args.repeats <= 0 or args.flow_batches <= 0 or min(args.vae_epochs, args.iw_samples, args.gan_epochs,
-                                                          args.step_cost_batches) < 0:
-        parser.error("--repeats and --flow_batches must be positive, the epochs, --iw_samples and "
-                     "--step_cost_batches >= 0")
+    args = parser.parse_args(argv)
+    for flag in ("repeats", "flow_batches"):
+        if getattr(args, flag) <= 0:
+            parser.error(f"--{flag} must be positive, got {getattr(args, flag)}")
+    for flag in ("vae_epochs", "iw_samples", "gan_epochs", "step_cost_batches"):
+        if getattr(args, flag) < 0:
+            parser.error(f"--{flag} must be >= 0 (0: skipped), got {getattr(args, flag)}")
     device = machine_name()
-    print(f"Benchmark on {device}", flush=True)
-    command = "python scripts/benchmark.py " + " ".join(sys.argv[1:])
     out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.md")
+    if out.is_dir():  # found now, not after minutes of timing
+        parser.error(f"--out {out} is a folder: pass a file name")
+    if problem := unwritable(out.parent):
+        parser.error(f"--out {out}: {problem}")
+    print(f"Benchmark on {device}", flush=True)
+    command = shlex.join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     fits: dict[str, str] = {}
@@ -261,4 +270,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

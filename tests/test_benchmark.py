@@ -4,7 +4,7 @@ names the device."""
 import pytest
 import torch
 
-from tests.conftest import load_script
+from tests.conftest import fails_with_one_line, load_script
 
 
 @pytest.mark.slow
@@ -88,3 +88,27 @@ def test_an_interrupted_benchmark_keeps_the_figures_measured_so_far(tmp_path, mo
     assert table.startswith("Measured so far (the benchmark had not finished) on ")
     assert len(measured) == 3 and all(f"| {name}, 128 images, batch 128 | 9 img/s |" in table for name in measured)
     assert "**0.90x**" in table and "cost a step" not in table
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--flow_batches", "0"], "--flow_batches must be positive, got 0"),
+    (["--iw_samples", "-1"], "--iw_samples must be >= 0 (0: skipped), got -1"),
+    (["--out", "{tmp}"], "--out {tmp} is a folder: pass a file name"),
+    (["--out", "{tmp}/a_file/bench.md"], "--out {tmp}/a_file/bench.md: {tmp}/a_file is a file, not a folder"),
+])
+def test_the_benchmark_refuses_bad_flags_before_timing_anything(tmp_path, monkeypatch, capsys, flags, message):
+    benchmark = load_script("benchmark")
+    monkeypatch.setattr(benchmark, "throughput", lambda *args: pytest.fail("timed before the flags were checked"))
+    (tmp_path / "a_file").write_text("")
+    fails_with_one_line(lambda: benchmark.main([flag.format(tmp=tmp_path) for flag in flags]), capsys, 2,
+                        f"scripts/benchmark.py: error: {message.format(tmp=tmp_path)}")
+
+
+def test_the_benchmark_writes_its_command_as_a_shell_reads_it(tmp_path, monkeypatch):
+    benchmark = load_script("benchmark")
+    monkeypatch.setattr(benchmark, "throughput", lambda name, *args: {"what": name, "images": 1, "batch_size": 1,
+                                                                       "pipeline": 1.0, "Lightning alone": 1.0,
+                                                                       "plain": 1.0})
+    out = tmp_path / "a folder" / "bench.md"
+    benchmark.main(["--out", str(out), "--step_cost_batches", "0", "--vae_epochs", "0", "--iw_samples", "0"])
+    assert f"`python scripts/benchmark.py --out '{out}' --step_cost_batches 0" in out.read_text()
