@@ -101,14 +101,14 @@ def binarization_suffix(args: argparse.Namespace) -> str:
     return "_dynamic" if args.binarization == "dynamic" else ""
 
 
-def float_or_none(text: str) -> float | None:
-    """A number, or ``none``: for a flag that a task may default to a number and a user may still switch off."""
+def float_or_none(text: str, kind: type = float) -> float | None:
+    """A number (of ``kind``), or ``none``: for a flag that a default, a task or a config sets and a user may unset."""
     if text.lower() == "none":
         return None
     try:
-        return float(text)
+        return kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected {'a whole ' if kind is int else 'a '}number or none, got {text!r}") from None
 
 
 def add_lr_final_flag(parser: argparse.ArgumentParser) -> None:
