@@ -41,8 +41,7 @@ from shared.yaml_file import read_json_record
 
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
-    """A bad setting found after parsing: one line, exit status 2, as the parser's own errors; a flag the message
-    names that the ``--config`` file set is named with the file, as the parser does."""
+    """A bad setting found after parsing: one line naming the --config file that set it, exit 2, as the parser's."""
     if set(re.findall(r"--(\w+)", message)) & set(getattr(args, "set_in_file", ())):
         message += f" (set in {args.config})"
     print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
@@ -55,9 +54,7 @@ class RunLogger(TensorBoardLogger):
     validates. The step axis already places each epoch's figures at its last batch."""
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
-        metrics = {name: value for name, value in metrics.items() if name != "epoch"}
-        if metrics:
-            super().log_metrics(metrics, step)
+        super().log_metrics({name: value for name, value in metrics.items() if name != "epoch"}, step)
 
 
 class RunCallbacks:
@@ -155,11 +152,9 @@ def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: P
 def _exit_if_stopped(trainer: pl.Trainer, err: BaseException) -> None:
     """Exit with the shell's status for a run stopped by a signal, as schedulers and scripts read it: 143 for SIGTERM
     (Lightning's stop raises a SystemExit that exits 0), 130 for Ctrl-C (Lightning's exits 1 in a Trainer stage)."""
-    if isinstance(err, SIGTERMException):
-        raise SystemExit(143) from None
     if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit)
                                               and trainer.state.status == TrainerStatus.INTERRUPTED):
-        raise SystemExit(130) from None
+        raise SystemExit(143 if isinstance(err, SIGTERMException) else 130) from None
 
 
 def _discard_unfinished(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path) -> bool:

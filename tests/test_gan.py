@@ -207,8 +207,13 @@ def test_configs_parse_to_the_documented_runs():
     assert mlp.ema_decay == 0 and mlp.categorical_code == dcgan.categorical_code == 0
     coded = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan_code.yaml")], check, default_name)
     # t34: the DCGAN config plus the code, in bf16, 42 epochs
-    assert {key: value for key, value in vars(coded).items() if vars(dcgan)[key] != value and key != "config"} == {
+    assert {key: value for key, value in vars(coded).items()
+            if vars(dcgan)[key] != value and key not in ("config", "set_in_file")} == {
         "name": "gan_dcgan_code", "epochs": 42, "categorical_code": 10, "precision": "bf16-mixed"}
+    # The config's discriminator settings can be unset from the command line again (compare.py's commands do)
+    unset = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan.yaml"), "--lr_disc", "none",
+                                        "--num_filters_disc", "none"], check, default_name)
+    assert (unset.lr_disc, unset.num_filters_disc) == (None, None)
 
 
 def test_dcgan_discriminator_norms_dropout_and_init_follow_the_arguments():
@@ -483,8 +488,9 @@ def test_ctrl_c_while_the_judge_scores_the_trained_run_says_how_to_resume(tmp_pa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(shared.evaluation, "judged_metrics", interrupted)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stopped:
         run(tmp_path, "--epochs", "1", "--eval_samples", "100")
+    assert stopped.value.code == 130  # as a Ctrl-C in the training or the test stage
     run_dir = tmp_path / "gan_mlp" / "version_0"
     assert f"Interrupted; continue with: python -m part2_gan.train --resume {run_dir}" in capsys.readouterr().err
     assert not (run_dir / "hparams.yaml").exists() and not (run_dir / "metrics.json").exists()
