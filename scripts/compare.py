@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from shared.checks import unwritable
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
@@ -205,9 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def destination(out: Path, replace: bool) -> tuple[Path, Path]:
-    """(the report's path, its figures' folder), both ready to write. Without ``replace`` the folder is new,
-    so no call overwrites or deletes a report; with it, the shipped report's old figures (its PNGs, nothing else
-    in their folder) are removed."""
+    """(the report's path, its figures' folder), both ready to write: a new folder (no call overwrites a report), or
+    with ``replace`` the shipped report's, whose old figures (its PNGs, nothing else there) are removed."""
     if replace:
         figures = out / "comparison"
         figures.mkdir(parents=True, exist_ok=True)
@@ -234,6 +234,10 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
             parser.error(f"--{flag} must be at least 2, got {getattr(args, flag)}")
     if args.tsne_points <= TSNE_PERPLEXITY:
         parser.error(f"--tsne_points must be more than t-SNE's perplexity ({TSNE_PERPLEXITY}), got {args.tsne_points}")
+    if args.replace and ((args.out / "comparison.md").is_dir() or (args.out / "comparison").is_file()):  # found now
+        parser.error(f"--replace: {args.out} holds a folder comparison.md or a file comparison: move it away")
+    if problem := unwritable(args.out):
+        parser.error(f"--out {args.out}: {problem}")
     if not args.log_dir.is_dir():  # a mistyped folder would start hours of training
         parser.error(f"--log_dir {args.log_dir}: no such folder; compare.py trains each model that has no finished run "
                      f"there (hours on a CPU): make the folder first to have them trained")

@@ -139,6 +139,18 @@ def test_invalid_counts_fail_fast(flag, value, message, capsys):
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_replace_refuses_a_folder_where_the_report_goes_before_any_work(tmp_path, monkeypatch, capsys):
+    (tmp_path / "comparison.md").mkdir()  # it failed with a traceback after the scoring, its old figures deleted
+    (tmp_path / "comparison").mkdir()
+    (tmp_path / "comparison" / "samples.png").write_bytes(b"old")
+    compare = load_script("compare")
+    monkeypatch.setattr(compare, "load_or_train", lambda *args: pytest.fail("worked before the flags were checked"))
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main(["--out", str(tmp_path), "--replace", "--log_dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "holds a folder comparison.md" in capsys.readouterr().err
+    assert (tmp_path / "comparison" / "samples.png").read_bytes() == b"old"
+
+
 def test_collect_figures_copies_the_latest_final_grid_and_skips_unfinished_runs(tmp_path, capsys):
     for version, epochs in ((0, (0, 10)), (1, (0, 10, 80))):
         samples = tmp_path / "runs" / "vae_mlp_z20" / f"version_{version}" / "samples"
