@@ -2,16 +2,18 @@
 
 Runs live under ``runs/`` (not in git); the README shows copies in ``reports/figures/``, each named
 ``<run name>__<file>.png`` so it is clear which run and which file it came from. A figure whose run
-has not finished is reported and skipped.
+has not finished, or trained on a --subset of its data, is reported and skipped.
 """
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 from shared.checks import unwritable
 from shared.cli import OneLineArgumentParser
 from shared.process import run_script
 from shared.runs import DescriptionAndDefaultsFormatter, finished_runs, folder
+from shared.yaml_file import read_yaml
 
 # (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
 FIGURES = (
@@ -32,6 +34,14 @@ FIGURES = (
 )
 
 
+def on_all_its_data(run: Path) -> bool:
+    """Whether ``run`` trained on all of its data: a smoke run of --subset N (tests, tries) makes no README figure."""
+    try:
+        return not (read_yaml(run / "config.yaml") or {}).get("subset")
+    except (OSError, ValueError):  # no config.yaml, or a damaged one: no figure to vouch for
+        return False
+
+
 def main(argv=None) -> None:
     parser = OneLineArgumentParser(prog="scripts/collect_figures.py", description=__doc__,
                                    formatter_class=DescriptionAndDefaultsFormatter)
@@ -46,9 +56,10 @@ def main(argv=None) -> None:
         parser.error(f"--out {args.out}: {problem}: pass a folder you can write to")
     copied = 0
     for name, figure in FIGURES:
-        runs = finished_runs(args.log_dir, name)
+        runs = [run for run in finished_runs(args.log_dir, name) if on_all_its_data(run)]
         if not runs:
-            print(f"skipped {name}/{figure}: no finished run of {name} under {args.log_dir}")
+            print(f"skipped {name}/{figure}: no finished run of {name} under {args.log_dir} on all its data (runs "
+                  f"of --subset N are left out)")
             continue
         samples = runs[-1] / "samples"
         if figure.endswith("_final"):  # the highest epoch written

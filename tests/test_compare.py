@@ -151,14 +151,17 @@ def test_replace_refuses_a_folder_where_the_report_goes_before_any_work(tmp_path
     assert (tmp_path / "comparison" / "samples.png").read_bytes() == b"old"
 
 
-def test_collect_figures_copies_the_latest_final_grid_and_skips_unfinished_runs(tmp_path, capsys):
-    for version, epochs in ((0, (0, 10)), (1, (0, 10, 80))):
+def test_collect_figures_copies_the_latest_final_grid_and_skips_unfinished_and_subset_runs(tmp_path, capsys):
+    for version, epochs, config in ((0, (0, 10), ""), (1, (0, 10, 80), "epochs: 80\n"), (2, (0, 2), "subset: 256\n")):
         samples = tmp_path / "runs" / "vae_mlp_z20" / f"version_{version}" / "samples"
         samples.mkdir(parents=True)
         (samples.parent / "metrics.json").write_text("{}")
+        (samples.parent / "config.yaml").write_text(config)
         for epoch in epochs:
             (samples / f"samples_epoch{epoch:03d}.png").write_bytes(f"v{version} e{epoch}".encode())
     load_script("collect_figures").main(["--log_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "out")])
+    # version_2, a smoke run on 256 images, makes no README figure
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["vae_mlp_z20__samples_epoch080.png"]
     assert (tmp_path / "out" / "vae_mlp_z20__samples_epoch080.png").read_bytes() == b"v1 e80"
     assert "skipped gan_mlp/samples_final: no finished run" in capsys.readouterr().out
 
