@@ -10,8 +10,8 @@
 Works for a run of any command: its config.yaml names the command that made it, whose
 build_model rebuilds the model; the checkpoint is the one the run's metrics.json names (the VAE's
 best, the GAN's last), else last.ckpt, unless --checkpoint says otherwise. The model says what it
-samples and which data it models (shared.generative): samples are compared with threshold-binarized
-MNIST when the model's data is binary, else with grey-scale MNIST; --reference overrides.
+samples and which data it models (shared.generative): samples are compared with MNIST binarized as the
+model's data was (by threshold, or dynamically), else with grey-scale MNIST; --reference overrides.
 """
 from __future__ import annotations
 
