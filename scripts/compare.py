@@ -7,9 +7,9 @@ metrics.json). Where a model has none, it trains a short default run first and t
 nothing; ``--replace`` rewrites the shipped one instead, ``--out/comparison.md`` with its figures in
 ``--out/comparison/`` (whose old figures it removes). It prints each phase as it goes. The report:
 
-  1. likelihood on the test set, one table per MNIST variant among the runs (the shipped models: threshold-binarized
-     and 8-bit grey; a dynamically binarized run would get its own): the mixture (exact), the VAEs (ELBO and the importance-weighted bound), the flows (dequantized bound);
-     parameters and training time;
+  1. likelihood on the test set, one table per MNIST variant of the runs (threshold-binarized and 8-bit grey; a
+     dynamically binarized run would get its own): the mixture (exact), the VAEs (ELBO and the importance-weighted
+     bound), the flows (dequantized bound); parameters and training time;
   2. sample quality of every generator with the judge of ``shared.evaluation`` against real images of its own
      variant (one table per reference, with that ceiling), and how fast each model samples;
   3. 8x8 sample grids side by side; latent interpolations from the VAE, the GAN and the flow, and the

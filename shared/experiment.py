@@ -215,7 +215,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         batches_done = resumed.get("batches_seen")  # none in a checkpoint not written by these commands
         # TensorBoard hides what the interrupted call logged from this batch on (the epoch the resume repeats).
         logger = RunLogger(str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
-                                   default_hp_metric=False, purge_step=batches_done)
+                           default_hp_metric=False, purge_step=batches_done)
     else:
         logger = RunLogger(args.log_dir, name=args.name, default_hp_metric=False)
         run_dir = Path(logger.log_dir)
