@@ -32,6 +32,7 @@ _QUIET_WARNINGS = (
     r".*does not have many workers.*",  # batches are tensor slices: workers would only add overhead
     r".*GPU available but not used.*",  # --accelerator cpu is a choice
     r".*smaller than the logging interval.*",  # shared.callbacks.LossMonitor logs the step losses from the first
+    r".*is not supported by the model summary.*",  # bf16: only its estimate of the model's megabytes is off
 )
 
 
