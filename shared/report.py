@@ -188,14 +188,15 @@ def interpolation_rows(models: list[Loaded], test_images: dict[str, torch.Tensor
     chosen = torch.randperm(len(next(iter(test_images.values()))), generator=generator)[:2 * lines]
     for loaded in models:
         model, key, pairs = loaded.model, loaded.spec.key, test_images[data_of(loaded)][chosen]
+        label = f"{loaded.spec.label} ({data_of(loaded)})"  # every figure names its data variant
         if key == "vae" and model.hparams.z_dim != 2:
             z_dim = model.hparams.z_dim
             ends = torch.randn(2, lines, z_dim, generator=generator)
             prior = torch.sigmoid(model.decoder(interpolate_latents(ends[0], ends[1], steps).flatten(0, 1)))
-            rows.append((f"{loaded.spec.label}: prior latents", prior))
+            rows.append((f"{label}: prior latents", prior))
             codes = model.encoder(pairs)[0].view(2, lines, z_dim)
             encoded = torch.sigmoid(model.decoder(interpolate_latents(codes[0], codes[1], steps).flatten(0, 1)))
-            rows.append((f"{loaded.spec.label}: encoded test images", encoded))
+            rows.append((f"{label}: encoded test images", encoded))
         elif key == "gan":
             noise = torch.randn(2, lines, model.hparams.z_dim, generator=generator)
             # A GAN with a categorical code keeps each line's code value: the line varies the noise only.
@@ -203,9 +204,9 @@ def interpolation_rows(models: list[Loaded], test_images: dict[str, torch.Tensor
             codes = torch.randint(categories, (lines,), generator=generator).expand(2, lines) if categories else None
             ends = model.latents(noise, codes)
             images = model.interpolate(lines, steps, ends[0], ends[1]).flatten(0, 1)
-            rows.append((f"{loaded.spec.label}: prior latents", images))
+            rows.append((f"{label}: prior latents", images))
         elif key == "flow":
-            rows.append((f"{loaded.spec.label}: encoded test images",
+            rows.append((f"{label}: encoded test images",
                          model.interpolate(pairs[:lines], pairs[lines:], steps).flatten(0, 1)))
     return rows
 

@@ -187,6 +187,20 @@ def test_figures_of_different_binarizations_never_share_a_table():
                                                                               for line in first_table)
 
 
+def test_each_interpolation_row_names_its_data_variant():
+    from part1_vae.modules import VAE
+    from part1_vae.networks import MLPDecoder, MLPEncoder
+    from shared.report import interpolation_rows
+
+    compare = load_script("compare")
+    vae = VAE(MLPEncoder(784, [8], 20), MLPDecoder(20, [8]), z_dim=20)
+    loaded = compare.Loaded(compare.Model("vae", "VAE (MLP, z=20)", "VAE", "vae", "part1_vae.train"), vae, Path("run"),
+                            {"data": "dynamically binarized"}, None, False)
+    rows = interpolation_rows([loaded], {"dynamically binarized": torch.rand(8, 1, 28, 28)})
+    assert [label for label, _ in rows] == ["VAE (MLP, z=20) (dynamically binarized): prior latents",
+                                            "VAE (MLP, z=20) (dynamically binarized): encoded test images"]
+
+
 def test_the_command_column_writes_each_differing_setting_as_the_flag_that_sets_it():
     import argparse
 
