@@ -13,7 +13,7 @@ from shared.checks import unwritable
 from shared.cli import OneLineArgumentParser
 from shared.process import run_script
 from shared.runs import DescriptionAndDefaultsFormatter, finished_runs, folder
-from shared.yaml_file import read_yaml
+from shared.yaml_file import read_yaml_mapping
 
 # (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
 FIGURES = (
@@ -37,7 +37,7 @@ FIGURES = (
 def on_all_its_data(run: Path) -> bool:
     """Whether ``run`` trained on all of its data: a smoke run of --subset N (tests, tries) makes no README figure."""
     try:
-        return not (read_yaml(run / "config.yaml") or {}).get("subset")
+        return not read_yaml_mapping(run / "config.yaml").get("subset")
     except (OSError, ValueError):  # no config.yaml, or a damaged one: no figure to vouch for
         return False
 

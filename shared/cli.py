@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from shared.checks import bad_data_dir, bad_seed, unwritable
-from shared.yaml_file import read_yaml
+from shared.yaml_file import read_yaml_mapping
 
 # What a resume may change: how to run, and what is measured around the training. Every other setting stays the run's
 # (model, data, objective, optimizer: the checkpoint holds their states, config.yaml records them).
@@ -204,11 +204,9 @@ def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'not found'}")
     try:
-        settings = read_yaml(path) or {}
+        settings = read_yaml_mapping(path)
     except ValueError as err:
         raise ConfigError(f"config file {path} {err}") from None
-    if not isinstance(settings, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of flag names to values")
     command = settings.pop("command", parser.prog)
     settings.pop("data", None)
     if command != parser.prog:

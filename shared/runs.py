@@ -17,7 +17,7 @@ import torch
 
 from shared.checks import misfit
 from shared.cli import NOT_SAVED, ConfigError, resolve_settings, run_config_settings
-from shared.yaml_file import read_json_record, read_yaml
+from shared.yaml_file import read_json_record, read_yaml_mapping
 
 
 def run_versions(log_dir: str | Path, name: str) -> list[Path]:
@@ -38,10 +38,10 @@ def run_settings(run_dir: str | Path):
     if not config_path.is_file():
         raise SystemExit(f"error: {run_dir} is not a run directory: no config.yaml there")
     try:
-        config = read_yaml(config_path) or {}
+        config = read_yaml_mapping(config_path)
     except ValueError as err:
         raise SystemExit(f"error: config file {config_path} {err}") from None
-    if not isinstance(config, dict) or "command" not in config:
+    if "command" not in config:
         raise SystemExit(f"error: {config_path} names no command; add the line 'command: <module>' "
                          f"(for example part1_vae.train) naming the command that made the run")
     try:

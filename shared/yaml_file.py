@@ -35,6 +35,14 @@ def read_yaml(path: Path):
         raise ValueError(f"is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
 
 
+def read_yaml_mapping(path: Path) -> dict:
+    """The file's YAML mapping of settings ({} when empty); a ValueError completing "config file PATH" otherwise."""
+    settings = read_yaml(path) or {}
+    if not isinstance(settings, dict):
+        raise ValueError("must hold a mapping of flag names to values")
+    return settings
+
+
 def read_json_record(path: Path) -> dict:
     """A run's JSON record (metrics.json, timing.json); a ValueError naming the file and the problem in one line
     when it holds no JSON object."""
