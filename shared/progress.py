@@ -81,3 +81,16 @@ class ForkedRandomModelSummary(ModelSummary):
         cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             super().on_fit_start(trainer, pl_module)
+
+    @staticmethod
+    def summarize(summary_data: list[tuple[str, list[str]]], *totals, **kwargs) -> None:
+        """A line per network: its parameters and, where the example reached it, its input and output sizes
+        (Lightning's table adds modules without parameters, each module's mode and FLOPs: nothing to read here)."""
+        columns = dict(summary_data)
+        unknown = ["?"] * len(columns["Name"])  # no example_input_array: no sizes
+        sizes_in, sizes_out = columns.get("In sizes", unknown), columns.get("Out sizes", unknown)
+        for name, kind, params, size_in, size_out in zip(columns["Name"], columns["Type"], columns["Params"], sizes_in,
+                                                         sizes_out):
+            if params.strip() != "0":
+                sizes = f"  {size_in} -> {size_out}" if size_in != "?" else ""
+                print(f"  {name}: {kind}, {params.strip()} parameters{sizes}", flush=True)
