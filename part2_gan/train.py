@@ -18,7 +18,7 @@ from part2_gan.modules import GAN
 from part2_gan.networks import (DCGAN_INITS, DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
                                 GeneratorMLP)
 from shared.cli import (ConfigError, add_ema_decay_flag, add_judge_flags, check_adversarial_strategy, check_judge_flags,
-                        default_of, float_or_none, make_parser, parse_args)
+                        default_of, make_parser, number_or_none, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
 from shared.judge_curve import JudgeCurveCallback, add_judge_curve_flags, check_judge_curve_flags
@@ -37,14 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     add("--num_filters", type=int, default=32, help="DCGAN channels of the widest-resolution stage")
     add("--gen_conv_blocks", type=int, default=0,
         help="DCGAN generator's extra 3x3 convolutions at 7x7 and at 14x14 each")
-    add("--num_filters_disc", type=partial(float_or_none, kind=int), default=None,
+    add("--num_filters_disc", type=partial(number_or_none, kind=int), default=None,
         help="DCGAN discriminator's channels of its widest-resolution stage; none: --num_filters")
     add("--norm_disc", type=str.lower, choices=DISCRIMINATOR_NORMS, default="batch",
         help="DCGAN discriminator's normalisation")
     add("--dp_rate_disc_dcgan", type=float, default=0.0, help="DCGAN discriminator dropout")
     add("--init", type=str.lower, choices=DCGAN_INITS, default="default",
         help="DCGAN weight initialisation: PyTorch's default or dcgan's N(0, 0.02)")
-    add("--lr_disc", type=float_or_none, default=None, help="discriminator's Adam learning rate; none: --lr")
+    add("--lr_disc", type=number_or_none, default=None, help="discriminator's Adam learning rate; none: --lr")
     add("--betas", type=float, nargs="+", default=list(default_of(GAN, "betas")),
         help="Adam betas of both networks")
     add("--real_label", type=float, default=default_of(GAN, "real_label"),

@@ -136,11 +136,13 @@ def main(argv=None) -> dict:
     if args.test_draws is not None and not args.test_likelihood:
         parser.error("--test_draws comes with --test_likelihood (the draws of its test stage)")
     for flag, path in (("--json", args.json), ("--grid", args.grid)):  # found now, not after minutes of scoring
-        if path is not None and not path.parent.is_dir():
+        if path is None:
+            continue
+        if not path.parent.is_dir():
             parser.error(f"{flag} {path}: there is no folder {path.parent} to write it in")
-        if path is not None and path.is_dir():
+        if path.is_dir():
             parser.error(f"{flag} {path} is a folder: pass a file name")
-        if path is not None and (problem := unwritable(path.parent)):
+        if problem := unwritable(path.parent):
             parser.error(f"{flag} {path}: {problem}")
     if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid {args.grid}: the grid is a PNG; pass a name ending in .png")

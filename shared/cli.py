@@ -101,7 +101,7 @@ def binarization_suffix(args: argparse.Namespace) -> str:
     return "_dynamic" if args.binarization == "dynamic" else ""
 
 
-def float_or_none(text: str, kind: type = float) -> float | None:
+def number_or_none(text: str, kind: type = float) -> float | int | None:
     """A number (of ``kind``), or ``none``: for a flag that a default, a task or a config sets and a user may unset."""
     if text.lower() == "none":
         return None
@@ -112,7 +112,7 @@ def float_or_none(text: str, kind: type = float) -> float | None:
 
 
 def add_lr_final_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lr_final", type=float_or_none, default=None,
+    parser.add_argument("--lr_final", type=number_or_none, default=None,
                         help="decay the learning rate exponentially from --lr to this at the last epoch; "
                              "none: constant")
 

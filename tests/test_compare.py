@@ -204,14 +204,14 @@ def test_each_interpolation_row_names_its_data_variant():
 def test_the_command_column_writes_each_differing_setting_as_the_flag_that_sets_it():
     import argparse
 
-    from shared.cli import float_or_none
+    from shared.cli import number_or_none
 
     compare = load_script("compare")
     parser = argparse.ArgumentParser()
     actions = {action.dest: action for action in (
         parser.add_argument("--epochs", type=int), parser.add_argument("--actnorm", action=argparse.BooleanOptionalAction),
         parser.add_argument("--train_on_all", action="store_true"), parser.add_argument("--dims", type=int, nargs="+"),
-        parser.add_argument("--lr_final", type=float_or_none))}
+        parser.add_argument("--lr_final", type=number_or_none))}
     words = [word for key, value in {"epochs": 45, "actnorm": False, "train_on_all": True, "dims": [64, 32],
                                      "lr_final": None}.items() for word in compare.flag_words(actions[key], value)]
     assert words == ["--epochs", "45", "--no-actnorm", "--train_on_all", "--dims", "64", "32", "--lr_final", "none"]
