@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,6 +37,11 @@ class ConfigError(ValueError):
     """An invalid setting; its message becomes the one-line error."""
 
 
+def naming_the_file(message: str, set_in_file: Sequence[str], config: str | None) -> str:
+    """A refusal's ``message``, naming the --config file where a flag it names got its value there."""
+    return f"{message} (set in {config})" if set(re.findall(r"--(\w+)", message)) & set(set_in_file) else message
+
+
 class OneLineArgumentParser(argparse.ArgumentParser):
     """Errors as one line; no abbreviated flags (``--epoch`` is not taken for ``--epochs``)."""
 
@@ -51,10 +57,6 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 def default_of(callable_: Callable, parameter: str):
     """The default of ``parameter`` in ``callable_``'s signature: a flag takes its class's default (one place)."""
     return inspect.signature(callable_).parameters[parameter].default
-
-
-def _devices(value: str):
-    return int(value) if value.isdigit() else value
 
 
 def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_size: int) -> OneLineArgumentParser:
@@ -82,7 +84,8 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
         help="continue an interrupted run from its last checkpoint; no RUN_DIR: the latest run of this name")
     trainer = parser.add_argument_group("Lightning Trainer flags, passed through")
     trainer.add_argument("--accelerator", default="auto", help="cpu, gpu, mps, auto")
-    trainer.add_argument("--devices", type=_devices, default="auto", help="how many, or which")
+    trainer.add_argument("--devices", type=lambda value: int(value) if value.isdigit() else value, default="auto",
+                         help="how many, or which")
     trainer.add_argument("--num_nodes", type=int, default=1, help="machines of a multi-node DDP run (README: Scaling out)")
     trainer.add_argument("--strategy", default="auto", help="auto, ddp, ...")
     trainer.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
@@ -247,9 +250,8 @@ def _check_shared(args: argparse.Namespace) -> None:
     if args.name is not None and not (log_dir / args.name).resolve().is_relative_to(log_dir.resolve()):
         raise ConfigError(f"--name {args.name}: a run name is a folder under --log_dir, not a path out of it")
     positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
-                "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes}
-    if args.subset is not None:
-        positive["subset"] = args.subset
+                "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes,
+                **({} if args.subset is None else {"subset": args.subset})}
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"--{flag} must be positive, got {value}")
@@ -286,7 +288,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = {action.dest: action.default for action in parser._actions if action.dest != "help"}
-    from_file: dict = {}
+    explicit, from_file = {}, {}
     try:
         explicit = _explicit_flags(parser, argv)
         from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
@@ -310,9 +312,8 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
             args.log_dir, args.name = str(run_dir.parent.parent), run_dir.parent.name  # where the run is, whatever given
         _check_shared(args)
         check(args)
-    except ConfigError as err:  # a value the YAML file set is named with the file
-        flag = str(err).split(" ", 1)[0].removeprefix("--")
-        parser.error(f"{err} (set in {explicit['config']})" if flag in from_file and flag not in explicit else str(err))
+    except ConfigError as err:
+        parser.error(naming_the_file(str(err), set(from_file) - set(explicit), explicit.get("config")))
     args.command = parser.prog
     args.set_in_file = sorted(set(from_file) - set(explicit))  # so that a later refusal can name the file too
     return args

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 from pathlib import Path
@@ -32,7 +31,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LastEpochCheckpoint,
                               LoggedImagesCallback, LossMonitor, NonFiniteLossError, ProgressLines, ValidationRecord)
 from shared.checks import misfit
-from shared.cli import NOT_SAVED
+from shared.cli import NOT_SAVED, naming_the_file
 from shared.data import DataFileError
 from shared.lean_lightning import NullProfiler
 from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_lightning_process
@@ -42,8 +41,7 @@ from shared.yaml_file import read_json_record
 
 def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
     """A bad setting found after parsing: one line naming the --config file that set it, exit 2, as the parser's."""
-    if set(re.findall(r"--(\w+)", message)) & set(getattr(args, "set_in_file", ())):
-        message += f" (set in {args.config})"
+    message = naming_the_file(message, getattr(args, "set_in_file", ()), args.config)
     print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 

@@ -77,6 +77,18 @@ def test_a_yaml_nan_is_refused_as_a_flag_is_and_named_with_its_file(tmp_path, ca
     assert capsys.readouterr().err.endswith("--z_dim must be positive, got -1\n")
 
 
+def test_a_refusal_names_the_file_that_set_any_flag_it_names_not_only_its_first(tmp_path, capsys):
+    from part2_gan import train_aae
+
+    config = tmp_path / "aae.yaml"
+    config.write_text("z_dim: 3\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(train_aae.build_parser(), ["--config", str(config), "--prior", "swiss_roll"], train_aae.check,
+                   train_aae.default_name)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(f"--prior swiss_roll is 2-D: it needs --z_dim 2, got 3 (set in {config})\n")
+
+
 def test_flags_are_not_matched_by_prefix(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse(["--epoch", "1"])
