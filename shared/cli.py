@@ -207,7 +207,7 @@ def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} {'is a folder' if path.is_dir() else 'not found'}")
     try:
-        settings = read_yaml_mapping(path)
+        settings = read_yaml_mapping(path, flag_text=True)
     except ValueError as err:
         raise ConfigError(f"config file {path} {err}") from None
     command = settings.pop("command", parser.prog)
@@ -216,7 +216,7 @@ def load_settings(parser: argparse.ArgumentParser, path: Path) -> dict:
         raise ConfigError(f"config file {path} was written by {command}, not {parser.prog}: "
                           f"use python -m {command}")
     actions = {action.dest: action for action in parser._actions if action.dest not in ("help", *NOT_IN_FILES)}
-    unknown = sorted(set(settings) - set(actions))
+    unknown = sorted(str(key) for key in settings if key not in actions)  # a YAML key may be null or true
     if unknown:
         raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
     try:

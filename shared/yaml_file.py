@@ -3,6 +3,7 @@ and a run's JSON records, whose damage (a write cut short by a kill, an edit) is
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -22,11 +23,26 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def read_yaml(path: Path):
-    """The file's YAML document (None when it is empty); a ValueError whose message completes "config file PATH"
-    in one line when the file is no readable YAML."""
+class _FlagTextLoader(_UniqueKeyLoader):
+    """Plain scalars stay text for a flag's type to read, as it reads them on the command line; only null and
+    true/false (YAML 1.2's spellings) are resolved. PyYAML's YAML 1.1 rules read ``010`` as 8, ``0x1F`` as 31,
+    ``1:05`` as 65 and ``yes`` as true, which the same text after a flag is not."""
+
+    yaml_implicit_resolvers: dict = {}
+
+
+_FlagTextLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                      list("tTfF"))
+_FlagTextLoader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"),
+                                      ["~", "n", "N", ""])
+
+
+def read_yaml(path: Path, flag_text: bool = False):
+    """The file's YAML document (None when it is empty); with ``flag_text``, its plain scalars as text but null and
+    true/false (:class:`_FlagTextLoader`). A ValueError whose message completes "config file PATH" in one line when
+    the file is no readable YAML."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_FlagTextLoader if flag_text else _UniqueKeyLoader)
     except UnicodeDecodeError as err:
         raise ValueError(f"is not UTF-8 text (byte {err.start})") from None
     except yaml.YAMLError as err:
@@ -35,9 +51,12 @@ def read_yaml(path: Path):
         raise ValueError(f"is not valid YAML{line}: {getattr(err, 'problem', err)}") from None
 
 
-def read_yaml_mapping(path: Path) -> dict:
-    """The file's YAML mapping of settings ({} when empty); a ValueError completing "config file PATH" otherwise."""
-    settings = read_yaml(path) or {}
+def read_yaml_mapping(path: Path, flag_text: bool = False) -> dict:
+    """The file's YAML mapping of settings (``flag_text``: see :func:`read_yaml`); a ValueError completing "config
+    file PATH" otherwise (an empty file too: it was cut short or is the wrong one)."""
+    settings = read_yaml(path, flag_text)
+    if settings is None or settings == {}:
+        raise ValueError("holds no settings: pass the file that does")
     if not isinstance(settings, dict):
         raise ValueError("must hold a mapping of flag names to values")
     return settings

@@ -38,6 +38,14 @@ def test_yaml_values_are_typed_like_flags(tmp_path):
     assert isinstance(args.lr, float)
 
 
+def test_yaml_numbers_are_read_as_their_flag_reads_the_same_text_not_by_yaml_1_1(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("z_dim: 010\nname: yes\nsubset: null\n")  # YAML 1.1: z_dim 8, name True
+    args = parse(["--config", str(config)])
+    assert (args.z_dim, args.name, args.subset) == (10, "yes", None)
+    assert parse(["--z_dim", "010"]).z_dim == 10
+
+
 @pytest.mark.parametrize("text, message", [
     ('z_dim: "twenty"', "argument --z_dim: invalid int value: 'twenty'"),
     ("epochs: 2.5", "argument --epochs: invalid int value: '2.5'"),
@@ -48,6 +56,10 @@ def test_yaml_values_are_typed_like_flags(tmp_path):
     ("z_dim: 2\n  bad: [", "is not valid YAML (line 2)"),
     ("- 1\n- 2", "must hold a mapping of flag names to values"),
     ("z_dims: 2", "unknown setting(s) z_dims"),
+    ("z_dim: 3\n1: 2\nnull: 4", "unknown setting(s) 1, None"),
+    ("seed: 0x1F", "argument --seed: invalid int value: '0x1F'"),
+    ("progress_bar: no", "argument --progress_bar/--no-progress_bar: expected true or false, got 'no'"),
+    ("# settings to come", "holds no settings: pass the file that does"),
     ("command: part2_gan.train\nmodel: dcgan", "was written by part2_gan.train, not part1_vae.train: use python -m "
                                                "part2_gan.train"),
     ("z_dim: 3\nlr: 0.01\nz_dim: 4", "is not valid YAML (line 3): z_dim given twice"),
@@ -65,7 +77,7 @@ def test_bad_yaml_values_fail_with_one_line_naming_the_file(tmp_path, capsys, te
 
 def test_a_yaml_nan_is_refused_as_a_flag_is_and_named_with_its_file(tmp_path, capsys):
     config = tmp_path / "c.yaml"
-    config.write_text("lr: .nan\nz_dim: 0\n")
+    config.write_text("lr: nan\nz_dim: 0\n")
     with pytest.raises(SystemExit) as exit_info:
         parse(["--config", str(config)])
     assert exit_info.value.code == 2 and f"--lr must be finite, got nan (set in {config})" in capsys.readouterr().err
