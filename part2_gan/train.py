@@ -17,7 +17,8 @@ import pytorch_lightning as pl
 from part2_gan.modules import GAN
 from part2_gan.networks import (DCGAN_INITS, DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
                                 GeneratorMLP)
-from shared.cli import (ConfigError, add_ema_decay_flag, add_judge_flags, check_adversarial_strategy, check_judge_flags,
+from part2_gan.settings import check_adversarial
+from shared.cli import (ConfigError, add_ema_decay_flag, add_judge_flags, check_judge_flags,
                         default_of, make_parser, number_or_none, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
@@ -96,7 +97,7 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--real_label must be in (0.5, 1], got {args.real_label}")
     check_judge_flags(args)
     check_judge_curve_flags(args)
-    check_adversarial_strategy(args)
+    check_adversarial(args)
 
 
 def default_name(args: argparse.Namespace) -> str:

@@ -18,7 +18,8 @@ import pytorch_lightning as pl
 from part2_gan.aae import AAE
 from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import PRIORS
-from shared.cli import (ConfigError, add_judge_flags, check_adversarial_strategy, check_judge_flags, default_of,
+from part2_gan.settings import check_adversarial
+from shared.cli import (ConfigError, add_judge_flags, check_judge_flags, default_of,
                         make_parser, parse_args)
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
@@ -54,7 +55,7 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--lr_adv must be positive, got {args.lr_adv}")
     check_judge_flags(args)
     check_judge_curve_flags(args)
-    check_adversarial_strategy(args)
+    check_adversarial(args)
 
 
 def default_name(args: argparse.Namespace) -> str:

@@ -157,13 +157,6 @@ def check_judge_flags(args: argparse.Namespace) -> None:
             raise SystemExit(f"error: {err}") from None
 
 
-def check_adversarial_strategy(args: argparse.Namespace) -> None:
-    """Plain DDP fails mid-step for adversarial models: each optimizer step leaves another network unused."""
-    if args.strategy == "ddp":
-        raise ConfigError("--strategy ddp: each of the adversarial steps leaves a network unused; "
-                          "use --strategy ddp_find_unused_parameters_true")
-
-
 def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict:
     """The settings actually typed on the command line (defaults suppressed)."""
     parser.parse_args(argv)  # errors and --help first, with the real defaults

@@ -140,6 +140,7 @@ def test_each_of_the_three_steps_updates_exactly_its_own_networks(tiny_datamodul
     (["--hidden_dim", "0"], "--hidden_dim must be positive, got 0"),
     (["--lr_adv", "-1"], "--lr_adv must be positive, got -1.0"),
     (["--eval_samples", "1"], "--eval_samples must be 0 (skip) or at least 2"),
+    (["--batch_size", "1"], "--batch_size 1: batch norm cannot train on batches of one image; use 2 or more"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)

@@ -175,6 +175,8 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--resume"], "--resume: no run with checkpoints/last.ckpt"),
     (["--categorical_code", "1"], "--categorical_code 1: a code of one value tells the discriminator nothing"),
     (["--strategy", "ddp"], "use --strategy ddp_find_unused_parameters_true"),
+    (["--batch_size", "1"], "--batch_size 1: batch norm cannot train on batches of one image; use 2 or more"),
+    (["--subset", "1"], "--subset 1: batch norm cannot train on batches of one image; use 2 or more"),
     (["--norm_disc", "layer"], "invalid choice: 'layer'"),
     (["--num_filters_disc", "0"], "--num_filters_disc must be positive, got 0"),
     (["--lr_disc", "0"], "--lr_disc must be positive, got 0.0"),
