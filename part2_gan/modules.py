@@ -7,7 +7,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from part2_gan.losses import adversarial_bce, r1_penalty, top_k_generator_loss, top_k_kept
-from shared.generative import GenerativeModel, check_data_kind
+from shared.generative import GenerativeModel, check_data_kind, evaluating
 from shared.lean_lightning import LeanLightningModule
 from shared.metrics import EpochMeans
 from shared.schedules import adam
@@ -120,8 +120,9 @@ class GAN(GenerativeModel, LeanLightningModule):
 
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior)."""
-        return _to_unit(self.sampling_generator(self._noise(n) if z is None else z))
+        """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior), in eval mode."""
+        with evaluating(self.sampling_generator) as generator:
+            return _to_unit(generator(self._noise(n) if z is None else z))
 
     @torch.no_grad()
     def sample_with_code(self, n: int, code: int) -> torch.Tensor:
@@ -139,7 +140,8 @@ class GAN(GenerativeModel, LeanLightningModule):
         z_start = self._noise(batch_size) if z_start is None else z_start
         z_end = self._noise(batch_size) if z_end is None else z_end
         z = interpolate_latents(z_start, z_end, interpolation_steps)
-        images = _to_unit(self.sampling_generator(z.flatten(0, 1)))
+        with evaluating(self.sampling_generator) as generator:
+            images = _to_unit(generator(z.flatten(0, 1)))
         return images.view(batch_size, interpolation_steps + 2, *images.shape[1:])
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor, fake_latents: torch.Tensor

@@ -3,11 +3,14 @@ the model instead of guessing from its class or its run's flags.
 
 A model (in practice a LightningModule) subclasses :class:`GenerativeModel` and declares:
 
-- ``data``: the MNIST variant it models, a key of :data:`DATA_KINDS`; its samples are compared with
-  that variant, and a likelihood is of that variant;
+- ``data``: the kind of MNIST it models, a key of :data:`DATA_KINDS`; its samples are compared with
+  that kind, and a likelihood is of it. Binary data are binarized one of two ways, which the model does not
+  know: the run's ``binarization`` setting says which (threshold, or dynamic), and scripts/evaluate.py and
+  scripts/compare.py read it there;
 - ``image_shape``: the shape of one image, whose product is the number of dimensions behind every
   bits-per-dimension figure;
-- ``sample(n)``: ``n`` images ``[n, *image_shape]``, float, in [0, 1], on the model's device;
+- ``sample(n)``: ``n`` images ``[n, *image_shape]``, float, in [0, 1], on the model's device, in whatever
+  mode the model is (a model with batch norm or dropout samples in eval mode: :func:`evaluating`);
 - ``likelihood_kind``: ``None`` for a model without a likelihood (GAN, adversarial autoencoder),
   else what ``log_likelihood`` returns: ``"exact"`` or the name of the bound;
 - ``log_likelihood(images)``: log P(x) of the discrete images, in nats per image ``[B]`` (exact, or
@@ -22,15 +25,17 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from shared.densities import nll_to_bpd
 
 # The data variants, and how their images arrive from shared.data.MNISTDataModule (before any
 # value_range mapping): each is also the MNIST reference that samples of such a model are scored against.
 DATA_KINDS = {
-    "binary": "threshold-binarized MNIST (pixels > 0.5 become 1): pixels in {0, 1}",
+    "binary": "binarized MNIST, by threshold (pixels > 0.5 become 1) or dynamically: pixels in {0, 1}",
     "grey": "grey-scale MNIST as continuous values: pixels k / 255 in [0, 1]",
     "8bit": "8-bit MNIST, the 256 grey levels as discrete values: pixels k / 255",
 }
@@ -70,3 +75,18 @@ def check_data_kind(data: str) -> str:
     if data not in DATA_KINDS:
         raise ValueError(f"data must be one of {', '.join(DATA_KINDS)}, got {data!r}")
     return data
+
+
+@contextmanager
+def evaluating(network: nn.Module):
+    """``network`` in eval mode (dropout off, batch norm using its running statistics and leaving them as they are),
+    each of its modules back in its own mode after: a model samples so whether it is training or not (in training
+    mode a sample would move the running statistics, and a sample of one image would fail)."""
+    modes = [(module, module.training) for module in network.modules()]
+    network.eval()
+    try:
+        yield network
+    finally:
+        for module, training in modes:
+            module.training = training
+

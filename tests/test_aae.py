@@ -103,6 +103,16 @@ def small_aae(prior="swiss_roll", z_dim=2):
                z_dim=z_dim)
 
 
+def test_a_model_in_training_mode_samples_in_eval_mode_and_is_left_as_it_was():
+    aae = small_aae()
+    before = {name: tensor.clone() for name, tensor in aae.decoder.state_dict().items()}
+    z = torch.randn(4, 2)
+    samples = aae.sample(4, z)
+    assert aae.sample(1).shape == (1, 1, 28, 28)
+    assert all(torch.equal(before[name], tensor) for name, tensor in aae.decoder.state_dict().items())
+    assert aae.training and torch.equal(samples, aae.eval().sample(4, z))
+
+
 def test_sample_gives_means_in_unit_range_that_the_evaluator_takes():
     aae = small_aae().eval()
     samples = aae.sample(7)

@@ -74,6 +74,18 @@ def small_gan(z_dim=8, discriminator=None, **kwargs):
                **kwargs)
 
 
+def test_a_model_in_training_mode_samples_in_eval_mode_and_is_left_as_it_was():
+    gan = small_gan()  # a new module, or one after trainer.fit, is in training mode
+    before = {name: tensor.clone() for name, tensor in gan.generator.state_dict().items()}
+    z = torch.randn(4, 8)
+    samples, line = gan.sample(4, z), gan.interpolate(1, 2, z[:1], z[1:2])
+    assert gan.sample(1).shape == (1, 1, 28, 28)  # batch norm in training mode cannot take one image
+    assert all(torch.equal(before[name], tensor) for name, tensor in gan.generator.state_dict().items())
+    assert gan.training and all(module.training for module in gan.generator.modules())
+    gan.eval()
+    assert torch.equal(samples, gan.sample(4, z)) and torch.equal(line, gan.interpolate(1, 2, z[:1], z[1:2]))
+
+
 def test_sample_and_interpolate_shapes_and_endpoints():
     gan = small_gan().eval()
     assert gan.sample(6).shape == (6, 1, 28, 28)
