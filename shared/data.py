@@ -130,8 +130,8 @@ class MNISTDataModule(TensorSplitsDataModule):
     images are ``binarization="threshold"`` (pixels > 0.5 become 1, others 0: the course's data) or
     ``"dynamic"`` (training images re-drawn from Bernoulli(grey) at every fetch, seeded by ``seed``;
     val and test drawn once from :data:`DYNAMIC_EVAL_SEEDS`).
-    ``train_on_all=True`` trains on all 60,000 training images (the GAN's default; val is then
-    the last 5,000 of them). ``subset`` keeps only the first n images of each split (tests).
+    ``train_on_all=True`` trains on all 60,000 training images (the GAN's default; val, images 45,000-49,999
+    as always, is then among them). ``subset`` keeps only the first n images of each split (tests).
     """
 
     def __init__(self, data_dir: str | None = None, batch_size: int = 128, num_workers: int = 0,

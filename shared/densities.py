@@ -29,9 +29,10 @@ def sample_reparameterize(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor
     """z = mean + std * eps with eps ~ N(0, I): a sample whose gradients flow to ``mean`` and ``std``.
 
     ``std`` must be non-negative (callers pass ``exp(log_std)``); it is not checked, since the check would
-    read a value back from the GPU in every training step.
+    read a value back from the GPU in every training step. Each entry of z gets its own eps, also where ``std``
+    is broadcast over ``mean`` (a scalar std).
     """
-    return mean + std * torch.randn_like(std)
+    return mean + std * torch.randn_like(torch.broadcast_to(std, torch.broadcast_shapes(mean.shape, std.shape)))
 
 
 def KLD(mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -69,9 +70,14 @@ def dequantize(levels: torch.Tensor, num_levels: int, noise: torch.Tensor | None
     entry unless ``noise`` gives it.
 
     Each k owns the cell [k, k + 1) / num_levels, so a density p fitted to these values bounds the
-    discrete probability: log P(k) >= E_u log p((k + u) / num_levels) - log num_levels per entry.
+    discrete probability: log P(k) >= E_u log p((k + u) / num_levels) - log num_levels per entry. Integer
+    levels (MNIST as loaded, uint8) are taken as floats; a k + u that float rounding would carry onto k + 1 (u
+    within a rounding step of 1: 2^-17 for k = 255 in float32) is kept in k's cell, exactly so for a power-of-two
+    ``num_levels``.
     """
-    return (levels + (torch.rand_like(levels) if noise is None else noise)) / num_levels
+    levels = levels if levels.is_floating_point() else levels.float()
+    shifted = levels + (torch.rand_like(levels) if noise is None else noise)
+    return torch.minimum(shifted, torch.nextafter(levels + 1, levels)) / num_levels
 
 
 def quantize(y: torch.Tensor, num_levels: int) -> torch.Tensor:

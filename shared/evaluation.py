@@ -97,8 +97,8 @@ def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
     """Inception score, digit coverage, class-histogram KL to uniform and confidence from judge logits."""
     log_probs = logits.double().log_softmax(dim=1)
     probs = log_probs.exp()
-    scores = []
-    for part_log_probs, part_probs in zip(log_probs.chunk(splits), probs.chunk(splits)):
+    scores, splits = [], min(splits, len(logits))  # splits as even as can be (chunk made 9 of 25 images, one of 1)
+    for part_log_probs, part_probs in zip(log_probs.tensor_split(splits), probs.tensor_split(splits)):
         log_marginal = part_probs.mean(0).log()
         scores.append((part_probs * (part_log_probs - log_marginal)).sum(1).mean().exp())
     scores = torch.stack(scores)

@@ -91,6 +91,7 @@ class ForkedRandomModelSummary(ModelSummary):
         sizes_in, sizes_out = columns.get("In sizes", unknown), columns.get("Out sizes", unknown)
         for name, kind, params, size_in, size_out in zip(columns["Name"], columns["Type"], columns["Params"], sizes_in,
                                                          sizes_out):
-            if params.strip() != "0":
-                sizes = f"  {size_in} -> {size_out}" if size_in != "?" else ""
-                print(f"  {name}: {kind}, {params.strip()} parameters{sizes}", flush=True)
+            if params.strip() != "0":  # Lightning's row of the parameters outside the networks has no kind or size
+                sizes = f"  {size_in} -> {size_out}" if size_in not in ("?", "n/a") else ""
+                kind = "" if kind == "n/a" else f"{kind}, "
+                print(f"  {name}: {kind}{params.strip()} parameters{sizes}", flush=True)

@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import norm
 
-from shared.densities import elbo_to_bpd  # noqa: F401  (a public name of this module)
+from shared.densities import dequantize, elbo_to_bpd, quantize  # noqa: F401  (public names of this module once)
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
@@ -25,7 +25,7 @@ def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, flo
 
 
 def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
-    """Write a grid from :func:`make_grid` as PNG, creating the folder."""
+    """Write a grid from :func:`make_grid` as an image in the format of ``path``'s suffix (.png), creating the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(grid, str(path))
@@ -49,7 +49,8 @@ def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_siz
     i < grid_size would stop short of the upper mirror and shift the grid towards negative z).
     Each cell shows the Bernoulli means (sigmoid of the decoder's logits), not a sample.
     """
-    percentiles = torch.linspace(0.5, grid_size + 0.5, grid_size, dtype=torch.float64) / (grid_size + 1)
+    percentiles = (torch.linspace(0.5, grid_size + 0.5, grid_size, dtype=torch.float64) / (grid_size + 1)
+                   if grid_size > 1 else torch.tensor([0.5], dtype=torch.float64))  # a linspace of 1 is its start
     quantiles = torch.tensor(norm.ppf(percentiles), dtype=torch.float32)
     z1, z2 = torch.meshgrid(quantiles, quantiles, indexing="xy")
     z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
@@ -60,7 +61,7 @@ def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_siz
 
 def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:
     """``[B, ...]`` endpoints -> ``[B, steps + 2, ...]``: linear path, start and end included."""
-    weights = torch.linspace(0.0, 1.0, steps + 2, device=z_start.device)
+    weights = torch.linspace(0.0, 1.0, steps + 2, device=z_start.device, dtype=z_start.dtype)
     weights = weights.view(1, -1, *([1] * (z_start.dim() - 1)))
     return torch.lerp(z_start.unsqueeze(1), z_end.unsqueeze(1), weights)
 

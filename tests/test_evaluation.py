@@ -40,6 +40,13 @@ def test_class_figures_of_a_single_predicted_digit_are_the_worst_case():
     assert figures["digits_covered"] == 1
 
 
+def test_the_inception_score_of_few_images_takes_ten_even_splits():
+    logits = torch.randn(25, 10, generator=torch.Generator().manual_seed(0))
+    probs = logits.double().softmax(1)
+    scores = [(part * (part.log() - part.mean(0).log())).sum(1).mean().exp() for part in probs.split([3] * 5 + [2] * 5)]
+    assert class_figures(logits)["inception_score"] == pytest.approx(torch.stack(scores).mean().item(), rel=1e-9)
+
+
 def test_coverage_counts_digits_predicted_for_at_least_one_percent():
     labels = [0] * 985 + [1] * 10 + [2] * 5  # 1.0% counts, 0.5% does not
     assert class_figures(one_hot_logits(labels))["digits_covered"] == 2

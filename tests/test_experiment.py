@@ -141,5 +141,8 @@ def test_the_model_summary_shows_sizes_and_leaves_the_random_streams_as_they_wer
     assert capsys.readouterr().out.splitlines() == [
         "  encoder: MLPEncoder, 403 K parameters  [2, 1, 28, 28] -> [[2, 2], [2, 2]]",
         "  decoder: MLPDecoder, 403 K parameters  [2, 2] -> [2, 1, 28, 28]"]
+    ForkedRandomModelSummary.summarize([("Name", ["other params"]), ("Type", ["n/a"]), ("Params", ["784  "]),
+                                        ("In sizes", ["n/a"]), ("Out sizes", ["n/a"])])
+    assert capsys.readouterr().out == "  other params: 784 parameters\n"  # the Gaussian VAE's log-std, no network's
     ModelSummary().on_fit_start(trainer, model)  # Lightning's own draws the VAE's z from the run's stream
     assert not torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())

@@ -190,6 +190,14 @@ def test_dequantize_stays_in_the_cell_and_quantize_inverts_it():
     assert torch.equal(quantize(y, LEVELS), x)
 
 
+def test_dequantize_takes_integer_levels_and_keeps_a_draw_at_the_top_of_a_cell_in_it():
+    levels = torch.tensor([0, 127, 128, 255], dtype=torch.uint8)  # MNIST as loaded
+    top = torch.full((4,), 1 - 2 ** -24)  # float32 rounds k + top onto k + 1 for k > 0
+    y = dequantize(levels, 256, noise=top)
+    assert (y < (levels.float() + 1) / 256).all() and torch.equal(quantize(y, 256), levels.float())
+    assert torch.equal(dequantize(levels, 256, noise=torch.full((4,), 0.5)), (levels + 0.5) / 256)
+
+
 @pytest.mark.slow
 def test_bound_probabilities_sum_to_the_mass_the_flow_puts_on_the_unit_cube():
     """Sum over all 16 binary 2x2 images of exp(-bound) ~ integral of p(y) over [0, 1)^4: the D log 2

@@ -19,7 +19,7 @@ def test_the_names_of_the_first_layout_import_the_same_objects():  # noqa: F401 
     from part3_flows.model import Coupling, NormalizingFlow
     from shared.data import BinarizedMNISTDataModule, MNISTDataModule
     from shared.densities import KLD as NewKLD
-    from shared.utils import elbo_to_bpd, interpolate_latents, make_grid, save_grid, visualize_manifold
+    from shared.utils import dequantize, elbo_to_bpd, interpolate_latents, make_grid, quantize, save_grid, visualize_manifold
 
     assert MLPEncoder is NewMLPEncoder and KLD is NewKLD and BinarizedMNISTDataModule is MNISTDataModule
     import part1_vae.modules

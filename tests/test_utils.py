@@ -38,10 +38,22 @@ def test_manifold_latents_sit_at_normal_quantiles():
     assert torch.allclose(decoder.z.mean(0), torch.zeros(2), atol=1e-6)  # symmetric around the prior's mean
 
 
+def test_a_manifold_of_one_cell_sits_at_the_prior_mean():
+    decoder = RecordingDecoder()
+    visualize_manifold(decoder, grid_size=1)
+    assert torch.equal(decoder.z, torch.zeros(1, 2))
+
+
 def test_manifold_grid_shape_and_range():
     grid = visualize_manifold(MLPDecoder(z_dim=2), grid_size=20)
     assert grid.shape == (3, 20 * 30 + 2, 20 * 30 + 2)  # 28 px + 2 px padding per cell
     assert grid.min() >= 0 and grid.max() <= 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_interpolation_keeps_the_latents_dtype(dtype):
+    path = interpolate_latents(torch.zeros(2, 3, dtype=dtype), torch.ones(2, 3, dtype=dtype), steps=2)
+    assert path.dtype == dtype and torch.allclose(path[0, :, 0].double(), torch.tensor([0, 1 / 3, 2 / 3, 1.0], dtype=torch.float64), atol=0.01)
 
 
 def test_interpolation_includes_endpoints_and_is_linear():

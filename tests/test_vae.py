@@ -57,6 +57,11 @@ def test_reparameterised_samples_have_the_right_moments():
     assert torch.allclose(z.mean(0), mean, atol=0.03) and torch.allclose(z.std(0), std, rtol=0.02)
 
 
+def test_a_std_broadcast_over_the_mean_still_gives_each_entry_its_own_noise():
+    z = sample_reparameterize(torch.zeros(4, 3), torch.ones(1, 3))
+    assert z.shape == (4, 3) and len(set(z[:, 0].tolist())) == 4
+
+
 def test_forward_returns_batch_means_and_bpd_of_their_sum():
     vae = small_vae()
     imgs = torch.bernoulli(torch.full((8, 1, 28, 28), 0.2))
