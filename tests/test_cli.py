@@ -89,16 +89,18 @@ def test_a_yaml_nan_is_refused_as_a_flag_is_and_named_with_its_file(tmp_path, ca
     assert capsys.readouterr().err.endswith("--z_dim must be positive, got -1\n")
 
 
-def test_a_refusal_names_the_file_that_set_any_flag_it_names_not_only_its_first(tmp_path, capsys):
-    from part2_gan import train_aae
-
-    config = tmp_path / "aae.yaml"
-    config.write_text("z_dim: 3\n")
+@pytest.mark.parametrize("module, text, flags, message", [
+    ("part2_gan.train_aae", "z_dim: 3", ["--prior", "swiss_roll"], "--prior swiss_roll is 2-D: it needs --z_dim 2, got 3"),
+    ("part3_flows.train", "ema_decay: 0.5", [], "--ema_decay: the toy task keeps no weight average"),
+])
+def test_a_refusal_names_the_file_that_set_any_flag_it_names(tmp_path, capsys, module, text, flags, message):
+    command = importlib.import_module(module)
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(train_aae.build_parser(), ["--config", str(config), "--prior", "swiss_roll"], train_aae.check,
-                   train_aae.default_name)
-    assert exit_info.value.code == 2
-    assert capsys.readouterr().err.endswith(f"--prior swiss_roll is 2-D: it needs --z_dim 2, got 3 (set in {config})\n")
+        parse_args(command.build_parser(), ["--config", str(config), *flags], command.check, command.default_name,
+                   getattr(command, "task_defaults", None))
+    assert exit_info.value.code == 2 and capsys.readouterr().err.endswith(f"{message} (set in {config})\n")
 
 
 def test_flags_are_not_matched_by_prefix(capsys):
