@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--train_on_all", action=argparse.BooleanOptionalAction, default=False,
         help="train on all 60,000 training images (the IWAE paper's protocol); val is then 5,000 of them, so "
              "the last checkpoint is reported instead of the best by val")
+    # The flags only one model reads, refused for the other (shared.cli): the setting that reads each, and the test.
+    mlp, cnn = ("--model mlp", lambda args: args.model == "mlp"), ("--model cnn", lambda args: args.model == "cnn")
+    parser.used_only_with = {"hidden_dims": mlp, "activation": mlp, "num_filters": cnn}
     return parser
 
 

@@ -28,8 +28,7 @@ RESUME_MAY_CHANGE = ("config", "resume", "epochs", "num_workers", "data_dir", "l
 
 # Flags that name files to read, which a YAML file cannot set.
 NOT_IN_FILES = ("config", "resume")
-# Flags that say how to run this once, not what was trained, and where settings came from: a run's config.yaml leaves
-# them out.
+# Left out of a run's config.yaml: how to run this once (not what was trained), and where the settings came from.
 NOT_SAVED = (*NOT_IN_FILES, "progress_bar", "set_in_file")
 
 
@@ -264,6 +263,13 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--log_dir {log_dir}: {problem}: pass a folder you can write to")
 
 
+def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, defaults: dict) -> None:
+    """Refuses a flag set off its default that this run never reads (config.yaml would record it as trained)."""
+    for flag, (where, used) in getattr(parser, "used_only_with", {}).items():
+        if flag in given and given[flag] != defaults[flag] and not used(args):
+            raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")
+
+
 def resolve_settings(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
     """The settings ``given`` over the command's task defaults (for the task given) over ``defaults``."""
     base = {**defaults, **task_defaults(given)} if task_defaults else defaults
@@ -285,7 +291,8 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
     try:
         explicit = _explicit_flags(parser, argv)
         from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
-        args = resolve_settings(defaults, {**from_file, **explicit}, task_defaults)
+        given = {**from_file, **explicit}
+        args = resolve_settings(defaults, given, task_defaults)
         args.name = args.name or default_name(args)
         if args.resume is not None:
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
@@ -295,7 +302,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"--resume {run_dir}: no config.yaml there (the run's settings): restore it from a copy")
-            saved, given = run_config_settings(parser, run_dir), {**from_file, **explicit}
+            saved = run_config_settings(parser, run_dir)
             for flag in (flag for flag in given if flag not in RESUME_MAY_CHANGE):
                 if given[flag] != saved.get(flag, defaults[flag]):
                     raise ConfigError(f"--{flag} {given[flag]}: a resumed run continues as it was set up (its "
@@ -305,6 +312,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
             args.log_dir, args.name = str(run_dir.parent.parent), run_dir.parent.name  # where the run is, whatever given
         _check_shared(args)
         check(args)
+        _refuse_unused(parser, args, given, {**defaults, **(task_defaults(given) if task_defaults else {})})
     except ConfigError as err:
         parser.error(naming_the_file(str(err), set(from_file) - set(explicit), explicit.get("config")))
     args.command = parser.prog

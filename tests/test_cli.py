@@ -103,6 +103,37 @@ def test_a_refusal_names_the_file_that_set_any_flag_it_names(tmp_path, capsys, m
     assert exit_info.value.code == 2 and capsys.readouterr().err.endswith(f"{message} (set in {config})\n")
 
 
+@pytest.mark.parametrize("module, flags, message", [
+    ("part1_vae.train", ["--model", "cnn", "--hidden_dims", "200"], "--hidden_dims [200]: only runs with --model mlp "
+                                                                    "use it; drop it, or train with --model mlp"),
+    ("part1_vae.train", ["--activation", "tanh", "--model", "cnn"], "--activation tanh: only runs with --model mlp"),
+    ("part1_vae.train", ["--num_filters", "16"], "--num_filters 16: only runs with --model cnn"),
+    ("part2_gan.train", ["--num_filters", "64"], "--num_filters 64: only runs with --model dcgan"),
+    ("part2_gan.train", ["--model", "dcgan", "--dp_rate_gen", "0.2"], "--dp_rate_gen 0.2: only runs with --model mlp"),
+    ("part2_gan.train", ["--info_weight", "2"], "--info_weight 2.0: only runs with --categorical_code 2 or more"),
+    ("part3_flows.train", ["--task", "mnist", "--num_flows", "3"], "--num_flows 3: only runs with --task toy"),
+    ("part3_flows.train", ["--temperature", "1.0"], "--temperature 1.0: only runs with an MNIST task"),
+    ("part3_flows.train", ["--task", "mnist", "--dequantization", "uniform", "--dequant_channels", "8"],
+     "--dequant_channels 8: only runs with --dequantization variational"),
+])
+def test_a_flag_the_run_would_not_read_is_refused(capsys, module, flags, message):
+    command = importlib.import_module(module)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(command.build_parser(), flags, command.check, command.default_name,
+                   getattr(command, "task_defaults", None))
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_an_unread_flag_at_its_default_is_no_mistake_as_a_run_s_config_yaml_holds_them_all(tmp_path, capsys):
+    args = parse(["--model", "cnn", "--hidden_dims", "512", "--activation", "relu"])
+    assert args.model == "cnn"
+    config = tmp_path / "c.yaml"
+    config.write_text("hidden_dims: 200\n")
+    with pytest.raises(SystemExit):
+        parse(["--config", str(config), "--model", "cnn"])
+    assert capsys.readouterr().err.endswith(f"train with --model mlp (set in {config})\n")
+
+
 def test_flags_are_not_matched_by_prefix(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse(["--epoch", "1"])
