@@ -239,7 +239,7 @@ def _check_shared(args: argparse.Namespace) -> None:
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ConfigError(f"--{flag} must be finite, got {value}")
     log_dir = Path(args.log_dir)
-    if args.name is not None and not (log_dir / args.name).resolve().is_relative_to(log_dir.resolve()):
+    if args.name is not None and log_dir.resolve() not in (log_dir / args.name).resolve().parents:  # ".." or "."
         raise ConfigError(f"--name {args.name}: a run name is a folder under --log_dir, not a path out of it")
     positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                 "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes,

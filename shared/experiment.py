@@ -81,6 +81,9 @@ def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback
     if on_cpu and isinstance(args.devices, int) and args.devices > (os.cpu_count() or 1):
         usage_error(args, f"--devices {args.devices}: this machine has {os.cpu_count()} CPU cores, and more "
                           f"processes than cores only slow every one of them down")
+    if on_cpu and str(args.precision) in ("16-mixed", "16"):  # Lightning would run bf16-mixed, config.yaml say 16
+        usage_error(args, f"--precision {args.precision}: float16 mixed precision is a GPU's, a CPU has none; "
+                          f"--precision bf16-mixed is the CPU's mixed precision")
     if on_cpu and str(args.precision).startswith("bf16") and cpu_lacks_bf16_arithmetic():
         rank_zero_warn(f"--precision {args.precision} on a CPU without bf16 instructions (no avx512_bf16 or "
                        f"amx_bf16 among its flags): bf16 is emulated there and likely slower than 32-true")

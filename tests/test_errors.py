@@ -39,6 +39,9 @@ def nothing_written(tmp_path) -> bool:
     (["--lr_final", "inf"], "--lr_final must be finite, got inf"),
     (["--seed", "-1"], "--seed must be in [0, 2**32 - 1], got -1"),
     (["--name", "../elsewhere"], "--name ../elsewhere: a run name is a folder under --log_dir"),
+    (["--name", "."], "--name .: a run name is a folder under --log_dir"),  # the versions went into --log_dir itself
+    pytest.param(["--precision", "16-mixed"], "--precision 16-mixed: float16 mixed precision is a GPU's",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_bad_shared_flags_and_those_the_trainer_refuses_fail_in_one_line(tmp_path, capsys, flags, message):
     fails_with_one_line(lambda: run(tmp_path, *flags), capsys, 2, message)

@@ -56,6 +56,16 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_of(monkeypatch, recwa
     assert len(messages) == int(warned)
 
 
+def test_float16_mixed_precision_on_a_cpu_is_refused_not_replaced(capsys):
+    args = argparse.Namespace(command="part1_vae.train", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
+                              precision="16-mixed", epochs=1, log_every_n_steps=50, progress_bar=False, config=None)
+    with pytest.raises(SystemExit) as exit_info:
+        shared.experiment._build_trainer(args, logger=False, callbacks=[])
+    assert exit_info.value.code == 2 and capsys.readouterr().err == (
+        "part1_vae.train: error: --precision 16-mixed: float16 mixed precision is a GPU's, a CPU has none; "
+        "--precision bf16-mixed is the CPU's mixed precision\n")
+
+
 def test_the_projects_own_warnings_print_on_one_line():
     silence_known_noise()
     silence_known_noise()  # twice, as a process that runs two commands: still one wrapper
