@@ -89,4 +89,3 @@ def evaluating(network: nn.Module):
     finally:
         for module, training in modes:
             module.training = training
-
