@@ -27,7 +27,8 @@ FIGURES = (
     ("gan_dcgan", "samples_final"), ("gan_dcgan", "interpolations_final"),
     ("flow_toy_k6_h64", "densities_epoch000"), ("flow_toy_k6_h64", "densities_final"),
     ("flow_toy_k6_h64", "flow_samples_final"), ("flow_toy_k6_h64", "bpd_curve_final"),
-    # The README shows the MNIST flow's first run, with uniform dequantization (`--task mnist --dequantization uniform`).
+    # The README shows the MNIST flow's first run, of the command it gives (--name flow_mnist_c64_b4_s2, the name of
+    # the run before the names said a logit alpha: --dequantization uniform --logit_alpha 0.05 ...).
     ("flow_mnist_c64_b4_s2", "samples_epoch010"), ("flow_mnist_c64_b4_s2", "samples_final"),
     ("flow_mnist_c64_b4_s2", "interpolations_final"),
     ("aae_swiss_roll_z2", "latent_map_final"), ("aae_swiss_roll_z2", "prior_walk_final"),
