@@ -17,7 +17,9 @@ What it measures:
               the framework's: the microseconds each way adds to the plain loop's step, for Lightning alone
               (Trainer and LightningModule as Lightning makes them), the pipeline without
               shared.lean_lightning and the pipeline, all three on the project's data module (whose
-              resident batches skip Lightning's transfer); interleaved, best of --repeats.
+              resident batches skip Lightning's transfer); interleaved, best of --repeats. And each way's function
+              calls a step, counted by cProfile (epochs of a quarter and half of those batches): a figure the
+              machine's noise does not move, where a shared CPU's timings move by a tenth.
   VAE fit     `python -m part1_vae.train --epochs N` (N = --vae_epochs, default 80, the command's default):
               the fit seconds of its timing.json.
   IW bound    the project's test stage on that run's checkpoint: the importance-weighted bound with
@@ -30,14 +32,17 @@ measured so far after each of them (marked as such until the benchmark has finis
 from __future__ import annotations
 
 import argparse
-import importlib
 import copy
+import cProfile
+import importlib
 import json
+import pstats
 import re
 import shlex
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -136,26 +141,40 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
 TINY_VAE_FLAGS = ["--hidden_dims", "8", "--z_dim", "2", "--batch_size", "16"]
 
 
-def framework_cost_per_step(batches: int, repeats: int) -> dict[str, float]:
-    """Microseconds a training step of the tiny VAE takes over the plain loop's, per way, best of ``repeats``
-    interleaved rounds; "plain" holds the plain loop's own step."""
+def calls_per_step(timed: Callable[[int], float], batches: int) -> float:
+    """Function calls (Python's and builtins', as cProfile counts them) of a training step: those of an epoch of
+    ``2 * batches`` batches less those of one of ``batches``, per batch, so the set-up and tear-down cancel. A count,
+    not a time: the machine's noise does not reach it."""
+    counts = []
+    for n in (batches, 2 * batches):
+        profile = cProfile.Profile()
+        profile.runcall(timed, n)
+        counts.append(pstats.Stats(profile).total_calls)
+    return (counts[1] - counts[0]) / batches
+
+
+def framework_cost_per_step(batches: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per way: the microseconds a training step of the tiny VAE takes over the plain loop's, best of ``repeats``
+    interleaved rounds, and its function calls (:func:`calls_per_step`); "plain" holds the plain loop's own step."""
     device = training_device()
     args, template, datamodule = build(vae_command, TINY_VAE_FLAGS)
     images = datamodule.splits["train"].images.to(device)
     with tempfile.TemporaryDirectory() as log_dir:
-        ways = {"plain": lambda: time_plain(copy.deepcopy(template), lambda model, x: model(x)[2],
-                                            device_batches(images, args.batch_size, batches), device),
-                "Lightning alone": lambda: time_pipeline(as_lightning_makes_it(copy.deepcopy(template)), datamodule,
-                                                         None, batches),
-                "pipeline without shared.lean_lightning": lambda: time_pipeline(
-                    as_lightning_makes_it(copy.deepcopy(template)), datamodule, log_dir, batches, lean=False),
-                "pipeline": lambda: time_pipeline(copy.deepcopy(template), datamodule, log_dir, batches)}
-        seconds = best_seconds(ways, repeats)
+        ways = {"plain": lambda n: time_plain(copy.deepcopy(template), lambda model, x: model(x)[2],
+                                              device_batches(images, args.batch_size, n), device),
+                "Lightning alone": lambda n: time_pipeline(as_lightning_makes_it(copy.deepcopy(template)), datamodule,
+                                                           None, n),
+                "pipeline without shared.lean_lightning": lambda n: time_pipeline(
+                    as_lightning_makes_it(copy.deepcopy(template)), datamodule, log_dir, n, lean=False),
+                "pipeline": lambda n: time_pipeline(copy.deepcopy(template), datamodule, log_dir, n)}
+        seconds = best_seconds({way: partial(timed, batches) for way, timed in ways.items()}, repeats)
+        calls = {way: calls_per_step(timed, max(batches // 4, 1)) for way, timed in ways.items()}
     micros = {way: best / batches * 1e6 for way, best in seconds.items()}
-    costs = {way: step - micros["plain"] for way, step in micros.items() if way != "plain"}
-    print("framework cost a step (tiny VAE): " + ", ".join(f"{way} {cost:.0f} us" for way, cost in costs.items())
-          + f" (plain loop's step {micros['plain']:.0f} us)", flush=True)
-    return {"plain": micros["plain"], **costs}
+    costs = {way: (step - micros["plain"] if way != "plain" else step, calls[way]) for way, step in micros.items()}
+    print("framework cost a step (tiny VAE): " + ", ".join(f"{way} {cost:.0f} us, {calls[way]:,.0f} calls"
+                                                          for way, (cost, _) in costs.items() if way != "plain")
+          + f" (plain loop's step {micros['plain']:.0f} us, {calls['plain']:,.0f} calls)", flush=True)
+    return costs
 
 
 def run_and_time(command, flags: list[str], log_dir: str) -> tuple[float, Path]:
@@ -183,7 +202,7 @@ def iw_bound_seconds(run_dir: Path, iw_samples: int) -> float:
 
 
 def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str,
-             step_costs: dict[str, float] | None = None, finished: bool = True) -> str:
+             step_costs: dict[str, tuple[float, float]] | None = None, finished: bool = True) -> str:
     measured = "Measured" if finished else "Measured so far (the benchmark had not finished)"
     lines = [f"{measured} on {device} with `{command}`.", "",
              "| model, data | project's pipeline | Lightning alone | plain loop | project / plain | Lightning alone / plain "
@@ -196,9 +215,12 @@ def markdown(device: str, rows: list[dict], fits: dict[str, str], command: str,
                      f"**{row['pipeline'] / row['plain']:.2f}x** | {row['Lightning alone'] / row['plain']:.2f}x | "
                      f"{per_image} |")
     if step_costs:
-        lines += ["", f"Framework cost a step over the plain loop's {step_costs['plain']:.0f} us, tiny VAE "
-                      f"(`{' '.join(TINY_VAE_FLAGS)}`):", "", "| way | cost a step |", "| --- | ---: |"]
-        lines += [f"| {way} | {cost:.0f} us |" for way, cost in step_costs.items() if way != "plain"]
+        plain_step, plain_calls = step_costs["plain"]
+        lines += ["", f"Framework cost a step over the plain loop's {plain_step:.0f} us and {plain_calls:,.0f} function "
+                      f"calls (cProfile's count: no noise), tiny VAE (`{' '.join(TINY_VAE_FLAGS)}`):", "",
+                  "| way | cost a step | function calls a step |", "| --- | ---: | ---: |"]
+        lines += [f"| {way} | {cost:.0f} us | {calls - plain_calls:+,.0f} |" for way, (cost, calls) in step_costs.items()
+                  if way != "plain"]
     if fits:
         lines += ["", "| run | wall-clock |", "| --- | ---: |"] + [f"| {what} | {value} |" for what, value in fits.items()]
     return "\n".join(lines) + "\n"
