@@ -117,7 +117,8 @@ class ToyFlowModule(FlowModule):
         learned = self.flow.log_prob(mesh.reshape(-1, 2)).reshape(n, n)
         history = {stage: list(values) for stage, values in self.history.items()}
         if self.epoch_means["train_nll"].update_count:  # callbacks see an epoch's end before its train mean is logged
-            history["train"].append(self.bpd(self.epoch_means["train_nll"].compute()).item())
+            # Rank zero alone draws (a mean over all processes here would wait for the others forever): its own.
+            history["train"].append(self.bpd(self.epoch_means["train_nll"].compute(all_processes=False)).item())
         epochs = len(history["train"])
         densities = {"base": self.flow.base_density.log_prob(mesh).exp(), "target": self.target.log_prob(mesh).exp(),
                      f"learned (epoch {epochs})": learned.exp()}

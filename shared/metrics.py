@@ -28,9 +28,11 @@ class RunningMean(nn.Module):
         self.weight.add_(count if count is not None else values.numel())
         self.update_count += 1
 
-    def compute(self) -> torch.Tensor:
+    def compute(self, all_processes: bool = True) -> torch.Tensor:
+        """The mean; over every process of a distributed run, which must all call it (a collective), unless
+        ``all_processes`` is false: this process's own (what rank zero alone may read, e.g. to draw a plot)."""
         totals = torch.stack([self.total, self.weight])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if all_processes and torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)
         return totals[0] / totals[1]
 
