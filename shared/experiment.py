@@ -11,39 +11,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Sequence
+from typing import Callable, Sequence
 
 import pytorch_lightning as pl
 import torch
 import yaml
-from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.loggers import TensorBoardLogger
-from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.trainer.states import TrainerStatus
-from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LastEpochCheckpoint,
                               LoggedImagesCallback, LossMonitor, NonFiniteLossError, ProgressLines, ValidationRecord)
 from shared.checks import misfit
-from shared.cli import NOT_SAVED, naming_the_file
+from shared.cli import NOT_SAVED
 from shared.data import DataFileError
-from shared.lean_lightning import NullProfiler
-from shared.process import cpu_lacks_bf16_arithmetic, machine_name, prepare_lightning_process
-from shared.progress import EpochBar, ForkedRandomModelSummary
+from shared.process import machine_name, prepare_lightning_process
+from shared.lightning_trainer import build_trainer, usage_error
 from shared.yaml_file import read_json_record
-
-
-def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
-    """A bad setting found after parsing: one line naming the --config file that set it, exit 2, as the parser's."""
-    message = naming_the_file(message, getattr(args, "set_in_file", ()), args.config)
-    print(f"{args.command}: error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
 
 
 class RunLogger(TensorBoardLogger):
@@ -73,40 +61,6 @@ class RunCallbacks:
         (their time counts), the checkpoints last (they save the others' state)."""
         return [self.losses, ValidationRecord(), ProgressLines(), EvaluationProgress(), self.images, *extra, self.clock,
                 self.checkpoint, self.last]
-
-
-def _build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """The Trainer, or a one-line usage error restating Lightning's refusal of the device flags."""
-    on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and isinstance(args.devices, int) and args.devices > (os.cpu_count() or 1):
-        usage_error(args, f"--devices {args.devices}: this machine has {os.cpu_count()} CPU cores, and more "
-                          f"processes than cores only slow every one of them down")
-    if on_cpu and str(args.precision) in ("16-mixed", "16"):  # Lightning would run bf16-mixed, config.yaml say 16
-        usage_error(args, f"--precision {args.precision}: float16 mixed precision is a GPU's, a CPU has none; "
-                          f"--precision bf16-mixed is the CPU's mixed precision")
-    if on_cpu and str(args.precision).startswith("bf16") and cpu_lacks_bf16_arithmetic():
-        rank_zero_warn(f"--precision {args.precision} on a CPU without bf16 instructions (no avx512_bf16 or "
-                       f"amx_bf16 among its flags): bf16 is emulated there and likely slower than 32-true")
-    show_bar = sys.stdout.isatty() if args.progress_bar is None else args.progress_bar
-    callbacks = [*callbacks, ForkedRandomModelSummary(), *([EpochBar()] if show_bar else [])]
-    try:
-        trainer = pl.Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=args.devices,
-                             num_nodes=args.num_nodes, strategy=args.strategy, precision=args.precision,
-                             logger=logger, log_every_n_steps=args.log_every_n_steps, callbacks=callbacks,
-                             enable_progress_bar=show_bar, enable_model_summary=True, profiler=NullProfiler(),
-                             use_distributed_sampler=False)  # the data module splits the batches between processes
-    except (MisconfigurationException, ValueError, RuntimeError, TypeError, ImportError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        usage_error(args, f"the Lightning Trainer refused --accelerator {args.accelerator} --devices {args.devices} "
-                          f"--num_nodes {args.num_nodes} --strategy {args.strategy} --precision {args.precision}: "
-                          f"{reason}")
-    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
-        # Such a fit returns only the weights and the logged figures: this process's callbacks would record
-        # no epochs, no fit time and no first loss in metrics.json and timing.json.
-        usage_error(args, f"--strategy {args.strategy} fits in processes it spawns or forks, which do not return "
-                          f"the run's record to this one; use --strategy ddp (the same DDP, started by re-running "
-                          f"the command in each process)")
-    return trainer
 
 
 def compile_networks(model: pl.LightningModule) -> None:
@@ -223,7 +177,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
 
     run = RunCallbacks(run_dir, args.sample_epochs, monitor, args.seed)
     losses, clock, checkpoint = run.losses, run.clock, run.checkpoint
-    trainer = _build_trainer(args, logger, run.ordered(callbacks))
+    trainer = build_trainer(args, logger, run.ordered(callbacks))
     try:
         datamodule.setup("fit")
     except DataFileError as err:
@@ -248,6 +202,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=str(run_dir / "checkpoints" / "last.ckpt") if args.resume else None)
     except NonFiniteLossError as err:
+        if not trainer.is_global_zero:  # every process meets the NaN; rank zero names the run it owns, once
+            raise SystemExit(1) from None
         last = run_dir / "checkpoints" / "last.ckpt"
         kept = (f"no epoch ended before it: {run_dir} is removed" if _discard_unfinished(args, trainer, run_dir)
                 else f"last good checkpoint: {last}")

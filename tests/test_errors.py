@@ -351,16 +351,24 @@ def test_val_figures_in_metrics_are_those_that_chose_the_checkpoint(finished_run
     assert metrics["checkpoint"] == f"best-epoch{best['epoch'] + 1:03d}.ckpt"  # counted from 1
 
 
-def test_num_nodes_reaches_the_trainer_beside_devices_and_strategy():
+def test_num_nodes_reaches_the_trainer_beside_devices_and_strategy(monkeypatch, capsys):
     """Multi-node DDP is Lightning's: the flag is passed through, not re-implemented (a real launch needs
-    the nodes, so only the Trainer's settings are checked here)."""
+    the nodes, so only the Trainer's settings are checked here). Outside a cluster job, with no machine's rank
+    given, its processes would wait for the other machines forever: refused in one line."""
     from part1_vae.train import build_parser, check, default_name
     from shared.cli import parse_args
-    from shared.experiment import _build_trainer
+    from shared.lightning_trainer import build_trainer
 
     args = parse_args(build_parser(), ["--accelerator", "cpu", "--devices", "1", "--num_nodes", "3", "--strategy", "ddp"],
                       check, default_name)
-    trainer = _build_trainer(args, logger=False, callbacks=[])
+    for variable in ("NODE_RANK", "MASTER_ADDR", "SLURM_NTASKS", "SLURM_JOB_NAME", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        build_trainer(args, logger=False, callbacks=[])
+    assert exit_info.value.code == 2 and "--num_nodes 3: no cluster to run on" in capsys.readouterr().err
+    monkeypatch.setenv("NODE_RANK", "0")  # the first machine started by hand, as README: Scaling out shows (rank 0:
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")  # the Trainer sets the process's global rank, which later tests read)
+    trainer = build_trainer(args, logger=False, callbacks=[])
     assert (trainer.num_nodes, trainer.num_devices, type(trainer.strategy).__name__) == (3, 1, "DDPStrategy")
 
 

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-import shared.experiment
+import shared.lightning_trainer
 import shared.judge_curve
 import shared.process
 from shared.process import silence_known_noise, skip_futile_nvml_check
@@ -51,7 +51,7 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_of(monkeypatch, recwa
     monkeypatch.setattr(shared.process, "_cpuinfo_field", {"flags": flags}.get)
     args = argparse.Namespace(command="part1_vae.train", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
                               precision=precision, epochs=1, log_every_n_steps=50, progress_bar=False)
-    shared.experiment._build_trainer(args, logger=False, callbacks=[])
+    shared.lightning_trainer.build_trainer(args, logger=False, callbacks=[])
     messages = [str(w.message) for w in recwarn if "without bf16 instructions" in str(w.message)]
     assert len(messages) == int(warned)
 
@@ -60,7 +60,7 @@ def test_float16_mixed_precision_on_a_cpu_is_refused_not_replaced(capsys):
     args = argparse.Namespace(command="part1_vae.train", accelerator="cpu", devices=1, num_nodes=1, strategy="auto",
                               precision="16-mixed", epochs=1, log_every_n_steps=50, progress_bar=False, config=None)
     with pytest.raises(SystemExit) as exit_info:
-        shared.experiment._build_trainer(args, logger=False, callbacks=[])
+        shared.lightning_trainer.build_trainer(args, logger=False, callbacks=[])
     assert exit_info.value.code == 2 and capsys.readouterr().err == (
         "part1_vae.train: error: --precision 16-mixed: float16 mixed precision is a GPU's, a CPU has none; "
         "--precision bf16-mixed is the CPU's mixed precision\n")

@@ -2,6 +2,7 @@
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -341,6 +342,20 @@ def test_ddp_with_two_processes_on_cpu(tmp_path):
     # The epoch's four batches of 64: two for each process.
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
     assert [p.name for p in tmp_path.iterdir()] == ["vae_mlp_z20"]
+
+
+@needs_two_cores
+def test_a_nan_on_two_processes_is_told_once_of_the_run_rank_zero_owns(tmp_path):
+    """Every process meets the NaN; the second named a run directory of its own logger, which does not exist."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "part1_vae.train", *TINY_RUN, "--lr", "1e6", "--devices", "2",
+                           "--strategy", "ddp", "--log_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    stops = [line for line in done.stderr.splitlines() if "training stopped, loss is nan" in line]
+    assert done.returncode == 1 and len(stops) == 1, done.stderr[-2000:]
+    kept = re.search(r"last good checkpoint: (\S+)$", stops[0])
+    assert Path(kept.group(1)).is_file() if kept else not (tmp_path / "vae_mlp_z20").exists()
 
 
 @pytest.mark.slow
