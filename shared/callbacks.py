@@ -89,10 +89,11 @@ class LossMonitor(pl.Callback):
         self.first_loss, self.batches_seen = state_dict["first_loss"], state_dict["batches_seen"]
 
 
-def _batch_step(trainer: pl.Trainer, epochs_done: int) -> int:
-    """TensorBoard's step for what is logged after ``epochs_done`` epochs: the index (from 0) of the last
-    training batch, where Lightning logs its epoch-end figures, so images and curves share one axis."""
-    return max(epochs_done * trainer.num_training_batches - 1, 0)
+def _batch_step(trainer: pl.Trainer) -> int:
+    """TensorBoard's step at an epoch's end (0 before training): the index of the last training batch, where Lightning
+    logs its epoch-end figures, from its count of batches, which checkpoints carry (right for a run resumed on
+    another number of processes, whose epochs had other numbers of batches)."""
+    return max(trainer.fit_loop.epoch_loop._batches_that_stepped - 1, 0)
 
 
 class LoggedImagesCallback(pl.Callback):
@@ -113,7 +114,7 @@ class LoggedImagesCallback(pl.Callback):
         was_training = pl_module.training
         pl_module.eval()
         for name, grid in pl_module.logged_images().items():
-            log_grid(trainer.logger, name, grid, _batch_step(trainer, epoch))
+            log_grid(trainer.logger, name, grid, _batch_step(trainer))
             save_grid(grid, self.sample_dir / f"{name}_epoch{epoch:03d}.png")
         pl_module.train(was_training)
 

@@ -137,7 +137,7 @@ class JudgeCurveCallback(pl.Callback):
             self.history[epoch]["frechet_distance_trained_weights"] = logged["judge_fd_trained_weights"] = \
                 trained["frechet_distance"]
         if trainer.logger is not None:
-            step = _batch_step(trainer, epoch)
+            step = _batch_step(trainer)
             trainer.logger.log_metrics(logged, step=step)
             title = f"epoch {epoch}: {self.num_samples:,} samples, Fréchet {figures['frechet_distance']:.3g}"
             log_grid(trainer.logger, "judge_class_histogram", render_class_histogram(counts, title), step)

@@ -156,3 +156,17 @@ def test_the_model_summary_shows_sizes_and_leaves_the_random_streams_as_they_wer
     assert capsys.readouterr().out == "  other params: 784 parameters\n"  # the Gaussian VAE's log-std, no network's
     ModelSummary().on_fit_start(trainer, model)  # Lightning's own draws the VAE's z from the run's stream
     assert not torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
+
+
+def test_images_sit_at_lightnings_count_of_batches_not_epochs_times_this_calls_batches():
+    """A run resumed on another number of processes has epochs of other sizes: after 8 batches in its first epoch and
+    16 in its second, epoch 2's figures are at batch 23, where Lightning logs them (epochs x 16 put its images at 31)."""
+    from types import SimpleNamespace
+
+    from shared.callbacks import _batch_step
+
+    trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=24)),
+                              num_training_batches=16, current_epoch=1)
+    assert _batch_step(trainer) == 23
+    trainer.fit_loop.epoch_loop._batches_that_stepped = 0  # before training: the untrained grids
+    assert _batch_step(trainer) == 0
