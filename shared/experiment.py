@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 import pytorch_lightning as pl
 import torch
 import yaml
+from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -189,6 +190,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         settings["data"] = datamodule.description()
         (run_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's
+        if trainer.world_size > 1:  # as Lightning does at the fit's start, each process its share of the cores: said now
+            _set_num_threads_if_needed(trainer.num_devices)
         how = "".join([f", {trainer.world_size} processes" if trainer.world_size > 1 else "",
                        f", {trainer.precision} precision" if trainer.precision != "32-true" else ""])
         print(f"{'Resuming' if args.resume else 'Starting'} {args.command} in {run_dir}: {parameters:,} parameters, "

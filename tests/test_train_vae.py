@@ -336,6 +336,9 @@ def test_ddp_with_two_processes_on_cpu(tmp_path):
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
     # The start line says how many processes; Lightning's line per process and its box say nothing more
     assert f"{run_dir}: " in done.stdout and ", 2 processes\n" in done.stdout
+    # The threads it names are those each process trains with (Lightning gives each its share of the cores)
+    machine = json.loads((run_dir / "timing.json").read_text())["machine"]
+    assert f", {machine}, 2 processes\n" in done.stdout
     assert "Initializing distributed" not in done.stdout + done.stderr and "distributed_backend" not in done.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0 < metrics["test_bpd"] < 1
