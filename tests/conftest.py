@@ -1,5 +1,7 @@
 import importlib.util
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -177,3 +179,17 @@ def parse_flow_args(argv):
     from shared.cli import parse_args
 
     return vars(parse_args(build_parser(), argv, check, default_name, task_defaults))
+
+
+def run_command(module: str, *flags: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """``python -m module flags`` as a user starts it, in a session of its own, so that a run that hangs is killed
+    whole: the second process of a DDP run is the command's child, which a plain timeout would leave running."""
+    with subprocess.Popen([sys.executable, "-m", module, *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True) as started:
+        try:
+            out, err = started.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(started.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(started.args, started.returncode, out, err)
+

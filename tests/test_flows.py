@@ -19,7 +19,8 @@ from part3_flows.networks import ImageFlow, NormalizingFlow
 from part3_flows.train import main
 from shared.densities import dequantize, quantize
 from tests.conftest import (CONFIGS, TINY_FLOW_RUN, assert_fails_fast, assert_log_det_is_exact, crashes_in_epoch_two,
-                            load_script, needs_two_cores, parse_flow_args, randomise, stopped_by_nan, turns_nan_after)
+                            load_script, needs_two_cores, parse_flow_args, randomise, run_command, stopped_by_nan,
+                            turns_nan_after)
 
 LEVELS = NUM_LEVELS["binary"]
 
@@ -439,31 +440,13 @@ def test_same_seed_same_flow_metrics(tmp_path):
     assert run_mnist_flow(tmp_path / "c", "--epochs", "1", "--seed", "7") != first
 
 
-def run_two_processes(tmp_path, command: str, *flags: str):
-    """``command`` on two CPU processes as a user starts it, killed whole (both processes) if it hangs."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    with subprocess.Popen([sys.executable, "-m", command, *flags, "--devices", "2", "--strategy", "ddp", "--log_dir",
-                           str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as started:
-        try:
-            out, err = started.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            os.killpg(started.pid, signal.SIGKILL)
-            raise
-    return started.returncode, out, err
-
-
 @needs_two_cores
 def test_the_toy_flow_on_two_processes_draws_its_plots_on_rank_zero_alone(tmp_path):
     """Its bpd curve read the epoch's train mean, a sum over both processes, on rank zero alone: rank zero waited for
     the other process forever at the first plot."""
-    returncode, out, err = run_two_processes(tmp_path, "part3_flows.train", *TINY_FLOW_RUN, "--subset", "256",
-                                             "--epochs", "1")
-    assert returncode == 0, err[-2000:]
+    done = run_command("part3_flows.train", *TINY_FLOW_RUN, "--subset", "256", "--epochs", "1", "--devices", "2",
+                       "--strategy", "ddp", "--log_dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
     run_dir = tmp_path / "flow_toy_k6_h64" / "version_0"
     assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 1
     assert (run_dir / "samples" / "bpd_curve_epoch001.png").is_file()

@@ -18,7 +18,7 @@ from part2_gan.networks import (DISCRIMINATOR_NORMS, DiscriminatorDCGAN, Discrim
 from part2_gan.train import main
 from shared.weight_average import update_average
 from tests.conftest import (CONFIGS, assert_fails_fast, changed_by_each_optimizer_step, crashes_in_epoch_two,
-                            needs_two_cores, stopped_by_nan, turns_nan_after)
+                            needs_two_cores, run_command, stopped_by_nan, turns_nan_after)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -472,23 +472,12 @@ def test_ddp_with_two_processes_and_the_judge_curve_on_cpu(tmp_path, tiny_judge_
     """Rank zero alone judges the samples during training, so its Fréchet distance must not gather states from the
     other process (torchmetrics' default: both processes then waited forever); the judged figures are rank zero's,
     computed once; the epoch means, already summed over processes, are logged without Lightning's sync_dist advice."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     flags = [*TINY_GAN, "--judge", str(tiny_judge_path), "--judge_every", "1", "--judge_every_samples", "100",
              "--eval_samples", "100", "--devices", "2", "--strategy", "ddp_find_unused_parameters_true",
              "--log_dir", str(tmp_path)]
-    with subprocess.Popen([sys.executable, "-m", "part2_gan.train", *flags], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True) as command:
-        try:
-            out, err = command.communicate(timeout=240)
-        except subprocess.TimeoutExpired:
-            os.killpg(command.pid, signal.SIGKILL)  # both processes: the second is the command's child
-            raise
-    assert command.returncode == 0, err[-2000:]
-    assert "sync_dist" not in err and out.count("Sample quality of") == 1
+    done = run_command("part2_gan.train", *flags)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sync_dist" not in done.stderr and done.stdout.count("Sample quality of") == 1
     metrics = json.loads((tmp_path / "gan_mlp" / "version_0" / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["eval_num_samples"] == 100
     events = EventAccumulator(str(tmp_path / "gan_mlp" / "version_0")).Reload()

@@ -10,8 +10,8 @@ import yaml
 
 import part1_vae.modules
 from part1_vae.train import main
-from tests.conftest import (TINY_RUN, assert_fails_fast, crashes_in_epoch_two, needs_two_cores, stopped_by_nan,
-                            turns_nan_after)
+from tests.conftest import (TINY_RUN, assert_fails_fast, crashes_in_epoch_two, needs_two_cores, run_command,
+                            stopped_by_nan, turns_nan_after)
 
 
 def run(tmp_path, *flags):
@@ -326,12 +326,8 @@ def test_bf16_mixed_precision_gives_the_same_bpd_within_0_002(tmp_path, recwarn)
 def test_ddp_with_two_processes_on_cpu(tmp_path):
     """The command as a user starts it (Lightning's DDP launcher runs it again for rank 1): the processes share
     each epoch's batches, with the data resident in each, and reduce their epoch means."""
-    import subprocess
-    import sys
-
-    flags = [*TINY_RUN, "--epochs", "1"]
-    done = subprocess.run([sys.executable, "-m", "part1_vae.train", *flags, "--devices", "2", "--strategy", "ddp",
-                           "--log_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    done = run_command("part1_vae.train", *TINY_RUN, "--epochs", "1", "--devices", "2", "--strategy", "ddp", "--log_dir",
+                       str(tmp_path), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
     # The start line says how many processes; Lightning's line per process and its box say nothing more
@@ -350,11 +346,8 @@ def test_ddp_with_two_processes_on_cpu(tmp_path):
 @needs_two_cores
 def test_a_nan_on_two_processes_is_told_once_of_the_run_rank_zero_owns(tmp_path):
     """Every process meets the NaN; the second named a run directory of its own logger, which does not exist."""
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-m", "part1_vae.train", *TINY_RUN, "--lr", "1e6", "--devices", "2",
-                           "--strategy", "ddp", "--log_dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    done = run_command("part1_vae.train", *TINY_RUN, "--lr", "1e6", "--devices", "2", "--strategy", "ddp", "--log_dir",
+                       str(tmp_path), timeout=300)
     stops = [line for line in done.stderr.splitlines() if "training stopped, loss is nan" in line]
     assert done.returncode == 1 and len(stops) == 1, done.stderr[-2000:]
     kept = re.search(r"last good checkpoint: (\S+)$", stops[0])
