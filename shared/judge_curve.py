@@ -8,6 +8,7 @@ metrics.json's ``eval_frechet_distance``): compare points of one curve, or curve
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -117,6 +118,7 @@ class JudgeCurveCallback(pl.Callback):
         epoch = trainer.current_epoch + 1
         if not self.every or epoch % self.every or not trainer.is_global_zero:
             return
+        started = time.perf_counter()
         # Loading the judge builds a network, whose initial weights come from the global random state.
         with torch.random.fork_rng():
             evaluator = self._evaluator_for(pl_module)
@@ -138,9 +140,12 @@ class JudgeCurveCallback(pl.Callback):
                 trained["frechet_distance"]
         if trainer.logger is not None:
             step = _batch_step(trainer)
-            trainer.logger.log_metrics(logged, step=step)
             title = f"epoch {epoch}: {self.num_samples:,} samples, Fréchet {figures['frechet_distance']:.3g}"
-            log_grid(trainer.logger, "judge_class_histogram", render_class_histogram(counts, title), step)
+            histogram = render_class_histogram(counts, title)
+            # What the point cost the run (the first one also loads the judge and reads the test images once).
+            logged["judge_seconds"] = time.perf_counter() - started
+            trainer.logger.log_metrics(logged, step=step)
+            log_grid(trainer.logger, "judge_class_histogram", histogram, step)
         message = collapse_message(counts, epoch)
         if message:
             rank_zero_warn(message)

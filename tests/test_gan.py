@@ -401,6 +401,8 @@ def test_the_judge_curve_changes_nothing_in_training_and_logs_on_the_grids_step_
     curve = events.Scalars("judge_fd")
     assert [point.step for point in curve] == [3, 7]  # the last batch of each epoch of 4 batches
     assert [image.step for image in events.Images("judge_class_histogram")] == [3, 7]
+    assert [point.step for point in events.Scalars("judge_seconds")] == [3, 7]  # what each point cost the run
+    assert all(point.value > 0 for point in events.Scalars("judge_seconds"))
     assert 7 in [image.step for image in events.Images("samples")]  # the final grid, on the same axis
     run(tmp_path / "every_2", *judged, "--judge_every", "2")
     every_2 = EventAccumulator(str(tmp_path / "every_2" / "gan_mlp" / "version_0")).Reload()
