@@ -26,16 +26,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 class LossMonitor(pl.Callback):
-    """Watches every training loss: stops on a NaN/inf, logs the losses every ``log_every_n_steps``
-    batches (from the very first), and remembers the first loss.
+    """Watches every training loss (a tensor or a dict of them, as the GAN's): stops on a NaN/inf, logs the losses
+    every ``log_every_n_steps`` batches (from the very first), and remembers the first loss.
 
-    ``training_step`` may return a tensor or a dict of tensors (the GAN returns both of its losses);
-    every value is checked. Nothing is read back to the host inside a step (on a GPU each read would
-    wait for the whole step to finish): the losses of the steps since the last check are kept as tensors
-    and checked, and the logged ones written, every ``log_every_n_steps`` batches and at the epoch's
-    last batch, before validation and the checkpoint. A NaN thus stops the run naming the epoch and
-    step where it first appeared, and no checkpoint is written after it: the last one on disk is good.
-    """
+    Nothing is read back to the host inside a step (on a GPU each read would wait for the whole step): the losses
+    since the last check are kept as tensors, checked and the logged ones written every ``log_every_n_steps`` batches
+    and at the epoch's last batch, before validation and the checkpoint. A NaN thus stops the run, every process of
+    it, naming the epoch and step where it first appeared; no checkpoint is written after it."""
 
     def __init__(self):
         self.first_loss: float | None = None
@@ -44,11 +41,8 @@ class LossMonitor(pl.Callback):
 
     @staticmethod
     def _losses(outputs) -> dict[str, torch.Tensor]:
-        if isinstance(outputs, torch.Tensor):
-            return {"loss": outputs.detach()}
-        if isinstance(outputs, dict):
-            return {k: v.detach() for k, v in outputs.items() if isinstance(v, torch.Tensor)}
-        return {}
+        losses = {"loss": outputs} if isinstance(outputs, torch.Tensor) else outputs if isinstance(outputs, dict) else {}
+        return {k: v.detach() for k, v in losses.items() if isinstance(v, torch.Tensor)}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.batches_seen += 1  # the step a person reads: batches, not optimizer steps (a GAN's are two a batch)
@@ -66,13 +60,17 @@ class LossMonitor(pl.Callback):
             return
         names = list(pending[0][1])  # a module's training_step returns the same losses every step
         values = torch.stack([torch.stack([losses[name].float() for name in names]) for _, losses in pending])
-        rows = values.cpu().tolist()
-        for (where, _), row in zip(pending, rows):
-            bad = [(name, value) for name, value in zip(names, row) if not math.isfinite(value)]
+        # Each process reads all processes' losses (all check at the same batches): one stopping alone at a NaN would
+        # leave the others waiting for it in the next gradient all-reduce.
+        everyone = trainer.strategy.all_gather(values).cpu() if trainer.world_size > 1 else values.cpu()[None]
+        for (where, _), at_step in zip(pending, everyone.transpose(0, 1).tolist()):
+            bad = [(name, value, rank) for rank, row in enumerate(at_step) for name, value in zip(names, row)
+                   if not math.isfinite(value)]
             if bad:
-                epoch, step, batch_idx = where
-                raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]} in epoch {epoch}, step {step} "
-                                         f"(batch {batch_idx + 1} of the epoch)")
+                on = f" on process {bad[0][2]}" if trainer.world_size > 1 else ""
+                raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]}{on} in epoch {where[0]}, step {where[1]} "
+                                         f"(batch {where[2] + 1} of the epoch)")
+        rows = everyone[trainer.global_rank].tolist()
         if self.first_loss is None and "loss" in names:
             self.first_loss = rows[0][names.index("loss")]
         first_batch = self.batches_seen - len(pending)

@@ -1,9 +1,10 @@
-"""Process-wide settings a run makes before it trains (shared.process), each process's random streams, the warning
-about bf16 on a CPU without it, and the progress lines of a long test stage."""
+"""Process-wide settings a run makes before it trains (shared.process), each process's random streams and NaN checks,
+the warning about bf16 on a CPU without it, and the progress lines of a long test stage."""
 import argparse
 import ctypes
 import os
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 import shared.lightning_trainer
 import shared.judge_curve
 import shared.process
+from shared.callbacks import LossMonitor, NonFiniteLossError
 from shared.process import silence_known_noise, skip_futile_nvml_check
 
 
@@ -170,3 +172,18 @@ def test_images_sit_at_lightnings_count_of_batches_not_epochs_times_this_calls_b
     assert _batch_step(trainer) == 23
     trainer.fit_loop.epoch_loop._batches_that_stepped = 0  # before training: the untrained grids
     assert _batch_step(trainer) == 0
+
+
+@pytest.mark.parametrize("own, other, message", [
+    ([0.5, 0.4], [1.0, float("nan")], r"loss is nan on process 1 in epoch 1, step 2 \(batch 2 of the epoch\)"),
+    ([0.5, float("inf")], [float("nan"), 0.3], r"loss is nan on process 1 in epoch 1, step 1 \(batch 1 of the epoch\)"),
+])
+def test_a_nan_one_process_meets_stops_every_process_at_the_same_check_naming_the_first(own, other, message):
+    """The process that met it stopped alone; the others waited for it in the next gradient all-reduce, forever."""
+    gathered = SimpleNamespace(all_gather=lambda values: torch.stack([values, torch.tensor(other)[:, None]]))
+    trainer = SimpleNamespace(world_size=2, global_rank=0, current_epoch=0, log_every_n_steps=2, num_training_batches=8,
+                              logger=None, strategy=gathered)
+    monitor = LossMonitor()
+    monitor.on_train_batch_end(trainer, None, torch.tensor(own[0]), None, 0)
+    with pytest.raises(NonFiniteLossError, match=message):
+        monitor.on_train_batch_end(trainer, None, torch.tensor(own[1]), None, 1)
