@@ -61,8 +61,11 @@ class LossMonitor(pl.Callback):
         names = list(pending[0][1])  # a module's training_step returns the same losses every step
         values = torch.stack([torch.stack([losses[name].float() for name in names]) for _, losses in pending])
         # Each process reads all processes' losses (all check at the same batches): one stopping alone at a NaN would
-        # leave the others waiting for it in the next gradient all-reduce.
-        everyone = trainer.strategy.all_gather(values).cpu() if trainer.world_size > 1 else values.cpu()[None]
+        # leave the others waiting in the next all-reduce. torch's all_gather: Lightning's warns of a deprecated one.
+        everyone = [values] if trainer.world_size == 1 else [torch.empty_like(values) for _ in range(trainer.world_size)]
+        if len(everyone) > 1:
+            torch.distributed.all_gather(everyone, values)
+        everyone = torch.stack(everyone).cpu()
         for (where, _), at_step in zip(pending, everyone.transpose(0, 1).tolist()):
             bad = [(name, value, rank) for rank, row in enumerate(at_step) for name, value in zip(names, row)
                    if not math.isfinite(value)]
@@ -95,12 +98,11 @@ def _batch_step(trainer: pl.Trainer) -> int:
 
 
 class LoggedImagesCallback(pl.Callback):
-    """Logs the module's ``logged_images()`` (sample grids and rendered plots, ``name -> [3, H, W]`` in
-    [0, 1]) to TensorBoard and PNG before training and after chosen epochs.
+    """Logs the module's ``logged_images()`` (sample grids and rendered plots, ``name -> [3, H, W]`` in [0, 1]) to
+    TensorBoard and PNG before training and after chosen epochs.
 
-    "Epoch 0" is the untrained model; epoch e is after e epochs of training. The final epoch is
-    always included. PNGs go to ``<run_dir>/samples/<name>_epoch<e>.png``.
-    """
+    "Epoch 0" is the untrained model; epoch e is after e epochs of training. The final epoch is always included. PNGs
+    go to ``<run_dir>/samples/<name>_epoch<e>.png``."""
 
     def __init__(self, run_dir: str | Path, epochs: Iterable[int] = (0, 10)):
         self.sample_dir = Path(run_dir) / "samples"

@@ -178,11 +178,15 @@ def test_images_sit_at_lightnings_count_of_batches_not_epochs_times_this_calls_b
     ([0.5, 0.4], [1.0, float("nan")], r"loss is nan on process 1 in epoch 1, step 2 \(batch 2 of the epoch\)"),
     ([0.5, float("inf")], [float("nan"), 0.3], r"loss is nan on process 1 in epoch 1, step 1 \(batch 1 of the epoch\)"),
 ])
-def test_a_nan_one_process_meets_stops_every_process_at_the_same_check_naming_the_first(own, other, message):
+def test_a_nan_one_process_meets_stops_every_process_at_the_same_check_naming_the_first(own, other, message,
+                                                                                       monkeypatch):
     """The process that met it stopped alone; the others waited for it in the next gradient all-reduce, forever."""
-    gathered = SimpleNamespace(all_gather=lambda values: torch.stack([values, torch.tensor(other)[:, None]]))
+    def all_gather(gathered, values):  # this process's losses, and another's
+        gathered[0].copy_(values)
+        gathered[1].copy_(torch.tensor(other)[:, None])
+    monkeypatch.setattr(torch.distributed, "all_gather", all_gather)
     trainer = SimpleNamespace(world_size=2, global_rank=0, current_epoch=0, log_every_n_steps=2, num_training_batches=8,
-                              logger=None, strategy=gathered)
+                              logger=None)
     monitor = LossMonitor()
     monitor.on_train_batch_end(trainer, None, torch.tensor(own[0]), None, 0)
     with pytest.raises(NonFiniteLossError, match=message):
