@@ -101,13 +101,16 @@ def _check_resume(model: pl.LightningModule, run_dir: Path) -> dict:
 
 def _say_how_to_resume(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path, interrupted: bool = False) -> None:
     """After Ctrl-C (in a Trainer stage, Lightning's graceful stop raises SystemExit), rank zero's line."""
-    if trainer.is_global_zero and (interrupted or trainer.state.status == TrainerStatus.INTERRUPTED):
+    if trainer.is_global_zero and (interrupted or trainer.received_sigterm
+                                   or trainer.state.status == TrainerStatus.INTERRUPTED):
         print(f"Interrupted; continue with: python -m {args.command} --resume {run_dir}", file=sys.stderr)
 
 
 def _exit_if_stopped(trainer: pl.Trainer, err: BaseException) -> None:
     """Exit with the shell's status for a run stopped by a signal, as schedulers and scripts read it: 143 for SIGTERM
     (Lightning's stop raises a SystemExit that exits 0), 130 for Ctrl-C (Lightning's exits 1 in a Trainer stage)."""
+    if trainer.received_sigterm:  # whatever it raised: e.g. a collective that a process stopped first left
+        raise SystemExit(143) from None
     if isinstance(err, KeyboardInterrupt) or (isinstance(err, SystemExit)
                                               and trainer.state.status == TrainerStatus.INTERRUPTED):
         raise SystemExit(143 if isinstance(err, SIGTERMException) else 130) from None

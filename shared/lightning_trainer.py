@@ -63,4 +63,20 @@ def build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]
         usage_error(args, f"--strategy {args.strategy} fits in processes it spawns or forks, which do not return "
                           f"the run's record to this one; use --strategy ddp (the same DDP, started by re-running "
                           f"the command in each process)")
+    _sigterm_without_collective(trainer)
     return trainer
+
+
+def _sigterm_without_collective(trainer: pl.Trainer) -> None:
+    """Lightning's SIGTERM handler, less the broadcast it runs inside the handler: a signal interrupts a process
+    anywhere, and one process's broadcast met another's barrier (a checkpoint's) or a second SIGTERM's broadcast (a
+    SIGTERM to all of a run's processes reaches all but rank zero twice: from the shell and from rank zero), and
+    the run waited forever or died in a traceback. The loop still stops every process at once: at each batch's
+    start it broadcasts whether rank zero received one."""
+    connector = trainer._signal_connector
+
+    def note_sigterm(signum, frame) -> None:
+        if not connector.received_sigterm and trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)  # rank zero passes it on to the processes it started
+        connector.received_sigterm = True
+    connector._sigterm_notifier_fn = note_sigterm

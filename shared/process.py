@@ -7,6 +7,7 @@ import ctypes
 import logging
 import os
 import platform
+import re
 import signal
 import sys
 import warnings
@@ -21,7 +22,7 @@ _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 _QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without a GPU
                "GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:",
                "Restoring states from", "Loaded model weights", "Restored all states", "LOCAL_RANK:",
-               "Detected KeyboardInterrupt",  # the command says what a Ctrl-C did, and how to resume
+               "Detected KeyboardInterrupt", "Received SIGTERM:",  # the command says what they did, and how to resume
                "Initializing distributed:", f"{'-' * 100}\ndistributed_backend=",  # a process line each, then a box
                "Using 16-bit Automatic Mixed Precision", "Using bfloat16 Automatic Mixed Precision",
                "Trainer already configured with model summary callbacks")  # the runs' summary replaces Lightning's
@@ -38,14 +39,15 @@ _QUIET_WARNINGS = (
 
 class _DropKnownNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().lstrip().startswith(_QUIET_INFO)
+        return not re.sub(r"^\[rank: \d+\] ", "", record.getMessage().lstrip()).startswith(_QUIET_INFO)
 
 
 def silence_known_noise() -> None:
     """Drop, by their text, the Lightning messages listed above (every other message still shows), and print
     the project's own warnings on one line."""
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                 "lightning_fabric.utilities.distributed", "torch.utils.cpp_extension"):
+                 "lightning_fabric.utilities.distributed", "pytorch_lightning.trainer.connectors.signal_connector",
+                 "torch.utils.cpp_extension"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
             logger.addFilter(_DropKnownNoise())

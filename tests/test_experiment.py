@@ -2,7 +2,9 @@
 the warning about bf16 on a CPU without it, and the progress lines of a long test stage."""
 import argparse
 import ctypes
+import logging
 import os
+import signal
 import warnings
 from types import SimpleNamespace
 
@@ -14,6 +16,7 @@ import shared.judge_curve
 import shared.process
 from shared.callbacks import LossMonitor, NonFiniteLossError
 from shared.process import silence_known_noise, skip_futile_nvml_check
+from tests.conftest import needs_two_cores
 
 
 def _cdll_that(loads: bool):
@@ -191,3 +194,45 @@ def test_a_nan_one_process_meets_stops_every_process_at_the_same_check_naming_th
     monitor.on_train_batch_end(trainer, None, torch.tensor(own[0]), None, 0)
     with pytest.raises(NonFiniteLossError, match=message):
         monitor.on_train_batch_end(trainer, None, torch.tensor(own[1]), None, 1)
+
+
+@needs_two_cores
+def test_a_sigterm_runs_no_collective_inside_the_signal_handler_and_is_passed_on_once(monkeypatch):
+    """Lightning's handler broadcast from rank zero inside the handler: a signal interrupts a process anywhere, and a
+    SIGTERM to all of a 2-process run met one process's broadcast with the other's barrier (a checkpoint's): it
+    waited forever (or, the second SIGTERM the others get from rank zero, died in a traceback once rank zero had gone)."""
+    args = argparse.Namespace(command="part1_vae.train", accelerator="cpu", devices=2, num_nodes=1, strategy="ddp",
+                              precision="32-true", epochs=1, log_every_n_steps=50, progress_bar=False, config=None)
+    trainer = shared.lightning_trainer.build_trainer(args, logger=False, callbacks=[])
+    passed_on = []
+    monkeypatch.setattr(trainer.strategy.launcher, "kill", passed_on.append)
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+
+    def collective(*args, **kwargs):
+        raise AssertionError("a collective inside a signal handler")
+    monkeypatch.setattr(torch.distributed, "broadcast", collective)
+    for _ in range(2):  # the shell's SIGTERM and rank zero's
+        trainer._signal_connector._sigterm_notifier_fn(signal.SIGTERM, None)
+    assert trainer.received_sigterm and passed_on == [signal.SIGTERM]
+
+
+def test_after_a_sigterm_any_error_of_a_process_ends_it_with_the_shells_status():
+    """E.g. a collective that another process, stopped first, left: rank 1 printed a 69-line traceback."""
+    from shared.experiment import _exit_if_stopped
+
+    dropped = RuntimeError("[gloo/transport/tcp/pair.cc:561] Connection closed by peer")
+    _exit_if_stopped(SimpleNamespace(received_sigterm=False, is_global_zero=False, state=None), dropped)  # a failure
+    for rank_zero in (True, False):
+        with pytest.raises(SystemExit) as stopped:
+            _exit_if_stopped(SimpleNamespace(received_sigterm=True, is_global_zero=rank_zero, state=None), dropped)
+        assert stopped.value.code == 143
+
+
+def test_lightnings_line_for_a_sigterm_is_dropped_on_every_rank():
+    silence_known_noise()
+    logger = logging.getLogger("pytorch_lightning.trainer.connectors.signal_connector")
+
+    def shown(message):
+        return logger.filter(logging.LogRecord(logger.name, logging.INFO, __file__, 1, message, None, None))
+    assert not shown("[rank: 1] Received SIGTERM: 15") and not shown("Received SIGTERM: 15")
+    assert shown("[rank: 0] Handling auto-requeue signal: 10")
