@@ -1,37 +1,35 @@
 """Compare every model on MNIST in one report: ``python scripts/compare.py`` -> ``reports/comparison-<time>/``.
 
-Loads the latest finished run of each model under ``--log_dir`` (``runs/<name>/version_N`` with a
-metrics.json). Where a model has none, it trains a short default run first and the report says so
-(train the real thing with the command in the table's last column). Each call writes a new report,
-``comparison.md`` and its figures in a new folder ``--out/comparison-YYYYmmdd-HHMMSS``, and deletes
-nothing; ``--replace`` rewrites the shipped one instead, ``--out/comparison.md`` with its figures in
-``--out/comparison/`` (whose old figures it removes). It prints each phase as it goes. The report:
+Loads the latest finished run of each model under ``--log_dir`` (``runs/<name>/version_N`` with a metrics.json);
+where a model has none, it trains a short default run first and the report says so. Each call writes a new report,
+``comparison.md`` and its figures in a new folder ``--out/comparison-YYYYmmdd-HHMMSS``, and deletes nothing;
+``--replace`` rewrites the shipped one, ``--out/comparison.md`` and its figures in ``--out/comparison/`` (whose old
+figures it removes). Nothing is written there until every figure and line is made. The report:
 
-  1. likelihood on the test set, one table per MNIST variant of the runs (threshold-binarized and 8-bit grey; a
-     dynamically binarized run would get its own): the mixture (exact), the VAEs (ELBO and the importance-weighted
-     bound), the flows (dequantized bound); parameters and training time;
-  2. sample quality of every generator with the judge of ``shared.evaluation`` against real images of its own
-     variant (one table per reference, with that ceiling), and how fast each model samples;
-  3. 8x8 sample grids side by side; latent interpolations from the VAE, the GAN and the flow, and the
-     VAE between two *encoded* test images;
+  1. likelihood on the test set, one table per MNIST variant: the mixture (exact), the VAEs (ELBO and the
+     importance-weighted bound), the flows (dequantized bound); parameters and training time;
+  2. sample quality of every generator by the judge of ``shared.evaluation`` against real images of its own variant
+     (one table per reference, with that ceiling), and how fast each model samples;
+  3. 8x8 sample grids; latent interpolations from the VAE, the GAN and the flow, and the VAE between two test images;
   4. latent maps: the 2-D VAE's posterior means and a t-SNE of the 20-D VAE's (scikit-learn), coloured by digit;
-  5. Frankenstein digits: AUROC of each likelihood as a detector on digits of its own variant (one table per
-     variant), and ten of each with their log p;
-  6. a reading of the tables, written from the numbers measured in this call, ranking within a variant only.
-Variants are told apart by shared.report_variants.
+  5. Frankenstein digits: AUROC of each likelihood as a detector on digits of its own variant, ten of each shown;
+  6. a reading of the tables, written from the numbers measured in this call, ranking within a variant only
+     (variants are told apart by shared.report_variants).
 """
 from __future__ import annotations
 
 import argparse
 import itertools
 import math
+import shutil
+import tempfile
 import time
 from importlib import import_module
 from pathlib import Path
 
 import torch
 
-from shared.checks import unwritable
+from shared.checks import bad_seed, unwritable
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
@@ -162,8 +160,7 @@ def likelihood_rows(models: list[Loaded]) -> list[str]:
             "| training time | run |",
             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |"]
     for loaded in filter(has_likelihood, models):
-        model, metrics = loaded.model, loaded.metrics
-        bpd = test_bpd(loaded)
+        model, metrics, bpd = loaded.model, loaded.metrics, test_bpd(loaded)
         nats = bpd * model.num_dims * math.log(2)
         others = ", ".join(f"{key}: {value:.4f}" for key, value in sorted(metrics.items())
                            if key.startswith("test_") and key.endswith("bpd") and key != model.likelihood_metric)
@@ -211,9 +208,8 @@ def destination(out: Path, replace: bool) -> tuple[Path, Path]:
     if replace:
         figures = out / "comparison"
         figures.mkdir(parents=True, exist_ok=True)
-        for old in figures.glob("*.png"):
-            if old.is_file():
-                old.unlink()
+        for old in (png for png in figures.glob("*.png") if png.is_file()):
+            old.unlink()
         return out / "comparison.md", figures
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for attempt in itertools.count(1):
@@ -232,6 +228,8 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     for flag in ("num_samples", "frankenstein", "iw_samples"):
         if getattr(args, flag) < 2:
             parser.error(f"--{flag} must be at least 2, got {getattr(args, flag)}")
+    if problem := bad_seed(args.seed):
+        parser.error(problem)
     if args.tsne_points <= TSNE_PERPLEXITY:
         parser.error(f"--tsne_points must be more than t-SNE's perplexity ({TSNE_PERPLEXITY}), got {args.tsne_points}")
     if args.replace and ((args.out / "comparison.md").is_dir() or (args.out / "comparison").is_file()):  # found now
@@ -255,17 +253,16 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
                              args.frankenstein, args.seed)  # each variant's own digits, spliced alike
     scores, aurocs = frankenstein_scores(models, sets, args.iw_samples, args.seed)
 
-    path, figures = destination(args.out, args.replace)
-    with phase(f"Figures in {figures}"):
+    drawn = Path((staging := tempfile.TemporaryDirectory()).name)  # staged: a call that fails writes nothing to --out
+    with phase("Figures"):
         names = {
-            "samples": sample_figure(quality, figures / "samples.png"),
-            "interpolations": interpolation_figure(interpolation_rows(models, test_images),
-                                                   figures / "interpolations.png"),
-            "frankenstein": frankenstein_figure(sets, models, scores, figures / "frankenstein.png"),
+            "samples": sample_figure(quality, drawn / "samples.png"),
+            "interpolations": interpolation_figure(interpolation_rows(models, test_images), drawn / "interpolations.png"),
+            "frankenstein": frankenstein_figure(sets, models, scores, drawn / "frankenstein.png"),
         }
-        latent_map = latent_map_figure(models, test_images, test_labels, figures / "latent_maps.png",
+        latent_map = latent_map_figure(models, test_images, test_labels, drawn / "latent_maps.png",
                                        args.tsne_points, args.seed)  # (file name, caption), or None
-    figures_prefix = "" if figures == path.parent else f"{figures.name}/"  # links are relative to the report
+    figures_prefix = "comparison/" if args.replace else ""  # links are relative to the report
     short = [m for m in models if m.trained_here]
     report = [
         "# Model comparison on MNIST",
@@ -311,7 +308,10 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
                *frankenstein_tables(models, scores, aurocs)]
     report += [f"![frankenstein]({figures_prefix}{names['frankenstein']})", "",
                "## Reading", "", *reading(models, quality, aurocs), ""]
+    path, figures = destination(args.out, args.replace)  # once every figure and line is made
+    shutil.copytree(drawn, figures, dirs_exist_ok=True)
     path.write_text("\n".join(report))
+    staging.cleanup()
     print(f"Report: {path} (figures in {figures})", flush=True)
     return path
 

@@ -177,22 +177,20 @@ def main(argv=None) -> dict:
         parser.error(f"--test_likelihood: {command.__name__} has no build_datamodule(args) to rebuild the run's data")
     if args.means and "means" not in inspect.signature(model.sample).parameters:  # before minutes of testing
         parser.error(f"--means: {type(model).__name__} samples no means (its sample() takes no 'means')")
+    try:  # before minutes of testing and scoring, and before any output
+        judge, record = load_judge(args.judge, run_args.data_dir)
+    except DataFileError as err:
+        raise SystemExit(f"error: {err}") from None
     likelihood = test_likelihood(model, command, run_args) if args.test_likelihood else {}
     try:
         samples = draw_samples(model, args.num_samples, seed=args.seed, means=args.means)
     except ValueError as err:
         raise SystemExit(f"error: cannot use the samples of {args.run_dir}: {err}") from None
-    if args.grid:
-        save_grid(make_grid(samples[:64]), args.grid)
     if args.reference == "auto":
         binarized = model.data == "binary"
         dynamic = binarized and getattr(run_args, "binarization", "threshold") == "dynamic"
     else:
         binarized, dynamic = args.reference != "grey", args.reference == "dynamic"
-    try:
-        judge, record = load_judge(args.judge, run_args.data_dir)
-    except DataFileError as err:
-        raise SystemExit(f"error: {err}") from None
     results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed,
                                per_digit=args.per_digit, dynamic=dynamic)
     results["judge_test_accuracy"] = record["test_accuracy"]
@@ -206,6 +204,8 @@ def main(argv=None) -> dict:
         samples_per_code = args.num_samples // model.hparams.num_categories
         results["per_code"] = per_code_figures(model, judge, samples_per_code, args.seed)
         print(format_per_code(results["per_code"], samples_per_code))
+    if args.grid:  # the outputs once every figure is in
+        save_grid(make_grid(samples[:64]), args.grid)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return results

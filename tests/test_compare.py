@@ -117,6 +117,23 @@ def test_replace_rewrites_the_shipped_report_and_removes_its_old_figures(first_c
         "version_0 is compared" in printed
 
 
+def test_a_call_that_fails_while_drawing_writes_nothing_where_its_report_goes(first_call, tmp_path, monkeypatch):
+    root, argv, _, _ = first_call
+    compare = load_script("compare")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the t-SNE failed")
+    monkeypatch.setattr(compare, "latent_map_figure", broken)
+    for out in (tmp_path / "new", tmp_path / "shipped"):
+        (tmp_path / "shipped" / "comparison").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "shipped" / "comparison" / "samples.png").write_bytes(SHIPPED_FIGURE)
+        with pytest.raises(RuntimeError, match="the t-SNE failed"):
+            compare.main([*argv, "--out", str(out), *(["--replace"] * (out.name == "shipped"))], models_in_float32(compare))
+    assert not (tmp_path / "new").exists()  # it left a folder of three figures and no report
+    assert [p.name for p in (tmp_path / "shipped" / "comparison").iterdir()] == ["samples.png"]  # nor removed them
+    assert (tmp_path / "shipped" / "comparison" / "samples.png").read_bytes() == SHIPPED_FIGURE
+
+
 def test_calls_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
     compare = load_script("compare")
     monkeypatch.setattr(compare.time, "strftime", lambda format: "20250101-120000")
@@ -140,6 +157,7 @@ def test_tsne_without_scikit_learn_fails_with_one_line(monkeypatch):
     ("--iw_samples", "1", "--iw_samples must be at least 2"),
     ("--tsne_points", "30", "--tsne_points must be more than t-SNE's perplexity (30), got 30"),
     ("--subset", "-3", "argument --subset: must be positive, got -3"),
+    ("--seed", "-1", "--seed must be in [0, 2**32 - 1], got -1"),  # t-SNE refused it with a traceback, at the end
     ("--out", __file__, f"argument --out: {__file__} is a file, not a folder"),
     ("--judge", str(Path(__file__).parent), "is a folder: pass a judge checkpoint file"),
     ("--log_dir", "/nonexistent/typo", "--log_dir /nonexistent/typo: no such folder; compare.py trains each model")])

@@ -292,6 +292,19 @@ def test_evaluate_on_a_truncated_checkpoint_says_so_in_one_line(finished_run, ca
 
 
 @pytest.mark.slow
+def test_evaluate_with_a_corrupt_judge_fails_before_its_test_stage_and_writes_no_grid(finished_run, tmp_path, capsys,
+                                                                                   monkeypatch):
+    judge = tmp_path / "judge.pt"
+    judge.write_bytes(b"not a checkpoint")
+    evaluate = load_script("evaluate")
+    monkeypatch.setattr(evaluate, "test_likelihood", lambda *args: pytest.fail("the test stage ran first"))
+    grid = tmp_path / "grid.png"
+    fails_with_one_line(lambda: evaluate.main([str(finished_run), "--judge", str(judge), "--grid", str(grid),
+                                               "--test_likelihood"]), capsys, 1, f"{judge} is not a judge checkpoint")
+    assert not grid.exists()  # a failed command leaves no output
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ['{"epochs": 2,', "", "[1]"])
 def test_a_damaged_metrics_json_is_named_in_one_line_by_resume_and_evaluate(finished_run, capsys, damage):
     metrics = finished_run / "metrics.json"
