@@ -77,8 +77,8 @@ def main(argv=None) -> None:
         print(f"{source} -> {target}")
         copied += 1
     if not copied:
-        raise SystemExit(f"error: none of the README's figures was found under {args.log_dir}: pass the --log_dir "
-                         f"its runs were written to")
+        raise SystemExit(f"error: none of the README's figures was found under {args.log_dir} in a run on all its data: "
+                         f"pass the --log_dir the README's runs were written to")
 
 
 if __name__ == "__main__":

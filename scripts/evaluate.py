@@ -114,7 +114,7 @@ def main(argv=None) -> dict:
                         help="MNIST to compare with (auto: the run's own, binarized as it was, or grey-scale; binarized: "
                              "by threshold; dynamic: dynamically binarized)")
     parser.add_argument("--temperature", type=float, default=None,
-                        help="scale on the base noise, for a model that samples at one (the flow; default: the run's)")
+                        help="scale on the base noise, for a model that samples at one (the flow); none: the run's")
     parser.add_argument("--per_digit", action="store_true",
                         help="also each digit's share of the samples and the judge's mean confidence on it, beside "
                              "the test images'")

@@ -75,7 +75,9 @@ def checkpoint_of(run_dir: str | Path, checkpoint: str | Path | None = None) -> 
     if not checkpoint.is_file():
         in_run = run_dir / "checkpoints" / checkpoint
         if not in_run.is_file():
-            raise SystemExit(f"error: checkpoint {checkpoint} not found (nor {in_run})")
+            there = sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
+            raise SystemExit(f"error: checkpoint {checkpoint} not found (nor {in_run}); pass another with --checkpoint"
+                             + (f" ({', '.join(there)} in the run)" if there else ""))
         checkpoint = in_run
     return checkpoint
 

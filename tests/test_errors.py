@@ -292,6 +292,17 @@ def test_evaluate_on_a_truncated_checkpoint_says_so_in_one_line(finished_run, ca
 
 
 @pytest.mark.slow
+def test_evaluate_on_a_deleted_checkpoint_names_those_left_in_the_run(finished_run, capsys):
+    best = next((finished_run / "checkpoints").glob("best-*.ckpt"))
+    best.unlink()
+    left = ", ".join(sorted(path.name for path in (finished_run / "checkpoints").glob("*.ckpt")))
+    assert "last.ckpt" in left
+    fails_with_one_line(lambda: load_script("evaluate").main([str(finished_run)]), capsys, 1,
+                        f"checkpoint {best.name} not found (nor {best}); pass another with --checkpoint ({left} in the "
+                        f"run)")
+
+
+@pytest.mark.slow
 def test_evaluate_with_a_corrupt_judge_fails_before_its_test_stage_and_writes_no_grid(finished_run, tmp_path, capsys,
                                                                                    monkeypatch):
     judge = tmp_path / "judge.pt"
