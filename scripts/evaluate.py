@@ -193,11 +193,15 @@ def main(argv=None) -> dict:
         binarized, dynamic = args.reference != "grey", args.reference == "dynamic"
     results = evaluate_samples(judge, samples, binarized=binarized, data_dir=run_args.data_dir, seed=args.seed,
                                per_digit=args.per_digit, dynamic=dynamic)
-    results["judge_test_accuracy"] = record["test_accuracy"]
-    results.update(likelihood)
+    # How the figures were made, as the table's title says too: the same call gives the same figures.
+    results.update(judge_test_accuracy=record["test_accuracy"], checkpoint=checkpoint.name, seed=args.seed,
+                   raw_weights=args.raw_weights, means=args.means, **likelihood)
+    made = [f"{checkpoint.name}", *["trained weights, not their average"] * args.raw_weights, *["means"] * args.means]
     if "temperature" in model.hparams:
         results["temperature"] = model.hparams.temperature
-    print(format_report(results, f"Sample quality of {args.run_dir} (judge test accuracy {record['test_accuracy']:.4f})"))
+        made.append(f"temperature {model.hparams.temperature:g}")
+    print(format_report(results, f"Sample quality of {args.run_dir} ({', '.join(made)}; seed {args.seed}; judge test "
+                                 f"accuracy {record['test_accuracy']:.4f})"))
     if args.per_digit:
         print(format_per_digit(results["per_digit"], results["real_per_digit"]))
     if args.per_code:

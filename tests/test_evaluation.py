@@ -315,7 +315,7 @@ def test_the_dynamically_binarized_reference_is_the_test_set_a_dynamic_run_tests
 
 
 @pytest.mark.slow
-def test_evaluate_command_samples_a_flow_at_the_temperature_asked(tmp_path, tiny_judge_path):
+def test_evaluate_command_samples_a_flow_at_the_temperature_asked(tmp_path, tiny_judge_path, capsys):
     from part3_flows.layers import ActNorm
     from part3_flows.train import build_model, build_parser
 
@@ -338,6 +338,10 @@ def test_evaluate_command_samples_a_flow_at_the_temperature_asked(tmp_path, tiny
     assert (at_run["temperature"], colder["temperature"]) == (0.7, 0.1)
     assert at_run["reference"] == "threshold-binarized"
     assert colder["frechet_distance"] != at_run["frechet_distance"]
+    # Each says how it was made (its JSON and its table's title), so that the same call can make it again.
+    assert {key: colder[key] for key in ("checkpoint", "seed", "raw_weights", "means")} == {
+        "checkpoint": "last.ckpt", "seed": 0, "raw_weights": False, "means": False}
+    assert f"Sample quality of {run_dir} (last.ckpt, temperature 0.1; seed 0; judge" in capsys.readouterr().out
 
 
 @pytest.mark.slow
