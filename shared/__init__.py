@@ -8,5 +8,18 @@ Every command imports this package before torch, so the default set here is in f
 OpenMP runtime starts; a value the user set wins.
 """
 import os
+import signal
 
 os.environ.setdefault("GOMP_SPINCOUNT", "2000")
+
+
+def leave_ctrl_c_to_rank_zero() -> None:
+    """In a process that Lightning's DDP launcher started for a local rank above 0 (it runs the command again with
+    LOCAL_RANK set; torchrun, which sets it too, handles signals itself), ignore Ctrl-C: rank 0 takes it and ends
+    the others. Interrupted while it was still importing, such a process died in a traceback, and Lightning's
+    observer of the processes then killed rank 0 before it could remove the run directory it had just made."""
+    if os.environ.get("LOCAL_RANK", "0") != "0" and "TORCHELASTIC_RUN_ID" not in os.environ:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+leave_ctrl_c_to_rank_zero()  # first thing: the process imports for seconds before any command code runs

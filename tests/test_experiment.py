@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import shared
 import shared.lightning_trainer
 import shared.judge_curve
 import shared.process
@@ -236,3 +237,18 @@ def test_lightnings_line_for_a_sigterm_is_dropped_on_every_rank():
         return logger.filter(logging.LogRecord(logger.name, logging.INFO, __file__, 1, message, None, None))
     assert not shown("[rank: 1] Received SIGTERM: 15") and not shown("Received SIGTERM: 15")
     assert shown("[rank: 0] Handling auto-requeue signal: 10")
+
+
+@pytest.mark.parametrize("env, ignored", [({}, False), ({"LOCAL_RANK": "0"}, False), ({"LOCAL_RANK": "1"}, True),
+                                          ({"LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "job"}, False)])
+def test_the_processes_lightnings_launcher_starts_leave_ctrl_c_to_rank_zero(monkeypatch, env, ignored):
+    """Ctrl-C while they still imported: a traceback each, then Lightning's observer killed rank 0 (status -9) before it
+    removed the run directory it had made (config.yaml alone in it)."""
+    for name in ("LOCAL_RANK", "TORCHELASTIC_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    handlers = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.append((signum, handler)))
+    shared.leave_ctrl_c_to_rank_zero()
+    assert handlers == ([(signal.SIGINT, signal.SIG_IGN)] if ignored else [])
