@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
     # How the figures were made, as the table's title says too: the same call gives the same figures.
     results.update(judge_test_accuracy=record["test_accuracy"], checkpoint=checkpoint.name, seed=args.seed,
                    raw_weights=args.raw_weights, means=args.means, **likelihood)
-    made = [f"{checkpoint.name}", *["trained weights, not their average"] * args.raw_weights, *["means"] * args.means]
+    made = [checkpoint.name, *["trained weights, not their average"] * args.raw_weights, *["means"] * args.means]
     if "temperature" in model.hparams:
         results["temperature"] = model.hparams.temperature
         made.append(f"temperature {model.hparams.temperature:g}")
