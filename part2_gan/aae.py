@@ -114,7 +114,7 @@ class AAE(GenerativeModel, LeanLightningModule):
 
         self.epoch_means.add("train", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
                              count=len(imgs))
-        return {"loss": recon, "d_loss": d_loss, "g_loss": g_loss}
+        return {"recon": recon, "d_loss": d_loss, "g_loss": g_loss}
 
     def _log_epoch(self, stage: str) -> None:
         self.log_dict(self.epoch_means.compute_and_reset(stage), prog_bar=stage == "train", sync_dist=True)

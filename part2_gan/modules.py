@@ -190,7 +190,7 @@ class GAN(GenerativeModel, LeanLightningModule):
         self.untoggle_optimizer(opt_d)
 
         self.epoch_means.add("train", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
-        return {"loss": d_loss, "g_loss": g_loss}
+        return {"d_loss": d_loss, "g_loss": g_loss}
 
     def on_train_epoch_end(self) -> None:
         means = self.epoch_means.compute_and_reset("train")

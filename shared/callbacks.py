@@ -27,7 +27,7 @@ class NonFiniteLossError(RuntimeError):
 
 class LossMonitor(pl.Callback):
     """Watches every training loss (a tensor or a dict of them, as the GAN's): stops on a NaN/inf, logs the losses
-    every ``log_every_n_steps`` batches (from the very first), and remembers the first loss.
+    every ``log_every_n_steps`` batches (from the very first), and keeps the first step's (a dict's first) loss.
 
     Nothing is read back to the host inside a step (on a GPU each read would wait for the whole step): the losses
     since the last check are kept as tensors, checked and the logged ones written every ``log_every_n_steps`` batches
@@ -74,8 +74,8 @@ class LossMonitor(pl.Callback):
                 raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]}{on} in epoch {where[0]}, step {where[1]} "
                                          f"(batch {where[2] + 1} of the epoch)")
         rows = everyone[trainer.global_rank].tolist()
-        if self.first_loss is None and "loss" in names:
-            self.first_loss = rows[0][names.index("loss")]
+        if self.first_loss is None:
+            self.first_loss = rows[0][0]  # the first loss a step returns is the one its module's training_loss names
         first_batch = self.batches_seen - len(pending)
         for offset, row in enumerate(rows):
             if trainer.logger is not None and (first_batch + offset) % trainer.log_every_n_steps == 0:

@@ -369,7 +369,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
     bce = part2_gan.modules.adversarial_bce
     monkeypatch.setattr(part2_gan.modules, "adversarial_bce", turns_nan_after(bce, 4 * 2 + 2))
     message, last = stopped_by_nan(lambda: run(tmp_path, "--epochs", "3"), tmp_path / "gan_mlp" / "version_0")
-    assert "loss is nan in epoch 2, step 6 (batch 2 of the epoch)" in message  # batches, not two optimizer steps each
+    assert "d_loss is nan in epoch 2, step 6 (batch 2 of the epoch)" in message  # batches, not two optimizer steps each
     assert last["epoch"] == 0
 
 
