@@ -109,7 +109,9 @@ def check(args: argparse.Namespace) -> None:
 
 
 def default_name(args: argparse.Namespace) -> str:
-    return f"gan_{args.model}" + ("_binarized" if args.binarize else "")
+    # No mark for --ema_decay: such a run holds the plain one too (its trained weights, evaluate.py --raw_weights).
+    code = f"_code{args.categorical_code}" if args.categorical_code else ""
+    return f"gan_{args.model}" + code + ("_binarized" if args.binarize else "")
 
 
 def build_model(args: argparse.Namespace) -> GAN:

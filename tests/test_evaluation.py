@@ -438,15 +438,16 @@ def test_evaluate_command_reads_each_value_of_a_gans_categorical_code(tmp_path, 
     train_gan([*tiny, "--categorical_code", "3", "--log_dir", str(tmp_path)])
     judged = ["--num_samples", "90", "--judge", str(tiny_judge_path)]
     evaluate = load_script("evaluate").main
-    results = evaluate([str(tmp_path / "gan_mlp" / "version_0"), *judged, "--per_code"])
+    results = evaluate([str(tmp_path / "gan_mlp_code3" / "version_0"), *judged, "--per_code"])
     assert len(results["per_code"]) == 3
     for figures in results["per_code"]:
         assert sum(figures["share"]) == pytest.approx(1.0) and 0.1 <= figures["mean_max_prob"] <= 1.0
     assert "Per code value (30 samples each" in capsys.readouterr().out
-    fails_with_one_line(lambda: evaluate([str(tmp_path / "gan_mlp" / "version_0"), "--num_samples", "2", "--per_code"]),
+    code_run = str(tmp_path / "gan_mlp_code3" / "version_0")
+    fails_with_one_line(lambda: evaluate([code_run, "--num_samples", "2", "--per_code"]),
                         capsys, 2, "--per_code: --num_samples 2 leaves no sample for each of the 3 code values")
-    train_gan([*tiny, "--log_dir", str(tmp_path / "plain")])
-    fails_with_one_line(lambda: evaluate([str(tmp_path / "plain" / "gan_mlp" / "version_0"), *judged, "--per_code"]),
+    train_gan([*tiny, "--log_dir", str(tmp_path)])  # a plain GAN's runs are apart from the code's (compare.py's pick)
+    fails_with_one_line(lambda: evaluate([str(tmp_path / "gan_mlp" / "version_0"), *judged, "--per_code"]),
                         capsys, 2, "has no categorical code (trained without --categorical_code)")
 
 

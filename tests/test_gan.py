@@ -460,7 +460,7 @@ def test_a_gan_with_a_categorical_code_trains_and_its_run_reloads(tmp_path):
     from shared.runs import load_run
 
     metrics = run(tmp_path, "--categorical_code", "4")
-    run_dir = tmp_path / "gan_mlp" / "version_0"
+    run_dir = tmp_path / "gan_mlp_code4" / "version_0"  # its name says it: not the plain GAN that compare.py picks
     assert 0 <= metrics["test_code_acc"] <= 1
     assert metrics["train_loss"].endswith("+ 1 x the code's cross-entropy")  # in the first step's loss too
     assert len(EventAccumulator(str(run_dir)).Reload().Scalars("train_code_acc")) == 2  # one an epoch
