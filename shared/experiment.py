@@ -32,7 +32,7 @@ from shared.cli import NOT_SAVED
 from shared.data import DataFileError
 from shared.process import machine_name, prepare_lightning_process
 from shared.lightning_trainer import build_trainer, usage_error
-from shared.yaml_file import read_json_record
+from shared.yaml_file import read_json_record, write_whole
 
 
 class RunLogger(TensorBoardLogger):
@@ -191,7 +191,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k not in NOT_SAVED}
         settings["data"] = datamodule.description()
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(settings, sort_keys=True))
+        write_whole(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's
         if trainer.world_size > 1:  # as Lightning does at the fit's start, each process its share of the cores: said now
             _set_num_threads_if_needed(trainer.num_devices)
@@ -246,8 +246,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         _exit_if_stopped(trainer, err)
         raise
     if trainer.is_global_zero:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        (run_dir / "timing.json").write_text(json.dumps(
+        write_whole(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        write_whole(run_dir / "timing.json", json.dumps(
             {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(total_fit_seconds, 1),
              "machine": machine_name(), "resumed": bool(args.resume)}, indent=2) + "\n")
         figures = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}

@@ -1,8 +1,10 @@
 """YAML files of settings, read strictly: a key given twice, or bytes that are not UTF-8, are errors, not surprises;
-and a run's JSON records, whose damage (a write cut short by a kill, an edit) is named in one line."""
+a run's JSON records, whose damage (an edit, a copy cut short) is named in one line; and the writing of a run's
+records in one step."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -72,3 +74,15 @@ def read_json_record(path: Path) -> dict:
     if not isinstance(record, dict):
         raise ValueError(f"{path} holds no JSON object")
     return record
+
+
+def write_whole(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` in one step, through a file beside it renamed over it: a kill mid-write leaves the
+    file as it was (a resumed run's config.yaml: its last call's settings), never cut short, which would read as a
+    shorter mapping of settings whose missing ones fall back to their defaults."""
+    part = path.with_name(f".{path.name}.part")
+    try:
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)

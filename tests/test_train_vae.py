@@ -110,6 +110,22 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
     assert first["resumed"] is True
     carried = last["callbacks"]["FitClock"]["fit_seconds"]
 
+    # A call killed while it rewrites the run's settings leaves them whole (a cut file read as fewer settings).
+    settings = (run_dir / "config.yaml").read_text()
+    write_text = Path.write_text
+
+    def killed_midway(path, text, *args, **kwargs):
+        if "config.yaml" in path.name:
+            write_text(path, text[:len(text) // 2], *args, **kwargs)
+            raise KeyboardInterrupt
+        return write_text(path, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--resume", str(run_dir), "--epochs", "4"])
+    monkeypatch.undo()
+    assert (run_dir / "config.yaml").read_text() == settings and not list(run_dir.glob(".*"))
+
     # A finished run continued to more epochs counts its fit time across both calls, and TensorBoard shows the
     # figures of its last call only.
     wait_for_a_later_event_file_name()
