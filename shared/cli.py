@@ -87,7 +87,7 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
                          help="how many, or which")
     trainer.add_argument("--num_nodes", type=int, default=1, help="machines of a multi-node DDP run (README: Scaling out)")
     trainer.add_argument("--strategy", default="auto", help="auto, ddp, ...")
-    trainer.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed, ...")
+    trainer.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, or on a GPU 16-mixed")
     return parser
 
 

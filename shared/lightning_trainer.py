@@ -53,6 +53,9 @@ def build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]
         usage_error(args, f"the Lightning Trainer refused --accelerator {args.accelerator} --devices {args.devices} "
                           f"--num_nodes {args.num_nodes} --strategy {args.strategy} --precision {args.precision}: "
                           f"{reason}")
+    if trainer.precision not in ("32-true", "bf16-mixed", "16-mixed"):
+        usage_error(args, f"--precision {args.precision}: the models train in 32-true or mixed precision (bf16-mixed; "
+                          f"16-mixed on a GPU); {trainer.precision} casts the weights themselves, which they do not take")
     if (trainer.num_nodes > 1 and isinstance(getattr(trainer.strategy, "cluster_environment", None), LightningEnvironment)
             and not {"NODE_RANK", "MASTER_ADDR"} & set(os.environ)):  # its processes would wait for the others forever
         usage_error(args, f"--num_nodes {args.num_nodes}: no cluster to run on (no SLURM or torchrun job, no NODE_RANK "
