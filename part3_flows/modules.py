@@ -176,9 +176,10 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         self.example_input_array = torch.zeros(2, *flow.shape)
         self._init_means(["nll", "iw_nll"])
 
-    def networks(self) -> tuple[ImageFlow, nn.Module]:
-        """(flow, dequantizer): the trained ones in training mode, else their weight average when one is kept."""
-        if self.averaged is None or self.training or not self.sample_from_average:
+    def networks(self, sampling: bool = False) -> tuple[ImageFlow, nn.Module]:
+        """(flow, dequantizer): their weight average when one is kept, but the trained ones for a training step
+        (training mode, unless ``sampling``: samples come from the average whatever the mode, as the GAN's do)."""
+        if self.averaged is None or (self.training and not sampling) or not self.sample_from_average:
             return self.flow, self.dequantizer
         return self.averaged[0], self.averaged[1]
 
@@ -245,13 +246,13 @@ class ImageFlowModule(GenerativeModel, FlowModule):
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` of the data's levels (the cells the flow's samples fall in), at ``temperature``."""
-        return self.images(self.networks()[0].sample(n, self.hparams.temperature, z=z))
+        return self.images(self.networks(sampling=True)[0].sample(n, self.hparams.temperature, z=z))
 
     @torch.no_grad()
     def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:
         """``[B, steps + 2, C, H, W]``: images decoded along straight lines between the encodings of
         ``x_start`` and ``x_end`` (dequantized at the cell centres, so the ends decode to themselves)."""
-        flow = self.networks()[0]
+        flow = self.networks(sampling=True)[0]
         z_start, z_end = (flow.transform(dequantize(self.levels(x), self.num_levels, torch.full_like(x, 0.5)))[0]
                           for x in (x_start, x_end))
         z = interpolate_latents(z_start, z_end, steps)
