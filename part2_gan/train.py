@@ -18,11 +18,11 @@ from part2_gan.modules import GAN
 from part2_gan.networks import (DCGAN_INITS, DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
                                 GeneratorMLP)
 from part2_gan.settings import check_adversarial
-from shared.cli import (ConfigError, add_ema_decay_flag, add_judge_flags, check_judge_flags,
-                        default_of, make_parser, number_or_none, parse_args)
+from shared.cli import ConfigError, add_ema_decay_flag, default_of, make_parser, number_or_none, parse_args
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
-from shared.judge_curve import JudgeCurveCallback, add_judge_curve_flags, check_judge_curve_flags
+from shared.judge_curve import (JudgeCurveCallback, add_judge_curve_flags, add_judge_flags, check_judge_curve_flags,
+                                check_judge_flags)
 from shared.process import run_script
 
 

@@ -19,11 +19,11 @@ from part2_gan.aae import AAE
 from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import PRIORS
 from part2_gan.settings import check_adversarial
-from shared.cli import (ConfigError, add_judge_flags, check_judge_flags, default_of,
-                        make_parser, parse_args)
+from shared.cli import ConfigError, default_of, make_parser, parse_args
 from shared.data import MNISTDataModule
 from shared.experiment import run_judged_experiment
-from shared.judge_curve import JudgeCurveCallback, add_judge_curve_flags, check_judge_curve_flags
+from shared.judge_curve import (JudgeCurveCallback, add_judge_curve_flags, add_judge_flags, check_judge_curve_flags,
+                                check_judge_flags)
 from shared.process import run_script
 
 

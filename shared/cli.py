@@ -126,36 +126,6 @@ def add_ema_decay_flag(parser: argparse.ArgumentParser, default: float, averaged
                              "e.g. 0.999; 0: off")
 
 
-def add_judge_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of the judged evaluation after training (GAN, AAE)."""
-    from shared.judge import DEFAULT_JUDGE_PATH  # the path only; torch is imported by then anyway
-
-    parser.add_argument("--eval_samples", type=int, default=10_000,
-                        help="samples the judge scores after training (0: skip)")
-    parser.add_argument("--judge", default=None,
-                        help=f"judge checkpoint (trained there first if missing); none: the bundled {DEFAULT_JUDGE_PATH}")
-
-
-def check_judge_flags(args: argparse.Namespace) -> None:
-    """Also reads the judge to be used, so that a broken file stops the command before training, not after."""
-    from shared.data import DataFileError
-    from shared.judge import load_judge
-    from shared.runs import judge_file  # the scripts' flag type: one rule for a judge's path
-
-    if args.eval_samples == 1 or args.eval_samples < 0:
-        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
-    if args.judge is not None:
-        try:
-            judge_file(args.judge)
-        except argparse.ArgumentTypeError as err:
-            raise ConfigError(f"--judge {err}") from None
-    if args.eval_samples and (args.judge is None or Path(args.judge).is_file()):
-        try:
-            load_judge(args.judge)
-        except DataFileError as err:  # the file's problem, not the settings': exit status 1, as for MNIST
-            raise SystemExit(f"error: {err}") from None
-
-
 def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict:
     """The settings actually typed on the command line (defaults suppressed)."""
     parser.parse_args(argv)  # errors and --help first, with the real defaults
@@ -239,16 +209,16 @@ def _check_shared(args: argparse.Namespace) -> None:
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ConfigError(f"--{flag} must be finite, got {value}")
     log_dir = Path(args.log_dir)
-    if args.name is not None and log_dir.resolve() not in (log_dir / args.name).resolve().parents:  # ".." or "."
-        raise ConfigError(f"--name {args.name}: a run name is a folder under --log_dir, not a path out of it")
+    if log_dir.resolve() not in (log_dir / args.name).resolve().parents:  # "..", "." or ""
+        raise ConfigError(f"--name {args.name or repr('')}: a run name is a folder under --log_dir, not a path out of it")
     positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                 "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes,
                 **({} if args.subset is None else {"subset": args.subset})}
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"--{flag} must be positive, got {value}")
-    if getattr(args, "lr_final", None) is not None and args.lr_final <= 0:
-        raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
+    if getattr(args, "lr_final", None) is not None and not 0 < args.lr_final <= args.lr:  # a decay, not a rise
+        raise ConfigError(f"--lr_final must be in (0, --lr], got {args.lr_final} with --lr {args.lr}")
     if not 0.0 <= getattr(args, "ema_decay", 0.0) < 1.0:
         raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     if args.num_workers < 0:
@@ -293,7 +263,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
         from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
         given = {**from_file, **explicit}
         args = resolve_settings(defaults, given, task_defaults)
-        args.name = args.name or default_name(args)
+        args.name = default_name(args) if args.name is None else args.name
         if args.resume is not None:
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():

@@ -1,5 +1,6 @@
-"""The judge's figures while a generator trains: every few epochs, the figures of metrics.json and the class
-histogram of a fixed draw of samples go to TensorBoard, and a generator collapsed onto few digits is warned about.
+"""The judge's flags (its evaluation after training, its curve during it), and its figures while a generator
+trains: every few epochs, the figures of metrics.json and the class histogram of a fixed draw of samples go to
+TensorBoard, and a generator collapsed onto few digits is warned about.
 
 The draw is the same every time (the run's seed), so the curve moves with the model, not with the draw.
 Its Fréchet distance is biased upwards by the sample count (2,000 samples read higher than the 10,000 of
@@ -17,15 +18,41 @@ from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.callbacks import _batch_step
-from shared.cli import ConfigError, check_judge_flags
+from shared.cli import ConfigError
+from shared.data import DataFileError
 from shared.evaluation import COVERAGE_FRACTION, NUM_DIGITS, SampleQualityEvaluator, class_counts, draw_samples, \
     real_images
-from shared.judge import load_judge
+from shared.judge import DEFAULT_JUDGE_PATH, load_judge
+from shared.runs import judge_file  # the scripts' flag type: one rule for a judge's path
 from shared.utils import figure_to_tensor, log_grid
 
 # One digit in more than half of the samples (five times its fair share) is a collapse even when every digit
 # still shows up; a digit in under COVERAGE_FRACTION of them (the judge's "digits covered") counts as missing.
 DOMINANT_SHARE = 0.5
+
+
+def add_judge_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of the judged evaluation after training (GAN, AAE)."""
+    parser.add_argument("--eval_samples", type=int, default=10_000,
+                        help="samples the judge scores after training (0: skip)")
+    parser.add_argument("--judge", default=None,
+                        help=f"judge checkpoint (trained there first if missing); none: the bundled {DEFAULT_JUDGE_PATH}")
+
+
+def check_judge_flags(args: argparse.Namespace) -> None:
+    """Also reads the judge to be used, so that a broken file stops the command before training, not after."""
+    if args.eval_samples == 1 or args.eval_samples < 0:
+        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
+    if args.judge is not None:
+        try:
+            judge_file(args.judge)
+        except argparse.ArgumentTypeError as err:
+            raise ConfigError(f"--judge {err}") from None
+    if args.eval_samples and (args.judge is None or Path(args.judge).is_file()):
+        try:
+            load_judge(args.judge)
+        except DataFileError as err:  # the file's problem, not the settings': exit status 1, as for MNIST
+            raise SystemExit(f"error: {err}") from None
 
 
 def add_judge_curve_flags(parser: argparse.ArgumentParser) -> None:
