@@ -272,6 +272,10 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"--resume {run_dir}: no config.yaml there (the run's settings): restore it from a copy")
+            for flag, there in (("name", run_dir.parent.name), ("log_dir", str(run_dir.parent.parent))):
+                if args.resume != "latest" and flag in explicit and Path(explicit[flag]).resolve() != Path(there).resolve():
+                    raise ConfigError(f"--{flag} {explicit[flag]}: --resume {run_dir} continues that run where it is "
+                                      f"(its {flag}: {there}); drop --{flag}")
             saved = run_config_settings(parser, run_dir)
             for flag in (flag for flag in given if flag not in RESUME_MAY_CHANGE):
                 if given[flag] != saved.get(flag, defaults[flag]):

@@ -204,8 +204,16 @@ def test_a_finished_run_whose_last_checkpoint_holds_an_earlier_epoch_is_still_fi
 
 
 @pytest.mark.slow
-def test_a_resumed_run_keeps_its_name_and_folder_in_its_record_whatever_name_and_log_dir_say(finished_run, tmp_path):
-    main(["--resume", str(finished_run), "--epochs", "3", "--name", "other", "--log_dir", str(tmp_path / "elsewhere")])
+def test_a_resumed_run_stays_where_it_is_and_its_record_says_so(finished_run, tmp_path, capsys):
+    # --name and --log_dir typed with --resume RUN_DIR were ignored unsaid: the user may think the run moved
+    for flag, value, there in (("--name", "other", "vae_mlp_z4"),
+                               ("--log_dir", str(tmp_path / "elsewhere"), str(finished_run.parent.parent))):
+        fails_with_one_line(lambda: main(["--resume", str(finished_run), flag, value]), capsys, 2,
+                            f"{flag} {value}: --resume {finished_run} continues that run where it is "
+                            f"(its {flag[2:]}: {there}); drop {flag}")
+    named = tmp_path / "named.yaml"  # a shipped config names its runs; resumed with it, the run keeps its own name
+    named.write_text(f"name: other\nlog_dir: {tmp_path / 'elsewhere'}\n")
+    main(["--resume", str(finished_run), "--epochs", "3", "--config", str(named)])
     config = yaml.safe_load((finished_run / "config.yaml").read_text())
     assert (config["name"], Path(config["log_dir"])) == ("vae_mlp_z4", finished_run.parent.parent)
     assert not (tmp_path / "elsewhere").exists()
