@@ -94,7 +94,7 @@ class AAE(GenerativeModel, LeanLightningModule):
         self.untoggle_optimizer(optimizer)
 
     def training_step(self, batch, batch_idx):
-        """Returns ``loss`` (reconstruction, nats per image), ``d_loss`` and ``g_loss``."""
+        """Returns ``recon`` (the training loss: reconstruction, nats per image), ``d_loss`` and ``g_loss``."""
         imgs = batch[0]
         opt_ae, opt_d, opt_g = self.optimizers()
 

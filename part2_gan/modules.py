@@ -163,7 +163,7 @@ class GAN(GenerativeModel, LeanLightningModule):
         return loss, figures
 
     def training_step(self, batch, batch_idx):
-        """Returns ``loss`` (the discriminator's: 2 ln 2 for one that cannot tell) and ``g_loss``."""
+        """Returns ``d_loss`` (the training loss: 2 ln 2 for a discriminator that cannot tell) and ``g_loss``."""
         real = batch[0]
         opt_g, opt_d = self.optimizers()
 

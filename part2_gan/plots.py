@@ -1,5 +1,5 @@
 """Figures of Part 2 rendered off-screen (Agg, no pyplot state) to ``[3, H, W]`` tensors in [0, 1], so
-they travel through ``image_grids()`` to TensorBoard and PNG like any sample grid."""
+they travel through ``logged_images()`` to TensorBoard and PNG like any sample grid."""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,7 @@
 """Pictures every part uses: image grids, the 2-D latent manifold, latent interpolations, figures as tensors.
 
-(``elbo_to_bpd`` lives in :mod:`shared.densities`; it is imported here too because the course assignment
-and older code import it from ``shared.utils``.)
+(``elbo_to_bpd``, ``dequantize`` and ``quantize`` live in :mod:`shared.densities`; they are imported here too because
+the course assignment and older code import them from ``shared.utils``.)
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) 
 
 def figure_to_tensor(figure: Figure) -> torch.Tensor:
     """Render a matplotlib figure off-screen (Agg: no display, no pyplot state) to RGB ``[3, H, W]`` in [0, 1],
-    so plots travel through ``image_grids()`` to TensorBoard and PNG like any sample grid."""
+    so plots travel through ``logged_images()`` to TensorBoard and PNG like any sample grid."""
     canvas = figure.canvas if isinstance(figure.canvas, FigureCanvasAgg) else FigureCanvasAgg(figure)
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba())
