@@ -126,21 +126,23 @@ class VAE(GenerativeModel, StagedModule):
         return rec.mean(), kl.mean(), self._bpd(rec + kl).mean()
 
     @torch.no_grad()
-    def sample(self, n: int, z: torch.Tensor | None = None, means: bool = False) -> torch.Tensor:
+    def sample(self, n: int, means: bool = False) -> torch.Tensor:
         """``[n, 1, 28, 28]`` samples in [0, 1], or with ``means`` the per-pixel means they are drawn from.
 
         Bernoulli: binary samples. Gaussian: mean + std * noise, quantized to the 8-bit image it falls
         in (shown as k / 255); the means are the sigmoid outputs. The samples are drawn either way, so
         that ``means=True`` under a seed gives the means of exactly the samples ``means=False`` gives.
         """
-        if z is None:
-            z = torch.randn(n, self.hparams.z_dim, device=self.device)
+        pixel_means, samples = self._decode_and_draw(torch.randn(n, self.hparams.z_dim, device=self.device))
+        return pixel_means if means else samples
+
+    def _decode_and_draw(self, z: torch.Tensor, generator: torch.Generator | None = None):
+        """(the per-pixel means of the images of ``z``, the images drawn from them)."""
         pixel_means = torch.sigmoid(self.decoder(z))
         if self.gaussian:
-            samples = quantize_grey(pixel_means + torch.exp(self.pixel_log_std()) * torch.randn_like(pixel_means))
-        else:
-            samples = torch.bernoulli(pixel_means)
-        return pixel_means if means else samples
+            noise = torch.randn(pixel_means.shape, generator=generator, device=self.device)
+            return pixel_means, quantize_grey(pixel_means + torch.exp(self.pixel_log_std()) * noise)
+        return pixel_means, torch.bernoulli(pixel_means, generator=generator)
 
     def _log_weights(self, imgs: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, n: int) -> torch.Tensor:
         """``[n, B]``: log p(x, z_i) - log q(z_i | x) for n reparameterised draws z_i ~ q(z | x) per image."""
@@ -216,13 +218,7 @@ class VAE(GenerativeModel, StagedModule):
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:
         """8x8 grids from the fixed noise: the means and samples drawn from them; the manifold (means) when z is 2-D."""
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        means = torch.sigmoid(self.decoder(self.fixed_z))
-        if self.gaussian:
-            noise = torch.randn(means.shape, generator=generator, device=self.device)
-            samples = quantize_grey(means + torch.exp(self.pixel_log_std()) * noise)
-        else:
-            samples = torch.bernoulli(means, generator=generator)
+        means, samples = self._decode_and_draw(self.fixed_z, torch.Generator(device=self.device).manual_seed(0))
         grids = {"samples": make_grid(samples), "sample_means": make_grid(means)}
         if self.hparams.z_dim == 2:
             grids["manifold"] = visualize_manifold(self.decoder)

@@ -27,7 +27,7 @@ class GeneratorMLP(nn.Module):
     def __init__(self, z_dim: int = 32, hidden_dims: Sequence[int] = (128, 256, 512),
                  output_shape: Sequence[int] = (1, 28, 28), dp_rate: float = 0.1):
         super().__init__()
-        self.z_dim, self.output_shape = z_dim, tuple(output_shape)
+        self.output_shape = tuple(output_shape)
         sizes = [z_dim, *hidden_dims]
         self.net = nn.Sequential(*_hidden_blocks(sizes, dp_rate), nn.Linear(sizes[-1], math.prod(output_shape)),
                                  nn.Tanh())
@@ -76,7 +76,6 @@ class GeneratorDCGAN(nn.Module):
     def __init__(self, z_dim: int = 32, num_filters: int = 32, init: str = "default", conv_blocks: int = 0):
         super().__init__()
         c = num_filters
-        self.z_dim = z_dim
         self.linear = nn.Sequential(nn.Linear(z_dim, 2 * c * 7 * 7, bias=False), nn.BatchNorm1d(2 * c * 7 * 7),
                                     nn.ReLU())
         self.net = nn.Sequential(

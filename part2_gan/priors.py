@@ -81,15 +81,17 @@ class SwissRollPrior:
     def _points(self, t: torch.Tensor) -> torch.Tensor:
         return self.scale * t[:, None] * torch.stack([t.cos(), t.sin()], dim=1)
 
+    def _t(self, u: torch.Tensor) -> torch.Tensor:
+        """The inverse CDF of t's density (proportional to t) at ``u`` in [0, 1]."""
+        return (self.t_min ** 2 + u * (self.t_max ** 2 - self.t_min ** 2)).sqrt()
+
     def sample(self, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, device=device)
-        t = (self.t_min ** 2 + u * (self.t_max ** 2 - self.t_min ** 2)).sqrt()  # inverse CDF of density ~ t
+        t = self._t(torch.rand(n, generator=generator, device=device))
         return self._points(t) + self.noise * torch.randn(n, 2, generator=generator, device=device)
 
     def walk(self, n: int = 100) -> torch.Tensor:
         """``n`` noise-free points along the roll from its centre outwards, evenly spaced in length."""
-        u = torch.linspace(0.0, 1.0, n)
-        return self._points((self.t_min ** 2 + u * (self.t_max ** 2 - self.t_min ** 2)).sqrt())
+        return self._points(self._t(torch.linspace(0.0, 1.0, n)))
 
 
 PRIORS = {"gaussian": GaussianPrior, "mog": MixtureOfGaussiansPrior, "swiss_roll": SwissRollPrior}

@@ -11,8 +11,7 @@ from matplotlib.figure import Figure
 from shared.utils import figure_to_tensor
 
 
-def density_contours(densities: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-                     title: str = "") -> torch.Tensor:
+def density_contours(densities: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One filled-contour panel per ``name -> [n, n]`` density on the mesh ``x, y`` (each ``[n, n]``)."""
     fig = Figure(figsize=(3.6 * len(densities), 3.4))
     axes = fig.subplots(1, len(densities), squeeze=False)
@@ -20,7 +19,6 @@ def density_contours(densities: dict[str, torch.Tensor], x: torch.Tensor, y: tor
         ax.contourf(x.cpu().numpy(), y.cpu().numpy(), density.cpu().numpy(), levels=20, cmap="viridis")
         ax.set_title(name)
         ax.set_aspect("equal")
-    fig.suptitle(title)
     fig.tight_layout()
     return figure_to_tensor(fig)
 
