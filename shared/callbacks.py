@@ -17,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
 
 from shared.batches import TensorSplitsDataModule
+from shared.generative import evaluating
 from shared.progress import duration
 from shared.utils import log_grid, save_grid
 
@@ -90,7 +91,7 @@ class LossMonitor(pl.Callback):
         self.first_loss, self.batches_seen = state_dict["first_loss"], state_dict["batches_seen"]
 
 
-def _batch_step(trainer: pl.Trainer) -> int:
+def batch_step(trainer: pl.Trainer) -> int:
     """TensorBoard's step at an epoch's end (0 before training): the index of the last training batch, where Lightning
     logs its epoch-end figures, from its count of batches, which checkpoints carry (right for a run resumed on
     another number of processes, whose epochs had other numbers of batches)."""
@@ -111,12 +112,10 @@ class LoggedImagesCallback(pl.Callback):
     def _log(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         if not trainer.is_global_zero:
             return
-        was_training = pl_module.training
-        pl_module.eval()
-        for name, grid in pl_module.logged_images().items():
-            log_grid(trainer.logger, name, grid, _batch_step(trainer))
-            save_grid(grid, self.sample_dir / f"{name}_epoch{epoch:03d}.png")
-        pl_module.train(was_training)
+        with evaluating(pl_module):
+            for name, grid in pl_module.logged_images().items():
+                log_grid(trainer.logger, name, grid, batch_step(trainer))
+                save_grid(grid, self.sample_dir / f"{name}_epoch{epoch:03d}.png")
 
     def on_train_start(self, trainer, pl_module) -> None:
         if 0 in self.epochs and trainer.current_epoch == 0 and trainer.global_step == 0:

@@ -25,7 +25,7 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from shared.data import DYNAMIC_EVAL_SEEDS, dynamically_binarized, load_mnist, to_model_range
-from shared.generative import GenerativeModel
+from shared.generative import GenerativeModel, evaluating
 from shared.judge import DigitClassifier, load_judge
 from shared.progress import Progress
 
@@ -74,17 +74,14 @@ def draw_samples(model: GenerativeModel, n: int, seed: int = 0, batch_size: int 
     """
     if means and "means" not in inspect.signature(model.sample).parameters:
         raise ValueError(f"{type(model).__name__} has no means to sample: its sample() takes no 'means'")
-    was_training = model.training
-    model.eval()
     chunks, progress = [], Progress("drawing samples", n, "samples")  # silent unless it takes more than 2 s
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), evaluating(model):
         torch.manual_seed(seed)
         for start in range(0, n, batch_size):
             k = min(batch_size, n - start)
             chunks.append((model.sample(k, means=True) if means else model.sample(k)).float().cpu())
             progress.advance(k)
     progress.finish()
-    model.train(was_training)
     return to_unit_range(torch.cat(chunks), (0.0, 1.0))
 
 

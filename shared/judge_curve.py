@@ -17,7 +17,7 @@ import torch
 from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_warn
 
-from shared.callbacks import _batch_step
+from shared.callbacks import batch_step
 from shared.cli import ConfigError
 from shared.data import DataFileError
 from shared.evaluation import COVERAGE_FRACTION, NUM_DIGITS, SampleQualityEvaluator, class_counts, draw_samples, \
@@ -166,7 +166,7 @@ class JudgeCurveCallback(pl.Callback):
             self.history[epoch]["frechet_distance_trained_weights"] = logged["judge_fd_trained_weights"] = \
                 trained["frechet_distance"]
         if trainer.logger is not None:
-            step = _batch_step(trainer)
+            step = batch_step(trainer)
             title = f"epoch {epoch}: {self.num_samples:,} samples, Fréchet {figures['frechet_distance']:.3g}"
             histogram = render_class_histogram(counts, title)
             # What the point cost the run (the first one also loads the judge and reads the test images once).

@@ -240,8 +240,9 @@ class NoiseModel(torch.nn.Module):
         return torch.rand(n, 1, 28, 28) + self.low
 
 
-def test_draw_samples_is_reproducible_and_keeps_the_global_random_state():
+def test_draw_samples_is_reproducible_and_keeps_the_global_random_state_and_each_modules_mode():
     model = NoiseModel().train()
+    model.frozen = torch.nn.BatchNorm1d(2).eval()  # a part kept in eval mode stays there (train() set it training)
     torch.manual_seed(123)
     expected_next = torch.rand(1)
     torch.manual_seed(123)
@@ -249,7 +250,7 @@ def test_draw_samples_is_reproducible_and_keeps_the_global_random_state():
     assert torch.equal(torch.rand(1), expected_next)
     assert torch.equal(first, draw_samples(model, 250, seed=5))
     assert first.shape == (250, 1, 28, 28) and first.min() >= 0 and first.max() <= 1
-    assert model.training
+    assert model.training and not model.frozen.training
 
 
 def test_draw_samples_rejects_samples_outside_the_unit_range_and_means_a_model_lacks():

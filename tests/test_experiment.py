@@ -49,7 +49,7 @@ def test_a_variable_the_user_set_otherwise_is_left_alone(monkeypatch):
 @pytest.mark.parametrize("flags, precision, warned", [
     ("fpu avx2 avx512f", "bf16-mixed", True),
     ("fpu avx2 avx512f avx512_bf16", "bf16-mixed", False),
-    ("fpu amx_bf16", "bf16-true", False),
+    ("fpu amx_bf16", "bf16-mixed", False),
     ("fpu avx2", "32-true", False),
     (None, "bf16-mixed", False),  # flags unknown (not Linux): no guess
 ])
@@ -169,13 +169,13 @@ def test_images_sit_at_lightnings_count_of_batches_not_epochs_times_this_calls_b
     16 in its second, epoch 2's figures are at batch 23, where Lightning logs them (epochs x 16 put its images at 31)."""
     from types import SimpleNamespace
 
-    from shared.callbacks import _batch_step
+    from shared.callbacks import batch_step
 
     trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(_batches_that_stepped=24)),
                               num_training_batches=16, current_epoch=1)
-    assert _batch_step(trainer) == 23
+    assert batch_step(trainer) == 23
     trainer.fit_loop.epoch_loop._batches_that_stepped = 0  # before training: the untrained grids
-    assert _batch_step(trainer) == 0
+    assert batch_step(trainer) == 0
 
 
 @pytest.mark.parametrize("own, other, message", [
