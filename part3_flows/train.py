@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="MNIST tasks: data-initialised actnorm before each coupling")
     add("--logit_alpha", type=float, default=LOGIT_ALPHA,
         help="MNIST tasks: the logit pre-transform squeezes pixels into [alpha, 1 - alpha] first")
-    add("--temperature", type=float, default=0.7, help="MNIST tasks: scale on the base noise when sampling")
+    add("--temperature", type=float, default=default_of(ImageFlowModule, "temperature"),
+        help="MNIST tasks: scale on the base noise when sampling")
     add("--test_dequant_samples", type=int, default=default_of(ImageFlowModule, "test_dequant_samples"),
         help="MNIST tasks: dequantization draws per test image")
     add("--interpolation_steps", type=int, default=default_of(ImageFlowModule, "interpolation_steps"),
