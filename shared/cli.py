@@ -195,9 +195,9 @@ def run_config_settings(parser: argparse.ArgumentParser, run_dir: Path) -> dict:
 
 
 def latest_run(log_dir: str, name: str) -> Path:
-    runs = [run for run in Path(log_dir, name).glob("version_*") if run.name.removeprefix("version_").isdigit()
-            and (run / "checkpoints" / "last.ckpt").is_file()]
-    runs.sort(key=lambda run: int(run.name.removeprefix("version_")))
+    from shared.runs import run_versions  # which reads a run's settings through this module
+
+    runs = [run for run in run_versions(log_dir, name) if (run / "checkpoints" / "last.ckpt").is_file()]
     if not runs:
         raise ConfigError(f"--resume: no run with checkpoints/last.ckpt under {Path(log_dir, name)}")
     return runs[-1]

@@ -14,9 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from shared.utils import interpolate_latents, make_grid  # noqa: E402
+from shared.yaml_file import read_yaml_mapping  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def has_likelihood(loaded: Loaded) -> bool:
 def run_config(loaded: Loaded) -> dict:
     """The run's config.yaml ({} where there is none)."""
     path = Path(loaded.run_dir) / "config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    return read_yaml_mapping(path) if path.is_file() else {}  # read when the run was loaded: no new refusal
 
 
 def data_of(loaded: Loaded) -> str:

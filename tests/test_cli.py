@@ -112,7 +112,7 @@ def test_a_refusal_names_the_file_that_set_any_flag_it_names(tmp_path, capsys, m
     ("part2_gan.train", ["--model", "dcgan", "--dp_rate_gen", "0.2"], "--dp_rate_gen 0.2: only runs with --model mlp"),
     ("part2_gan.train", ["--info_weight", "2"], "--info_weight 2.0: only runs with --categorical_code 2 or more"),
     ("part3_flows.train", ["--task", "mnist", "--num_flows", "3"], "--num_flows 3: only runs with --task toy"),
-    ("part3_flows.train", ["--temperature", "1.0"], "--temperature 1.0: only runs with an MNIST task"),
+    ("part3_flows.train", ["--temperature", "0.7"], "--temperature 0.7: only runs with an MNIST task"),
     ("part3_flows.train", ["--task", "mnist", "--dequantization", "uniform", "--dequant_channels", "8"],
      "--dequant_channels 8: only runs with --dequantization variational"),
 ])
