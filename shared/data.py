@@ -28,6 +28,14 @@ _IDX_MAGIC = {3: 0x00000803, 1: 0x00000801}  # ubyte tensors of rank 3 (images) 
 # every run sees the same binary images.
 DYNAMIC_EVAL_SEEDS = {"val": 0, "test": 1}
 
+# The data variants every figure is labelled with: figures of different variants never share a ranking.
+THRESHOLD, DYNAMIC, GREY = "threshold-binarized", "dynamically binarized", "8-bit grey"
+
+
+def variant_name(binarized: bool, dynamic: bool = False) -> str:
+    """The variant of MNIST binarized (by threshold, or with ``dynamic`` drawn from the grey levels) or not."""
+    return (DYNAMIC if dynamic else THRESHOLD) if binarized else GREY
+
 
 class DataFileError(RuntimeError):
     """A data file is missing, truncated or corrupt; the message names the file and the fix."""
@@ -149,8 +157,7 @@ class MNISTDataModule(TensorSplitsDataModule):
     def description(self) -> dict:
         """What a run's config.yaml records about its data."""
         end_of_train = 60_000 if self.train_on_all else TRAIN_SIZE
-        pixels = "8-bit grey" if not self.binarize else "dynamically binarized" if self.dynamic else "threshold-binarized"
-        return {"dataset": "MNIST", "pixels": pixels,
+        return {"dataset": "MNIST", "pixels": variant_name(self.binarize, self.dynamic),
                 "value_range": "[-1, 1]" if self.value_range == "pm1" else "[0, 1]",
                 "train": self._span("training images", 0, end_of_train),
                 "val": self._span("training images", TRAIN_SIZE, VAL_SIZE),

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from shared.data import DYNAMIC_EVAL_SEEDS, dynamically_binarized, load_mnist, to_model_range
+from shared.data import DYNAMIC_EVAL_SEEDS, dynamically_binarized, load_mnist, to_model_range, variant_name
 from shared.generative import GenerativeModel, evaluating
 from shared.judge import DigitClassifier, load_judge
 from shared.progress import Progress
@@ -184,10 +184,6 @@ def real_images(split: str, binarized: bool, data_dir: str | Path | None = None,
     return to_model_range(images, binarize=binarized)
 
 
-def reference_name(binarized: bool, dynamic: bool = False) -> str:
-    return ("dynamically binarized" if dynamic else "threshold-binarized") if binarized else "8-bit grey"
-
-
 def real_reference(judge: DigitClassifier, binarized: bool, num_samples: int, data_dir: str | Path | None = None,
                    seed: int = 0, progress: bool = True, dynamic: bool = False
                    ) -> tuple[SampleQualityEvaluator, dict[str, float]]:
@@ -221,7 +217,7 @@ def evaluate_samples(judge: DigitClassifier, samples: torch.Tensor, binarized: b
     evaluator, ceiling = reference or real_reference(judge, binarized, len(samples), data_dir, seed, progress, dynamic)
     figures, logits = evaluator.evaluate_with_logits(samples, progress=progress)
     results = {**{name: figures[name] for name in FIGURES}, **{f"real_{name}": ceiling[name] for name in FIGURES},
-               "num_samples": len(samples), "reference": reference_name(binarized, dynamic)}
+               "num_samples": len(samples), "reference": variant_name(binarized, dynamic)}
     if per_digit:
         results.update(per_digit=per_digit_figures(logits), real_per_digit=per_digit_figures(evaluator.reference_logits))
     return results

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from shared.data import variant_name  # noqa: E402
 from shared.utils import interpolate_latents, make_grid  # noqa: E402
 from shared.yaml_file import read_yaml_mapping  # noqa: E402
 
@@ -58,7 +59,7 @@ def data_of(loaded: Loaded) -> str:
     """The MNIST variant a run was trained and tested on (threshold-binarized, dynamically binarized, 8-bit grey),
     as its metrics.json says, else its config.yaml's data, else what its model models (runs before either said)."""
     described = loaded.metrics.get("data") or (run_config(loaded).get("data") or {}).get("pixels")
-    return described or ("threshold-binarized" if loaded.model.data == "binary" else "8-bit grey")
+    return described or variant_name(loaded.model.data == "binary")
 
 
 def test_bpd(loaded: Loaded) -> float:

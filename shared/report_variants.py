@@ -12,12 +12,11 @@ import time
 
 import torch
 
-from shared.data import DYNAMIC_EVAL_SEEDS, dynamically_binarized, to_model_range
+from shared.data import DYNAMIC, DYNAMIC_EVAL_SEEDS, GREY, THRESHOLD, dynamically_binarized, to_model_range
 from shared.evaluation import draw_samples, evaluate_samples, real_reference
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
 from shared.report import Loaded, data_of, has_likelihood, phase, run_config
 
-THRESHOLD, DYNAMIC, GREY = "threshold-binarized", "dynamically binarized", "8-bit grey"
 DESCRIPTIONS = {THRESHOLD: "pixels > 0.5",
                 DYNAMIC: f"pixels drawn from Bernoulli(grey); the test set is one fixed draw, seed "
                          f"{DYNAMIC_EVAL_SEEDS['test']}",
