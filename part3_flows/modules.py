@@ -219,13 +219,16 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         datamodule = self.trainer.datamodule
         # Moved as a training batch is (Lightning's transfer, with the data module's hook: with workers, the step
         # that draws dynamically binarized images).
-        images = self.trainer.strategy.batch_to_device(next(iter(datamodule.train_dataloader())))[0]
-        self.flow.data_init(self.dequantized(images)[0])
-        if self.averaged is not None:  # the average starts at the initialised weights, as its grids at epoch 0 show
-            self.averaged.load_state_dict(nn.ModuleList([self.flow, self.dequantizer]).state_dict())
+        self.init_from_data(self.trainer.strategy.batch_to_device(next(iter(datamodule.train_dataloader())))[0])
         test_images = next(iter(datamodule.test_dataloader()))[0]
         index = torch.arange(2 * self.hparams.num_interpolations) % len(test_images)
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))
+
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Actnorm's data init from a training batch (``images`` as served), the weight average from its result."""
+        self.flow.data_init(self.dequantized(images)[0])
+        if self.averaged is not None:  # the average starts at the initialised weights, as its grids at epoch 0 show
+            self.averaged.load_state_dict(nn.ModuleList([self.flow, self.dequantizer]).state_dict())
         self.data_ready.fill_(True)
 
     def nll_draws(self, x: torch.Tensor, draws: int | None = None) -> torch.Tensor:

@@ -110,8 +110,7 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
     train = datamodule.splits["train"]
     images = train.images.to(device)
     if command is flow_command:  # the actnorm data init a fit does first, done once for both ways
-        template.flow.data_init(template.dequantized(images[:args.batch_size])[0])
-        template.data_ready.fill_(True)
+        template.init_from_data(images[:args.batch_size])
     count = len(train) if batches is None else min(len(train), batches * args.batch_size)
     plain_loss = {vae_command: lambda model, x: model(x)[2],
                   flow_command: lambda model, x: model.bpd(model.nll(x)).mean()}.get(command)

@@ -46,8 +46,7 @@ def main(argv=None) -> dict:
     channels_last = flow_command.build_model(run_args)
     levels = channels_last.num_levels
     batch = torch.randint(0, levels, (run_args.batch_size, 1, 28, 28)).float() / (levels - 1)
-    channels_last.flow.data_init(channels_last.dequantized(batch)[0])
-    channels_last.data_ready.fill_(True)
+    channels_last.init_from_data(batch)
     ways = {"channels_last": channels_last, "contiguous": contiguous_copy(channels_last)}
     optimizers = {name: torch.optim.Adam(model.parameters(), run_args.lr) for name, model in ways.items()}
     seconds = {name: [] for name in ways}
