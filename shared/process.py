@@ -1,6 +1,7 @@
 """What every process that drives a Trainer does first, and what it tells a person: Lightning's known noise
 dropped, the project's own warnings on one line, no NVML lookup a step where it is futile; the machine's name
-and whether its CPU has bf16 arithmetic; a command or script ended by Ctrl-C in one line."""
+and whether its CPU has bf16 arithmetic; a command or script ended by Ctrl-C in one line, not by its output's reader
+going away."""
 from __future__ import annotations
 
 import ctypes
@@ -117,9 +118,41 @@ def cpu_lacks_bf16_arithmetic() -> bool:
     return flags is not None and not {"avx512_bf16", "amx_bf16"} & set(flags.split())
 
 
+class OutlivesItsReader:
+    """A stream (stdout) that goes on writing when its reader has gone, as a pipe into ``head`` that has read its
+    lines: Python raises BrokenPipeError at the next write, which stopped a training in mid-epoch. What follows is
+    dropped; the run goes on and writes its records."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._drop_what_follows()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._drop_what_follows()
+
+    def _drop_what_follows(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def run_script(main) -> None:
     """Run a script's ``main()``: Ctrl-C ends it with one line and the shell's status for it (130), no traceback; in
-    a Lightning stage too, where Lightning takes the Ctrl-C, stops gracefully and exits with status 1."""
+    a Lightning stage too, where Lightning takes the Ctrl-C, stops gracefully and exits with status 1. A reader of
+    its output that goes away (``| head``) does not end it."""
+    sys.stdout = OutlivesItsReader(sys.stdout)
     ctrl_c_seen = []
 
     def on_ctrl_c(signum, frame):

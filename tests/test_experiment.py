@@ -5,6 +5,7 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -16,7 +17,7 @@ import shared.lightning_trainer
 import shared.judge_curve
 import shared.process
 from shared.callbacks import LossMonitor, NonFiniteLossError
-from shared.process import silence_known_noise, skip_futile_nvml_check
+from shared.process import run_script, silence_known_noise, skip_futile_nvml_check
 from tests.conftest import needs_two_cores
 
 
@@ -252,3 +253,19 @@ def test_the_processes_lightnings_launcher_starts_leave_ctrl_c_to_rank_zero(monk
     monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.append((signum, handler)))
     shared.leave_ctrl_c_to_rank_zero()
     assert handlers == ([(signal.SIGINT, signal.SIG_IGN)] if ignored else [])
+
+
+def test_a_command_whose_output_reader_went_away_goes_on(monkeypatch):
+    """`python -m part1_vae.train | head -1`: the next line raised BrokenPipeError, which stopped the training."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone
+    monkeypatch.setattr(sys, "stdout", os.fdopen(write_end, "w"))
+    epochs_done = []
+
+    def main():
+        for epoch in range(1, 4):
+            print(f"epoch {epoch}/3", flush=True)
+            epochs_done.append(epoch)
+    run_script(main)
+    assert epochs_done == [1, 2, 3]
+    print("the run's last line", flush=True)  # and at the interpreter's end, its last flush
