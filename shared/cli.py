@@ -217,8 +217,11 @@ def _check_shared(args: argparse.Namespace) -> None:
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"--{flag} must be positive, got {value}")
-    if getattr(args, "lr_final", None) is not None and not 0 < args.lr_final <= args.lr:  # a decay, not a rise
-        raise ConfigError(f"--lr_final must be in (0, --lr], got {args.lr_final} with --lr {args.lr}")
+    if getattr(args, "lr_final", None) is not None and args.lr_final <= 0:
+        raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
+    if getattr(args, "lr_final", None) is not None and args.lr_final > args.lr:  # a task's default, maybe
+        raise ConfigError(f"--lr_final {args.lr_final} is above --lr {args.lr}: the rate decays to it; pass --lr_final "
+                          f"{args.lr} or less, or none for a constant rate")
     if not 0.0 <= getattr(args, "ema_decay", 0.0) < 1.0:
         raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
     if args.num_workers < 0:

@@ -45,7 +45,8 @@ def nothing_written(tmp_path) -> bool:
     (["--name", "../elsewhere"], "--name ../elsewhere: a run name is a folder under --log_dir"),
     (["--name", "."], "--name .: a run name is a folder under --log_dir"),  # the versions went into --log_dir itself
     (["--name", ""], "--name '': a run name is a folder under --log_dir"),  # it took the default name unsaid
-    (["--lr_final", "0.1"], "--lr_final must be in (0, --lr], got 0.1 with --lr 0.001"),  # the help says a decay
+    (["--lr_final", "0.1"], "--lr_final 0.1 is above --lr 0.001: the rate decays to it; pass --lr_final 0.001 or "
+                            "less, or none for a constant rate"),  # the help says a decay
     pytest.param(["--precision", "16-mixed"], "--precision 16-mixed: float16 mixed precision is a GPU's",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
