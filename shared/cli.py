@@ -194,6 +194,15 @@ def run_config_settings(parser: argparse.ArgumentParser, run_dir: Path) -> dict:
     return {**getattr(parser, "values_before_flags", {}), **load_settings(parser, run_dir / "config.yaml")}
 
 
+def _where_a_run_is(run_dir: Path, saved: dict) -> tuple[str, str]:
+    """(log_dir, name) of the run in ``run_dir``: those its config.yaml records where they lead there (a name may be
+    nested, ``group/run``), else the folders it is in (a run moved, or a relative log_dir read from elsewhere)."""
+    here = run_dir.resolve().parent  # through a link to the version folder too
+    if "log_dir" in saved and "name" in saved and Path(saved["log_dir"], saved["name"]).resolve() == here:
+        return saved["log_dir"], saved["name"]
+    return str(here.parent), here.name
+
+
 def latest_run(log_dir: str, name: str) -> Path:
     from shared.runs import run_versions  # which reads a run's settings through this module
 
@@ -209,8 +218,9 @@ def _check_shared(args: argparse.Namespace) -> None:
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ConfigError(f"--{flag} must be finite, got {value}")
     log_dir = Path(args.log_dir)
-    if log_dir.resolve() not in (log_dir / args.name).resolve().parents:  # "..", "." or ""
-        raise ConfigError(f"--name {args.name or repr('')}: a run name is a folder under --log_dir, not a path out of it")
+    if not args.name.strip() or log_dir.resolve() not in (log_dir / args.name).resolve().parents:  # "..", "." or " "
+        shown = args.name if args.name.strip() else repr(args.name)
+        raise ConfigError(f"--name {shown}: a run name is a folder under --log_dir, not a path out of it")
     positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
                 "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes,
                 **({} if args.subset is None else {"subset": args.subset})}
@@ -219,7 +229,7 @@ def _check_shared(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {value}")
     if getattr(args, "lr_final", None) is not None and args.lr_final <= 0:
         raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
-    if getattr(args, "lr_final", None) is not None and args.lr_final > args.lr:  # a task's default, maybe
+    if getattr(args, "lr_final", None) is not None and args.lr_final > args.lr and args.resume is None:  # runs before
         raise ConfigError(f"--lr_final {args.lr_final} is above --lr {args.lr}: the rate decays to it; pass --lr_final "
                           f"{args.lr} or less, or none for a constant rate")
     if not 0.0 <= getattr(args, "ema_decay", 0.0) < 1.0:
@@ -275,18 +285,21 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"--resume {run_dir}: no config.yaml there (the run's settings): restore it from a copy")
-            for flag, there in (("name", run_dir.parent.name), ("log_dir", str(run_dir.parent.parent))):
-                if args.resume != "latest" and flag in explicit and Path(explicit[flag]).resolve() != Path(there).resolve():
-                    raise ConfigError(f"--{flag} {explicit[flag]}: --resume {run_dir} continues that run where it is "
-                                      f"(its {flag}: {there}); drop --{flag}")
             saved = run_config_settings(parser, run_dir)
+            run_log_dir, run_name = _where_a_run_is(run_dir, saved)
+            typed = [flag for flag in ("log_dir", "name") if flag in explicit]
+            here = Path(run_log_dir, run_name).resolve()
+            if typed and Path(explicit.get("log_dir", run_log_dir), explicit.get("name", run_name)).resolve() != here:
+                shown = " ".join(f"--{flag} {explicit[flag]}" for flag in typed)
+                raise ConfigError(f"{shown}: --resume {run_dir} continues that run where it is, in {here}; drop "
+                                  f"{' and '.join('--' + flag for flag in typed)}")
             for flag in (flag for flag in given if flag not in RESUME_MAY_CHANGE):
                 if given[flag] != saved.get(flag, defaults[flag]):
                     raise ConfigError(f"--{flag} {given[flag]}: a resumed run continues as it was set up (its "
                                       f"{flag}: {saved.get(flag, defaults[flag])}), its checkpoint and config.yaml "
                                       f"with it; start a new run to train with another")
             args = resolve_settings(defaults, {**saved, **given, "resume": str(run_dir)}, task_defaults)
-            args.log_dir, args.name = str(run_dir.parent.parent), run_dir.parent.name  # where the run is, whatever given
+            args.log_dir, args.name = run_log_dir, run_name
         _check_shared(args)
         check(args)
         _refuse_unused(parser, args, given, {**defaults, **(task_defaults(given) if task_defaults else {})})

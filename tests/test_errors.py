@@ -45,6 +45,7 @@ def nothing_written(tmp_path) -> bool:
     (["--name", "../elsewhere"], "--name ../elsewhere: a run name is a folder under --log_dir"),
     (["--name", "."], "--name .: a run name is a folder under --log_dir"),  # the versions went into --log_dir itself
     (["--name", ""], "--name '': a run name is a folder under --log_dir"),  # it took the default name unsaid
+    (["--name", " "], "--name ' ': a run name is a folder under --log_dir"),  # a folder named by a space
     (["--lr_final", "0.1"], "--lr_final 0.1 is above --lr 0.001: the rate decays to it; pass --lr_final 0.001 or "
                             "less, or none for a constant rate"),  # the help says a decay
     pytest.param(["--precision", "16-mixed"], "--precision 16-mixed: float16 mixed precision is a GPU's",
@@ -167,8 +168,8 @@ def test_a_resume_reads_the_config_file_given_with_it(finished_run, tmp_path, ca
 def test_a_run_recorded_before_a_check_existed_still_resumes(finished_run):
     # --train_k without --objective iwae is refused since 2026-12-06; runs made before hold it, to no effect
     config = finished_run / "config.yaml"
-    config.write_text(config.read_text().replace("train_k: 1", "train_k: 5"))
-    assert "train_k: 5" in config.read_text()
+    config.write_text(config.read_text().replace("train_k: 1", "train_k: 5").replace("lr_final: null", "lr_final: 0.01"))
+    assert "train_k: 5" in config.read_text() and "lr_final: 0.01" in config.read_text()  # above its lr: refused since
     assert main(["--resume", str(finished_run), "--epochs", "3"])["epochs"] == 3
 
 
@@ -207,17 +208,25 @@ def test_a_finished_run_whose_last_checkpoint_holds_an_earlier_epoch_is_still_fi
 @pytest.mark.slow
 def test_a_resumed_run_stays_where_it_is_and_its_record_says_so(finished_run, tmp_path, capsys):
     # --name and --log_dir typed with --resume RUN_DIR were ignored unsaid: the user may think the run moved
-    for flag, value, there in (("--name", "other", "vae_mlp_z4"),
-                               ("--log_dir", str(tmp_path / "elsewhere"), str(finished_run.parent.parent))):
+    for flag, value in (("--name", "other"), ("--log_dir", str(tmp_path / "elsewhere"))):
         fails_with_one_line(lambda: main(["--resume", str(finished_run), flag, value]), capsys, 2,
-                            f"{flag} {value}: --resume {finished_run} continues that run where it is "
-                            f"(its {flag[2:]}: {there}); drop {flag}")
+                            f"{flag} {value}: --resume {finished_run} continues that run where it is, in "
+                            f"{finished_run.parent}; drop {flag}")
     named = tmp_path / "named.yaml"  # a shipped config names its runs; resumed with it, the run keeps its own name
     named.write_text(f"name: other\nlog_dir: {tmp_path / 'elsewhere'}\n")
     main(["--resume", str(finished_run), "--epochs", "3", "--config", str(named)])
     config = yaml.safe_load((finished_run / "config.yaml").read_text())
     assert (config["name"], Path(config["log_dir"])) == ("vae_mlp_z4", finished_run.parent.parent)
     assert not (tmp_path / "elsewhere").exists()
+    # The same place another way: a link to the run, a nested name (QA: both were refused, or recorded elsewhere).
+    (tmp_path / "latest").symlink_to(finished_run)
+    main(["--resume", str(tmp_path / "latest"), "--epochs", "4", "--name", "vae_mlp_z4"])
+    run(tmp_path, "--name", "group/nested")
+    nested = tmp_path / "runs" / "group" / "nested" / "version_0"
+    main(["--resume", str(nested), "--epochs", "3", "--name", "group/nested", "--log_dir", str(tmp_path / "runs")])
+    for record in (finished_run / "config.yaml", nested / "config.yaml"):
+        config = yaml.safe_load(record.read_text())
+        assert Path(config["log_dir"], config["name"]) == record.parent.parent
 
 
 @pytest.mark.slow
