@@ -152,7 +152,8 @@ def run_script(main) -> None:
     """Run a script's ``main()``: Ctrl-C ends it with one line and the shell's status for it (130), no traceback; in
     a Lightning stage too, where Lightning takes the Ctrl-C, stops gracefully and exits with status 1. A reader of
     its output that goes away (``| head``) does not end it."""
-    sys.stdout = OutlivesItsReader(sys.stdout)
+    if not isinstance(sys.stdout, OutlivesItsReader):
+        sys.stdout = OutlivesItsReader(sys.stdout)
     ctrl_c_seen = []
 
     def on_ctrl_c(signum, frame):
