@@ -152,8 +152,6 @@ def main(argv=None) -> dict:
     if not isinstance(model, GenerativeModel):
         raise SystemExit(f"error: {args.run_dir}: {type(model).__name__} does not sample images "
                          f"(it is no shared.generative.GenerativeModel)")
-    unfinished = "" if (args.run_dir / "metrics.json").is_file() else " (the run has not finished: no metrics.json)"
-    print(f"Loaded {type(model).__name__} from {checkpoint}{unfinished}", flush=True)
     if args.per_code and not getattr(model, "hparams", {}).get("num_categories"):
         parser.error(f"--per_code: {args.run_dir} has no categorical code (trained without --categorical_code)")
     if args.per_code and args.num_samples < model.hparams.num_categories:  # before the scoring, not after it
@@ -177,6 +175,8 @@ def main(argv=None) -> dict:
         parser.error(f"--test_likelihood: {command.__name__} has no build_datamodule(args) to rebuild the run's data")
     if args.means and "means" not in inspect.signature(model.sample).parameters:  # before minutes of testing
         parser.error(f"--means: {type(model).__name__} samples no means (its sample() takes no 'means')")
+    unfinished = "" if (args.run_dir / "metrics.json").is_file() else " (the run has not finished: no metrics.json)"
+    print(f"Loaded {type(model).__name__} from {checkpoint}{unfinished}", flush=True)  # after the refusals: one line
     try:  # before minutes of testing and scoring, and before any output
         judge, record = load_judge(args.judge, run_args.data_dir)
     except DataFileError as err:
