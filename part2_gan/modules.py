@@ -69,9 +69,10 @@ class GAN(GenerativeModel, LeanLightningModule):
         self.register_buffer("ema_updates", torch.zeros(()) if ema_decay > 0 else None)
         self.keeps_weight_average, self.sample_from_average = ema_decay > 0, True
         # Fixed latents (saved with the checkpoint) so the grids of different epochs compare.
-        self.register_buffer("fixed_z", self._latents(64, torch.device("cpu")))
+        cpu = torch.device("cpu")
+        self.register_buffer("fixed_z", self._prior_latents(64, cpu))
         self.register_buffer("fixed_interpolation_ends",
-                             self._latents(2 * num_interpolations, torch.device("cpu")).view(2, num_interpolations, -1))
+                             self._prior_latents(2 * num_interpolations, cpu).view(2, num_interpolations, -1))
         self.example_input_array = torch.zeros(2, z_dim + num_categories)
         added = [f"{info_weight:g} x the code's cross-entropy"] * (num_categories > 0)
         added += ["the R1 penalty"] * (r1_gamma > 0)
@@ -91,8 +92,11 @@ class GAN(GenerativeModel, LeanLightningModule):
             return noise
         return torch.cat([noise, F.one_hot(codes, self.hparams.num_categories).to(noise.dtype)], dim=-1)
 
-    def _latents(self, batch_size: int, device: torch.device, code: int | None = None) -> torch.Tensor:
-        """Draws of the prior: Gaussian noise, and the code's values if any (uniform, or ``code`` for every row)."""
+    def _prior_latents(self, batch_size: int, device: torch.device | None = None, code: int | None = None
+                       ) -> torch.Tensor:
+        """Draws of the prior on ``device`` (the module's by default): Gaussian noise, and the code's values if any
+        (uniform, or ``code`` for every row)."""
+        device = self.device if device is None else device
         noise = torch.randn(batch_size, self.hparams.z_dim, device=device)
         codes = None
         if self.hparams.num_categories:
@@ -103,9 +107,6 @@ class GAN(GenerativeModel, LeanLightningModule):
     def _codes(self, latents: torch.Tensor) -> torch.Tensor:
         """The code value of each latent row (the one-hot part's index)."""
         return latents[:, self.hparams.z_dim:].argmax(1)
-
-    def _noise(self, batch_size: int) -> torch.Tensor:
-        return self._latents(batch_size, self.device)
 
     def _plus_code_loss(self, loss: torch.Tensor, fake_outputs: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         """``loss`` plus ``info_weight`` times the cross-entropy of the Q head's guess of the fakes' codes, if any."""
@@ -122,7 +123,7 @@ class GAN(GenerativeModel, LeanLightningModule):
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior), in eval mode."""
         with evaluating(self.sampling_generator) as generator:
-            return _to_unit(generator(self._noise(n) if z is None else z))
+            return _to_unit(generator(self._prior_latents(n) if z is None else z))
 
     @torch.no_grad()
     def sample_with_code(self, n: int, code: int) -> torch.Tensor:
@@ -130,15 +131,15 @@ class GAN(GenerativeModel, LeanLightningModule):
         prior): what one value of the code has come to mean."""
         if not 0 <= code < self.hparams.num_categories:
             raise ValueError(f"code {code} outside the categorical code's {self.hparams.num_categories} values")
-        return self.sample(n, self._latents(n, self.device, code))
+        return self.sample(n, self._prior_latents(n, code=code))
 
     @torch.no_grad()
     def interpolate(self, batch_size: int, interpolation_steps: int, z_start: torch.Tensor | None = None,
                     z_end: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, interpolation_steps + 2, 1, 28, 28]`` images in [0, 1] along straight latent lines, ends included
         (drawn from the prior unless given)."""
-        z_start = self._noise(batch_size) if z_start is None else z_start
-        z_end = self._noise(batch_size) if z_end is None else z_end
+        z_start = self._prior_latents(batch_size) if z_start is None else z_start
+        z_end = self._prior_latents(batch_size) if z_end is None else z_end
         z = interpolate_latents(z_start, z_end, interpolation_steps)
         with evaluating(self.sampling_generator) as generator:
             images = _to_unit(generator(z.flatten(0, 1)))
@@ -168,7 +169,7 @@ class GAN(GenerativeModel, LeanLightningModule):
         opt_g, opt_d = self.optimizers()
 
         self.toggle_optimizer(opt_g)
-        latents = self._noise(len(real))
+        latents = self._prior_latents(len(real))
         fake_outputs = self.discriminator(self.generator(latents))
         kept = top_k_kept(len(real), self.current_epoch, self.hparams.top_k, self.hparams.top_k_decay)
         g_loss = self._plus_code_loss(top_k_generator_loss(fake_outputs[:, :1], kept), fake_outputs, latents)
@@ -180,7 +181,7 @@ class GAN(GenerativeModel, LeanLightningModule):
             update_average(self.generator_ema, self.generator, self.ema_updates, self.hparams.ema_decay)
 
         self.toggle_optimizer(opt_d)
-        latents = self._noise(len(real))
+        latents = self._prior_latents(len(real))
         with torch.no_grad():
             fake = self.generator(latents)
         d_loss, figures = self._discriminate(real, fake, latents)
@@ -205,7 +206,7 @@ class GAN(GenerativeModel, LeanLightningModule):
 
     def test_step(self, batch, batch_idx):
         real = batch[0]
-        latents = self._noise(len(real))
+        latents = self._prior_latents(len(real))
         fake = self.generator(latents)
         d_loss, figures = self._discriminate(real, fake, latents)
         g_loss = adversarial_bce(self.discriminator(fake)[:, :1], 1.0)

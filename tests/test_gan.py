@@ -435,7 +435,7 @@ def test_categorical_code_joins_the_latent_one_hot_and_the_discriminator_guesses
 
     flags = ["--model", "dcgan", "--num_filters", "8", "--categorical_code", "3", "--info_weight", "2"]
     gan = build_model(parse_args(build_parser(), flags, check, default_name))
-    latents = gan._noise(600)
+    latents = gan._prior_latents(600)
     codes = latents[:, 32:]
     assert latents.shape == (600, 35) and gan.fixed_z.shape == (64, 35)
     assert torch.equal(codes.sum(1), torch.ones(600)) and set(codes.unique().tolist()) == {0.0, 1.0}
