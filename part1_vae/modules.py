@@ -10,7 +10,7 @@ from torch import nn
 from part1_vae.networks import BernoulliMixture
 from shared.densities import (KLD, bernoulli_nll, dequantize, gaussian_nll, log_normal_diag, log_standard_normal,
                               quantize, sample_reparameterize)
-from shared.generative import GenerativeModel
+from shared.generative import GenerativeModel, sample_count
 from shared.metrics import EpochMeans, StagedModule
 from shared.schedules import adam, decayed_to
 from shared.utils import make_grid, visualize_manifold
@@ -133,7 +133,8 @@ class VAE(GenerativeModel, StagedModule):
         in (shown as k / 255); the means are the sigmoid outputs. The samples are drawn either way, so
         that ``means=True`` under a seed gives the means of exactly the samples ``means=False`` gives.
         """
-        pixel_means, samples = self._decode_and_draw(torch.randn(n, self.hparams.z_dim, device=self.device))
+        z = torch.randn(sample_count(n), self.hparams.z_dim, device=self.device)
+        pixel_means, samples = self._decode_and_draw(z)
         return pixel_means if means else samples
 
     def _decode_and_draw(self, z: torch.Tensor, generator: torch.Generator | None = None):
@@ -249,7 +250,7 @@ class MixtureModule(GenerativeModel, StagedModule):
         return self.mixture.log_prob(images)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.mixture.sample(n, generator)
+        return self.mixture.sample(sample_count(n), generator)
 
     def step(self, stage: str, batch) -> torch.Tensor:
         nll = -self.mixture.log_prob(batch[0])

@@ -11,7 +11,7 @@ from part2_gan.losses import adversarial_bce
 from part2_gan.plots import render_latent_map
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
 from shared.densities import bernoulli_nll
-from shared.generative import GenerativeModel, check_data_kind, evaluating
+from shared.generative import GenerativeModel, check_data_kind, evaluating, sample_count
 from shared.lean_lightning import LeanLightningModule
 from shared.metrics import EpochMeans
 from shared.schedules import adam
@@ -75,7 +75,7 @@ class AAE(GenerativeModel, LeanLightningModule):
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Decoded Bernoulli means ``[n, 1, 28, 28]`` in [0, 1] of latents ``z`` (default: prior samples):
         the AAE's samples are these means, as in Makhzani et al.; in eval mode."""
-        z = self.prior.sample(n, device=self.device) if z is None else z
+        z = self.prior.sample(sample_count(n), device=self.device) if z is None else z
         with evaluating(self.decoder) as decoder:
             return torch.sigmoid(decoder(z))
 

@@ -7,7 +7,7 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
 
 from part2_gan.losses import adversarial_bce, r1_penalty, top_k_generator_loss, top_k_kept
-from shared.generative import GenerativeModel, check_data_kind, evaluating
+from shared.generative import GenerativeModel, check_data_kind, evaluating, sample_count
 from shared.lean_lightning import LeanLightningModule
 from shared.metrics import EpochMeans
 from shared.schedules import adam
@@ -123,7 +123,7 @@ class GAN(GenerativeModel, LeanLightningModule):
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior), in eval mode."""
         with evaluating(self.sampling_generator) as generator:
-            return _to_unit(generator(self._prior_latents(n) if z is None else z))
+            return _to_unit(generator(self._prior_latents(sample_count(n)) if z is None else z))
 
     @torch.no_grad()
     def sample_with_code(self, n: int, code: int) -> torch.Tensor:

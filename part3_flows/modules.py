@@ -31,7 +31,7 @@ from part3_flows.distributions import BimodalGaussianDiag
 from part3_flows.networks import ImageFlow, NormalizingFlow
 from part3_flows.plots import bpd_curve, density_contours, scatter_with_modes
 from shared.densities import dequantize, nll_to_bpd, quantize
-from shared.generative import GenerativeModel
+from shared.generative import GenerativeModel, sample_count
 from shared.metrics import EpochMeans, StagedModule
 from shared.schedules import adam, decayed_to
 from shared.utils import interpolate_latents, make_grid
@@ -249,7 +249,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` of the data's levels (the cells the flow's samples fall in), at ``temperature``."""
-        return self.images(self.networks(sampling=True)[0].sample(n, self.hparams.temperature, z=z))
+        return self.images(self.networks(sampling=True)[0].sample(sample_count(n), self.hparams.temperature, z=z))
 
     @torch.no_grad()
     def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:

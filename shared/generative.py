@@ -24,6 +24,7 @@ The smallest complete model is in ``tests/test_generative.py`` and in the README
 from __future__ import annotations
 
 import math
+import operator
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 
@@ -52,7 +53,7 @@ class GenerativeModel(ABC):
 
     @abstractmethod
     def sample(self, n: int) -> torch.Tensor:
-        """``n`` images ``[n, *image_shape]`` in [0, 1]."""
+        """``n`` images ``[n, *image_shape]`` in [0, 1]; ``n`` read through :func:`sample_count`."""
 
     def log_likelihood(self, images: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
         """log P(images) in nats per image, exact or the bound named by ``likelihood_kind``.
@@ -69,6 +70,18 @@ class GenerativeModel(ABC):
     def bpd(self, nll: torch.Tensor) -> torch.Tensor:
         """Nats per image (a negative log-likelihood or a bound on one) to bits per dimension."""
         return nll_to_bpd(nll, self.num_dims)
+
+
+def sample_count(n) -> int:
+    """``n`` as the number of images a ``sample(n)`` draws: a whole number of at least 1, else a ValueError saying so
+    (0 and -1 met torch's errors, which differed from model to model)."""
+    try:
+        count = operator.index(n)
+    except TypeError:
+        raise ValueError(f"sample(n): n must be a whole number of images, got {n!r}") from None
+    if count < 1:
+        raise ValueError(f"sample(n): n must be at least 1, got {count}")
+    return count
 
 
 def check_data_kind(data: str) -> str:

@@ -130,6 +130,7 @@ def every_model() -> dict[str, pl.LightningModule]:
               "vae_gaussian": vae(args_of(part1_vae.train, "--hidden_dims", "32", "--likelihood", "gaussian")),
               "mixture": mixture(args_of(part1_vae.train_mixture)),
               "gan": gan(args_of(part2_gan.train, "--hidden_dims_gen", "16", "--hidden_dims_disc", "16")),
+              "dcgan": gan(args_of(part2_gan.train, "--model", "dcgan", "--num_filters", "4")),
               "aae": aae(args_of(part2_gan.train_aae, "--hidden_dim", "16")),
               "flow": flow(args_of(part3_flows.train, "--task", "mnist", "--num_channels", "4", "--num_blocks", "1",
                                    "--lr_final", "none"))}
@@ -144,6 +145,9 @@ def test_every_model_keeps_the_contract(tiny_datamodule):
         model.eval()
         samples = model.sample(3)
         assert samples.shape == (3, *model.image_shape) and 0 <= samples.min() and samples.max() <= 1, name
+        for count in (0, -1):  # torch's errors, a different one for each model, or for some an empty batch
+            with pytest.raises(ValueError, match=rf"sample\(n\): n must be at least 1, got {count}"):
+                model.sample(count)
         assert model.data in ("binary", "grey", "8bit") and model.num_dims == 784, name
         if model.likelihood_kind is None:
             with pytest.raises(NotImplementedError):
