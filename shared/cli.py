@@ -287,7 +287,8 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 raise ConfigError(f"--resume {run_dir}: no config.yaml there (the run's settings): restore it from a copy")
             saved = run_config_settings(parser, run_dir)
             run_log_dir, run_name = _where_a_run_is(run_dir, saved)
-            typed = [flag for flag in ("log_dir", "name") if flag in explicit]
+            # With RUN_DIR, --log_dir and --name typed must lead there too; with a bare --resume they found the run.
+            typed = [flag for flag in ("log_dir", "name") if flag in explicit and args.resume != "latest"]
             here = Path(run_log_dir, run_name).resolve()
             if typed and Path(explicit.get("log_dir", run_log_dir), explicit.get("name", run_name)).resolve() != here:
                 shown = " ".join(f"--{flag} {explicit[flag]}" for flag in typed)

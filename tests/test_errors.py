@@ -221,6 +221,9 @@ def test_a_resumed_run_stays_where_it_is_and_its_record_says_so(finished_run, tm
     # The same place another way: a link to the run, a nested name (QA: both were refused, or recorded elsewhere).
     (tmp_path / "latest").symlink_to(finished_run)
     main(["--resume", str(tmp_path / "latest"), "--epochs", "4", "--name", "vae_mlp_z4"])
+    (tmp_path / "runs" / "linked").mkdir()  # a bare --resume finds the run through the flags (QA: it was refused)
+    (tmp_path / "runs" / "linked" / "version_0").symlink_to(finished_run)
+    main(["--resume", "--log_dir", str(tmp_path / "runs"), "--name", "linked", "--epochs", "5"])
     run(tmp_path, "--name", "group/nested")
     nested = tmp_path / "runs" / "group" / "nested" / "version_0"
     main(["--resume", str(nested), "--epochs", "3", "--name", "group/nested", "--log_dir", str(tmp_path / "runs")])
