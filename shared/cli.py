@@ -206,9 +206,13 @@ def _where_a_run_is(run_dir: Path, saved: dict) -> tuple[str, str]:
 def latest_run(log_dir: str, name: str) -> Path:
     from shared.runs import run_versions  # which reads a run's settings through this module
 
-    runs = [run for run in run_versions(log_dir, name) if (run / "checkpoints" / "last.ckpt").is_file()]
+    versions = run_versions(log_dir, name)
+    runs = [run for run in versions if (run / "checkpoints" / "last.ckpt").is_file()]
     if not runs:
-        raise ConfigError(f"--resume: no run with checkpoints/last.ckpt under {Path(log_dir, name)}")
+        kept = [f"{run.name}/checkpoints/{path.name}" for run in versions
+                for path in sorted(run.glob("checkpoints/*.ckpt"))]
+        beside = f" (there is {', '.join(kept)}: copy one to last.ckpt beside it to resume from it)" if kept else ""
+        raise ConfigError(f"--resume: no run with checkpoints/last.ckpt under {Path(log_dir, name)}{beside}")
     return runs[-1]
 
 

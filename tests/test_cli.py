@@ -165,6 +165,17 @@ def test_resume_without_a_folder_takes_the_newest_run_of_that_name_that_has_a_la
     assert parse(["--log_dir", str(tmp_path), "--resume"]).resume == str(tmp_path / "vae_mlp_z20" / "version_10")
 
 
+def test_resume_without_a_folder_names_the_checkpoints_kept_where_none_is_last(tmp_path, capsys):
+    run = tmp_path / "vae_mlp_z20" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best-epoch003.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        parse(["--log_dir", str(tmp_path), "--resume"])
+    assert (f"no run with checkpoints/last.ckpt under {tmp_path / 'vae_mlp_z20'} (there is "
+            f"version_0/checkpoints/best-epoch003.ckpt: copy one to last.ckpt beside it to resume from it)"
+            in capsys.readouterr().err)
+
+
 def test_a_config_that_is_a_folder_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(["--config", str(tmp_path)])
