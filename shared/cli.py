@@ -203,14 +203,18 @@ def _where_a_run_is(run_dir: Path, saved: dict) -> tuple[str, str]:
     return str(here.parent), here.name
 
 
+def kept_checkpoints(run_dir: Path) -> list[str]:
+    """The names of the checkpoints a run folder holds, sorted: what a refusal offers instead of a missing one."""
+    return sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
+
+
 def latest_run(log_dir: str, name: str) -> Path:
     from shared.runs import run_versions  # which reads a run's settings through this module
 
     versions = run_versions(log_dir, name)
     runs = [run for run in versions if (run / "checkpoints" / "last.ckpt").is_file()]
     if not runs:
-        kept = [f"{run.name}/checkpoints/{path.name}" for run in versions
-                for path in sorted(run.glob("checkpoints/*.ckpt"))]
+        kept = [f"{run.name}/checkpoints/{checkpoint}" for run in versions for checkpoint in kept_checkpoints(run)]
         beside = f" (there is {', '.join(kept)}: copy one to last.ckpt beside it to resume from it)" if kept else ""
         raise ConfigError(f"--resume: no run with checkpoints/last.ckpt under {Path(log_dir, name)}{beside}")
     return runs[-1]
@@ -284,7 +288,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
         if args.resume is not None:
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-                others = sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
+                others = kept_checkpoints(run_dir)
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
             if not (run_dir / "config.yaml").is_file():

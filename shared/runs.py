@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from shared.checks import misfit
-from shared.cli import NOT_SAVED, ConfigError, resolve_settings, run_config_settings
+from shared.cli import NOT_SAVED, ConfigError, kept_checkpoints, resolve_settings, run_config_settings
 from shared.yaml_file import read_json_record, read_yaml_mapping
 
 
@@ -75,7 +75,7 @@ def checkpoint_of(run_dir: str | Path, checkpoint: str | Path | None = None) -> 
     if not checkpoint.is_file():
         in_run = run_dir / "checkpoints" / checkpoint
         if not in_run.is_file():
-            there = sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
+            there = kept_checkpoints(run_dir)
             raise SystemExit(f"error: checkpoint {checkpoint} not found (nor {in_run}); pass another with --checkpoint"
                              + (f" ({', '.join(there)} in the run)" if there else ""))
         checkpoint = in_run
