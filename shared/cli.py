@@ -235,10 +235,11 @@ def _check_shared(args: argparse.Namespace) -> None:
     for flag, value in positive.items():
         if value <= 0:
             raise ConfigError(f"--{flag} must be positive, got {value}")
-    if getattr(args, "lr_final", None) is not None and args.lr_final <= 0:
-        raise ConfigError(f"--lr_final must be positive, got {args.lr_final}")
-    if getattr(args, "lr_final", None) is not None and args.lr_final > args.lr and args.resume is None:  # runs before
-        raise ConfigError(f"--lr_final {args.lr_final} is above --lr {args.lr}: the rate decays to it; pass --lr_final "
+    lr_final = getattr(args, "lr_final", None)
+    if lr_final is not None and lr_final <= 0:
+        raise ConfigError(f"--lr_final must be positive, got {lr_final}")
+    if lr_final is not None and lr_final > args.lr and args.resume is None:  # runs made before the check resume
+        raise ConfigError(f"--lr_final {lr_final} is above --lr {args.lr}: the rate decays to it; pass --lr_final "
                           f"{args.lr} or less, or none for a constant rate")
     if not 0.0 <= getattr(args, "ema_decay", 0.0) < 1.0:
         raise ConfigError(f"--ema_decay must be in [0, 1), got {args.ema_decay}")
@@ -296,7 +297,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
             saved = run_config_settings(parser, run_dir)
             run_log_dir, run_name = _where_a_run_is(run_dir, saved)
             # With RUN_DIR, --log_dir and --name typed must lead there too; with a bare --resume they found the run.
-            typed = [flag for flag in ("log_dir", "name") if flag in explicit and args.resume != "latest"]
+            typed = [] if args.resume == "latest" else [flag for flag in ("log_dir", "name") if flag in explicit]
             here = Path(run_log_dir, run_name).resolve()
             if typed and Path(explicit.get("log_dir", run_log_dir), explicit.get("name", run_name)).resolve() != here:
                 shown = " ".join(f"--{flag} {explicit[flag]}" for flag in typed)
