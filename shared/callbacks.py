@@ -63,8 +63,9 @@ class LossMonitor(pl.Callback):
         values = torch.stack([torch.stack([losses[name].float() for name in names]) for _, losses in pending])
         # Each process reads all processes' losses (all check at the same batches): one stopping alone at a NaN would
         # leave the others waiting in the next all-reduce. torch's all_gather: Lightning's warns of a deprecated one.
-        everyone = [values] if trainer.world_size == 1 else [torch.empty_like(values) for _ in range(trainer.world_size)]
-        if len(everyone) > 1:
+        everyone = [values]
+        if trainer.world_size > 1:
+            everyone = [torch.empty_like(values) for _ in range(trainer.world_size)]
             torch.distributed.all_gather(everyone, values)
         everyone = torch.stack(everyone).cpu()
         for (where, _), at_step in zip(pending, everyone.transpose(0, 1).tolist()):
