@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import pytorch_lightning as pl
-
-from part1_vae.modules import MixtureModule
-from shared.cli import (ConfigError, add_binarization_flag, binarization_suffix, default_of, make_parser,
-                        parse_args)
-from shared.data import MNISTDataModule
-from shared.experiment import run_experiment
+from shared.cli import ConfigError, add_binarization_flag, binarization_suffix, make_parser, parse_args
 from shared.process import run_script
+
+if TYPE_CHECKING:
+    from part1_vae.modules import MixtureModule
+    from shared.data import MNISTDataModule
+
+# torch and Lightning (5 s to import) are imported where a run is built, after its flags are checked: --help and a
+# refused flag answer at once. The flags' defaults are the classes' own (tests/test_cli.py holds them equal).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("part1_vae.train_mixture", __doc__, epochs=20, lr=default_of(MixtureModule, "lr"),
-                         batch_size=128)
-    parser.add_argument("--num_components", type=int, default=default_of(MixtureModule, "num_components"),
+    parser = make_parser("part1_vae.train_mixture", __doc__, epochs=20, lr=0.1, batch_size=128)
+    parser.add_argument("--num_components", type=int, default=20,
                         help="mixture components K")
     add_binarization_flag(parser)
     return parser
@@ -34,16 +34,24 @@ def default_name(args: argparse.Namespace) -> str:
 
 
 def build_model(args: argparse.Namespace) -> MixtureModule:
+    from part1_vae.modules import MixtureModule
+
     return MixtureModule(args.num_components, lr=args.lr)
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
+    from shared.data import MNISTDataModule
+
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset,
                            binarization=args.binarization)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
+    import pytorch_lightning as pl
+
+    from shared.experiment import run_experiment
+
     pl.seed_everything(args.seed, verbose=False)
     return run_experiment(args, build_model(args), build_datamodule(args), monitor="val_bpd")
 

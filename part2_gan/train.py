@@ -10,24 +10,23 @@ from __future__ import annotations
 
 import argparse
 from functools import partial
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import pytorch_lightning as pl
-
-from part2_gan.modules import GAN
-from part2_gan.networks import (DCGAN_INITS, DISCRIMINATOR_NORMS, DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN,
-                                GeneratorMLP)
-from part2_gan.settings import check_adversarial
-from shared.cli import ConfigError, add_ema_decay_flag, default_of, make_parser, number_or_none, parse_args
-from shared.data import MNISTDataModule
-from shared.experiment import run_judged_experiment
-from shared.judge_curve import (JudgeCurveCallback, add_judge_curve_flags, add_judge_flags, check_judge_curve_flags,
+from part2_gan.settings import (add_judge_curve_flags, add_judge_flags, check_adversarial, check_judge_curve_flags,
                                 check_judge_flags)
+from shared.cli import ConfigError, add_ema_decay_flag, make_parser, number_or_none, parse_args
 from shared.process import run_script
+
+if TYPE_CHECKING:
+    from part2_gan.modules import GAN
+    from shared.data import MNISTDataModule
+
+# torch and Lightning (5 s to import) are imported where a run is built, after its flags are checked: --help and a
+# refused flag answer at once. The flags' defaults are the classes' own (tests/test_cli.py holds them equal).
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = make_parser("part2_gan.train", __doc__, epochs=250, lr=default_of(GAN, "lr"), batch_size=128)
+    parser = make_parser("part2_gan.train", __doc__, epochs=250, lr=2e-4, batch_size=128)
     add = parser.add_argument
     add("--model", type=str.lower, choices=["mlp", "dcgan"], default="mlp", help="generator and discriminator networks")
     add("--z_dim", type=int, default=32, help="latent dimensions")
@@ -40,32 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="DCGAN generator's extra 3x3 convolutions at 7x7 and at 14x14 each")
     add("--num_filters_disc", type=partial(number_or_none, kind=int), default=None,
         help="DCGAN discriminator's channels of its widest-resolution stage; none: --num_filters")
-    add("--norm_disc", type=str.lower, choices=DISCRIMINATOR_NORMS, default="batch",
+    add("--norm_disc", type=str.lower, choices=["batch", "spectral", "none"], default="batch",
         help="DCGAN discriminator's normalisation")
     add("--dp_rate_disc_dcgan", type=float, default=0.0, help="DCGAN discriminator dropout")
-    add("--init", type=str.lower, choices=DCGAN_INITS, default="default",
+    add("--init", type=str.lower, choices=["default", "dcgan"], default="default",
         help="DCGAN weight initialisation: PyTorch's default or dcgan's N(0, 0.02)")
     add("--lr_disc", type=number_or_none, default=None, help="discriminator's Adam learning rate; none: --lr")
-    add("--betas", type=float, nargs="+", default=list(default_of(GAN, "betas")),
+    add("--betas", type=float, nargs="+", default=[0.5, 0.999],
         help="Adam betas of both networks")
-    add("--real_label", type=float, default=default_of(GAN, "real_label"),
+    add("--real_label", type=float, default=1.0,
         help="discriminator's target for real images, < 1 for one-sided label smoothing")
-    add("--r1_gamma", type=float, default=default_of(GAN, "r1_gamma"),
+    add("--r1_gamma", type=float, default=0.0,
         help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1; 0: off")
-    add("--top_k", type=float, default=default_of(GAN, "top_k"),
+    add("--top_k", type=float, default=1.0,
         help="top-k training: the fraction of each batch's fakes, those the discriminator scores highest, that the "
              "generator's loss keeps once the schedule has decayed to it; 1: all")
-    add("--top_k_decay", type=float, default=default_of(GAN, "top_k_decay"),
+    add("--top_k_decay", type=float, default=0.99,
         help="top-k training: the kept fraction in epoch e (from 0) is max(top_k_decay ** e, top_k)")
-    add("--categorical_code", type=int, default=default_of(GAN, "num_categories"),
+    add("--categorical_code", type=int, default=0,
         help="InfoGAN: this many one-hot code values join the latent, and the discriminator also guesses a fake's "
              "code (e.g. 10 for MNIST's digits); 0: off")
-    add("--info_weight", type=float, default=default_of(GAN, "info_weight"),
+    add("--info_weight", type=float, default=1.0,
         help="with --categorical_code, the weight of the code's cross-entropy in both networks' losses")
-    add_ema_decay_flag(parser, default_of(GAN, "ema_decay"), "the generator's weights")
+    add_ema_decay_flag(parser, 0.0, "the generator's weights")
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
-    add("--interpolation_steps", type=int, default=default_of(GAN, "interpolation_steps"),
+    add("--interpolation_steps", type=int, default=5,
         help="images between the ends of each logged interpolation")
     add_judge_flags(parser)
     add_judge_curve_flags(parser)
@@ -115,6 +114,9 @@ def default_name(args: argparse.Namespace) -> str:
 
 
 def build_model(args: argparse.Namespace) -> GAN:
+    from part2_gan.modules import GAN
+    from part2_gan.networks import DiscriminatorDCGAN, DiscriminatorMLP, GeneratorDCGAN, GeneratorMLP
+
     latent_dims, outputs = args.z_dim + args.categorical_code, 1 + args.categorical_code
     if args.model == "mlp":
         generator = GeneratorMLP(latent_dims, args.hidden_dims_gen, [1, 28, 28], args.dp_rate_gen)
@@ -131,12 +133,19 @@ def build_model(args: argparse.Namespace) -> GAN:
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
+    from shared.data import MNISTDataModule
+
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
                            binarize=args.binarize, value_range="pm1", train_on_all=True, subset=args.subset)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(build_parser(), argv, check, default_name)
+    import pytorch_lightning as pl
+
+    from shared.experiment import run_judged_experiment
+    from shared.judge_curve import JudgeCurveCallback
+
     pl.seed_everything(args.seed, verbose=False)
     curve = JudgeCurveCallback(args.judge_every, args.judge_every_samples, args.seed, args.judge, args.data_dir)
     return run_judged_experiment(args, build_model(args), build_datamodule(args), callbacks=[curve])

@@ -18,6 +18,13 @@ def bad_data_dir(data_dir: str | None) -> str | None:
     return None
 
 
+def bad_judge_path(path: str) -> str | None:
+    """Why ``path`` cannot name a judge checkpoint (one that does not exist yet is trained there), or None."""
+    if Path(path).is_dir():
+        return f"{path} is a folder: pass a judge checkpoint file (one that does not exist yet is trained there first)"
+    return None
+
+
 def unwritable(folder: Path) -> str | None:
     """Why no file can be written in ``folder`` (made with its parents if missing): the nearest existing folder up
     is a file, or takes no new file (probed with one made and gone at once: os.access says yes to root); None where

@@ -9,7 +9,6 @@ command before any work, with one line on stderr and exit status 2. Running the 
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import re
 import sys
@@ -51,11 +50,6 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def default_of(callable_: Callable, parameter: str):
-    """The default of ``parameter`` in ``callable_``'s signature: a flag takes its class's default (one place)."""
-    return inspect.signature(callable_).parameters[parameter].default
 
 
 def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_size: int) -> OneLineArgumentParser:

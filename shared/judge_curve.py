@@ -1,5 +1,4 @@
-"""The judge's flags (its evaluation after training, its curve during it), and its figures while a generator
-trains: every few epochs, the figures of metrics.json and the class histogram of a fixed draw of samples go to
+"""The judge's figures while a generator trains (its flags: part2_gan.settings): every few epochs, the figures of metrics.json and the class histogram of a fixed draw of samples go to
 TensorBoard, and a generator collapsed onto few digits is warned about.
 
 The draw is the same every time (the run's seed), so the curve moves with the model, not with the draw.
@@ -8,7 +7,6 @@ metrics.json's ``eval_frechet_distance``): compare points of one curve, or curve
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -18,63 +16,14 @@ from matplotlib.figure import Figure
 from pytorch_lightning.utilities import rank_zero_warn
 
 from shared.callbacks import batch_step
-from shared.cli import ConfigError
-from shared.data import DataFileError
 from shared.evaluation import COVERAGE_FRACTION, NUM_DIGITS, SampleQualityEvaluator, class_counts, draw_samples, \
     real_images
-from shared.judge import DEFAULT_JUDGE_PATH, load_judge
-from shared.runs import judge_file  # the scripts' flag type: one rule for a judge's path
+from shared.judge import load_judge
 from shared.utils import figure_to_tensor, log_grid
 
 # One digit in more than half of the samples (five times its fair share) is a collapse even when every digit
 # still shows up; a digit in under COVERAGE_FRACTION of them (the judge's "digits covered") counts as missing.
 DOMINANT_SHARE = 0.5
-
-
-def add_judge_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of the judged evaluation after training (GAN, AAE)."""
-    parser.add_argument("--eval_samples", type=int, default=10_000,
-                        help="samples the judge scores after training (0: skip)")
-    parser.add_argument("--judge", default=None,
-                        help=f"judge checkpoint (trained there first if missing); none: the bundled {DEFAULT_JUDGE_PATH}")
-
-
-def check_judge_flags(args: argparse.Namespace) -> None:
-    """Also reads the judge to be used, so that a broken file stops the command before training, not after."""
-    if args.eval_samples == 1 or args.eval_samples < 0:
-        raise ConfigError(f"--eval_samples must be 0 (skip) or at least 2, got {args.eval_samples}")
-    if args.judge is not None:
-        try:
-            judge_file(args.judge)
-        except argparse.ArgumentTypeError as err:
-            raise ConfigError(f"--judge {err}") from None
-    if args.eval_samples and (args.judge is None or Path(args.judge).is_file()):
-        try:
-            load_judge(args.judge)
-        except DataFileError as err:  # the file's problem, not the settings': exit status 1, as for MNIST
-            raise SystemExit(f"error: {err}") from None
-
-
-def add_judge_curve_flags(parser: argparse.ArgumentParser) -> None:
-    """The flags of the judge's curve during training (GAN, AAE)."""
-    # Measured with the bundled judge on 1 CPU thread: 2,000 samples take 2.3-2.6 s to draw and judge (5,000:
-    # 6 s) beside the default MLP GAN's 12.5 s epochs, 4% more every 5 epochs (the DCGAN's: 3 s beside 55 s,
-    # 1%); the features of the 10,000 test images take about 15 s more, once.
-    parser.add_argument("--judge_every", type=int, default=5,
-                        help="every N epochs (N, 2N, ...) the judge scores a fixed draw of samples into TensorBoard: "
-                             "judge_fd, the class histogram, a mode-collapse warning (0: off)")
-    parser.add_argument("--judge_every_samples", type=int, default=2000,
-                        help="samples of each --judge_every evaluation (cost grows in proportion)")
-
-
-def check_judge_curve_flags(args: argparse.Namespace) -> None:
-    if args.judge_every < 0:
-        raise ConfigError(f"--judge_every must be >= 0 (0: off), got {args.judge_every}")
-    if args.judge_every_samples < 2:
-        raise ConfigError(f"--judge_every_samples must be at least 2, got {args.judge_every_samples}")
-    if args.judge_every and not args.eval_samples:
-        # check_judge_flags reads the judge only for an evaluation after training; the curve needs it sooner.
-        check_judge_flags(argparse.Namespace(**{**vars(args), "eval_samples": args.judge_every_samples}))
 
 
 def collapse_message(counts: torch.Tensor, epoch: int) -> str | None:

@@ -14,8 +14,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import torch
-
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent)
 
 # Lightning's lines that tell a user of these commands nothing (the device, the processes and the precision are in
@@ -95,6 +93,8 @@ def _one_line_for_project_files(format_warning):
 
 def machine_name() -> str:
     """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
+    import torch  # here: the commands import this module before their flags are checked, torch after
+
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     # Linux names the model in /proc/cpuinfo; platform.processor() is often empty.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from shared.checks import misfit
+from shared.checks import bad_judge_path, misfit
 from shared.cli import NOT_SAVED, ConfigError, kept_checkpoints, resolve_settings, run_config_settings
 from shared.yaml_file import read_json_record, read_yaml_mapping
 
@@ -121,9 +121,8 @@ def positive_int(text: str) -> int:
 
 def judge_file(text: str) -> Path:
     """A flag type for the scripts: a judge checkpoint's path, which may not exist yet (it is trained there)."""
-    if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder: pass a judge checkpoint file (one that does not "
-                                         f"exist yet is trained there first)")
+    if problem := bad_judge_path(text):
+        raise argparse.ArgumentTypeError(problem)
     return Path(text)
 
 

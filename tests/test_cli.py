@@ -1,5 +1,9 @@
 """Settings from flags and YAML: one typing for both, one-line errors, configs that hold only what differs."""
 import importlib
+import inspect
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,6 +13,34 @@ from shared.cli import parse_args
 from tests.conftest import CONFIGS
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
+COMMANDS = ["part1_vae.train", "part1_vae.train_mixture", "part2_gan.train", "part2_gan.train_aae", "part3_flows.train"]
+# The flags whose defaults are a class's own (the parsers hold them as numbers, not to import the class):
+# (command, flag, "module:class", the class's parameter).
+CLASS_DEFAULTS = [
+    *[("part1_vae.train", flag, "part1_vae.modules:VAE", parameter) for flag, parameter in
+      [("lr", "lr"), ("iw_samples", "iw_samples"), ("likelihood", "likelihood"), ("objective", "objective"),
+       ("train_k", "train_k"), ("adam_eps", "adam_eps"), ("lr_final", "lr_final")]],
+    ("part1_vae.train", "num_filters", "part1_vae.networks:CNNEncoder", "num_filters"),
+    ("part1_vae.train", "activation", "part1_vae.networks:MLPEncoder", "activation"),
+    ("part1_vae.train_mixture", "lr", "part1_vae.modules:MixtureModule", "lr"),
+    ("part1_vae.train_mixture", "num_components", "part1_vae.modules:MixtureModule", "num_components"),
+    *[("part2_gan.train", flag, "part2_gan.modules:GAN", parameter) for flag, parameter in
+      [("lr", "lr"), ("betas", "betas"), ("real_label", "real_label"), ("r1_gamma", "r1_gamma"), ("top_k", "top_k"),
+       ("top_k_decay", "top_k_decay"), ("categorical_code", "num_categories"), ("info_weight", "info_weight"),
+       ("ema_decay", "ema_decay"), ("interpolation_steps", "interpolation_steps"), ("lr_disc", "lr_disc")]],
+    *[("part2_gan.train_aae", flag, "part2_gan.aae:AAE", flag) for flag in ("lr", "lr_adv", "prior")],
+    ("part3_flows.train", "lr", "part3_flows.modules:ToyFlowModule", "lr"),
+    *[("part3_flows.train", flag, "part3_flows.modules:ImageFlowModule", flag) for flag in
+      ("temperature", "test_dequant_samples", "interpolation_steps", "ema_decay")],
+    ("part3_flows.train", "logit_alpha", "part3_flows.networks:ImageFlow", "alpha"),
+    ("part3_flows.train", "dequant_channels", "part3_flows.dequantization:VariationalDequantizer", "num_channels"),
+    ("part3_flows.train", "dequant_couplings", "part3_flows.dequantization:VariationalDequantizer", "num_couplings"),
+]
+# The flags whose choices are a network module's registry: (command, flag, "module:registry").
+CLASS_CHOICES = [("part1_vae.train", "activation", "part1_vae.networks:ACTIVATIONS"),
+                 ("part2_gan.train", "norm_disc", "part2_gan.networks:DISCRIMINATOR_NORMS"),
+                 ("part2_gan.train", "init", "part2_gan.networks:DCGAN_INITS"),
+                 ("part2_gan.train_aae", "prior", "part2_gan.priors:PRIORS")]
 
 
 def parse(argv):
@@ -140,8 +172,46 @@ def test_flags_are_not_matched_by_prefix(capsys):
     assert exit_info.value.code == 2 and "unrecognized arguments: --epoch 1" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["part1_vae.train", "part1_vae.train_mixture", "part2_gan.train",
-                                    "part2_gan.train_aae", "part3_flows.train"])
+def imported(where: str):
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize("command, flag, where, parameter", CLASS_DEFAULTS, ids=lambda value: str(value))
+def test_a_flag_defaults_to_what_its_class_defaults_to(command, flag, where, parameter):
+    default = inspect.signature(imported(where)).parameters[parameter].default
+    expected = list(default) if isinstance(default, tuple) else default  # nargs flags give lists
+    assert importlib.import_module(command).build_parser().get_default(flag) == expected
+
+
+@pytest.mark.parametrize("command, flag, where", CLASS_CHOICES, ids=lambda value: str(value))
+def test_a_flag_offers_exactly_the_choices_its_network_module_builds(command, flag, where):
+    action = next(action for action in importlib.import_module(command).build_parser()._actions if action.dest == flag)
+    assert list(action.choices) == list(imported(where))
+
+
+def test_the_judge_flag_s_help_names_the_bundled_judge():
+    from part2_gan.settings import BUNDLED_JUDGE
+    from shared.judge import DEFAULT_JUDGE_PATH
+
+    assert Path(__file__).resolve().parents[1] / BUNDLED_JUDGE == DEFAULT_JUDGE_PATH
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_and_a_refused_flag_answer_before_torch_or_lightning_is_imported(command):
+    """Importing Lightning takes 5 s here: a command's parser, its help and its refusals need neither."""
+    script = (f"import sys\nfrom {command} import build_parser, check, default_name\nfrom shared.cli import parse_args\n"
+              "for argv in (['--help'], ['--epochs', '0']):\n"
+              "    try:\n        parse_args(build_parser(), argv, check, default_name)\n"
+              "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code\n"
+              "print(sorted(name for name in ('torch', 'pytorch_lightning') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr[-2000:]
+    assert "--epochs must be positive, got 0" in done.stderr
+
+
+@pytest.mark.parametrize("module", COMMANDS)
 def test_help_shows_every_default(capsys, module):
     parser = importlib.import_module(module).build_parser()
     with pytest.raises(SystemExit):
