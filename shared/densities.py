@@ -56,6 +56,8 @@ def gaussian_nll(means: torch.Tensor, log_std: torch.Tensor, images: torch.Tenso
 def nll_to_bpd(nll: torch.Tensor, num_dims: int) -> torch.Tensor:
     """A negative log-likelihood (or any bound on one, such as a negative ELBO) in nats per image, to bits
     per dimension of an image of ``num_dims`` dimensions."""
+    if num_dims < 1:
+        raise ValueError(f"nll_to_bpd: num_dims must be at least 1, got {num_dims}")
     return nll * math.log2(math.e) / num_dims
 
 

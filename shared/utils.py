@@ -20,6 +20,10 @@ from shared.densities import dequantize, elbo_to_bpd, quantize  # noqa: F401  (p
 
 def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
     """``[B, C, H, W]`` images in ``value_range`` -> one ``[3, H', W']`` grid in [0, 1]."""
+    if images.dim() != 4 or not len(images):
+        raise ValueError(f"make_grid takes a batch of images [B, C, H, W], B >= 1; got shape {tuple(images.shape)}")
+    if nrow < 1:
+        raise ValueError(f"make_grid: nrow must be at least 1, got {nrow}")
     return torchvision.utils.make_grid(images.detach().float().cpu(), nrow=nrow, normalize=True,
                                        value_range=value_range, pad_value=0.5)
 
@@ -27,6 +31,8 @@ def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, flo
 def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
     """Write a grid from :func:`make_grid` as an image in the format of ``path``'s suffix (.png), creating the folder."""
     path = Path(path)
+    if not path.suffix:
+        raise ValueError(f"save_grid: {path} has no suffix to tell the image format by; e.g. {path}.png")
     path.parent.mkdir(parents=True, exist_ok=True)
     torchvision.utils.save_image(grid, str(path))
     return path
@@ -49,18 +55,26 @@ def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_siz
     i < grid_size would stop short of the upper mirror and shift the grid towards negative z).
     Each cell shows the Bernoulli means (sigmoid of the decoder's logits), not a sample.
     """
+    if grid_size < 1:
+        raise ValueError(f"visualize_manifold: grid_size must be at least 1, got {grid_size}")
     percentiles = (torch.linspace(0.5, grid_size + 0.5, grid_size, dtype=torch.float64) / (grid_size + 1)
                    if grid_size > 1 else torch.tensor([0.5], dtype=torch.float64))  # a linspace of 1 is its start
     quantiles = torch.tensor(norm.ppf(percentiles), dtype=torch.float32)
     z1, z2 = torch.meshgrid(quantiles, quantiles, indexing="xy")
     z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
     device = next(decoder.parameters()).device if isinstance(decoder, torch.nn.Module) else "cpu"
-    means = torch.sigmoid(decoder(z.to(device)))
+    try:
+        means = torch.sigmoid(decoder(z.to(device)))
+    except RuntimeError as err:  # torch's shape error names matrices, not the latent size
+        raise ValueError(f"visualize_manifold decodes a grid of 2-D latents: the decoder must take z of size 2 "
+                         f"({err})") from err
     return make_grid(means, nrow=grid_size)
 
 
 def interpolate_latents(z_start: torch.Tensor, z_end: torch.Tensor, steps: int) -> torch.Tensor:
     """``[B, ...]`` endpoints -> ``[B, steps + 2, ...]``: linear path, start and end included."""
+    if steps < 0:
+        raise ValueError(f"interpolate_latents: steps (images between the ends) must be >= 0, got {steps}")
     weights = torch.linspace(0.0, 1.0, steps + 2, device=z_start.device, dtype=z_start.dtype)
     weights = weights.view(1, -1, *([1] * (z_start.dim() - 1)))
     return torch.lerp(z_start.unsqueeze(1), z_end.unsqueeze(1), weights)

@@ -6,8 +6,8 @@ from scipy.stats import norm
 
 from part1_vae.networks import MLPDecoder
 from shared.densities import bernoulli_nll
-from shared.densities import elbo_to_bpd
-from shared.utils import interpolate_latents, visualize_manifold
+from shared.densities import elbo_to_bpd, nll_to_bpd
+from shared.utils import interpolate_latents, make_grid, save_grid, visualize_manifold
 
 
 def test_bpd_of_an_all_half_bernoulli_image_is_one():
@@ -72,3 +72,19 @@ def test_epoch_means_average_per_image_skip_unseen_names_and_reset():
     means.add("train", {"loss": torch.tensor(7.0)}, count=3)  # the mean of a batch of 3 images
     assert means.compute_and_reset("train")["train_loss"].item() == pytest.approx((1 + 2 + 3 + 3 * 7) / 6)
     assert means.compute_and_reset("train") == {} and means.compute_and_reset("test") == {}
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: make_grid(torch.rand(0, 1, 28, 28)), "B >= 1; got shape (0, 1, 28, 28)"),
+    (lambda: make_grid(torch.rand(4, 784)), "[B, C, H, W], B >= 1; got shape (4, 784)"),
+    (lambda: make_grid(torch.rand(4, 1, 28, 28), nrow=0), "nrow must be at least 1, got 0"),
+    (lambda: save_grid(torch.rand(3, 8, 8), "grid"), "grid has no suffix to tell the image format by; e.g. grid.png"),
+    (lambda: visualize_manifold(MLPDecoder(2, [8], [1, 28, 28]), grid_size=0), "grid_size must be at least 1, got 0"),
+    (lambda: visualize_manifold(MLPDecoder(20, [8], [1, 28, 28])), "the decoder must take z of size 2"),
+    (lambda: interpolate_latents(torch.zeros(2, 3), torch.ones(2, 3), -1), "steps (images between the ends) must be"),
+    (lambda: nll_to_bpd(torch.ones(2), 0), "num_dims must be at least 1, got 0"),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_the_picture_and_bpd_helpers_refuse_what_they_cannot_draw_or_count_in_words(call, message):
+    with pytest.raises(ValueError) as refused:
+        call()
+    assert message in str(refused.value)
