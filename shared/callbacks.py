@@ -1,5 +1,6 @@
 """Callbacks every training run uses: the training-loss monitor, the images logged at epoch ends, the
-progress a person sees, and the records a run keeps across interrupts (fit time, validation figures).
+progress a person sees, and the records a run keeps across interrupts (fit time, validation figures); its
+checkpoints are shared.checkpoints'.
 
 Epochs are counted from 1 everywhere a person reads them: "epoch 3" is the third epoch, and a
 checkpoint, PNG or progress line "after epoch 3" holds the model after three epochs of training.
@@ -11,12 +12,10 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.callbacks import TQDMProgressBar
 
-from shared.batches import TensorSplitsDataModule
 from shared.generative import evaluating
 from shared.progress import duration
 from shared.utils import log_grid, save_grid
@@ -161,6 +160,9 @@ class ProgressLines(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._flush(trainer)
 
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._flush(trainer)  # an epoch that ended before an interrupt: its checkpoint may hold it, a resume goes on after
+
     def _flush(self, trainer: pl.Trainer) -> None:
         if self.pending is None or not trainer.is_global_zero:
             return
@@ -240,81 +242,3 @@ class ValidationRecord(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.latest = state_dict["latest"]
-
-
-class EpochCountCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint whose ``{epoch}`` in file names counts epochs from 1, like every other epoch a
-    person reads (Lightning's own is the 0-based index of the epoch just finished), and whose state key is
-    built once."""
-
-    @property
-    def state_key(self) -> str:
-        # Lightning formats the key into its profiler's label at every callback hook (six a training step, the
-        # profiler or not), and ModelCheckpoint builds it each time as the repr of its constructor's trigger
-        # arguments, which never change after: 20 us a step here.
-        if "_state_key" not in self.__dict__:
-            self._state_key = super().state_key
-        return self._state_key
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        # A run directory copied or moved keeps its checkpoints by name, but Lightning drops the best score when the
-        # folder's path changed: the resumed copy would then report its next epoch as the best, whatever its figure.
-        saved_dir = state_dict.get("dirpath")
-        if saved_dir is not None and self.dirpath is not None and saved_dir != self.dirpath:
-            def here(path: str) -> str:
-                return str(Path(self.dirpath, Path(path).name)) if path else path
-            state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": here(state_dict["best_model_path"]),
-                          "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
-                          "last_model_path": here(state_dict.get("last_model_path", "")),
-                          "best_k_models": {here(path): v for path, v in state_dict.get("best_k_models", {}).items()}}
-        super().load_state_dict(state_dict)
-
-    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
-        if "epoch" in metrics:
-            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
-        return super().format_checkpoint_name(metrics, filename, ver, prefix)
-
-
-class LastEpochCheckpoint(EpochCountCheckpoint):
-    """``last.ckpt``, rewritten at the very end of every epoch whatever the monitored figure did: what ``--resume``
-    continues. It also holds torch's global random state of that moment, which it restores when the resumed run's
-    first epoch starts (after the sanity check, which draws from it), so that the epochs after a resume draw the
-    noise they would have drawn without the interrupt (the data module keeps its own generators' states).
-
-    In a run of several processes, Lightning seeds every process alike, so each would draw the same noise for its
-    own images (a GAN's processes the same fakes: one process's worth of generator batch): there each process
-    draws every epoch from seeds of its own, made of ``seed``, the epoch and its rank, which a resume makes again
-    (the checkpoint holds rank zero's states only).
-
-    Since Lightning 2.6 a ModelCheckpoint's ``save_last=True`` writes last.ckpt only at the epochs that saved a top-k
-    checkpoint, so beside a best-only one it held the best epoch, and a resume went back there."""
-
-    def __init__(self, dirpath: Path, seed: int):
-        # At the train epoch's end, after the epoch-end hooks (sample grids, the module's figures) have drawn theirs.
-        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, monitor=None, save_top_k=1,
-                         enable_version_counter=False, save_on_train_epoch_end=True)
-        self.seed = seed
-        self.resumed_random_state: dict | None = None
-
-    def state_dict(self) -> dict:
-        random_state = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_initialized():
-            random_state["cuda"] = torch.cuda.get_rng_state_all()
-        return {**super().state_dict(), "random_state": random_state}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict(state_dict)
-        self.resumed_random_state = state_dict.get("random_state")  # none in a run made before 2026-12-06
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.world_size > 1:
-            noise, binarization = np.random.SeedSequence([self.seed, trainer.current_epoch, trainer.global_rank]
-                                                         ).generate_state(2)
-            torch.manual_seed(int(noise))
-            if isinstance(trainer.datamodule, TensorSplitsDataModule):
-                trainer.datamodule.reseed_binarization(int(binarization))
-        elif self.resumed_random_state is not None:
-            torch.set_rng_state(self.resumed_random_state["cpu"])
-            if "cuda" in self.resumed_random_state:
-                torch.cuda.set_rng_state_all(self.resumed_random_state["cuda"])
-        self.resumed_random_state = None

@@ -25,10 +25,11 @@ from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from shared.callbacks import (EpochCountCheckpoint, EvaluationProgress, FitClock, LastEpochCheckpoint,
-                              LoggedImagesCallback, LossMonitor, NonFiniteLossError, ProgressLines, ValidationRecord)
+from shared.callbacks import (EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor, NonFiniteLossError,
+                              ProgressLines, ValidationRecord)
+from shared.checkpoints import EpochCountCheckpoint, LastEpochCheckpoint
 from shared.checks import misfit
-from shared.cli import NOT_SAVED
+from shared.cli import NOT_SAVED, kept_checkpoints
 from shared.data import DataFileError
 from shared.process import machine_name, prepare_lightning_process
 from shared.lightning_trainer import build_trainer, usage_error
@@ -38,10 +39,27 @@ from shared.yaml_file import read_json_record, write_whole
 class RunLogger(TensorBoardLogger):
     """Lightning's TensorBoard logger less the ``epoch`` figure Lightning adds to every epoch-end write: it counts
     from 0 (a person reads epochs from 1, as the epoch lines print them) and came twice a step where a stage
-    validates. The step axis already places each epoch's figures at its last batch."""
+    validates. The step axis already places each epoch's figures at its last batch.
+
+    One event file a call: Lightning finalizes the logger after each stage, and the closed writer opened a new file
+    at the next figure (the test's, the HParams'), three a call, which TensorBoard reads in the order of their names
+    (start second, then a count of the process's writers, where ".10" sorts before ".9"); a stage's success only
+    flushes, :meth:`close` ends the call's file. No hparams.yaml either: config.yaml, flattened."""
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         super().log_metrics({name: value for name, value in metrics.items() if name != "epoch"}, step)
+
+    def finalize(self, status: str) -> None:
+        if status == "success" and self._experiment is not None:
+            self.experiment.flush()
+        elif status != "success":
+            super().finalize(status)
+
+    def close(self) -> None:
+        super().finalize("success")
+
+    def save(self) -> None:
+        self.experiment.flush()
 
 
 class RunCallbacks:
@@ -118,7 +136,7 @@ def _exit_if_stopped(trainer: pl.Trainer, err: BaseException) -> None:
 
 def _discard_unfinished(args: argparse.Namespace, trainer: pl.Trainer, run_dir: Path) -> bool:
     """After a fit that failed: remove the run directory this call created if no epoch ended in it (nothing to
-    resume, no figure: a half-created record), else the logger's leftover; whether it was removed."""
+    resume, no figure: a half-created record); whether it was removed."""
     if not trainer.is_global_zero:
         return False
     if not args.resume and not any((run_dir / "checkpoints").glob("*.ckpt")):
@@ -126,7 +144,6 @@ def _discard_unfinished(args: argparse.Namespace, trainer: pl.Trainer, run_dir: 
         if not any(run_dir.parent.iterdir()):  # the run name's folder, made for it
             run_dir.parent.rmdir()
         return True
-    (run_dir / "hparams.yaml").unlink(missing_ok=True)
     return False
 
 
@@ -225,6 +242,10 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     fit_seconds, total_fit_seconds, batches = clock.this_call, clock.total(), losses.batches_seen
 
     reported = Path(checkpoint.best_model_path if monitor else run.last.best_model_path)  # the file it keeps
+    if not reported.is_file():  # removed by hand, or by an interrupt between two checkpoints before 2026-12-07
+        kept = ", ".join(kept_checkpoints(run_dir)) or "none"
+        raise SystemExit(f"error: {reported}, the checkpoint this run reports, is missing (kept: {kept}); train on "
+                         f"(--resume with more --epochs) until an epoch replaces it, or start a new run")
     described = datamodule.description()
     metrics: dict = {"epochs": trainer.current_epoch, "train_loss_first_step": losses.first_loss,
                      "train_loss": model.training_loss, "checkpoint": reported.name,
@@ -241,7 +262,6 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
             except DataFileError as err:  # MNIST or the judge went missing since the start
                 raise SystemExit(f"error: {err}; the trained run is in {run_dir}") from None
     except BaseException as err:  # Ctrl-C, a crash: a resume of the trained run tests it and writes metrics.json
-        _discard_unfinished(args, trainer, run_dir)  # keeps the trained run
         _say_how_to_resume(args, trainer, run_dir, interrupted=isinstance(err, KeyboardInterrupt))
         _exit_if_stopped(trainer, err)
         raise
@@ -258,8 +278,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         _, session_start, session_end = hparams_summaries(_hparams(settings), figures)
         for summary in (session_start, session_end):
             logger.experiment._get_file_writer().add_summary(summary, batches)  # as Lightning's log_hyperparams does
-        logger.finalize("success")  # flushed and closed now: the run directory is complete when this returns
-        (run_dir / "hparams.yaml").unlink(missing_ok=True)  # the logger's copy of config.yaml, flattened
+        logger.close()  # flushed and closed now: the run directory is complete when this returns
         print(f"Run directory: {run_dir}\n  TensorBoard:  tensorboard --logdir {run_dir}\n"
               f"  checkpoints:  {run_dir / 'checkpoints'}\n  samples:      {run_dir / 'samples'}\n"
               f"  metrics:      {run_dir / 'metrics.json'}\n  fit time:     {fit_seconds:.1f} s "

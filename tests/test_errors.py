@@ -432,3 +432,13 @@ def test_a_checkpoint_that_lacks_or_adds_a_tensor_is_told_so():
     assert misfit(model, {**model, "c": torch.zeros(1)}, "X") == "holds c, which X does not build"
     assert misfit(model, {"a": torch.zeros(2), "b": torch.zeros(4)}, "X") == "holds b of shape (4,), X builds (3,)"
     assert misfit(model, dict(model), "X") is None
+
+
+@pytest.mark.slow
+def test_a_missing_reported_checkpoint_is_named_in_one_line_and_leaves_no_logger_file(finished_run, capsys):
+    best = next((finished_run / "checkpoints").glob("best-*.ckpt"))
+    best.unlink()
+    (finished_run / "metrics.json").unlink()  # so the resume tests the run again
+    fails_with_one_line(lambda: main(["--resume", str(finished_run)]), capsys, 1,
+                        f"{best}, the checkpoint this run reports, is missing (kept: last.ckpt); train on")
+    assert not (finished_run / "hparams.yaml").exists() and not (finished_run / "metrics.json").exists()

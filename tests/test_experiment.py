@@ -121,7 +121,7 @@ def test_each_process_of_a_distributed_run_draws_its_own_noise_which_a_resume_dr
     """Lightning seeds every process alike: without new seeds a GAN's processes would make the same fakes."""
     from types import SimpleNamespace
 
-    from shared.callbacks import LastEpochCheckpoint
+    from shared.checkpoints import LastEpochCheckpoint
     from shared.data import MNISTDataModule
 
     def draws(rank, epoch, world_size=2):

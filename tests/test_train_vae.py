@@ -69,6 +69,7 @@ def test_smoke_training_writes_outputs_and_bpd_falls(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert not (run_dir / "hparams.yaml").exists()  # config.yaml is the record of the settings
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # the fit's, the test's and HParams' figures
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert config["command"] == "part1_vae.train" and config["z_dim"] == 2
     assert config["data"]["pixels"] == "threshold-binarized" and config["data"]["subset"] == 1024
@@ -102,7 +103,8 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
     monkeypatch.undo()
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
     assert not (run_dir / "metrics.json").exists()
-    metrics = main(["--resume", str(run_dir)])
+    wait_for_a_later_event_file_name()  # else, when this process's writer count passes 9, TensorBoard reads them
+    metrics = main(["--resume", str(run_dir)])  # out of order and purges the last call's figures
     assert [p.name for p in (tmp_path / "vae_mlp_z20").iterdir()] == ["version_0"]
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert metrics["epochs"] == 3 and last["global_step"] == 3 * 4
@@ -381,7 +383,7 @@ def test_a_copied_run_directory_resumes_with_its_best_checkpoint_and_score(tmp_p
     shutil.copytree(tmp_path / "vae_mlp_z20" / "version_0", copy)
     state = torch.load(copy / "checkpoints" / "last.ckpt", weights_only=False)["callbacks"]
     saved = next(value for key, value in state.items() if key.startswith("EpochCountCheckpoint"))
-    from shared.callbacks import EpochCountCheckpoint
+    from shared.checkpoints import EpochCountCheckpoint
     checkpoint = EpochCountCheckpoint(dirpath=copy / "checkpoints", monitor="val_bpd")
     checkpoint.load_state_dict(saved)  # Lightning kept only the path when the folder's path changed
     assert checkpoint.best_model_score == saved["best_model_score"]
@@ -426,3 +428,41 @@ def test_a_run_stopped_before_its_first_epoch_ended_leaves_no_run_directory(tmp_
     run_dir = tmp_path / "vae_mlp_z20" / "version_0"
     assert f"Stopped before the first epoch ended: nothing to resume, {run_dir} is removed" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nor the run name's folder made for it
+
+
+def test_an_interrupt_between_an_epochs_best_checkpoint_and_its_last_ckpt_leaves_a_run_that_resumes(tmp_path,
+                                                                                                     monkeypatch):
+    from shared.checkpoints import LastEpochCheckpoint
+
+    save = LastEpochCheckpoint._save_checkpoint
+
+    def crashes_in_epoch_two(self, trainer, filepath):  # after epoch 2's best checkpoint, before its last.ckpt
+        if trainer.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+        save(self, trainer, filepath)
+    monkeypatch.setattr(LastEpochCheckpoint, "_save_checkpoint", crashes_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path)
+    monkeypatch.undo()
+    run_dir = tmp_path / "vae_mlp_z20" / "version_0"
+    assert (run_dir / "checkpoints" / "best-epoch002.ckpt").is_file()  # epoch 2 was the better
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    best = [state["best_model_path"] for state in last["callbacks"].values() if "best-epoch" in
+            str(state.get("best_model_path"))]
+    assert last["epoch"] == 0 and best == [str(run_dir / "checkpoints" / "best-epoch001.ckpt")]
+    assert Path(best[0]).is_file()  # removed as soon as epoch 2's best was written, until 2026-12-07
+    assert main(["--resume", str(run_dir), "--epochs", "1"])["checkpoint"] == "best-epoch001.ckpt"
+
+
+def test_an_epoch_that_ended_before_an_interrupt_gets_its_progress_line(tmp_path, monkeypatch, capsys):
+    from shared.checkpoints import LastEpochCheckpoint
+
+    save = LastEpochCheckpoint._save_checkpoint
+
+    def saves_then_crashes(self, trainer, filepath):
+        save(self, trainer, filepath)
+        raise RuntimeError("simulated crash")
+    monkeypatch.setattr(LastEpochCheckpoint, "_save_checkpoint", saves_then_crashes)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path)
+    assert "epoch 1/2  train_bpd" in capsys.readouterr().out  # last.ckpt holds epoch 1: a resume goes on from 2
