@@ -31,6 +31,7 @@ from shared.checkpoints import EpochCountCheckpoint, LastEpochCheckpoint
 from shared.checks import misfit
 from shared.cli import NOT_SAVED, kept_checkpoints
 from shared.data import DataFileError
+from shared.generative import check_contract
 from shared.process import machine_name, prepare_lightning_process
 from shared.lightning_trainer import build_trainer, usage_error
 from shared.yaml_file import read_json_record, write_whole
@@ -170,6 +171,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     ``callbacks`` join the run's own (a command's extra figures during training).
     """
     prepare_lightning_process()
+    check_contract(model)
     if args.resume:
         run_dir = Path(args.resume)
         state = _check_resume(model, run_dir)

@@ -84,6 +84,25 @@ def sample_count(n) -> int:
     return count
 
 
+def check_contract(model) -> None:
+    """What a run records and the scripts read of a model after its training, checked before it trains (a missing
+    ``training_loss`` or ``logged_images`` stopped a run after its fit, a mistyped ``data`` was never caught): a
+    TypeError naming what the model must declare (README: Adding a model)."""
+    name = type(model).__name__
+    if not isinstance(getattr(model, "training_loss", None), str):
+        raise TypeError(f"{name} must declare training_loss: what the loss its training_step returns is, in words")
+    if not callable(getattr(model, "logged_images", None)):
+        raise TypeError(f"{name} must define logged_images(): the image grids logged to TensorBoard and PNG")
+    if not isinstance(model, GenerativeModel):  # a model of other data (the flow's 2-D toy task) promises no more
+        return
+    if model.data not in DATA_KINDS:
+        raise TypeError(f"{name}.data must be one of {', '.join(DATA_KINDS)}, got {model.data!r}")
+    has_likelihood = type(model).log_likelihood is not GenerativeModel.log_likelihood
+    if has_likelihood != (model.likelihood_kind is not None) or (has_likelihood and not model.likelihood_metric):
+        raise TypeError(f"{name}: a model that defines log_likelihood declares likelihood_kind and likelihood_metric "
+                        f"(the metrics.json key of its test figure), one without declares neither")
+
+
 def check_data_kind(data: str) -> str:
     if data not in DATA_KINDS:
         raise ValueError(f"data must be one of {', '.join(DATA_KINDS)}, got {data!r}")

@@ -44,12 +44,21 @@ def run_settings(run_dir: str | Path):
     if "command" not in config:
         raise SystemExit(f"error: {config_path} names no command; add the line 'command: <module>' "
                          f"(for example part1_vae.train) naming the command that made the run")
+    name = config["command"]
     try:
-        command = importlib.import_module(config["command"])
-        parser = command.build_parser()
-    except (ImportError, AttributeError):
-        raise SystemExit(f"error: {config_path}: command {config['command']!r} is not a training command "
-                         f"of this project") from None
+        command = importlib.import_module(name)
+    except ModuleNotFoundError as err:
+        if err.name is None or not (name == err.name or name.startswith(f"{err.name}.")):
+            raise SystemExit(f"error: command {name!r} of {config_path} does not import: {err}") from None
+        raise SystemExit(f"error: {config_path}: no command {name!r} here; a package of your own joins "
+                         f"pyproject.toml's [tool.setuptools.packages.find] include (then pip install -e . again), "
+                         f"or runs with PYTHONPATH set to the folder that holds it") from None
+    except ImportError as err:
+        raise SystemExit(f"error: command {name!r} of {config_path} does not import: {err}") from None
+    if not callable(getattr(command, "build_parser", None)):
+        raise SystemExit(f"error: {config_path}: {name!r} is not a training command of this project (it has no "
+                         f"build_parser())")
+    parser = command.build_parser()
     defaults = {action.dest: action.default for action in parser._actions
                 if action.dest not in ("help", *NOT_SAVED)}
     try:

@@ -420,14 +420,20 @@ def test_evaluate_command_errors(tmp_path, capsys, argv, status, message):
 
 @pytest.mark.parametrize("config, message", [
     ("model: mlp\nz_dim: 3\n", "names no command; add the line 'command: <module>'"),
-    ("command: part9.train\n", "command 'part9.train' is not a training command of this project"),
+    ("command: part9.train\n", "no command 'part9.train' here; a package of your own joins pyproject.toml's "
+                              "[tool.setuptools.packages.find] include"),
+    ("command: broken_command\n", "command 'broken_command' of {tmp}/config.yaml does not import: No module named "
+                                 "'no_such_package_here'"),
+    ("command: shared.cli\n", "'shared.cli' is not a training command of this project (it has no build_parser())"),
     ("command: part1_vae.train\nnum_layers: 3\n", "unknown setting(s) num_layers"),
 ])
-def test_evaluate_command_rejects_a_run_it_cannot_rebuild(tmp_path, config, message):
+def test_evaluate_command_rejects_a_run_it_cannot_rebuild(tmp_path, monkeypatch, config, message):
+    (tmp_path / "broken_command.py").write_text("import no_such_package_here\n")  # a command whose own import fails
+    monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "config.yaml").write_text(config)
     with pytest.raises(SystemExit) as exit_info:
         load_script("evaluate").main([str(tmp_path)])
-    assert message in str(exit_info.value.code)
+    assert message.format(tmp=tmp_path) in str(exit_info.value.code)
 
 
 @pytest.mark.slow

@@ -22,10 +22,11 @@ from shared.cli import make_parser, parse_args
 from shared.data import MNISTDataModule
 from shared.densities import bernoulli_nll
 from shared.experiment import run_experiment
-from shared.generative import GenerativeModel
+from shared.generative import GenerativeModel, check_contract, sample_count
 from shared.process import run_script
 from shared.metrics import EpochMeans, StagedModule
 from shared.runs import load_run
+from shared.schedules import adam
 from shared.utils import make_grid
 from tests.conftest import load_script
 
@@ -60,7 +61,7 @@ class IndependentPixels(GenerativeModel, StagedModule):
 
     @torch.no_grad()
     def sample(self, n: int) -> torch.Tensor:
-        return torch.bernoulli(torch.sigmoid(self.network(n)))
+        return torch.bernoulli(torch.sigmoid(self.network(sample_count(n))))
 
     def step(self, stage: str, batch) -> torch.Tensor:
         nll = -self.log_likelihood(batch[0])
@@ -72,7 +73,7 @@ class IndependentPixels(GenerativeModel, StagedModule):
         self.log_dict({f"{stage}_nll": nll, f"{stage}_bpd": self.bpd(nll)})
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        return adam(self.parameters(), self, lr=self.hparams.lr)
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:
@@ -111,6 +112,26 @@ def test_the_contract_refuses_a_model_without_sample():
 
     with pytest.raises(TypeError, match="abstract method .*sample"):
         NoSample()
+
+
+@pytest.mark.parametrize("declared, message", [
+    ({"data": "binarized"}, "IndependentPixels.data must be one of binary, grey, 8bit, got 'binarized'"),
+    ({"training_loss": None}, "IndependentPixels must declare training_loss"),
+    ({"logged_images": None}, "IndependentPixels must define logged_images()"),
+    ({"likelihood_metric": None}, "a model that defines log_likelihood declares likelihood_kind and likelihood_metric"),
+    ({"likelihood_kind": None}, "a model that defines log_likelihood declares likelihood_kind and likelihood_metric"),
+])
+def test_a_run_refuses_a_model_that_misses_a_declaration_before_it_trains(tmp_path, monkeypatch, declared, message):
+    for name, value in declared.items():
+        monkeypatch.setattr(IndependentPixels, name, value)
+    with pytest.raises(TypeError) as refused:
+        main(["--subset", "64", "--log_dir", str(tmp_path), "--accelerator", "cpu"])
+    assert message in str(refused.value) and not list(tmp_path.iterdir())  # found after the fit until 2026-12-07
+
+
+def test_every_model_of_the_project_passes_the_runs_check():
+    for name, model in every_model().items():
+        check_contract(model)
 
 
 def every_model() -> dict[str, pl.LightningModule]:
