@@ -269,3 +269,28 @@ def test_a_command_whose_output_reader_went_away_goes_on(monkeypatch):
     run_script(main)
     assert epochs_done == [1, 2, 3]
     print("the run's last line", flush=True)  # and at the interpreter's end, its last flush
+
+
+def test_ctrl_c_while_a_command_imports_lightning_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    """The commands import torch and Lightning (5 s) inside main, where run_script catches Ctrl-C: at the top of the
+    module a Ctrl-C in those seconds printed an 86-line traceback."""
+    import builtins
+
+    from part1_vae.train import main
+
+    imports = builtins.__import__
+
+    def ctrl_c_in_lightning(name, *args, **kwargs):
+        if name == "pytorch_lightning":
+            raise KeyboardInterrupt
+        return imports(name, *args, **kwargs)
+    monkeypatch.setattr(sys, "argv", ["part1_vae.train", "--subset", "64", "--epochs", "1", "--iw_samples", "2",
+                                      "--log_dir", str(tmp_path), "--accelerator", "cpu"])
+    monkeypatch.setattr(builtins, "__import__", ctrl_c_in_lightning)
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_script(main)
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+    assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"
