@@ -101,6 +101,17 @@ def test_importance_weighted_bound_is_tighter_than_the_elbo(tiny_datamodule):
     assert iw_nll.mean() > 0 and math.isfinite(iw_nll.mean().item())
 
 
+def test_the_importance_weighted_bound_stays_finite_where_the_posterior_std_underflows():
+    """A diverged encoder's log std of -200 makes its std 0 in float32: z is then the mean, and log q(z | x) computed as
+    ((z - mean) / std)^2 was 0 / 0, a NaN test_iw_bpd beside a finite test_bpd (QA: --lr 0.05)."""
+    vae = small_vae()
+    imgs = (torch.rand(8, 1, 28, 28) > 0.5).float()
+    mean, log_std = vae.encoder(imgs)
+    collapsed = torch.cat([log_std[:, :1].detach() * 0 - 200.0, log_std[:, 1:]], dim=1)
+    vae.encoder.forward = lambda x: (mean, collapsed)
+    assert torch.isfinite(vae.importance_weighted_nll(imgs, k=10)).all()
+
+
 def test_tanh_activation_reaches_the_mlps():
     encoder, decoder = MLPEncoder(784, [16], 2, activation="tanh"), MLPDecoder(2, [16], activation="tanh")
     assert any(isinstance(layer, torch.nn.Tanh) for layer in encoder.net)
