@@ -80,10 +80,11 @@ class StagedModule(LeanLightningModule):
     ``log_epoch(stage)``. A subclass whose test stage measures more overrides ``test_step``."""
 
     def step(self, stage: str, batch) -> torch.Tensor:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define step(stage, batch): add the batch to the "
+                                  f"stage's running means and return the training loss")
 
     def log_epoch(self, stage: str) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define log_epoch(stage): log the stage's epoch means")
 
     def training_step(self, batch, batch_idx):
         return self.step("train", batch)
