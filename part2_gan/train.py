@@ -102,9 +102,9 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be in (0, 1], got {getattr(args, flag)}")
     if not 0.5 < args.real_label <= 1.0:
         raise ConfigError(f"--real_label must be in (0.5, 1], got {args.real_label}")
-    check_judge_flags(args)
-    check_judge_curve_flags(args)
     check_adversarial(args)
+    check_judge_curve_flags(args)
+    check_judge_flags(args)  # last: it reads the judge file, which imports torch
 
 
 def default_name(args: argparse.Namespace) -> str:

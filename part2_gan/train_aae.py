@@ -52,9 +52,9 @@ def check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--hidden_dim must be positive, got {args.hidden_dim}")
     if args.lr_adv <= 0:
         raise ConfigError(f"--lr_adv must be positive, got {args.lr_adv}")
-    check_judge_flags(args)
-    check_judge_curve_flags(args)
     check_adversarial(args)
+    check_judge_curve_flags(args)
+    check_judge_flags(args)  # last: it reads the judge file, which imports torch
 
 
 def default_name(args: argparse.Namespace) -> str:

@@ -18,7 +18,10 @@ class EpochCountCheckpoint(ModelCheckpoint):
 
     The best checkpoint is written when an epoch's validation ends, last.ckpt (which holds this callback's state,
     the best checkpoint's name with it) after the epoch's end hooks: an interrupt between the two left a last.ckpt
-    naming a removed file, and the resumed run's test stopped on it (QA)."""
+    naming a removed file, and the resumed run's test stopped on it (QA). The checkpoints still to remove travel in
+    the state, so that one an interrupt left after last.ckpt was written (in a DDP run, while the processes met at the
+    save's barrier) goes at the resumed run's next last.ckpt (QA). An interrupt before that write leaves the new best
+    one behind, untracked, unless the resumed run's repeat of the epoch writes it again (on the CPU it does)."""
 
     superseded: tuple[str, ...] = ()
 
@@ -40,18 +43,24 @@ class EpochCountCheckpoint(ModelCheckpoint):
             self._state_key = super().state_key
         return self._state_key
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "superseded": list(self.superseded)}
+
     def load_state_dict(self, state_dict: dict) -> None:
         # A run directory copied or moved keeps its checkpoints by name, but Lightning drops the best score when the
         # folder's path changed: the resumed copy would then report its next epoch as the best, whatever its figure.
         saved_dir = state_dict.get("dirpath")
-        if saved_dir is not None and self.dirpath is not None and saved_dir != self.dirpath:
-            def here(path: str) -> str:
-                return str(Path(self.dirpath, Path(path).name)) if path else path
+        moved = saved_dir is not None and self.dirpath is not None and saved_dir != self.dirpath
+
+        def here(path: str) -> str:
+            return str(Path(self.dirpath, Path(path).name)) if path and moved else path
+        if moved:
             state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": here(state_dict["best_model_path"]),
                           "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
                           "last_model_path": here(state_dict.get("last_model_path", "")),
                           "best_k_models": {here(path): v for path, v in state_dict.get("best_k_models", {}).items()}}
         super().load_state_dict(state_dict)
+        self.superseded = tuple(here(path) for path in state_dict.get("superseded", ()))  # none before 2026-12-07
 
     def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
         if "epoch" in metrics:

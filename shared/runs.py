@@ -41,7 +41,7 @@ def run_settings(run_dir: str | Path):
         config = read_yaml_mapping(config_path)
     except ValueError as err:
         raise SystemExit(f"error: config file {config_path} {err}") from None
-    if "command" not in config:
+    if not isinstance(config.get("command"), str) or not config["command"].strip():
         raise SystemExit(f"error: {config_path} names no command; add the line 'command: <module>' "
                          f"(for example part1_vae.train) naming the command that made the run")
     name = config["command"]
@@ -53,7 +53,7 @@ def run_settings(run_dir: str | Path):
         raise SystemExit(f"error: {config_path}: no command {name!r} here; a package of your own joins "
                          f"pyproject.toml's [tool.setuptools.packages.find] include (then pip install -e . again), "
                          f"or runs with PYTHONPATH set to the folder that holds it") from None
-    except ImportError as err:
+    except (ImportError, TypeError) as err:  # TypeError: a relative name (".train")
         raise SystemExit(f"error: command {name!r} of {config_path} does not import: {err}") from None
     if not callable(getattr(command, "build_parser", None)):
         raise SystemExit(f"error: {config_path}: {name!r} is not a training command of this project (it has no "

@@ -197,18 +197,24 @@ def test_the_judge_flag_s_help_names_the_bundled_judge():
     assert Path(__file__).resolve().parents[1] / BUNDLED_JUDGE == DEFAULT_JUDGE_PATH
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_help_and_a_refused_flag_answer_before_torch_or_lightning_is_imported(command):
-    """Importing Lightning takes 5 s here: a command's parser, its help and its refusals need neither."""
+@pytest.mark.parametrize("command, refused, message", [
+    ("part1_vae.train", ["--z_dim", "0"], "--z_dim must be positive, got 0"),
+    ("part1_vae.train_mixture", ["--num_components", "0"], "--num_components must be positive, got 0"),
+    ("part2_gan.train", ["--judge_every", "-1"], "--judge_every must be >= 0 (0: off), got -1"),  # checked before the
+    ("part2_gan.train_aae", ["--batch_size", "1"], "--batch_size 1: batch norm cannot train"),  # judge file is read
+    ("part3_flows.train", ["--num_flows", "0"], "--num_flows must be positive, got 0"),
+])
+def test_help_and_a_refused_flag_answer_before_torch_or_lightning_is_imported(command, refused, message):
+    """Importing Lightning takes 5 s here: a command's parser, its help and its own refusals need neither."""
     script = (f"import sys\nfrom {command} import build_parser, check, default_name\nfrom shared.cli import parse_args\n"
-              "for argv in (['--help'], ['--epochs', '0']):\n"
+              f"for argv in (['--help'], ['--epochs', '0'], {refused!r}):\n"
               "    try:\n        parse_args(build_parser(), argv, check, default_name)\n"
               "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code\n"
               "print(sorted(name for name in ('torch', 'pytorch_lightning') if name in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.stdout.splitlines()[-1] == "[]", done.stderr[-2000:]
-    assert "--epochs must be positive, got 0" in done.stderr
+    assert "--epochs must be positive, got 0" in done.stderr and message in done.stderr
 
 
 @pytest.mark.parametrize("module", COMMANDS)

@@ -420,6 +420,9 @@ def test_evaluate_command_errors(tmp_path, capsys, argv, status, message):
 
 @pytest.mark.parametrize("config, message", [
     ("model: mlp\nz_dim: 3\n", "names no command; add the line 'command: <module>'"),
+    ("command:\n", "names no command; add the line 'command: <module>'"),
+    ("command: 3\n", "names no command; add the line 'command: <module>'"),
+    ("command: .train\n", "command '.train' of {tmp}/config.yaml does not import"),
     ("command: part9.train\n", "no command 'part9.train' here; a package of your own joins pyproject.toml's "
                               "[tool.setuptools.packages.find] include"),
     ("command: broken_command\n", "command 'broken_command' of {tmp}/config.yaml does not import: No module named "

@@ -466,3 +466,24 @@ def test_an_epoch_that_ended_before_an_interrupt_gets_its_progress_line(tmp_path
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path)
     assert "epoch 1/2  train_bpd" in capsys.readouterr().out  # last.ckpt holds epoch 1: a resume goes on from 2
+
+
+def test_a_checkpoint_an_interrupt_left_after_last_ckpt_was_written_goes_at_the_resumed_runs_next_one(tmp_path,
+                                                                                                      monkeypatch):
+    from shared.checkpoints import EpochCountCheckpoint
+
+    remove = EpochCountCheckpoint.remove_superseded
+
+    def interrupted_in_epoch_two(self, trainer):  # last.ckpt written, the replaced best one not yet removed
+        if trainer.current_epoch == 1 and self.superseded:
+            raise RuntimeError("simulated crash")
+        remove(self, trainer)
+    monkeypatch.setattr(EpochCountCheckpoint, "remove_superseded", interrupted_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(tmp_path, "--epochs", "3")
+    monkeypatch.undo()
+    checkpoints = tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints"
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["best-epoch001.ckpt", "best-epoch002.ckpt",
+                                                                   "last.ckpt"]
+    metrics = main(["--resume", str(checkpoints.parent)])
+    assert sorted(path.name for path in checkpoints.iterdir()) == [metrics["checkpoint"], "last.ckpt"]  # as the README says
