@@ -1,6 +1,6 @@
 """Callbacks every training run uses: the training-loss monitor, the images logged at epoch ends, the
-progress a person sees, and the records a run keeps across interrupts (fit time, validation figures); its
-checkpoints are shared.checkpoints'.
+progress a person sees, and the records a run keeps across interrupts (fit time, validation figures); the
+checkpoints are in shared.checkpoints.
 
 Epochs are counted from 1 everywhere a person reads them: "epoch 3" is the third epoch, and a
 checkpoint, PNG or progress line "after epoch 3" holds the model after three epochs of training.

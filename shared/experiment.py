@@ -51,10 +51,10 @@ class RunLogger(TensorBoardLogger):
         super().log_metrics({name: value for name, value in metrics.items() if name != "epoch"}, step)
 
     def finalize(self, status: str) -> None:
-        if status == "success" and self._experiment is not None:
-            self.experiment.flush()
-        elif status != "success":
+        if status != "success":  # a stage that failed ends the call
             super().finalize(status)
+        elif self._experiment is not None:
+            self.experiment.flush()
 
     def close(self) -> None:
         super().finalize("success")
