@@ -1,8 +1,9 @@
 """Compare every model on MNIST in one report: ``python scripts/compare.py`` -> ``reports/comparison-<time>/``.
 
 Loads the latest finished run of each model under ``--log_dir`` (``runs/<name>/version_N`` with a metrics.json);
-where a model has none, it trains a short default run first and the report says so. Each call writes a new report,
-``comparison.md`` and its figures in a new folder ``--out/comparison-YYYYmmdd-HHMMSS``, and deletes nothing;
+where a model has none, it trains a short default run first (or finishes the one an interrupt stopped) and the
+report says so. Each call writes a new report, ``comparison.md`` and its figures in a new folder
+``--out/comparison-YYYYmmdd-HHMMSS``, and deletes nothing;
 ``--replace`` rewrites the shipped one, ``--out/comparison.md`` and its figures in ``--out/comparison/`` (whose old
 figures it removes). Nothing is written there until every figure and line is made. The report:
 
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 
 from shared.checks import bad_seed, unwritable
-from shared.cli import OneLineArgumentParser, parse_args
+from shared.cli import OneLineArgumentParser
 from shared.data import load_mnist
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.report import (TSNE_PERPLEXITY, Loaded, Model, data_of, frankenstein_figure, has_likelihood, interpolation_figure,
@@ -39,8 +40,8 @@ from shared.report import (TSNE_PERPLEXITY, Loaded, Model, data_of, frankenstein
 from shared.report_variants import (frankenstein_scores, frankenstein_sets, frankenstein_tables, header, sample_quality,
                                     variant_images)
 from shared.process import run_script
-from shared.runs import (DescriptionAndDefaultsFormatter, finished_runs, folder, judge_file, load_run, positive_int,
-                         run_settings, run_versions)
+from shared.runs import (DescriptionAndDefaultsFormatter, command_settings, finished_runs, folder, interrupted_run,
+                         judge_file, load_run, positive_int, run_settings, run_versions)
 from shared.yaml_file import read_json_record
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,10 +79,7 @@ WHERE = ("log_dir", "name", "data_dir")
 def planned_and_trained(spec: Model, run_dir: Path) -> tuple[argparse.ArgumentParser, dict, dict]:
     """(the command's parser, the settings of the shipped command, those the run trained with)."""
     module = import_module(spec.train_module)
-    parser = module.build_parser()
-    planned = vars(parse_args(parser, shipped_flags(spec), module.check, module.default_name,
-                              getattr(module, "task_defaults", None)))
-    return parser, planned, vars(run_settings(run_dir)[1])
+    return module.build_parser(), vars(command_settings(module, shipped_flags(spec))), vars(run_settings(run_dir)[1])
 
 
 def shortened(spec: Model, run_dir: Path, metrics: dict) -> str:
@@ -113,15 +111,17 @@ def flag_words(action: argparse.Action, value) -> list[str]:
 
 
 def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
-    """The latest finished run of ``spec``; a short default run trained now if there is none."""
+    """The latest finished run of ``spec``; a short default run trained now if there is none (finished, if an
+    interrupt stopped one)."""
     trained_here = not finished_runs(log_dir, spec.name)
     if trained_here:
-        print(f"No finished run of {spec.name} under {log_dir}: training a short default run "
-              f"({' '.join(spec.short_flags)})", flush=True)
-        flags = shipped_flags(spec)
-        extra = ["--subset", str(subset)] if subset else []
-        import_module(spec.train_module).main([*flags, *spec.short_flags, *extra, "--log_dir", str(log_dir),
-                                               "--name", spec.name])
+        module, extra = import_module(spec.train_module), ["--subset", str(subset)] if subset else []
+        flags = [*shipped_flags(spec), *spec.short_flags, *extra, "--log_dir", str(log_dir), "--name", spec.name]
+        interrupted = interrupted_run(module, flags)
+        print(f"No finished run of {spec.name} under {log_dir}: " + (
+            f"finishing the short run an interrupt stopped, {interrupted}" if interrupted else
+            f"training a short default run ({' '.join(spec.short_flags)})"), flush=True)
+        module.main(["--resume", str(interrupted)] if interrupted else flags)
     run_dir = finished_runs(log_dir, spec.name)[-1]
     versions = run_versions(log_dir, spec.name)
     newer = [run.name for run in versions[versions.index(run_dir) + 1:]]  # so unfinished

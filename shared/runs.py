@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from shared.checks import bad_judge_path, misfit
-from shared.cli import NOT_SAVED, ConfigError, kept_checkpoints, resolve_settings, run_config_settings
+from shared.cli import NOT_SAVED, ConfigError, kept_checkpoints, parse_args, resolve_settings, run_config_settings
 from shared.yaml_file import read_json_record, read_yaml_mapping
 
 
@@ -29,6 +30,26 @@ def run_versions(log_dir: str | Path, name: str) -> list[Path]:
 def finished_runs(log_dir: str | Path, name: str) -> list[Path]:
     """Run directories of ``name`` that have a metrics.json, oldest first."""
     return [run for run in run_versions(log_dir, name) if (run / "metrics.json").is_file()]
+
+
+def command_settings(command, flags: Sequence[str]) -> argparse.Namespace:
+    """The settings a training command (its module) makes of ``flags``, as it would run with them."""
+    return parse_args(command.build_parser(), flags, command.check, command.default_name,
+                      getattr(command, "task_defaults", None))
+
+
+def interrupted_run(command, flags: Sequence[str]) -> Path | None:
+    """The newest run of the name ``flags`` give ``command`` that stopped before its test (a last.ckpt, no
+    metrics.json) and was set up as they say, where it lies aside: what a resume finishes, so that compare.py goes on
+    with its short run an interrupt stopped instead of training it anew (a person's own runs differ: not taken)."""
+    wanted = vars(command_settings(command, flags))
+    for run in reversed(run_versions(wanted["log_dir"], wanted["name"])):
+        if (run / "metrics.json").is_file() or not (run / "checkpoints" / "last.ckpt").is_file():
+            continue
+        trained = vars(run_settings(run)[1])
+        if all(wanted.get(key) == value for key, value in trained.items() if key not in ("log_dir", "name", "data_dir")):
+            return run
+    return None
 
 
 def run_settings(run_dir: str | Path):

@@ -3,6 +3,7 @@ default call writes a new folder and never touches the shipped report, which onl
 import contextlib
 import io
 import re
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -384,3 +385,31 @@ def test_a_dynamically_binarized_models_samples_are_judged_against_its_own_varia
     # A ceiling of its own: real training images binarized by a draw, against the test set's fixed draw.
     assert results[0]["real_frechet_distance"] != results[1]["real_frechet_distance"]
     assert results[0]["real_mean_max_prob"] != results[1]["real_mean_max_prob"]
+
+
+@pytest.mark.slow
+def test_a_short_run_an_interrupt_stopped_is_finished_not_trained_anew(tmp_path, tiny_judge_path, monkeypatch):
+    import part1_vae.modules
+
+    compare = load_script("compare")
+    mixture = next(spec for spec in compare.MODELS if spec.name == "mixture_k20")
+    argv = ["--log_dir", str(tmp_path), "--out", str(tmp_path / "reports"), "--num_samples", "20", "--frankenstein",
+            "10", "--iw_samples", "2", "--subset", "128", "--judge", str(tiny_judge_path)]
+    step = part1_vae.modules.MixtureModule.training_step
+
+    def crashes_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise RuntimeError("simulated crash")
+        return step(self, batch, batch_idx)
+    monkeypatch.setattr(part1_vae.modules.MixtureModule, "training_step", crashes_in_epoch_two)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        compare.main(argv, (mixture,))
+    monkeypatch.undo()
+    run_dir = tmp_path / "mixture_k20" / "version_0"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and not (run_dir / "metrics.json").exists()
+    own = tmp_path / "mixture_k20" / "version_1"  # a person's own run of that name, of 80 epochs, stopped too
+    shutil.copytree(run_dir, own)
+    (own / "config.yaml").write_text((own / "config.yaml").read_text().replace("epochs: 2\n", "epochs: 80\n"))
+    compare.main(argv, (mixture,))
+    assert not (tmp_path / "mixture_k20" / "version_2").exists()  # one was trained anew until 2026-12-07
+    assert (run_dir / "metrics.json").is_file() and not (own / "metrics.json").exists()
