@@ -2,6 +2,7 @@
 continues; epochs in their file names counted from 1, like every other epoch a person reads."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,15 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from shared.batches import TensorSplitsDataModule
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    """(inode, modification time in ns) of the file at ``path``, or None where there is none."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 class EpochCountCheckpoint(ModelCheckpoint):
@@ -20,18 +30,21 @@ class EpochCountCheckpoint(ModelCheckpoint):
     the best checkpoint's name with it) after the epoch's end hooks: an interrupt between the two left a last.ckpt
     naming a removed file, and the resumed run's test stopped on it (QA). The checkpoints still to remove travel in
     the state, so that one an interrupt left after last.ckpt was written (in a DDP run, while the processes met at the
-    save's barrier) goes at the resumed run's next last.ckpt (QA). An interrupt before that write leaves the new best
-    one behind, untracked, unless the resumed run's repeat of the epoch writes it again (on the CPU it does)."""
+    save's barrier) goes at the resumed run's next last.ckpt (QA); each with the file's identity, so that a file a
+    person put back under that name since is kept (QA). An interrupt before that write leaves the new best one
+    behind, untracked, unless the resumed run's repeat of the epoch writes it again (on the CPU it does)."""
 
-    superseded: tuple[str, ...] = ()
+    superseded: tuple[tuple[str, int, int], ...] = ()  # (path, inode, modification time in ns)
 
     def _remove_checkpoint(self, trainer, filepath: str) -> None:
-        self.superseded = (*self.superseded, filepath)
+        if (identity := _file_identity(filepath)) is not None:  # none: not there (another machine's disk)
+            self.superseded = (*self.superseded, (filepath, *identity))
 
     def remove_superseded(self, trainer) -> None:
         """Remove the checkpoints this callback replaced: called once last.ckpt has been written anew."""
-        for filepath in self.superseded:
-            super()._remove_checkpoint(trainer, filepath)
+        for filepath, *identity in self.superseded:
+            if _file_identity(filepath) == tuple(identity):
+                super()._remove_checkpoint(trainer, filepath)
         self.superseded = ()
 
     @property
@@ -60,7 +73,7 @@ class EpochCountCheckpoint(ModelCheckpoint):
                           "last_model_path": here(state_dict.get("last_model_path", "")),
                           "best_k_models": {here(path): v for path, v in state_dict.get("best_k_models", {}).items()}}
         super().load_state_dict(state_dict)
-        self.superseded = tuple(here(path) for path in state_dict.get("superseded", ()))  # none before 2026-12-07
+        self.superseded = tuple((here(path), inode, mtime) for path, inode, mtime in state_dict.get("superseded", ()))
 
     def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
         if "epoch" in metrics:

@@ -46,7 +46,10 @@ def interrupted_run(command, flags: Sequence[str]) -> Path | None:
     for run in reversed(run_versions(wanted["log_dir"], wanted["name"])):
         if (run / "metrics.json").is_file() or not (run / "checkpoints" / "last.ckpt").is_file():
             continue
-        trained = vars(run_settings(run)[1])
+        try:
+            trained = vars(run_settings(run)[1])
+        except SystemExit:  # an unreadable record (run_settings says why in one line): not a run to go on with
+            continue
         if all(wanted.get(key) == value for key, value in trained.items() if key not in ("log_dir", "name", "data_dir")):
             return run
     return None

@@ -410,6 +410,9 @@ def test_a_short_run_an_interrupt_stopped_is_finished_not_trained_anew(tmp_path,
     own = tmp_path / "mixture_k20" / "version_1"  # a person's own run of that name, of 80 epochs, stopped too
     shutil.copytree(run_dir, own)
     (own / "config.yaml").write_text((own / "config.yaml").read_text().replace("epochs: 2\n", "epochs: 80\n"))
+    broken = tmp_path / "mixture_k20" / "version_2"  # and one whose record cannot be read: passed over
+    shutil.copytree(run_dir, broken)
+    (broken / "config.yaml").write_text("epochs: [\n")
     compare.main(argv, (mixture,))
-    assert not (tmp_path / "mixture_k20" / "version_2").exists()  # one was trained anew until 2026-12-07
+    assert not (tmp_path / "mixture_k20" / "version_3").exists()  # one was trained anew until 2026-12-07
     assert (run_dir / "metrics.json").is_file() and not (own / "metrics.json").exists()

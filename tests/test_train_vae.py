@@ -1,6 +1,7 @@
 """The ``part1_vae.train`` command end to end on tiny data: errors, outputs, NaN stop, resume, determinism."""
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -487,3 +488,11 @@ def test_a_checkpoint_an_interrupt_left_after_last_ckpt_was_written_goes_at_the_
                                                                    "last.ckpt"]
     metrics = main(["--resume", str(checkpoints.parent)])
     assert sorted(path.name for path in checkpoints.iterdir()) == [metrics["checkpoint"], "last.ckpt"]  # as the README says
+
+
+def test_a_checkpoint_a_person_put_back_under_a_replaced_ones_name_is_kept_by_a_resume(tmp_path):
+    run(tmp_path)  # epoch 2's best checkpoint replaced epoch 1's
+    checkpoints = tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints"
+    shutil.copy(checkpoints / "best-epoch002.ckpt", checkpoints / "best-epoch001.ckpt")  # a copy kept elsewhere, back
+    main(["--resume", str(checkpoints.parent), "--epochs", "3"])
+    assert (checkpoints / "best-epoch001.ckpt").is_file()  # removed at the next last.ckpt (QA)
