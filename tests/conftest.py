@@ -93,10 +93,15 @@ def stopped_by_nan(run, run_dir: Path) -> tuple[str, dict]:
 
 def crashes_in_epoch_two(training_step):
     """``training_step`` wrapped to raise at the third batch of the second epoch: a run killed mid-epoch."""
-    def wrapped(self, batch, batch_idx):
-        if self.current_epoch == 1 and batch_idx == 2:
+    return crashes_in(training_step, epoch=2, batch=3)
+
+
+def crashes_in(training_step, epoch: int, batch: int | None = None):
+    """``training_step`` wrapped to raise at a batch (counted from 1; none: the first) of an epoch (from 1)."""
+    def wrapped(self, batch_, batch_idx):
+        if self.current_epoch + 1 == epoch and batch_idx + 1 >= (batch or 1):
             raise RuntimeError("simulated crash")
-        return training_step(self, batch, batch_idx)
+        return training_step(self, batch_, batch_idx)
     return wrapped
 
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import load_script
+from tests.conftest import crashes_in, load_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -395,13 +395,8 @@ def test_a_short_run_an_interrupt_stopped_is_finished_not_trained_anew(tmp_path,
     mixture = next(spec for spec in compare.MODELS if spec.name == "mixture_k20")
     argv = ["--log_dir", str(tmp_path), "--out", str(tmp_path / "reports"), "--num_samples", "20", "--frankenstein",
             "10", "--iw_samples", "2", "--subset", "128", "--judge", str(tiny_judge_path)]
-    step = part1_vae.modules.MixtureModule.training_step
-
-    def crashes_in_epoch_two(self, batch, batch_idx):
-        if self.current_epoch == 1:
-            raise RuntimeError("simulated crash")
-        return step(self, batch, batch_idx)
-    monkeypatch.setattr(part1_vae.modules.MixtureModule, "training_step", crashes_in_epoch_two)
+    monkeypatch.setattr(part1_vae.modules.MixtureModule, "training_step",
+                        crashes_in(part1_vae.modules.MixtureModule.training_step, epoch=2))
     with pytest.raises(RuntimeError, match="simulated crash"):
         compare.main(argv, (mixture,))
     monkeypatch.undo()

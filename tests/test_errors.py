@@ -13,7 +13,7 @@ import yaml
 
 from part1_vae.train import main
 from shared.data import BUNDLED_DIR
-from tests.conftest import TINY_RUN, fails_with_one_line, load_script
+from tests.conftest import TINY_RUN, crashes_in, fails_with_one_line, load_script
 
 
 def run(tmp_path, *flags):
@@ -237,13 +237,7 @@ def test_a_finished_run_continued_and_interrupted_keeps_no_record_of_a_checkpoin
                                                                                               monkeypatch):
     import part1_vae.modules
 
-    original = part1_vae.modules.VAE.training_step
-
-    def crashes_in_epoch_three(self, batch, batch_idx):
-        if self.current_epoch == 2:
-            raise RuntimeError("simulated crash")
-        return original(self, batch, batch_idx)
-    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_three)
+    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in(part1_vae.modules.VAE.training_step, epoch=3))
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(["--resume", str(finished_run), "--epochs", "4"])
     assert not (finished_run / "metrics.json").exists()  # it named a best checkpoint the continued run may replace
