@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Sequence
 
-from shared.cli import ConfigError, add_binarization_flag, add_lr_final_flag, binarization_suffix, make_parser, parse_args
+from shared.cli import (ConfigError, add_binarization_flag, add_lr_final_flag, binarization_suffix, make_parser,
+                        parse_args)
 from shared.process import run_script
 
 if TYPE_CHECKING:

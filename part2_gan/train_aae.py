@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     parser = make_parser("part2_gan.train_aae", __doc__, epochs=50, lr=1e-3, batch_size=128)
     add = parser.add_argument
-    add("--prior", choices=["gaussian", "mog", "swiss_roll"], default="gaussian", help="the distribution imposed on the codes")
+    add("--prior", choices=["gaussian", "mog", "swiss_roll"], default="gaussian",
+        help="the distribution imposed on the codes")
     add("--z_dim", type=int, default=2, help="code size (mog and swiss_roll are 2-D)")
     add("--hidden_dim", type=int, default=512, help="units of each of the two hidden layers of every network")
     # As fast as the reconstruction step: at 2e-4 reconstruction pulled the codes off the prior faster than the

@@ -1,5 +1,6 @@
-"""The judge's figures while a generator trains (its flags: part2_gan.settings): every few epochs, the figures of metrics.json and the class histogram of a fixed draw of samples go to
-TensorBoard, and a generator collapsed onto few digits is warned about.
+"""The judge's figures while a generator trains (its flags: part2_gan.settings): every few epochs, the figures of
+metrics.json and the class histogram of a fixed draw of samples go to TensorBoard, and a generator collapsed onto
+few digits is warned about.
 
 The draw is the same every time (the run's seed), so the curve moves with the model, not with the draw.
 Its Fréchet distance is biased upwards by the sample count (2,000 samples read higher than the 10,000 of

@@ -50,7 +50,8 @@ def interrupted_run(command, flags: Sequence[str]) -> Path | None:
             trained = vars(run_settings(run)[1])
         except SystemExit:  # an unreadable record (run_settings says why in one line): not a run to go on with
             continue
-        if all(wanted.get(key) == value for key, value in trained.items() if key not in ("log_dir", "name", "data_dir")):
+        if all(wanted.get(key) == value for key, value in trained.items() if key not in ("log_dir", "name",
+                                                                                          "data_dir")):
             return run
     return None
 
@@ -71,13 +72,12 @@ def run_settings(run_dir: str | Path):
     name = config["command"]
     try:
         command = importlib.import_module(name)
-    except ModuleNotFoundError as err:
-        if err.name is None or not (name == err.name or name.startswith(f"{err.name}.")):
-            raise SystemExit(f"error: command {name!r} of {config_path} does not import: {err}") from None
-        raise SystemExit(f"error: {config_path}: no command {name!r} here; a package of your own joins "
-                         f"pyproject.toml's [tool.setuptools.packages.find] include (then pip install -e . again), "
-                         f"or runs with PYTHONPATH set to the folder that holds it") from None
     except (ImportError, TypeError) as err:  # TypeError: a relative name (".train")
+        missing = err.name if isinstance(err, ModuleNotFoundError) else None  # the command, or a package of its own?
+        if missing is not None and (name == missing or name.startswith(f"{missing}.")):
+            raise SystemExit(f"error: {config_path}: no command {name!r} here; a package of your own joins "
+                             f"pyproject.toml's [tool.setuptools.packages.find] include (then pip install -e . "
+                             f"again), or runs with PYTHONPATH set to the folder that holds it") from None
         raise SystemExit(f"error: command {name!r} of {config_path} does not import: {err}") from None
     if not callable(getattr(command, "build_parser", None)):
         raise SystemExit(f"error: {config_path}: {name!r} is not a training command of this project (it has no "

@@ -487,7 +487,7 @@ def test_a_checkpoint_an_interrupt_left_after_last_ckpt_was_written_goes_at_the_
     assert sorted(path.name for path in checkpoints.iterdir()) == ["best-epoch001.ckpt", "best-epoch002.ckpt",
                                                                    "last.ckpt"]
     metrics = main(["--resume", str(checkpoints.parent)])
-    assert sorted(path.name for path in checkpoints.iterdir()) == [metrics["checkpoint"], "last.ckpt"]  # as the README says
+    assert sorted(path.name for path in checkpoints.iterdir()) == [metrics["checkpoint"], "last.ckpt"]  # the README's
 
 
 def test_a_checkpoint_a_person_put_back_under_a_replaced_ones_name_is_kept_by_a_resume(tmp_path):
