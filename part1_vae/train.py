@@ -88,7 +88,7 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
 
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
                            binarize=args.likelihood == "bernoulli", train_on_all=args.train_on_all, subset=args.subset,
-                           binarization=args.binarization)
+                           binarization=args.binarization, batches_per_call=args.batches_per_call)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

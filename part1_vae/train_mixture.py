@@ -43,7 +43,7 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
     from shared.data import MNISTDataModule
 
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset,
-                           binarization=args.binarization)
+                           binarization=args.binarization, batches_per_call=args.batches_per_call)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

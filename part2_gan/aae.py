@@ -12,13 +12,13 @@ from part2_gan.plots import render_latent_map
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
 from shared.densities import bernoulli_nll
 from shared.generative import GenerativeModel, check_data_kind, evaluating, sample_count
-from shared.lean_lightning import LeanLightningModule
+from shared.lean_lightning import GroupedTraining
 from shared.metrics import EpochMeans
 from shared.schedules import adam
 from shared.utils import make_grid
 
 
-class AAE(GenerativeModel, LeanLightningModule):
+class AAE(GenerativeModel, GroupedTraining):
     """Adversarial autoencoder, trained with three Adam optimizers (manual optimization).
 
     Each training batch takes three steps, each updating only its own networks:
@@ -51,7 +51,6 @@ class AAE(GenerativeModel, LeanLightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder", "decoder", "discriminator"], logger=False)
         self.data = check_data_kind(data)
-        self.automatic_optimization = False
         self.encoder, self.decoder, self.discriminator = encoder, decoder, discriminator
         self.prior = make_prior(prior, z_dim)
         # Fixed prior samples (saved with the checkpoint) so the grids of different epochs compare.
@@ -93,7 +92,7 @@ class AAE(GenerativeModel, LeanLightningModule):
         optimizer.step()
         self.untoggle_optimizer(optimizer)
 
-    def training_step(self, batch, batch_idx):
+    def train_batch(self, batch):
         """Returns ``recon`` (the training loss: reconstruction, nats per image), ``d_loss`` and ``g_loss``."""
         imgs = batch[0]
         opt_ae, opt_d, opt_g = self.optimizers()

@@ -8,7 +8,7 @@ from torch import nn
 
 from part2_gan.losses import adversarial_bce, r1_penalty, top_k_generator_loss, top_k_kept
 from shared.generative import GenerativeModel, check_data_kind, evaluating, sample_count
-from shared.lean_lightning import LeanLightningModule
+from shared.lean_lightning import GroupedTraining
 from shared.metrics import EpochMeans
 from shared.schedules import adam
 from shared.utils import interpolate_latents, make_grid
@@ -20,7 +20,7 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
     return (images + 1.0) / 2.0
 
 
-class GAN(GenerativeModel, LeanLightningModule):
+class GAN(GenerativeModel, GroupedTraining):
     """GAN with the non-saturating generator loss, trained with two Adam optimizers (manual optimization).
 
     Each training step first updates the generator on ``-log D(G(z))``, then the discriminator on
@@ -63,7 +63,6 @@ class GAN(GenerativeModel, LeanLightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["generator", "discriminator"], logger=False)
         self.data = check_data_kind(data)
-        self.automatic_optimization = False
         self.generator, self.discriminator = generator, discriminator
         self.generator_ema = averaged_copy(generator) if ema_decay > 0 else None
         self.register_buffer("ema_updates", torch.zeros(()) if ema_decay > 0 else None)
@@ -163,7 +162,7 @@ class GAN(GenerativeModel, LeanLightningModule):
             figures["code_acc"] = (fake_outputs[:, 1:].argmax(1) == self._codes(fake_latents)).float().mean()
         return loss, figures
 
-    def training_step(self, batch, batch_idx):
+    def train_batch(self, batch):
         """Returns ``d_loss`` (the training loss: 2 ln 2 for a discriminator that cannot tell) and ``g_loss``."""
         real = batch[0]
         opt_g, opt_d = self.optimizers()

@@ -136,7 +136,8 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
     from shared.data import MNISTDataModule
 
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
-                           binarize=args.binarize, value_range="pm1", train_on_all=True, subset=args.subset)
+                           binarize=args.binarize, value_range="pm1", train_on_all=True, subset=args.subset,
+                           batches_per_call=args.batches_per_call)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

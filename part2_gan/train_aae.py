@@ -76,7 +76,8 @@ def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
 
     # All 60,000 training images, as for the GAN: nothing is chosen by validation.
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed,
-                           binarize=args.binarize, train_on_all=True, subset=args.subset)
+                           binarize=args.binarize, train_on_all=True, subset=args.subset,
+                           batches_per_call=args.batches_per_call)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -102,8 +102,8 @@ class ToyDataModule(TensorSplitsDataModule):
     """
 
     def __init__(self, target: BimodalGaussianDiag, batch_size: int = 256, seed: int = 42, num_train: int = 10_000,
-                 num_val: int = 2_000, num_test: int = 2_000, num_workers: int = 0):
-        super().__init__(batch_size, seed, num_workers)
+                 num_val: int = 2_000, num_test: int = 2_000, num_workers: int = 0, batches_per_call: int = 1):
+        super().__init__(batch_size, seed, num_workers, batches_per_call)
         self.target = target
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
 

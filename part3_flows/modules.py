@@ -106,6 +106,7 @@ class ToyFlowModule(FlowModule):
         checkpoint["bpd_history"] = self.history  # so the curve of a resumed run starts at epoch 1
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.history = checkpoint.get("bpd_history", {"train": [], "val": []})
 
     @torch.no_grad()
@@ -183,7 +184,13 @@ class ImageFlowModule(GenerativeModel, FlowModule):
             return self.flow, self.dequantizer
         return self.averaged[0], self.averaged[1]
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+    def train_batch(self, batch) -> torch.Tensor:
+        loss = super().train_batch(batch)
+        self.update_weight_average()
+        return loss
+
+    def update_weight_average(self) -> None:
+        """The weight average (if one is kept) one step on towards the trained weights: after each optimizer step."""
         if self.averaged is not None:
             update_average(self.averaged, nn.ModuleList([self.flow, self.dequantizer]), self.ema_updates,
                            self.hparams.ema_decay)
@@ -219,7 +226,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         datamodule = self.trainer.datamodule
         # Moved as a training batch is (Lightning's transfer, with the data module's hook: with workers, the step
         # that draws dynamically binarized images).
-        self.init_from_data(self.trainer.strategy.batch_to_device(next(iter(datamodule.train_dataloader())))[0])
+        self.init_from_data(self.trainer.strategy.batch_to_device(next(iter(datamodule.training_batches())))[0])
         test_images = next(iter(datamodule.test_dataloader()))[0]
         index = torch.arange(2 * self.hparams.num_interpolations) % len(test_images)
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))

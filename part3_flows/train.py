@@ -175,9 +175,11 @@ def build_datamodule(args: argparse.Namespace) -> ToyDataModule | MNISTDataModul
 
     if args.task == "toy":
         sizes = {} if args.subset is None else {"num_train": args.subset, "num_val": args.subset, "num_test": args.subset}
-        return ToyDataModule(build_target(), args.batch_size, args.seed, num_workers=args.num_workers, **sizes)
+        return ToyDataModule(build_target(), args.batch_size, args.seed, num_workers=args.num_workers,
+                             batches_per_call=args.batches_per_call, **sizes)
     return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset,
-                           binarize=args.task == "mnist", binarization=args.binarization)
+                           binarize=args.task == "mnist", binarization=args.binarization,
+                           batches_per_call=args.batches_per_call)
 
 
 def toy_metrics(model: ToyFlowModule, datamodule: ToyDataModule) -> dict:

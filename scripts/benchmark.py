@@ -59,7 +59,7 @@ from shared.data import load_mnist
 from shared.process import machine_name, prepare_lightning_process, run_script
 from shared.runs import DescriptionAndDefaultsFormatter
 from shared.timing import (as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain,
-                           time_plain_gan, training_device)
+                           time_plain_gan, training_device, whole_calls)
 
 # The commands whose models are timed, imported by name as shared.runs does (a command is imported by nothing).
 # The flow the README's figures measured (uniform noise), at a constant rate: the plain loop has no epochs.
@@ -111,6 +111,7 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
     images = train.images.to(device)
     if command is flow_command:  # the actnorm data init a fit does first, done once for both ways
         template.init_from_data(images[:args.batch_size])
+    batches = batches and whole_calls(batches, args.batches_per_call)
     count = len(train) if batches is None else min(len(train), batches * args.batch_size)
     plain_loss = {vae_command: lambda model, x: model(x)[2],
                   flow_command: lambda model, x: model.bpd(model.nll(x)).mean()}.get(command)
@@ -157,6 +158,8 @@ def framework_cost_per_step(batches: int, repeats: int) -> dict[str, tuple[float
     interleaved rounds, and its function calls (:func:`calls_per_step`); "plain" holds the plain loop's own step."""
     device = training_device()
     args, template, datamodule = build(vae_command, TINY_VAE_FLAGS)
+    one_a_call = build(vae_command, [*TINY_VAE_FLAGS, "--batches_per_call", "1"])[2]
+    batches = whole_calls(batches, args.batches_per_call)
     images = datamodule.splits["train"].images.to(device)
     with tempfile.TemporaryDirectory() as log_dir:
         ways = {"plain": lambda n: time_plain(copy.deepcopy(template), lambda model, x: model(x)[2],
@@ -165,9 +168,11 @@ def framework_cost_per_step(batches: int, repeats: int) -> dict[str, tuple[float
                                                            None, n),
                 "pipeline without shared.lean_lightning": lambda n: time_pipeline(
                     as_lightning_makes_it(copy.deepcopy(template)), datamodule, log_dir, n, lean=False),
+                "pipeline, one batch a call": lambda n: time_pipeline(copy.deepcopy(template), one_a_call, log_dir, n),
                 "pipeline": lambda n: time_pipeline(copy.deepcopy(template), datamodule, log_dir, n)}
         seconds = best_seconds({way: partial(timed, batches) for way, timed in ways.items()}, repeats)
-        calls = {way: calls_per_step(timed, max(batches // 4, 1)) for way, timed in ways.items()}
+        calls = {way: calls_per_step(timed, whole_calls(max(batches // 4, 1), args.batches_per_call))
+                 for way, timed in ways.items()}
     micros = {way: best / batches * 1e6 for way, best in seconds.items()}
     costs = {way: (step - micros["plain"] if way != "plain" else step, calls[way]) for way, step in micros.items()}
     print("framework cost a step (tiny VAE): " + ", ".join(f"{way} {cost:.0f} us, {calls[way]:,.0f} calls"

@@ -2,6 +2,8 @@
 loop never touches PIL or a per-image transform. Without DataLoader workers (the default) each split is moved to
 the training device once and batches are drawn there (:class:`ResidentBatches`); nothing is copied from the host
 in a training step. With workers, a DataLoader (:func:`batch_loader`) serves the same batches from host memory.
+Training batches may be served several at a time (:class:`GroupedBatches`), so that Lightning's fixed cost of a
+call of ``training_step`` is paid once for them.
 """
 from __future__ import annotations
 
@@ -119,6 +121,32 @@ class ResidentBatches:
             yield self.dataset[order[batch]]
 
 
+class BatchGroup(list):
+    """Consecutive training batches served as one item of the loader: the module trains on each in turn, an optimizer
+    step each (shared.metrics.GroupedTraining)."""
+
+
+class GroupedBatches:
+    """``batches`` served ``size`` at a time as :class:`BatchGroup` s, the epoch's last group holding what is left:
+    the same batches in the same order."""
+
+    def __init__(self, batches, size: int):
+        self.batches, self.size = batches, size
+
+    def __len__(self) -> int:
+        return -(-len(self.batches) // self.size)
+
+    def __iter__(self):
+        group = BatchGroup()
+        for batch in self.batches:
+            group.append(batch)
+            if len(group) == self.size:
+                yield group
+                group = BatchGroup()
+        if group:
+            yield group
+
+
 def batch_loader(dataset: TensorBatchDataset, batch_size: int, order: torch.Generator | None, seed: int = 0,
                  num_workers: int = 0, rank: int = 0, world_size: int = 1, shard: bool = False) -> DataLoader:
     """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice; each epoch's order
@@ -139,14 +167,18 @@ class TensorSplitsDataModule(pl.LightningDataModule):
     With ``num_workers=0`` the splits are moved to the trainer's device once (the CPU when no trainer is
     attached) and served as :class:`ResidentBatches`; with workers, as a DataLoader over host memory.
     Either way the batches and their order are the same for a given seed, and so are a run's figures (dynamically
-    binarized images too: with workers they are drawn in this process, from the same generator).
+    binarized images too: with workers they are drawn in this process, from the same generator). With
+    ``batches_per_call`` above 1 the training batches come that many at a time, as :class:`BatchGroup` s.
     """
 
-    def __init__(self, batch_size: int, seed: int, num_workers: int):
+    def __init__(self, batch_size: int, seed: int, num_workers: int, batches_per_call: int = 1):
         super().__init__()
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if batches_per_call <= 0:
+            raise ValueError(f"batches_per_call must be positive, got {batches_per_call}")
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.batches_per_call = batches_per_call
         self.splits: dict[str, TensorBatchDataset] = {}
         self.train_order: torch.Generator | None = None  # the training batches' shuffling, once they are drawn
         self.resumed_state: dict = {}
@@ -172,9 +204,11 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         if self.num_workers:
             served = self.splits[split]
             served = served.grey() if isinstance(served, DynamicallyBinarizedDataset) else served
-            return batch_loader(served, self.batch_size, generator, self.seed, self.num_workers, rank, world_size,
-                                shard=not shuffle)
-        return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size, shard=not shuffle)
+            batches = batch_loader(served, self.batch_size, generator, self.seed, self.num_workers, rank, world_size,
+                                   shard=not shuffle)
+        else:
+            batches = ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size, shard=not shuffle)
+        return batches
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps so that a resumed run draws the batches (and dynamically binarized images) the
@@ -204,12 +238,20 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
         train = self.splits.get("train")
         if isinstance(train, DynamicallyBinarizedDataset) and self.trainer is not None and self.trainer.training:
-            images, labels = batch  # grey from the workers
+            # grey images from the workers
+            if isinstance(batch, BatchGroup):
+                return BatchGroup((train.binarize(images), labels) for images, labels in batch)
+            images, labels = batch
             batch = train.binarize(images), labels
         return batch
 
-    def train_dataloader(self) -> DataLoader:
+    def training_batches(self) -> DataLoader | ResidentBatches:
+        """The training batches one at a time (a flow's data init takes the first)."""
         return self._loader("train", shuffle=True)
+
+    def train_dataloader(self) -> DataLoader | ResidentBatches | GroupedBatches:
+        batches = self.training_batches()
+        return GroupedBatches(batches, self.batches_per_call) if self.batches_per_call > 1 else batches
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
+from shared.batches import BatchGroup
 from shared.generative import evaluating
 from shared.progress import duration
 from shared.utils import log_grid, save_grid
@@ -37,17 +38,28 @@ class LossMonitor(pl.Callback):
     def __init__(self):
         self.first_loss: float | None = None
         self.batches_seen = 0
-        self.pending: list[tuple[tuple[int, int, int], dict[str, torch.Tensor]]] = []  # ((epoch, step, batch), losses)
+        self.epoch_batches = 0
+        # ((epoch, step, batch of the epoch) of each batch, their losses [batches] each): one item per call
+        self.pending: list[tuple[list[tuple[int, int, int]], dict[str, torch.Tensor]]] = []
 
     @staticmethod
     def _losses(outputs) -> dict[str, torch.Tensor]:
         losses = {"loss": outputs} if isinstance(outputs, torch.Tensor) else outputs if isinstance(outputs, dict) else {}
-        return {k: v.detach() for k, v in losses.items() if isinstance(v, torch.Tensor)}
+        return {k: v.detach().float().reshape(-1) for k, v in losses.items() if isinstance(v, torch.Tensor)}
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.epoch_batches = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.batches_seen += 1  # the step a person reads: batches, not optimizer steps (a GAN's are two a batch)
-        self.pending.append(((trainer.current_epoch + 1, self.batches_seen, batch_idx), self._losses(outputs)))
-        if self.batches_seen % trainer.log_every_n_steps == 0 or batch_idx + 1 == trainer.num_training_batches:
+        # The step a person reads counts batches, not optimizer steps (a GAN's are two a batch) nor calls (a call
+        # trains on a BatchGroup of --batches_per_call batches).
+        count = len(batch) if isinstance(batch, BatchGroup) else 1
+        where = [(trainer.current_epoch + 1, self.batches_seen + i, self.epoch_batches + i) for i in range(1, count + 1)]
+        self.batches_seen += count
+        self.epoch_batches += count
+        self.pending.append((where, self._losses(outputs)))
+        every = trainer.log_every_n_steps
+        if self.batches_seen // every > (self.batches_seen - count) // every or batch_idx + 1 == trainer.num_training_batches:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
@@ -59,7 +71,8 @@ class LossMonitor(pl.Callback):
         if not pending:
             return
         names = list(pending[0][1])  # a module's training_step returns the same losses every step
-        values = torch.stack([torch.stack([losses[name].float() for name in names]) for _, losses in pending])
+        values = torch.cat([torch.stack([losses[name] for name in names], 1) for _, losses in pending])
+        where = [batch for batches, _ in pending for batch in batches]
         # Each process reads all processes' losses (all check at the same batches): one stopping alone at a NaN would
         # leave the others waiting in the next all-reduce. torch's all_gather: Lightning's warns of a deprecated one.
         everyone = [values]
@@ -67,22 +80,21 @@ class LossMonitor(pl.Callback):
             everyone = [torch.empty_like(values) for _ in range(trainer.world_size)]
             torch.distributed.all_gather(everyone, values)
         everyone = torch.stack(everyone).cpu()
-        for (where, _), at_step in zip(pending, everyone.transpose(0, 1).tolist()):
+        for (epoch, step, batch), at_step in zip(where, everyone.transpose(0, 1).tolist()):
             bad = [(name, value, rank) for rank, row in enumerate(at_step) for name, value in zip(names, row)
                    if not math.isfinite(value)]
             if bad:
                 on = f" on process {bad[0][2]}" if trainer.world_size > 1 else ""
-                raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]}{on} in epoch {where[0]}, step {where[1]} "
-                                         f"(batch {where[2] + 1} of the epoch)")
+                raise NonFiniteLossError(f"{bad[0][0]} is {bad[0][1]}{on} in epoch {epoch}, step {step} "
+                                         f"(batch {batch} of the epoch)")
         rows = everyone[trainer.global_rank].tolist()
         if self.first_loss is None:
             self.first_loss = rows[0][0]  # the first loss a step returns is the one its module's training_loss names
-        first_batch = self.batches_seen - len(pending)
-        for offset, row in enumerate(rows):
-            if trainer.logger is not None and (first_batch + offset) % trainer.log_every_n_steps == 0:
+        for (_, step, _), row in zip(where, rows):
+            if trainer.logger is not None and (step - 1) % trainer.log_every_n_steps == 0:
                 # Step = the batch's index, Lightning's own step axis (a GAN's global_step counts two per batch).
                 trainer.logger.log_metrics({f"train_{name}_step": value for name, value in zip(names, row)},
-                                           step=first_batch + offset)
+                                           step=step - 1)
 
     def state_dict(self) -> dict:
         return {"first_loss": self.first_loss, "batches_seen": self.batches_seen}

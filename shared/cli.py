@@ -20,10 +20,13 @@ from shared.yaml_file import read_yaml_mapping
 
 # What a resume may change: how to run, and what is measured around the training. Every other setting stays the run's
 # (model, data, objective, optimizer: the checkpoint holds their states, config.yaml records them).
-RESUME_MAY_CHANGE = ("config", "resume", "epochs", "num_workers", "data_dir", "log_dir", "name", "sample_epochs",
+RESUME_MAY_CHANGE = ("config", "resume", "epochs", "num_workers", "batches_per_call", "data_dir", "log_dir", "name", "sample_epochs",
                      "log_every_n_steps", "progress_bar", "compile", "accelerator", "devices", "num_nodes", "strategy",
                      "precision", "iw_samples", "eval_samples", "judge", "judge_every", "judge_every_samples",
                      "interpolation_steps", "plot_every", "temperature", "test_dequant_samples")
+
+# shared.batches.TensorSplitsDataModule's default is 1 (one batch a call, as Lightning serves them).
+BATCHES_PER_CALL = 8
 
 # Flags that name files to read, which a YAML file cannot set.
 NOT_IN_FILES = ("config", "resume")
@@ -63,6 +66,9 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     add("--lr", type=float, default=lr, help="Adam learning rate")
     add("--batch_size", type=int, default=batch_size, help="images per training batch")
     add("--num_workers", type=int, default=0, help="0: the data lives on the training device, batches are sliced there; N: a DataLoader with N workers")
+    add("--batches_per_call", type=int, default=BATCHES_PER_CALL,
+        help="training batches per call of training_step, an optimizer step each: the same training, with "
+             "Lightning's fixed cost of a call paid once for them (README: Speed)")
     add("--data_dir", default=None, help="folder holding MNIST/raw; none: the bundled copy")
     add("--subset", type=int, default=None, help="keep only the first N images of each split (smoke runs)")
     add("--log_dir", default="runs", help="folder of the runs")
@@ -223,7 +229,7 @@ def _check_shared(args: argparse.Namespace) -> None:
     if not args.name.strip() or log_dir.resolve() not in (log_dir / args.name).resolve().parents:  # "..", "." or " "
         shown = args.name if args.name.strip() else repr(args.name)
         raise ConfigError(f"--name {shown}: a run name is a folder under --log_dir, not a path out of it")
-    positive = {"batch_size": args.batch_size, "epochs": args.epochs, "lr": args.lr,
+    positive = {"batch_size": args.batch_size, "batches_per_call": args.batches_per_call, "epochs": args.epochs, "lr": args.lr,
                 "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes,
                 **({} if args.subset is None else {"subset": args.subset})}
     for flag, value in positive.items():

@@ -144,8 +144,9 @@ class MNISTDataModule(TensorSplitsDataModule):
 
     def __init__(self, data_dir: str | None = None, batch_size: int = 128, num_workers: int = 0,
                  seed: int = 42, binarize: bool = True, value_range: str = "01",
-                 train_on_all: bool = False, subset: int | None = None, binarization: str = "threshold"):
-        super().__init__(batch_size, seed, num_workers)
+                 train_on_all: bool = False, subset: int | None = None, binarization: str = "threshold",
+                 batches_per_call: int = 1):
+        super().__init__(batch_size, seed, num_workers, batches_per_call)
         if binarization not in ("threshold", "dynamic"):
             raise ValueError(f"binarization must be 'threshold' or 'dynamic', got {binarization!r}")
         if binarization == "dynamic" and value_range != "01":

@@ -32,6 +32,7 @@ from shared.checks import misfit
 from shared.cli import NOT_SAVED, kept_checkpoints
 from shared.data import DataFileError
 from shared.generative import check_contract
+from shared.lean_lightning import check_grouped_training
 from shared.process import machine_name, prepare_lightning_process
 from shared.lightning_trainer import build_trainer, usage_error
 from shared.yaml_file import read_json_record, write_whole
@@ -172,6 +173,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     """
     prepare_lightning_process()
     check_contract(model)
+    check_grouped_training(model, datamodule)
     if args.resume:
         run_dir = Path(args.resume)
         state = _check_resume(model, run_dir)

@@ -6,7 +6,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from shared.lean_lightning import LeanLightningModule
+from shared.lean_lightning import GroupedTraining
 
 
 class RunningMean(nn.Module):
@@ -74,10 +74,13 @@ class EpochMeans(nn.Module):
         return out
 
 
-class StagedModule(LeanLightningModule):
+class StagedModule(GroupedTraining):
     """A LightningModule whose train, val and test stages share one ``step(stage, batch)``, which adds the
     batch to the stage's running means and returns the training loss, and log once per epoch with
-    ``log_epoch(stage)``. A subclass whose test stage measures more overrides ``test_step``."""
+    ``log_epoch(stage)``. A subclass whose test stage measures more overrides ``test_step``.
+
+    It trains with its one optimizer, and steps the learning-rate schedule ``configure_optimizers`` may return at
+    each epoch's end, as Lightning's automatic optimization would (manual here: :class:`GroupedTraining`)."""
 
     def step(self, stage: str, batch) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define step(stage, batch): add the batch to the "
@@ -86,8 +89,13 @@ class StagedModule(LeanLightningModule):
     def log_epoch(self, stage: str) -> None:
         raise NotImplementedError(f"{type(self).__name__} must define log_epoch(stage): log the stage's epoch means")
 
-    def training_step(self, batch, batch_idx):
-        return self.step("train", batch)
+    def train_batch(self, batch) -> torch.Tensor:
+        loss = self.step("train", batch)
+        optimizer = self.optimizers()
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self.step("val", batch)

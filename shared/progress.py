@@ -7,6 +7,8 @@ import time
 import torch
 from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 
+from shared.batches import BatchGroup, GroupedBatches
+
 
 class Progress:
     """Progress lines for a long loop, on stdout: what is done, the time elapsed and an ETA.
@@ -57,12 +59,26 @@ def duration(seconds: float) -> str:
 
 class EpochBar(TQDMProgressBar):
     """Lightning's progress bar as the epoch lines read: epochs from 1 of all (``Epoch 1/80``; Lightning's shows
-    ``Epoch 0``), no logger version number, and at the end the last epoch's training figures (Lightning's bar updates
-    its figures at an epoch's end before the module logs them, so it ended on the epoch before's)."""
+    ``Epoch 0``), batches where Lightning counts calls of ``training_step`` (each a BatchGroup of several batches
+    with ``--batches_per_call``), no logger version number, and at the end the last epoch's training figures
+    (Lightning's bar updates its figures at an epoch's end before the module logs them, so it ended on the epoch
+    before's)."""
+
+    @property
+    def total_train_batches(self) -> int | float:
+        calls, loader = super().total_train_batches, self.trainer.train_dataloader
+        if isinstance(loader, GroupedBatches) and calls != float("inf"):
+            return min(len(loader.batches), calls * loader.size)
+        return calls
 
     def on_train_epoch_start(self, trainer, *_) -> None:
         super().on_train_epoch_start(trainer)
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+        self.epoch_batches = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.epoch_batches += len(batch) if isinstance(batch, BatchGroup) else 1
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, self.epoch_batches - 1)
 
     def get_metrics(self, trainer, pl_module) -> dict:
         return {name: value for name, value in super().get_metrics(trainer, pl_module).items() if name != "v_num"}

@@ -46,7 +46,10 @@ def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule,
 
     The pipeline's Trainer has a run's callbacks, logger and profiler (``lean``; else Lightning's default one);
     the timer stops before the sample grids and the checkpoint are written at the epoch's end (a run's fit
-    seconds count those), but the per-step calls of their hooks are timed."""
+    seconds count those), but the per-step calls of their hooks are timed. ``batches`` must be whole calls of the
+    data module's ``batches_per_call`` (:func:`whole_calls`)."""
+    if batches and batches % datamodule.batches_per_call:
+        raise ValueError(f"{batches} batches are not whole calls of {datamodule.batches_per_call}")
     timer = EpochTimer()
     run = {"callbacks": [timer], "logger": False, "enable_checkpointing": False}  # Lightning alone
     if log_dir:
@@ -56,10 +59,15 @@ def time_pipeline(model: pl.LightningModule, datamodule: pl.LightningDataModule,
         run = {"callbacks": ordered, "logger": RunLogger(log_dir), "profiler": NullProfiler() if lean else None}
     trainer = pl.Trainer(max_epochs=1, accelerator="auto", devices=1, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0, **run,
-                         **({"limit_train_batches": batches} if batches else {}))
+                         **({"limit_train_batches": batches // datamodule.batches_per_call} if batches else {}))
     with contextlib.redirect_stdout(io.StringIO()):  # the run's epoch line
         trainer.fit(model, datamodule=datamodule)
     return timer.seconds
+
+
+def whole_calls(batches: int, batches_per_call: int) -> int:
+    """``batches`` rounded up to whole calls of ``batches_per_call`` batches."""
+    return -(-batches // batches_per_call) * batches_per_call
 
 
 def device_batches(images: torch.Tensor, batch_size: int, batches: int | None, seed: int = 0):

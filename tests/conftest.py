@@ -91,17 +91,22 @@ def stopped_by_nan(run, run_dir: Path) -> tuple[str, dict]:
     return message, last
 
 
-def crashes_in_epoch_two(training_step):
-    """``training_step`` wrapped to raise at the third batch of the second epoch: a run killed mid-epoch."""
-    return crashes_in(training_step, epoch=2, batch=3)
+def crashes_in_epoch_two(train_batch):
+    """``train_batch`` wrapped to raise at the third batch of the second epoch: a run killed mid-epoch."""
+    return crashes_in(train_batch, epoch=2, batch=3)
 
 
-def crashes_in(training_step, epoch: int, batch: int | None = None):
-    """``training_step`` wrapped to raise at a batch (counted from 1; none: the first) of an epoch (from 1)."""
-    def wrapped(self, batch_, batch_idx):
-        if self.current_epoch + 1 == epoch and batch_idx + 1 >= (batch or 1):
+def crashes_in(train_batch, epoch: int, batch: int | None = None):
+    """``train_batch`` wrapped to raise at a batch (counted from 1; none: the first) of an epoch (from 1), however many
+    batches a call of training_step trains on."""
+    trained: dict[tuple[int, int], int] = {}  # batches begun, per module and epoch
+
+    def wrapped(self, batch_):
+        key = (id(self), self.current_epoch)
+        trained[key] = trained.get(key, 0) + 1
+        if self.current_epoch + 1 == epoch and trained[key] >= (batch or 1):
             raise RuntimeError("simulated crash")
-        return training_step(self, batch_, batch_idx)
+        return train_batch(self, batch_)
     return wrapped
 
 

@@ -395,8 +395,8 @@ def test_a_short_run_an_interrupt_stopped_is_finished_not_trained_anew(tmp_path,
     mixture = next(spec for spec in compare.MODELS if spec.name == "mixture_k20")
     argv = ["--log_dir", str(tmp_path), "--out", str(tmp_path / "reports"), "--num_samples", "20", "--frankenstein",
             "10", "--iw_samples", "2", "--subset", "128", "--judge", str(tiny_judge_path)]
-    monkeypatch.setattr(part1_vae.modules.MixtureModule, "training_step",
-                        crashes_in(part1_vae.modules.MixtureModule.training_step, epoch=2))
+    monkeypatch.setattr(part1_vae.modules.MixtureModule, "train_batch",
+                        crashes_in(part1_vae.modules.MixtureModule.train_batch, epoch=2))
     with pytest.raises(RuntimeError, match="simulated crash"):
         compare.main(argv, (mixture,))
     monkeypatch.undo()

@@ -139,6 +139,25 @@ def test_resident_batches_are_the_dataloaders_batches_in_the_same_order(binariza
     assert torch.equal(torch.cat([i for i, _ in resident.val_dataloader()]), loaded.splits["val"].images)
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_grouped_training_batches_are_the_batches_in_order_and_evaluation_is_not_grouped(workers):
+    from shared.batches import BatchGroup
+
+    one, grouped = (MNISTDataModule(batch_size=16, subset=200, binarization="dynamic", num_workers=workers,
+                                    batches_per_call=k) for k in (1, 5))
+    one.setup()
+    grouped.setup()
+    for _ in range(2):  # two epochs: each its own order and draws
+        batches, groups = list(one.train_dataloader()), list(grouped.train_dataloader())
+        assert [len(group) for group in groups] == [5, 5, 3] and all(isinstance(g, BatchGroup) for g in groups)
+        flattened = [batch for group in groups for batch in group]
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(batches, flattened, strict=True))
+    assert not isinstance(next(iter(grouped.val_dataloader())), BatchGroup)
+    assert not isinstance(next(iter(grouped.training_batches())), BatchGroup)
+    with pytest.raises(ValueError, match="batches_per_call must be positive, got 0"):
+        MNISTDataModule(batches_per_call=0)
+
+
 def test_resident_batches_split_between_processes_like_a_distributed_sampler():
     from shared.batches import ResidentBatches, TensorBatchDataset
 

@@ -237,7 +237,7 @@ def test_a_finished_run_continued_and_interrupted_keeps_no_record_of_a_checkpoin
                                                                                               monkeypatch):
     import part1_vae.modules
 
-    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in(part1_vae.modules.VAE.training_step, epoch=3))
+    monkeypatch.setattr(part1_vae.modules.VAE, "train_batch", crashes_in(part1_vae.modules.VAE.train_batch, epoch=3))
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(["--resume", str(finished_run), "--epochs", "4"])
     assert not (finished_run / "metrics.json").exists()  # it named a best checkpoint the continued run may replace

@@ -16,6 +16,7 @@ import shared
 import shared.lightning_trainer
 import shared.judge_curve
 import shared.process
+from shared.batches import BatchGroup
 from shared.callbacks import LossMonitor, NonFiniteLossError
 from shared.process import run_script, silence_known_noise, skip_futile_nvml_check
 from tests.conftest import needs_two_cores
@@ -196,6 +197,21 @@ def test_a_nan_one_process_meets_stops_every_process_at_the_same_check_naming_th
     monitor.on_train_batch_end(trainer, None, torch.tensor(own[0]), None, 0)
     with pytest.raises(NonFiniteLossError, match=message):
         monitor.on_train_batch_end(trainer, None, torch.tensor(own[1]), None, 1)
+
+
+def test_the_loss_monitor_counts_the_batches_of_a_group_one_by_one():
+    """A call of training_step on a BatchGroup returns a loss a batch: logged and checked as batches, not calls."""
+    logged = []
+    trainer = SimpleNamespace(world_size=1, global_rank=0, current_epoch=1, log_every_n_steps=2, num_training_batches=2,
+                              logger=SimpleNamespace(log_metrics=lambda metrics, step: logged.append((step, metrics))))
+    monitor = LossMonitor()
+    monitor.batches_seen = 5  # an epoch of 5 batches before
+    monitor.on_train_epoch_start(trainer, None)
+    monitor.on_train_batch_end(trainer, None, torch.tensor([0.5, 0.25, 0.125]), BatchGroup([None] * 3), 0)
+    assert logged == [(6, {"train_loss_step": 0.25})]  # every 2nd batch from the first: batches 7, 9, ... (steps 6, 8)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan in epoch 2, step 10 \(batch 5 of the epoch\)"):
+        monitor.on_train_batch_end(trainer, None, torch.tensor([1.0, float("nan")]), BatchGroup([None] * 2), 1)
+    assert len(logged) == 1  # the check stops at the NaN before it logs
 
 
 @needs_two_cores

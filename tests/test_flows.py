@@ -242,11 +242,11 @@ def test_the_weight_average_follows_the_trained_flow_and_is_what_evaluation_uses
     module.eval().sample_from_average = False
     assert torch.equal(module.nll(x, noise), trained)
     module.sample_from_average = True
-    module.on_train_batch_end(None, None, 0)
+    module.update_weight_average()
     one_update = module.nll(x, noise)  # first update: weight 1 - 2/11 on the trained weights
     assert not torch.allclose(one_update, initial, atol=1e-3) and not torch.allclose(one_update, trained, atol=1e-3)
     for _ in range(60):
-        module.on_train_batch_end(None, None, 0)
+        module.update_weight_average()
     assert module.ema_updates == 61 and torch.allclose(module.nll(x, noise), trained, atol=1e-4)
     assert not torch.equal(module.sample(2, z=z), from_average)
 
@@ -410,7 +410,7 @@ def test_mnist_flow_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_check
 
 @pytest.mark.slow
 def test_mnist_flow_resumes_from_its_checkpoint_not_from_a_fresh_data_init(tmp_path, monkeypatch):
-    monkeypatch.setattr(ImageFlowModule, "training_step", crashes_in_epoch_two(ImageFlowModule.training_step))
+    monkeypatch.setattr(ImageFlowModule, "train_batch", crashes_in_epoch_two(ImageFlowModule.train_batch))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_mnist_flow(tmp_path, "--epochs", "3")
     monkeypatch.undo()

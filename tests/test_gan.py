@@ -375,7 +375,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
 
 @pytest.mark.slow
 def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(GAN, "training_step", crashes_in_epoch_two(GAN.training_step))
+    monkeypatch.setattr(GAN, "train_batch", crashes_in_epoch_two(GAN.train_batch))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, "--epochs", "3")
     monkeypatch.undo()

@@ -23,6 +23,7 @@ from shared.data import MNISTDataModule
 from shared.densities import bernoulli_nll
 from shared.experiment import run_experiment
 from shared.generative import GenerativeModel, check_contract, sample_count
+from shared.lean_lightning import check_grouped_training
 from shared.process import run_script
 from shared.metrics import EpochMeans, StagedModule
 from shared.runs import load_run
@@ -97,7 +98,8 @@ def build_model(args: argparse.Namespace) -> IndependentPixels:
 
 
 def build_datamodule(args: argparse.Namespace) -> MNISTDataModule:
-    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset)
+    return MNISTDataModule(args.data_dir, args.batch_size, args.num_workers, args.seed, subset=args.subset,
+                           batches_per_call=args.batches_per_call)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -127,6 +129,29 @@ def test_a_run_refuses_a_model_that_misses_a_declaration_before_it_trains(tmp_pa
     with pytest.raises(TypeError) as refused:
         main(["--subset", "64", "--log_dir", str(tmp_path), "--accelerator", "cpu"])
     assert message in str(refused.value) and not list(tmp_path.iterdir())  # found after the fit until 2026-12-07
+
+
+def test_a_run_refuses_a_model_that_trains_one_batch_a_call_where_the_data_come_several_before_it_trains(tmp_path,
+                                                                                                       monkeypatch):
+    class OneBatchACall(GenerativeModel, pl.LightningModule):  # Lightning's own way: one batch, its step done for it
+        training_loss = "negative log-likelihood, nats"
+
+        def __init__(self, network: nn.Module, lr: float):
+            super().__init__()
+            self.network = network
+
+        def sample(self, n: int) -> torch.Tensor:
+            return torch.zeros(n, 1, 28, 28)
+
+        def logged_images(self) -> dict[str, torch.Tensor]:
+            return {}
+
+    monkeypatch.setattr(sys.modules[__name__], "IndependentPixels", OneBatchACall)
+    with pytest.raises(TypeError, match="OneBatchACall trains on one batch a call of training_step, and the data "
+                                        "module serves 8: subclass shared.lean_lightning.GroupedTraining"):
+        main(["--subset", "64", "--log_dir", str(tmp_path), "--accelerator", "cpu"])
+    assert not list(tmp_path.iterdir())
+    check_grouped_training(OneBatchACall(PixelLogits(), 0.1), MNISTDataModule(batches_per_call=1))  # one a call: fine
 
 
 def test_every_model_of_the_project_passes_the_runs_check():

@@ -2,6 +2,8 @@
 value read back to the host (on a GPU each read waits for the whole step), found by wrapping every Tensor
 method that would sync; and none of the per-hook bookkeeping of Lightning's that the project spares
 (shared.lean_lightning, the checkpoint's state key, the data module's transfer of resident batches)."""
+import math
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -14,12 +16,14 @@ import part2_gan.train
 import part2_gan.train_aae
 import part3_flows.train
 from shared.callbacks import LossMonitor
+from shared.cli import BATCHES_PER_CALL
 
 SYNCING = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 
 class WindowedLossMonitor(LossMonitor):
-    """The run's LossMonitor (the first of its callbacks), which also records which training batch is running."""
+    """The run's LossMonitor (the first of its callbacks), which also records which call of training_step (a group of
+    batches: --batches_per_call) is running."""
     current: int | None = None  # None outside the training batches
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -56,8 +60,8 @@ def test_no_host_sync_inside_training_steps(tmp_path, monkeypatch, command, flag
     monkeypatch.setattr("shared.experiment.LossMonitor", WindowedLossMonitor)
     command.main(["--subset", str(32 * batches), "--batch_size", "32", "--epochs", "2", "--sample_epochs", "0",
                   "--log_every_n_steps", "1000", "--accelerator", "cpu", "--log_dir", str(tmp_path), *flags])
-    # The losses are read once per epoch, at its last batch (before validation and the checkpoint).
-    assert calls and {batch for batch, _ in calls} == {batches - 1}, calls[:10]
+    # The losses are read once per epoch, at its last call of training_step (before validation and the checkpoint).
+    assert calls and {call for call, _ in calls} == {math.ceil(batches / BATCHES_PER_CALL) - 1}, calls[:10]
 
 
 

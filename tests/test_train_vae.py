@@ -1,4 +1,5 @@
 """The ``part1_vae.train`` command end to end on tiny data: errors, outputs, NaN stop, resume, determinism."""
+import importlib
 import json
 import re
 import shutil
@@ -39,6 +40,7 @@ def wait_for_a_later_event_file_name():
     (["--objective", "iwae", "--train_k", "0"], "--train_k must be positive, got 0"),
     (["--train_k", "5"], "--train_k 5: samples of the training bound, which only --objective iwae takes"),
     (["--num_workers", "-1"], "--num_workers must be >= 0, got -1"),
+    (["--batches_per_call", "0"], "--batches_per_call must be positive, got 0"),
     (["--sample_epochs", "-1"], "--sample_epochs must be >= 0, got [-1]"),
     (["--likelihood", "gaussian", "--lr_final", "1e-4"], "--lr_final: the Gaussian VAE's two learning rates take no"),
     (["--likelihood", "gaussian", "--binarization", "dynamic"], "the Gaussian likelihood models grey-scale MNIST"),
@@ -98,7 +100,7 @@ def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(tmp_p
 
 @pytest.mark.slow
 def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_two(part1_vae.modules.VAE.training_step))
+    monkeypatch.setattr(part1_vae.modules.VAE, "train_batch", crashes_in_epoch_two(part1_vae.modules.VAE.train_batch))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, "--epochs", "3")
     monkeypatch.undo()
@@ -150,7 +152,7 @@ def test_tensorboard_shows_each_step_once_after_a_resume_repeats_an_interrupted_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     flags = ["--epochs", "3", "--log_every_n_steps", "1"]
-    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_two(part1_vae.modules.VAE.training_step))
+    monkeypatch.setattr(part1_vae.modules.VAE, "train_batch", crashes_in_epoch_two(part1_vae.modules.VAE.train_batch))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path, *flags)  # logged the losses of epoch 2's first two batches (steps 4 and 5), then died
     monkeypatch.undo()
@@ -194,12 +196,63 @@ def test_a_run_resumed_after_a_crash_ends_as_the_uninterrupted_run(tmp_path, mon
     # Dynamically binarized: the batch order, the binarization and the model's noise all continue their streams.
     flags = ["--epochs", "3", "--binarization", "dynamic", "--num_workers", workers]
     straight = run(tmp_path / "straight", *flags)
-    monkeypatch.setattr(part1_vae.modules.VAE, "training_step", crashes_in_epoch_two(part1_vae.modules.VAE.training_step))
+    monkeypatch.setattr(part1_vae.modules.VAE, "train_batch", crashes_in_epoch_two(part1_vae.modules.VAE.train_batch))
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(tmp_path / "split", *flags)
     monkeypatch.undo()
     resumed = main(["--resume", str(tmp_path / "split" / "vae_mlp_z20_dynamic" / "version_0")])
     assert resumed == straight
+
+
+def figures(metrics: dict) -> dict:
+    return {name: value for name, value in metrics.items() if "seconds" not in name}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, flags", [
+    ("part1_vae.train", [*TINY_RUN, "--binarization", "dynamic", "--lr_final", "1e-4"]),  # a schedule, once an epoch
+    ("part1_vae.train", [*TINY_RUN, "--binarization", "dynamic", "--num_workers", "1"]),
+    ("part2_gan.train", ["--subset", "256", "--batch_size", "64", "--sample_epochs", "0", "--accelerator", "cpu",
+                         "--eval_samples", "0", "--judge_every", "0", "--ema_decay", "0.9"]),  # two optimizers a batch
+])
+def test_several_batches_a_call_train_as_one_a_call(tmp_path, command, flags):
+    """--batches_per_call 3 on 4 batches an epoch: calls of 3 and 1, the same steps on the same batches as 4 calls."""
+    main_of = importlib.import_module(command).main
+    one, three = (figures(main_of([*flags, "--epochs", "3", "--log_dir", str(tmp_path / k), "--batches_per_call", k]))
+                  for k in ("1", "3"))
+    assert one == three
+
+
+@pytest.mark.slow
+def test_lr_final_steps_the_learning_rate_at_each_epochs_end(tmp_path):
+    """As Lightning's automatic optimization steps it: after each epoch's last batch, before its checkpoint."""
+    run(tmp_path, "--epochs", "3", "--lr_final", "1e-4")
+    last = torch.load(tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.1 ** 1.5)  # 3 steps of 10^-0.5
+
+
+@pytest.mark.slow
+def test_a_run_checkpointed_when_lightning_optimized_it_resumes_counting_its_steps(tmp_path):
+    """Before 2026-12-07 the VAE let Lightning optimize (automatic optimization), whose checkpoints count the optimizer
+    steps elsewhere: a resumed run of then started its global_step again from 0."""
+    run(tmp_path)  # 2 epochs of 4 batches
+    last = tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    loop = checkpoint["loops"]["fit_loop"]
+    manual = loop["epoch_loop.manual_optimization.optim_step_progress"]
+    loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"] = json.loads(json.dumps(manual))
+    for counts in manual.values():
+        counts.update(ready=0, completed=0)
+    torch.save(checkpoint, last)
+    main(["--resume", str(last.parents[1]), "--epochs", "3"])
+    assert torch.load(last, weights_only=False)["global_step"] == 3 * 4
+
+
+@pytest.mark.slow
+def test_the_progress_bar_counts_batches_where_lightning_counts_calls(tmp_path, capsys):
+    run(tmp_path, "--epochs", "1", "--progress_bar", "--batches_per_call", "3")  # 4 batches: calls of 3 and 1
+    shown = set(re.findall(r"Epoch 1/1: +\d+%\|[^|]*\| (\d+/\d+) ", capsys.readouterr().out))
+    assert shown == {"0/4", "3/4", "4/4"}
 
 
 @pytest.mark.slow
