@@ -10,14 +10,16 @@ What it measures:
               with every callback a run has, validation off) and a plain PyTorch loop over the same
               model, on batches sliced from a tensor on the device (the floor the framework adds to);
               images per second and their ratio. Between the two, Lightning alone: a Trainer with no
-              callback and no logger on the same data module, the framework's own per-step cost, which
-              the project's callbacks add to. The VAE also against a per-image PIL + torchvision
-              transform DataLoader, the tutorials' pipeline.
+              callback and no logger on the same data module and model (so with the command's batches a
+              call of training_step, 8), the framework's own per-step cost, which the project's callbacks
+              add to. The VAE also against a per-image PIL + torchvision transform DataLoader, the
+              tutorials' pipeline. Batch counts are rounded up to whole calls of 8 batches.
   step cost   --step_cost_batches batches of a VAE so small (benchmark.TINY_VAE_FLAGS) that its step is mostly
               the framework's: the microseconds each way adds to the plain loop's step, for Lightning alone
-              (Trainer and LightningModule as Lightning makes them), the pipeline without
-              shared.lean_lightning and the pipeline, all three on the project's data module (whose
-              resident batches skip Lightning's transfer); interleaved, best of --repeats. And each way's function
+              (Trainer and LightningModule as Lightning makes them, 8 batches a call), the pipeline without
+              shared.lean_lightning, the pipeline with one batch a call of training_step (--batches_per_call 1)
+              and the pipeline, all on the project's data module (whose resident batches skip Lightning's
+              transfer; batches in whole calls); interleaved, best of --repeats. And each way's function
               calls a step, counted by cProfile (epochs of a quarter and half of those batches): a figure the
               machine's noise does not move, where a shared CPU's timings move by a tenth.
   VAE fit     `python -m part1_vae.train --epochs N` (N = --vae_epochs, default 80, the command's default):
@@ -100,6 +102,8 @@ def best_seconds(ways: dict[str, Callable[[], float]], repeats: int) -> dict[str
     for _ in range(repeats):
         for way, timed in ways.items():
             seconds[way].append(timed())
+    print("  seconds of each round: " + "; ".join(f"{way} " + " ".join(f"{t:.3f}" for t in times)
+                                               for way, times in seconds.items()), flush=True)  # the machine's noise
     return {way: min(times) for way, times in seconds.items()}
 
 
@@ -234,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = OneLineArgumentParser(prog="scripts/benchmark.py", description=__doc__,
                                    formatter_class=DescriptionAndDefaultsFormatter)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each throughput (best kept)")
-    parser.add_argument("--flow_batches", type=int, default=100, help="batches of the flow's throughput")
+    parser.add_argument("--flow_batches", type=int, default=100,
+                        help="batches of the flow's throughput (rounded up to whole calls of --batches_per_call's 8)")
     parser.add_argument("--vae_epochs", type=int, default=80, help="epochs of the default VAE fit (0: skipped)")
     parser.add_argument("--iw_samples", type=int, default=1000, help="k of the timed IW bound (0: skipped)")
     parser.add_argument("--gan_epochs", type=int, default=0, help="epochs of the MLP GAN fit (0: skipped)")

@@ -123,7 +123,7 @@ class ResidentBatches:
 
 class BatchGroup(list):
     """Consecutive training batches served as one item of the loader: the module trains on each in turn, an optimizer
-    step each (shared.metrics.GroupedTraining)."""
+    step each (shared.lean_lightning.GroupedTraining)."""
 
 
 class GroupedBatches:
@@ -204,11 +204,9 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         if self.num_workers:
             served = self.splits[split]
             served = served.grey() if isinstance(served, DynamicallyBinarizedDataset) else served
-            batches = batch_loader(served, self.batch_size, generator, self.seed, self.num_workers, rank, world_size,
-                                   shard=not shuffle)
-        else:
-            batches = ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size, shard=not shuffle)
-        return batches
+            return batch_loader(served, self.batch_size, generator, self.seed, self.num_workers, rank, world_size,
+                                shard=not shuffle)
+        return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size, shard=not shuffle)
 
     def state_dict(self) -> dict:
         """What a checkpoint keeps so that a resumed run draws the batches (and dynamically binarized images) the

@@ -54,12 +54,14 @@ class LossMonitor(pl.Callback):
         # The step a person reads counts batches, not optimizer steps (a GAN's are two a batch) nor calls (a call
         # trains on a BatchGroup of --batches_per_call batches).
         count = len(batch) if isinstance(batch, BatchGroup) else 1
-        where = [(trainer.current_epoch + 1, self.batches_seen + i, self.epoch_batches + i) for i in range(1, count + 1)]
+        where = [(trainer.current_epoch + 1, self.batches_seen + i, self.epoch_batches + i)
+                 for i in range(1, count + 1)]
         self.batches_seen += count
         self.epoch_batches += count
         self.pending.append((where, self._losses(outputs)))
         every = trainer.log_every_n_steps
-        if self.batches_seen // every > (self.batches_seen - count) // every or batch_idx + 1 == trainer.num_training_batches:
+        crossed = self.batches_seen // every > (self.batches_seen - count) // every  # a batch of the call was the n-th
+        if crossed or batch_idx + 1 == trainer.num_training_batches:
             self._check(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

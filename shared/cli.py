@@ -20,10 +20,10 @@ from shared.yaml_file import read_yaml_mapping
 
 # What a resume may change: how to run, and what is measured around the training. Every other setting stays the run's
 # (model, data, objective, optimizer: the checkpoint holds their states, config.yaml records them).
-RESUME_MAY_CHANGE = ("config", "resume", "epochs", "num_workers", "batches_per_call", "data_dir", "log_dir", "name", "sample_epochs",
-                     "log_every_n_steps", "progress_bar", "compile", "accelerator", "devices", "num_nodes", "strategy",
-                     "precision", "iw_samples", "eval_samples", "judge", "judge_every", "judge_every_samples",
-                     "interpolation_steps", "plot_every", "temperature", "test_dequant_samples")
+RESUME_MAY_CHANGE = ("config", "resume", "epochs", "num_workers", "batches_per_call", "data_dir", "log_dir", "name",
+                     "sample_epochs", "log_every_n_steps", "progress_bar", "compile", "accelerator", "devices",
+                     "num_nodes", "strategy", "precision", "iw_samples", "eval_samples", "judge", "judge_every",
+                     "judge_every_samples", "interpolation_steps", "plot_every", "temperature", "test_dequant_samples")
 
 # shared.batches.TensorSplitsDataModule's default is 1 (one batch a call, as Lightning serves them).
 BATCHES_PER_CALL = 8
@@ -229,8 +229,8 @@ def _check_shared(args: argparse.Namespace) -> None:
     if not args.name.strip() or log_dir.resolve() not in (log_dir / args.name).resolve().parents:  # "..", "." or " "
         shown = args.name if args.name.strip() else repr(args.name)
         raise ConfigError(f"--name {shown}: a run name is a folder under --log_dir, not a path out of it")
-    positive = {"batch_size": args.batch_size, "batches_per_call": args.batches_per_call, "epochs": args.epochs, "lr": args.lr,
-                "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes,
+    positive = {"batch_size": args.batch_size, "batches_per_call": args.batches_per_call, "epochs": args.epochs,
+                "lr": args.lr, "log_every_n_steps": args.log_every_n_steps, "num_nodes": args.num_nodes,
                 **({} if args.subset is None else {"subset": args.subset})}
     for flag, value in positive.items():
         if value <= 0:

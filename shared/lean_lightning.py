@@ -46,14 +46,14 @@ class NullProfiler(PassThroughProfiler):
 
 class GroupedTraining(LeanLightningModule):
     """A module that trains in ``train_batch(batch)``, one batch and its optimizer steps (manual optimization), so that
-    one call of ``training_step`` can train on a :class:`BatchGroup` of consecutive batches in turn (``--batches_per_call``):
-    the same steps on the same batches as one call each, with Lightning's fixed cost of a call (0.3-0.5 ms on the CPUs
-    here, README: Speed) paid once for the group.
+    one call of ``training_step`` can train on a :class:`BatchGroup` of consecutive batches in turn
+    (``--batches_per_call``): the same steps on the same batches as one call each, with Lightning's fixed cost of a
+    call (0.3-0.5 ms on the CPUs here, README: Speed) paid once for the group.
 
     ``training_step`` returns what ``train_batch`` returns (the loss, or a dict of losses), for a group each stacked
     over its batches (shared.callbacks.LossMonitor reads one value a batch). Callbacks' ``on_train_batch_*`` hooks see
     a group as one batch; what must follow every optimizer step belongs in ``train_batch``. A learning-rate schedule
-    that ``configure_optimizers`` returns is stepped once an epoch (its interval is not read).
+    that ``configure_optimizers`` returns is stepped once an epoch; one of another interval is refused at the start.
     """
 
     def __init__(self, *args, **kwargs):
@@ -67,8 +67,8 @@ class GroupedTraining(LeanLightningModule):
     def training_step(self, batch, batch_idx):
         if isinstance(batch, BatchGroup):
             losses = [self.train_batch(one) for one in batch]
-            out = ({name: torch.stack([loss[name] for loss in losses]) for name in losses[0]}
-                   if isinstance(losses[0], dict) else torch.stack(losses))
+            out = ({name: torch.stack([loss[name] for loss in losses]) for name, value in losses[0].items()
+                    if isinstance(value, torch.Tensor)} if isinstance(losses[0], dict) else torch.stack(losses))
             # Lightning's count of batches, its loggers' step axis (and the runs' TensorBoard step), counts this call
             # as one: the rest of the group are counted here, so that the axis stays in batches.
             self.trainer.fit_loop.epoch_loop._batches_that_stepped += len(batch) - 1
@@ -77,6 +77,14 @@ class GroupedTraining(LeanLightningModule):
         if batch_idx + 1 == self.trainer.num_training_batches or self.trainer.is_last_batch:
             self._step_epoch_schedules()
         return out
+
+    def on_train_start(self) -> None:
+        for config in self.trainer.lr_scheduler_configs:
+            if config.interval != "epoch" or config.frequency != 1 or config.reduce_on_plateau:
+                raise TypeError(f"{type(self).__name__}: a learning-rate schedule of a GroupedTraining module is "
+                                f"stepped once an epoch by it; step one of interval {config.interval!r}, frequency "
+                                f"{config.frequency} or on a plateau yourself in train_batch or an epoch hook, "
+                                f"and return only the optimizer for it")
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """A checkpoint of a run from before 2026-12-07, when the VAEs, the mixture and the flows let Lightning optimize
@@ -99,6 +107,6 @@ def check_grouped_training(model: pl.LightningModule, datamodule: pl.LightningDa
     """A TypeError before training where the data module serves several batches a call (``--batches_per_call``) to a
     module whose ``training_step`` takes one batch (README: Adding a model)."""
     if getattr(datamodule, "batches_per_call", 1) > 1 and not isinstance(model, GroupedTraining):
-        raise TypeError(f"{type(model).__name__} trains on one batch a call of training_step, and the data module serves "
-                        f"{datamodule.batches_per_call}: subclass shared.lean_lightning.GroupedTraining (or "
+        raise TypeError(f"{type(model).__name__} trains on one batch a call of training_step, and the data module "
+                        f"serves {datamodule.batches_per_call}: subclass shared.lean_lightning.GroupedTraining (or "
                         f"shared.metrics.StagedModule) and train in train_batch(batch), or pass --batches_per_call 1")

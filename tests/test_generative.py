@@ -154,6 +154,20 @@ def test_a_run_refuses_a_model_that_trains_one_batch_a_call_where_the_data_come_
     check_grouped_training(OneBatchACall(PixelLogits(), 0.1), MNISTDataModule(batches_per_call=1))  # one a call: fine
 
 
+@pytest.mark.parametrize("schedule", [{"interval": "step"}, {"interval": "epoch", "frequency": 2}])
+def test_a_module_that_trains_in_train_batch_refuses_a_schedule_it_would_step_otherwise(tmp_path, monkeypatch, schedule):
+    """It steps a schedule once an epoch, as automatic optimization steps one of interval "epoch"."""
+    def configure_optimizers(self):
+        optimizer = adam(self.parameters(), self, lr=0.05)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 1), **schedule}}
+
+    monkeypatch.setattr(IndependentPixels, "configure_optimizers", configure_optimizers)
+    with pytest.raises(TypeError, match="IndependentPixels: a learning-rate schedule of a GroupedTraining module is "
+                                        "stepped once an epoch by it"):
+        main(["--subset", "64", "--log_dir", str(tmp_path), "--accelerator", "cpu", "--sample_epochs", "1"])
+
+
 def test_every_model_of_the_project_passes_the_runs_check():
     for name, model in every_model().items():
         check_contract(model)

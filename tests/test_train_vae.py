@@ -228,7 +228,8 @@ def test_lr_final_steps_the_learning_rate_at_each_epochs_end(tmp_path):
     """As Lightning's automatic optimization steps it: after each epoch's last batch, before its checkpoint."""
     run(tmp_path, "--epochs", "3", "--lr_final", "1e-4")
     last = torch.load(tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.1 ** 1.5)  # 3 steps of 10^-0.5
+    lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(1e-3 * 0.1 ** 1.5)  # 3 steps of 10^-0.5
 
 
 @pytest.mark.slow
