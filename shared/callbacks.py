@@ -31,8 +31,9 @@ class LossMonitor(pl.Callback):
     every ``log_every_n_steps`` batches (from the very first), and keeps the first step's (a dict's first) loss.
 
     Nothing is read back to the host inside a step (on a GPU each read would wait for the whole step): the losses
-    since the last check are kept as tensors, checked and the logged ones written every ``log_every_n_steps`` batches
-    and at the epoch's last batch, before validation and the checkpoint. A NaN thus stops the run, every process of
+    since the last check are kept as tensors, checked and the logged ones written after the call of ``training_step``
+    that holds every ``log_every_n_steps``-th batch (a call may train on several: ``--batches_per_call``) and after the
+    epoch's last, before validation and the checkpoint. A NaN thus stops the run, every process of
     it, naming the epoch and step where it first appeared; no checkpoint is written after it."""
 
     def __init__(self):
