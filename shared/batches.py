@@ -126,6 +126,11 @@ class BatchGroup(list):
     step each (shared.lean_lightning.GroupedTraining)."""
 
 
+def batch_count(item) -> int:
+    """The batches a training loader's item holds: a :class:`BatchGroup`'s, else the one it is."""
+    return len(item) if isinstance(item, BatchGroup) else 1
+
+
 class GroupedBatches:
     """``batches`` served ``size`` at a time as :class:`BatchGroup` s, the epoch's last group holding what is left:
     the same batches in the same order."""

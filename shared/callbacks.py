@@ -16,7 +16,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import TQDMProgressBar
 
-from shared.batches import BatchGroup
+from shared.batches import batch_count
 from shared.generative import evaluating
 from shared.progress import duration
 from shared.utils import log_grid, save_grid
@@ -54,7 +54,7 @@ class LossMonitor(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # The step a person reads counts batches, not optimizer steps (a GAN's are two a batch) nor calls (a call
         # trains on a BatchGroup of --batches_per_call batches).
-        count = len(batch) if isinstance(batch, BatchGroup) else 1
+        count = batch_count(batch)
         where = [(trainer.current_epoch + 1, self.batches_seen + i, self.epoch_batches + i)
                  for i in range(1, count + 1)]
         self.batches_seen += count

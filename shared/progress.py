@@ -7,7 +7,7 @@ import time
 import torch
 from pytorch_lightning.callbacks import ModelSummary, TQDMProgressBar
 
-from shared.batches import BatchGroup, GroupedBatches
+from shared.batches import GroupedBatches, batch_count
 
 
 class Progress:
@@ -77,7 +77,7 @@ class EpochBar(TQDMProgressBar):
         self.epoch_batches = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.epoch_batches += len(batch) if isinstance(batch, BatchGroup) else 1
+        self.epoch_batches += batch_count(batch)
         super().on_train_batch_end(trainer, pl_module, outputs, batch, self.epoch_batches - 1)
 
     def get_metrics(self, trainer, pl_module) -> dict:

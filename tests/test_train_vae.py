@@ -204,10 +204,6 @@ def test_a_run_resumed_after_a_crash_ends_as_the_uninterrupted_run(tmp_path, mon
     assert resumed == straight
 
 
-def figures(metrics: dict) -> dict:
-    return {name: value for name, value in metrics.items() if "seconds" not in name}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command, flags", [
     ("part1_vae.train", [*TINY_RUN, "--binarization", "dynamic", "--lr_final", "1e-4"]),  # a schedule, once an epoch
@@ -218,7 +214,7 @@ def figures(metrics: dict) -> dict:
 def test_several_batches_a_call_train_as_one_a_call(tmp_path, command, flags):
     """--batches_per_call 3 on 4 batches an epoch: calls of 3 and 1, the same steps on the same batches as 4 calls."""
     main_of = importlib.import_module(command).main
-    one, three = (figures(main_of([*flags, "--epochs", "3", "--log_dir", str(tmp_path / k), "--batches_per_call", k]))
+    one, three = (main_of([*flags, "--epochs", "3", "--log_dir", str(tmp_path / k), "--batches_per_call", k])
                   for k in ("1", "3"))
     assert one == three
 
