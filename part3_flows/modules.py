@@ -117,9 +117,10 @@ class ToyFlowModule(FlowModule):
         mesh = torch.stack([x, y], dim=-1)  # [n, n, 2]: the densities take meshes directly
         learned = self.flow.log_prob(mesh.reshape(-1, 2)).reshape(n, n)
         history = {stage: list(values) for stage, values in self.history.items()}
-        if self.epoch_means["train_nll"].update_count:  # callbacks see an epoch's end before its train mean is logged
-            # Rank zero alone draws (a mean over all processes here would wait for the others forever): its own.
-            history["train"].append(self.bpd(self.epoch_means["train_nll"].compute(all_processes=False)).item())
+        # Callbacks see an epoch's end before its train mean is logged. Rank zero alone draws (a mean over all
+        # processes here would wait for the others forever): its own.
+        if (train_nll := self.epoch_means.mean("train", "nll", all_processes=False)) is not None:
+            history["train"].append(self.bpd(train_nll).item())
         epochs = len(history["train"])
         densities = {"base": self.flow.base_density.log_prob(mesh).exp(), "target": self.target.log_prob(mesh).exp(),
                      f"learned (epoch {epochs})": learned.exp()}

@@ -442,7 +442,7 @@ def test_the_toy_flows_plots_call_no_collective_that_rank_zero_alone_would_wait_
     """Rank zero alone draws the plots: its bpd curve read the epoch's train mean over all processes, an all-reduce
     the other process never joined (every 2-process run waited forever at its first plot)."""
     model = build_model(Namespace(**parse_flow_args(TINY_FLOW_RUN))).eval()
-    model.epoch_means["train_nll"].update(torch.tensor([1.0, 3.0]))  # an epoch's end, before its mean is logged
+    model.epoch_means.add("train", {"nll": torch.tensor([1.0, 3.0])})  # an epoch's end, before its mean is logged
 
     def collective(*args, **kwargs):
         raise AssertionError("a collective on rank zero alone")
