@@ -33,7 +33,6 @@ measured so far after each of them (marked as such until the benchmark has finis
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import cProfile
 import importlib
@@ -58,10 +57,10 @@ from shared.callbacks import EvaluationProgress
 from shared.checks import unwritable
 from shared.cli import OneLineArgumentParser, parse_args
 from shared.data import load_mnist
-from shared.process import machine_name, prepare_lightning_process, run_script
+from shared.process import machine_name, run_script
 from shared.runs import DescriptionAndDefaultsFormatter
-from shared.timing import (as_lightning_makes_it, device_batches, synchronize, time_pipeline, time_plain,
-                           time_plain_gan, training_device, whole_calls)
+from shared.timing import (as_lightning_makes_it, build_as_a_run, device_batches, synchronize, time_pipeline,
+                           time_plain, time_plain_gan, training_device, whole_calls)
 
 # The commands whose models are timed, imported by name as shared.runs does (a command is imported by nothing).
 # The flow the README's figures measured (uniform noise), at a constant rate: the plain loop has no epochs.
@@ -84,17 +83,6 @@ class PerImagePILDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index], mode="L")), 0
 
 
-def build(command, flags: list[str]) -> tuple[argparse.Namespace, pl.LightningModule, pl.LightningDataModule]:
-    """A command's model and data module with its defaults (and ``flags``), seeded as a run is."""
-    prepare_lightning_process()  # as a run: the GAN's unused val split, Lightning's device lines, no NVML per step
-    args = parse_args(command.build_parser(), flags, command.check, command.default_name,
-                      getattr(command, "task_defaults", None))
-    pl.seed_everything(args.seed, verbose=False)
-    datamodule = command.build_datamodule(args)
-    datamodule.setup("fit")
-    return args, command.build_model(args), datamodule
-
-
 def best_seconds(ways: dict[str, Callable[[], float]], repeats: int) -> dict[str, float]:
     """Each way's fastest of ``repeats`` interleaved rounds (every way once a round, so a slow spell of the machine
     hits them all)."""
@@ -110,7 +98,7 @@ def best_seconds(ways: dict[str, Callable[[], float]], repeats: int) -> dict[str
 def throughput(name: str, command, flags: list[str], repeats: int, batches: int | None, per_image: bool) -> dict:
     """Images per second of the pipeline and of the plain loop(s), best of ``repeats`` interleaved rounds."""
     device = training_device()
-    args, template, datamodule = build(command, flags)
+    args, template, datamodule = build_as_a_run(command, flags)
     train = datamodule.splits["train"]
     images = train.images.to(device)
     if command is flow_command:  # the actnorm data init a fit does first, done once for both ways
@@ -161,8 +149,8 @@ def framework_cost_per_step(batches: int, repeats: int) -> dict[str, tuple[float
     """Per way: the microseconds a training step of the tiny VAE takes over the plain loop's, best of ``repeats``
     interleaved rounds, and its function calls (:func:`calls_per_step`); "plain" holds the plain loop's own step."""
     device = training_device()
-    args, template, datamodule = build(vae_command, TINY_VAE_FLAGS)
-    one_a_call = build(vae_command, [*TINY_VAE_FLAGS, "--batches_per_call", "1"])[2]
+    args, template, datamodule = build_as_a_run(vae_command, TINY_VAE_FLAGS)
+    one_a_call = build_as_a_run(vae_command, [*TINY_VAE_FLAGS, "--batches_per_call", "1"])[2]
     batches = whole_calls(batches, args.batches_per_call)
     images = datamodule.splits["train"].images.to(device)
     with tempfile.TemporaryDirectory() as log_dir:

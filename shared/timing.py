@@ -2,6 +2,7 @@
 through a hand-written PyTorch loop over the same model, on batches sliced from a tensor on the device."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import time
@@ -13,8 +14,22 @@ import torch
 import torch.nn.functional as F
 
 from shared.batches import epoch_order
+from shared.cli import parse_args
 from shared.experiment import RunCallbacks, RunLogger
 from shared.lean_lightning import NullProfiler
+from shared.process import prepare_lightning_process
+
+
+def build_as_a_run(command, flags: list[str]) -> tuple[argparse.Namespace, pl.LightningModule,
+                                                     pl.LightningDataModule]:
+    """A command's model and data module with its defaults (and ``flags``), seeded as a run is."""
+    prepare_lightning_process()  # as a run: the GAN's unused val split, Lightning's device lines, no NVML per step
+    args = parse_args(command.build_parser(), flags, command.check, command.default_name,
+                      getattr(command, "task_defaults", None))
+    pl.seed_everything(args.seed, verbose=False)
+    datamodule = command.build_datamodule(args)
+    datamodule.setup("fit")
+    return args, command.build_model(args), datamodule
 
 
 def training_device() -> torch.device:

@@ -53,7 +53,7 @@ def test_lightning_alone_sets_attributes_as_any_lightning_module(monkeypatch):
     import torch
 
     benchmark = load_script("benchmark")
-    model = benchmark.build(benchmark.vae_command, benchmark.TINY_VAE_FLAGS)[1]
+    model = benchmark.build_as_a_run(benchmark.vae_command, benchmark.TINY_VAE_FLAGS)[1]
     calls = []
     original = torch.nn.Module.__setattr__
 

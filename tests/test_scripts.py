@@ -269,3 +269,28 @@ def test_flow_step_timing_help_shows_every_default(capsys):
 def test_flow_step_timing_ends_in_one_line_on_ctrl_c(monkeypatch, capsys):
     monkeypatch.setattr(part3_flows.train, "build_model", ctrl_c)
     ends_in_one_line_on_ctrl_c("flow_step_timing", TINY_FLOW, monkeypatch, capsys)
+
+
+# step_phases.py
+
+TINY_PHASES = ["--batches", "8", "--rounds", "1", "--hidden_dims", "8", "--z_dim", "2", "--batch_size", "16"]
+
+
+def test_step_phases_times_each_phase_of_both_ways_within_their_steps(capsys):
+    micros = load_script("step_phases").main(TINY_PHASES)
+    for way in ("pipeline", "plain"):
+        phases = micros[way]
+        # Each wrapped call was timed (the optimizer's step is Lightning's wrapper, set up at the fit's start), and
+        # the phases of the one round lie within its step.
+        assert all(phases[phase] > 0 for phase in ("loss", "backward", "optimizer step")), (way, phases)
+        assert phases["rest"] >= 0 and phases["step"] > 0, (way, phases)
+    assert "optimizer step" in capsys.readouterr().out
+
+
+def test_step_phases_refuses_a_bad_flag_of_the_vae_in_one_line(capsys):
+    fails_with_one_line(lambda: load_script("step_phases").main([*TINY_PHASES, "--z_dim", "0"]), capsys, 2,
+                        "--z_dim")
+
+
+def test_step_phases_help_shows_every_default(capsys):
+    shows_every_default("step_phases", capsys, "400", "5")
