@@ -35,7 +35,8 @@ class EpochMeans(nn.Module):
         images."""
         sums = getattr(self, f"{stage}_sums")
         positions, rows = self._positions(tuple(values), sums.device)
-        stacked = torch.stack([value.detach() for value in values.values()])
+        # In the sums' precision: a bf16-mixed run's figures may come in bf16 (and summed in it they would round).
+        stacked = torch.stack([value.detach() for value in values.values()]).to(sums.dtype)
         if count is None:
             count = stacked.numel() // len(values)  # from the shape: indexing a row would be one more op
             if stacked.dim() > 1:

@@ -85,6 +85,8 @@ def test_epoch_means_keep_each_figure_apart_in_any_order_and_own_mean_before_the
     assert means.mean("train", "loss", all_processes=False).item() == pytest.approx((1 + 3 + 2 * 4) / 4)
     assert {key: value.item() for key, value in means.compute_and_reset("train").items()} == {
         "train_loss": 3.0, "train_extra": 2.0, "train_more": 6.0}
+    means.add("train", {"loss": torch.full((300,), 1.01, dtype=torch.bfloat16)})  # as a bf16-mixed run may give them
+    assert means.compute_and_reset("train")["train_loss"].item() == pytest.approx(1.0078125)  # 1.01 in bf16, exact sum
 
 
 def test_adding_a_batch_of_figures_costs_a_few_tensor_ops_however_many_figures():
