@@ -6,10 +6,12 @@ optimizer wrapper and its hooks) and the rest (zero_grad and drawing the batches
 of training_step), in microseconds a step, each phase's best of interleaved rounds: what the pipeline's gap to the
 plain loop is made of. On a GPU, whose kernels run asynchronously, a phase's time is what the host spent on it.
 
-    python scripts/step_phases.py                                              # the default VAE
+    python scripts/step_phases.py                                              # the default VAE, an epoch a round
     python scripts/step_phases.py --hidden_dims 8 --z_dim 2 --batch_size 16    # other flags go to the VAE command
 """
 from __future__ import annotations
+
+import shared  # first: the OpenMP settings it makes (GOMP_SPINCOUNT) hold from torch's start, as in every command
 
 import copy
 import tempfile
@@ -33,6 +35,7 @@ class PhaseClock:
 
     def __init__(self):
         self.seconds = dict.fromkeys(TIMED, 0.0)
+        self.steps = 0
 
     def timed(self, phase: str, call: Callable) -> Callable:
         def timed_call(*args, **kwargs):
@@ -53,25 +56,34 @@ class PhaseClock:
         return timed_optimizers
 
 
-def pipeline_phases(template: pl.LightningModule, datamodule, log_dir: str, batches: int) -> dict[str, float]:
-    """Seconds of each phase and in all (``"step"``) of ``batches`` batches through the project's pipeline."""
+def pipeline_phases(template: pl.LightningModule, datamodule, log_dir: str, batches: int | None) -> dict[str, float]:
+    """Seconds a step of each phase and in all (``"step"``) over ``batches`` batches (none: an epoch) through the
+    project's pipeline."""
     model, clock = copy.deepcopy(template), PhaseClock()
-    model.step = clock.timed("loss", model.step)
+    step = model.step
+
+    def counted_step(*args, **kwargs):
+        clock.steps += 1
+        return step(*args, **kwargs)
+    model.step = clock.timed("loss", counted_step)
     model.manual_backward = clock.timed("backward", model.manual_backward)
     model.optimizers = clock.timed_optimizer(model.optimizers)
     total = time_pipeline(model, datamodule, log_dir, batches)
-    return {**clock.seconds, "step": total}
+    return {**{phase: seconds / clock.steps for phase, seconds in {**clock.seconds, "step": total}.items()},
+            "steps": clock.steps}
 
 
-def plain_phases(template: pl.LightningModule, images: torch.Tensor, batch_size: int, batches: int) -> dict[str, float]:
+def plain_phases(template: pl.LightningModule, images: torch.Tensor, batch_size: int,
+                 batches: int | None) -> dict[str, float]:
     """The same through scripts/benchmark.py's plain loop (its loss: the model's forward pass)."""
     model = copy.deepcopy(template).to(images.device).train()
     optimizer = model.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
-    seconds = dict.fromkeys(TIMED, 0.0)
+    seconds, steps = dict.fromkeys(TIMED, 0.0), 0
     synchronize(images.device)
     start = time.perf_counter()
     for (x,) in device_batches(images, batch_size, batches):
+        steps += 1
         optimizer.zero_grad(set_to_none=True)
         marks = [time.perf_counter()]
         loss = model(x)[2]
@@ -83,30 +95,36 @@ def plain_phases(template: pl.LightningModule, images: torch.Tensor, batch_size:
         for phase, begin, end in zip(TIMED, marks, marks[1:]):
             seconds[phase] += end - begin
     synchronize(images.device)
-    return {**seconds, "step": time.perf_counter() - start}
+    return {**{phase: total / steps for phase, total in {**seconds, "step": time.perf_counter() - start}.items()},
+            "steps": steps}
 
 
 def main(argv=None) -> dict[str, dict[str, float]]:
     parser = OneLineArgumentParser(prog="scripts/step_phases.py", description=__doc__,
                                    formatter_class=DescriptionAndDefaultsFormatter)
-    parser.add_argument("--batches", type=positive_int, default=400,
-                        help="batches a round (rounded up to whole calls of --batches_per_call)")
+    parser.add_argument("--batches", type=positive_int, default=None,
+                        help="batches a round (rounded up to whole calls of --batches_per_call); none: an epoch")
     parser.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds")
     args, vae_flags = parser.parse_known_args(argv)
     run_args, template, datamodule = build_as_a_run(vae_command, vae_flags)
-    batches = whole_calls(args.batches, run_args.batches_per_call)
+    if (run_args.objective, run_args.likelihood, run_args.binarization) != ("elbo", "bernoulli", "threshold"):
+        parser.error("the plain loop trains on the ELBO of threshold-binarized images (the model's forward pass); "
+                     "time the VAE with --objective elbo --likelihood bernoulli --binarization threshold")
+    batches = args.batches and whole_calls(args.batches, run_args.batches_per_call)
     images = datamodule.splits["train"].images.to(training_device())
     rounds: dict[str, list[dict[str, float]]] = {"pipeline": [], "plain": []}
     with tempfile.TemporaryDirectory() as log_dir:
         for _ in range(args.rounds):
             rounds["pipeline"].append(pipeline_phases(template, datamodule, log_dir, batches))
             rounds["plain"].append(plain_phases(template, images, run_args.batch_size, batches))
-    micros = {way: {phase: min(one[phase] for one in ways) / batches * 1e6 for phase in (*TIMED, "step")}
+    micros = {way: {phase: min(one[phase] for one in ways) * 1e6 for phase in (*TIMED, "step")}
               for way, ways in rounds.items()}
     for phases in micros.values():
         phases["rest"] = phases["step"] - sum(phases[phase] for phase in TIMED)
-    print(f"A training step of the VAE ({' '.join(vae_flags) or 'defaults'}), {batches} batches of "
-          f"{run_args.batch_size}, best of {args.rounds} interleaved rounds each, microseconds:")
+    steps = {way: ways[0]["steps"] for way, ways in rounds.items()}
+    print(f"A training step of the VAE ({' '.join(vae_flags) or 'defaults'}), batches of {run_args.batch_size} "
+          f"({steps['pipeline']} a round through the pipeline, {steps['plain']} through the plain loop), best of "
+          f"{args.rounds} interleaved rounds each, microseconds:")
     print(f"{'phase':<16}{'pipeline':>10}{'plain':>10}{'over plain':>12}")
     for phase in (*TIMED, "rest", "step"):
         pipeline, plain = micros["pipeline"][phase], micros["plain"][phase]
