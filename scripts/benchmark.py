@@ -33,6 +33,8 @@ measured so far after each of them (marked as such until the benchmark has finis
 """
 from __future__ import annotations
 
+import shared  # first: the OpenMP settings it makes (GOMP_SPINCOUNT) hold from torch's start, as in every command
+
 import copy
 import cProfile
 import importlib

@@ -15,6 +15,8 @@ model's data was (by threshold, or dynamically), else with grey-scale MNIST; --r
 """
 from __future__ import annotations
 
+import shared  # first: the OpenMP settings it makes (GOMP_SPINCOUNT) hold from torch's start, as in every command
+
 import inspect
 import json
 import math

@@ -7,6 +7,8 @@ the same flow with contiguous weights: the same weights, noise and batch both wa
 """
 from __future__ import annotations
 
+import shared  # first: the OpenMP settings it makes (GOMP_SPINCOUNT) hold from torch's start, as in every command
+
 import copy
 import time
 from pathlib import Path

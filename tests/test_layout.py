@@ -42,3 +42,17 @@ def test_nothing_imports_from_a_command(path):
 @pytest.mark.parametrize("path", python_files(), ids=lambda path: str(path.relative_to(ROOT)))
 def test_no_module_is_over_about_300_lines(path):
     assert len(path.read_text().splitlines()) <= 320
+
+
+OPENMP_USERS = ("torch", "torchvision", "torchmetrics", "pytorch_lightning", "lightning")  # load torch, and its OpenMP
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "scripts").glob("*.py")), ids=lambda path: path.name)
+def test_every_script_imports_the_project_before_torch(path):
+    """shared/__init__.py sets the OpenMP threads' spinning (GOMP_SPINCOUNT), which OpenMP reads once, when torch
+    loads it: a script that imported torch first ran (and timed, and trained) with other threads than the commands."""
+    top = [node for node in ast.parse(path.read_text()).body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = [alias.name if isinstance(node, ast.Import) else node.module for node in top for alias in node.names]
+    roots = [name.split(".")[0] for name in names if name]
+    first_torch = next((i for i, root in enumerate(roots) if root in OPENMP_USERS), len(roots))
+    assert any(root in PACKAGES for root in roots[:first_torch]) or first_torch == len(roots), path.name
