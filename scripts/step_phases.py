@@ -25,7 +25,8 @@ from part1_vae import train as vae_command
 from shared.cli import OneLineArgumentParser
 from shared.process import run_script
 from shared.runs import DescriptionAndDefaultsFormatter, positive_int
-from shared.timing import build_as_a_run, device_batches, synchronize, time_pipeline, training_device, whole_calls
+from shared.timing import (build_as_a_run, device_batches, plain_optimizer, synchronize, time_pipeline,
+                           training_device, whole_calls)
 
 TIMED = ("loss", "backward", "optimizer step")
 
@@ -35,13 +36,14 @@ class PhaseClock:
 
     def __init__(self):
         self.seconds = dict.fromkeys(TIMED, 0.0)
-        self.steps = 0
+        self.calls = dict.fromkeys(TIMED, 0)
 
     def timed(self, phase: str, call: Callable) -> Callable:
         def timed_call(*args, **kwargs):
             start = time.perf_counter()
             out = call(*args, **kwargs)
             self.seconds[phase] += time.perf_counter() - start
+            self.calls[phase] += 1
             return out
         return timed_call
 
@@ -60,25 +62,19 @@ def pipeline_phases(template: pl.LightningModule, datamodule, log_dir: str, batc
     """Seconds a step of each phase and in all (``"step"``) over ``batches`` batches (none: an epoch) through the
     project's pipeline."""
     model, clock = copy.deepcopy(template), PhaseClock()
-    step = model.step
-
-    def counted_step(*args, **kwargs):
-        clock.steps += 1
-        return step(*args, **kwargs)
-    model.step = clock.timed("loss", counted_step)
+    model.step = clock.timed("loss", model.step)
     model.manual_backward = clock.timed("backward", model.manual_backward)
     model.optimizers = clock.timed_optimizer(model.optimizers)
     total = time_pipeline(model, datamodule, log_dir, batches)
-    return {**{phase: seconds / clock.steps for phase, seconds in {**clock.seconds, "step": total}.items()},
-            "steps": clock.steps}
+    steps = clock.calls["loss"]  # a training step each (validation is off)
+    return {**{phase: seconds / steps for phase, seconds in {**clock.seconds, "step": total}.items()}, "steps": steps}
 
 
 def plain_phases(template: pl.LightningModule, images: torch.Tensor, batch_size: int,
                  batches: int | None) -> dict[str, float]:
     """The same through scripts/benchmark.py's plain loop (its loss: the model's forward pass)."""
     model = copy.deepcopy(template).to(images.device).train()
-    optimizer = model.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    optimizer = plain_optimizer(model)
     seconds, steps = dict.fromkeys(TIMED, 0.0), 0
     synchronize(images.device)
     start = time.perf_counter()

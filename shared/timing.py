@@ -92,11 +92,17 @@ def device_batches(images: torch.Tensor, batch_size: int, batches: int | None, s
     return ([images[order[start:start + batch_size]]] for start in starts)
 
 
+def plain_optimizer(model: pl.LightningModule) -> torch.optim.Optimizer:
+    """The one optimizer ``configure_optimizers`` makes, without the schedule it may come with (the plain loop has
+    no epochs)."""
+    optimizer = model.configure_optimizers()
+    return optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+
+
 def time_plain(model: pl.LightningModule, loss: Callable, batches, device: torch.device) -> float:
     """Seconds of a hand-written loop: zero_grad, the loss, backward, one Adam step per batch."""
     model.to(device).train()
-    optimizer = model.configure_optimizers()
-    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    optimizer = plain_optimizer(model)
     synchronize(device)
     start = time.perf_counter()
     for batch in batches:
