@@ -1,7 +1,7 @@
 """What every process that drives a Trainer does first, and what it tells a person: Lightning's known noise
 dropped, the project's own warnings on one line, no NVML lookup a step where it is futile; the machine's name
 and whether its CPU has bf16 arithmetic; a command or script ended by Ctrl-C in one line, not by its output's reader
-going away."""
+going away; a distributed run's process group ended before the interpreter is."""
 from __future__ import annotations
 
 import ctypes
@@ -171,3 +171,16 @@ def run_script(main) -> None:
             print("interrupted", file=sys.stderr)
             raise SystemExit(130) from None
         raise
+    finally:
+        end_distributed()
+
+
+def end_distributed() -> None:
+    """Destroy this process's process group, if a distributed run made one, while the interpreter is whole.
+
+    Lightning destroys it at exit only for NCCL; a gloo group (DDP on CPUs) left to the interpreter's finalization
+    now and then aborted rank zero after a NaN had stopped both processes ("terminate called without an active
+    exception", exit status -6 instead of the command's 1): gloo's threads still held tensors then."""
+    torch = sys.modules.get("torch")  # not imported (--help, a refused flag): no group, and no torch to load
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

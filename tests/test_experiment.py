@@ -1,6 +1,7 @@
 """Process-wide settings a run makes before it trains (shared.process), each process's random streams and NaN checks,
 the warning about bf16 on a CPU without it, and the progress lines of a long test stage."""
 import argparse
+import contextlib
 import ctypes
 import logging
 import os
@@ -285,6 +286,23 @@ def test_a_command_whose_output_reader_went_away_goes_on(monkeypatch):
     run_script(main)
     assert epochs_done == [1, 2, 3]
     print("the run's last line", flush=True)  # and at the interpreter's end, its last flush
+
+
+@pytest.mark.parametrize("stop", [None, SystemExit("error: training stopped, loss is nan")])
+def test_a_command_ends_its_process_group_before_the_interpreter_does(tmp_path, stop):
+    """A gloo group left to the interpreter's finalization now and then aborted rank zero after a NaN had stopped a
+    2-process run (exit status -6 instead of 1): the command destroys it, whether it finishes or stops."""
+    def main():
+        torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        if stop:
+            raise stop
+    try:
+        with pytest.raises(SystemExit) if stop else contextlib.nullcontext():
+            run_script(main)
+        assert not torch.distributed.is_initialized()
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 def test_ctrl_c_while_a_command_imports_lightning_ends_in_one_line(tmp_path, monkeypatch, capsys):
