@@ -78,13 +78,15 @@ class AAE(GenerativeModel, GroupedTraining):
         with evaluating(self.decoder) as decoder:
             return torch.sigmoid(decoder(z))
 
-    def _discriminate(self, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The discriminator's loss on a batch of codes against as many fresh prior samples, and its accuracies."""
+    def _discriminate(self, codes: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The discriminator's loss on a batch of codes against as many fresh prior samples, its accuracies, and its
+        logits of the codes (the test's generator loss: no second pass)."""
         prior_logits = self.discriminator(self.prior.sample(len(codes), device=self.device))
         code_logits = self.discriminator(codes)
         loss = adversarial_bce(prior_logits, 1.0) + adversarial_bce(code_logits, 0.0)
         acc_prior, acc_codes = (prior_logits > 0).float().mean(), (code_logits < 0).float().mean()
-        return loss, {"d_acc_prior": acc_prior, "d_acc_codes": acc_codes, "d_acc": (acc_prior + acc_codes) / 2}
+        figures = {"d_acc_prior": acc_prior, "d_acc_codes": acc_codes, "d_acc": (acc_prior + acc_codes) / 2}
+        return loss, figures, code_logits
 
     def _step(self, optimizer, loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -104,7 +106,7 @@ class AAE(GenerativeModel, GroupedTraining):
         self.toggle_optimizer(opt_d)
         with torch.no_grad():
             codes = self.encoder(imgs)
-        d_loss, figures = self._discriminate(codes)
+        d_loss, figures, _ = self._discriminate(codes)
         self._step(opt_d, d_loss)
 
         self.toggle_optimizer(opt_g)
@@ -124,9 +126,9 @@ class AAE(GenerativeModel, GroupedTraining):
     def test_step(self, batch, batch_idx):
         imgs = batch[0]
         codes = self.encoder(imgs)
-        d_loss, figures = self._discriminate(codes)
+        d_loss, figures, code_logits = self._discriminate(codes)
         recon = bernoulli_nll(self.decoder(codes), imgs).mean()
-        g_loss = adversarial_bce(self.discriminator(codes), 1.0)
+        g_loss = adversarial_bce(code_logits, 1.0)
         self.epoch_means.add("test", {"recon": recon, "d_loss": d_loss, "g_loss": g_loss, **figures},
                              count=len(imgs))
         self.test_codes.update(codes)

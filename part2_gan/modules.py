@@ -145,9 +145,9 @@ class GAN(GenerativeModel, GroupedTraining):
         return images.view(batch_size, interpolation_steps + 2, *images.shape[1:])
 
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor, fake_latents: torch.Tensor
-                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The discriminator's loss on a real and a fake batch (drawn from ``fake_latents``), and the figures that
-        tell how it is doing."""
+                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The discriminator's loss on a real and a fake batch (drawn from ``fake_latents``), the figures that
+        tell how it is doing, and its logits of the fakes (the test's generator loss: no second pass)."""
         penalized = self.hparams.r1_gamma > 0 and torch.is_grad_enabled()
         real = real.detach().requires_grad_(True) if penalized else real
         real_logits, fake_outputs = self.discriminator(real)[:, :1], self.discriminator(fake)
@@ -160,7 +160,7 @@ class GAN(GenerativeModel, GroupedTraining):
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
         if self.hparams.num_categories:
             figures["code_acc"] = (fake_outputs[:, 1:].argmax(1) == self._codes(fake_latents)).float().mean()
-        return loss, figures
+        return loss, figures, fake_logits
 
     def train_batch(self, batch):
         """Returns ``d_loss`` (the training loss: 2 ln 2 for a discriminator that cannot tell) and ``g_loss``."""
@@ -183,7 +183,7 @@ class GAN(GenerativeModel, GroupedTraining):
         latents = self._prior_latents(len(real))
         with torch.no_grad():
             fake = self.generator(latents)
-        d_loss, figures = self._discriminate(real, fake, latents)
+        d_loss, figures, _ = self._discriminate(real, fake, latents)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
@@ -207,8 +207,8 @@ class GAN(GenerativeModel, GroupedTraining):
         real = batch[0]
         latents = self._prior_latents(len(real))
         fake = self.generator(latents)
-        d_loss, figures = self._discriminate(real, fake, latents)
-        g_loss = adversarial_bce(self.discriminator(fake)[:, :1], 1.0)
+        d_loss, figures, fake_logits = self._discriminate(real, fake, latents)
+        g_loss = adversarial_bce(fake_logits, 1.0)
         self.epoch_means.add("test", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
 
     def on_test_epoch_end(self) -> None:

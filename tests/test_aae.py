@@ -103,6 +103,18 @@ def small_aae(prior="swiss_roll", z_dim=2):
                z_dim=z_dim)
 
 
+def test_a_test_step_judges_each_code_once_and_scores_the_encoder_on_those_logits():
+    aae = small_aae().eval()
+    judged = []
+    aae.discriminator.register_forward_hook(lambda module, args, out: judged.append(len(args[0])))
+    imgs = (torch.rand(5, 1, 28, 28) > 0.5).float()
+    aae.test_step((imgs,), 0)
+    assert judged == [5, 5]  # prior samples and the codes; the generator's loss took a third pass until 2026-12-07
+    g_loss = torch.nn.functional.binary_cross_entropy_with_logits(aae.discriminator(aae.encoder(imgs)),
+                                                                  torch.ones(5, 1))
+    assert aae.epoch_means.mean("test", "g_loss", all_processes=False).item() == pytest.approx(g_loss.item(), rel=1e-6)
+
+
 def test_a_model_in_training_mode_samples_in_eval_mode_and_is_left_as_it_was():
     aae = small_aae()
     before = {name: tensor.clone() for name, tensor in aae.decoder.state_dict().items()}

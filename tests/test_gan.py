@@ -74,6 +74,20 @@ def small_gan(z_dim=8, discriminator=None, **kwargs):
                **kwargs)
 
 
+def test_a_test_step_judges_each_image_once_and_scores_the_generator_on_those_logits():
+    gan = small_gan().eval()
+    judged = []
+    gan.discriminator.register_forward_hook(lambda module, args, out: judged.append(len(args[0])))
+    torch.manual_seed(1)
+    gan.test_step((torch.rand(5, 1, 28, 28) * 2 - 1,), 0)
+    assert judged == [5, 5]  # the real batch and the fakes; the generator's loss took a third pass until 2026-12-07
+    torch.manual_seed(1)
+    torch.rand(5, 1, 28, 28)
+    fake_logits = gan.discriminator(gan(gan._prior_latents(5)))
+    g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones(5, 1))
+    assert gan.epoch_means.mean("test", "g_loss", all_processes=False).item() == pytest.approx(g_loss.item(), rel=1e-6)
+
+
 def test_a_model_in_training_mode_samples_in_eval_mode_and_is_left_as_it_was():
     gan = small_gan()  # a new module, or one after trainer.fit, is in training mode
     before = {name: tensor.clone() for name, tensor in gan.generator.state_dict().items()}
@@ -272,7 +286,7 @@ def test_discriminator_learning_rate_and_smoothed_real_label_reach_the_gan():
     assert (opt_g.defaults["lr"], opt_d.defaults["lr"], opt_d.defaults["betas"]) == (2e-4, 1e-4, (0.0, 0.9))
     gan.discriminator = AlwaysFakeDiscriminator()
     logits = torch.full((2, 1), -50.0)
-    loss, _ = gan._discriminate(torch.zeros(2, 1, 28, 28), torch.zeros(2, 1, 28, 28), torch.zeros(2, 32))
+    loss, *_ = gan._discriminate(torch.zeros(2, 1, 28, 28), torch.zeros(2, 1, 28, 28), torch.zeros(2, 32))
     expected = (F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, 0.9))
                 + F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits)))
     assert loss.item() == pytest.approx(expected.item())
@@ -298,9 +312,9 @@ def test_r1_gamma_adds_half_gamma_times_the_penalty_to_the_discriminator_loss_in
     gan = build_model(parse_args(build_parser(), ["--r1_gamma", "4"], check, default_name))
     gan.discriminator = nn.Sequential(nn.Flatten(), nn.Linear(784, 1))
     real, fake = torch.rand(3, 1, 28, 28), torch.rand(3, 1, 28, 28)
-    penalized, _ = gan._discriminate(real, fake, torch.zeros(3, 32))
+    penalized, *_ = gan._discriminate(real, fake, torch.zeros(3, 32))
     gan.hparams.r1_gamma = 0.0
-    plain, _ = gan._discriminate(real, fake, torch.zeros(3, 32))
+    plain, *_ = gan._discriminate(real, fake, torch.zeros(3, 32))
     squared_norm = gan.discriminator[1].weight.square().sum()
     assert penalized.item() == pytest.approx((plain + 2 * squared_norm).item(), rel=1e-5)
     gan.hparams.r1_gamma = 4.0
@@ -445,7 +459,7 @@ def test_categorical_code_joins_the_latent_one_hot_and_the_discriminator_guesses
     latents = torch.cat([torch.zeros(2, 32), torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])], dim=1)
     expected = 1.5 + 2 * F.cross_entropy(outputs[:, 1:], torch.tensor([0, 1]))
     assert gan._plus_code_loss(torch.tensor(1.5), outputs, latents).item() == pytest.approx(expected.item())
-    _, figures = gan._discriminate(torch.zeros(2, 1, 28, 28), gan(latents), latents)
+    _, figures, _ = gan._discriminate(torch.zeros(2, 1, 28, 28), gan(latents), latents)
     assert 0 <= figures["code_acc"] <= 1
     # Given noise and code values (the comparison report's interpolation ends: a line keeps its code).
     noise, values = torch.randn(2, 5, 32), torch.tensor([2, 0, 1, 1, 0]).expand(2, 5)
