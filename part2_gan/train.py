@@ -145,11 +145,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     import pytorch_lightning as pl
 
     from shared.experiment import run_judged_experiment
-    from shared.judge_curve import JudgeCurveCallback
 
     pl.seed_everything(args.seed, verbose=False)
-    curve = JudgeCurveCallback(args.judge_every, args.judge_every_samples, args.seed, args.judge, args.data_dir)
-    return run_judged_experiment(args, build_model(args), build_datamodule(args), callbacks=[curve])
+    return run_judged_experiment(args, build_model(args), build_datamodule(args))
 
 
 if __name__ == "__main__":

@@ -292,14 +292,17 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
     return metrics
 
 
-def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule,
-                          callbacks: Sequence[pl.Callback] = ()) -> dict:
-    """:func:`run_experiment` for a model without a likelihood (GAN, AAE): it reports the last checkpoint,
-    and the judge scores ``args.eval_samples`` of its samples (none when 0) into metrics.json's ``eval_*``."""
+def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodule: pl.LightningDataModule
+                          ) -> dict:
+    """:func:`run_experiment` for a model without a likelihood (GAN, AAE): it reports the last checkpoint, the judge
+    scores samples every ``args.judge_every`` epochs during training (:class:`shared.judge_curve.JudgeCurveCallback`)
+    and ``args.eval_samples`` of them at the end (none when 0) into metrics.json's ``eval_*``."""
     from shared.evaluation import judged_metrics  # the judge's imports only where a command needs it
+    from shared.judge_curve import JudgeCurveCallback
 
     def judged() -> dict:
         return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
 
+    curve = JudgeCurveCallback(args.judge_every, args.judge_every_samples, args.seed, args.judge, args.data_dir)
     return run_experiment(args, model, datamodule, monitor=None, extra_metrics=judged if args.eval_samples else None,
-                          callbacks=callbacks)
+                          callbacks=[curve])
