@@ -147,7 +147,7 @@ class GAN(GenerativeModel, GroupedTraining):
     def _discriminate(self, real: torch.Tensor, fake: torch.Tensor, fake_latents: torch.Tensor
                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """The discriminator's loss on a real and a fake batch (drawn from ``fake_latents``), the figures that
-        tell how it is doing, and its logits of the fakes (the test's generator loss: no second pass)."""
+        tell how it is doing, and its outputs for the fakes (the test's generator loss: no second pass)."""
         penalized = self.hparams.r1_gamma > 0 and torch.is_grad_enabled()
         real = real.detach().requires_grad_(True) if penalized else real
         real_logits, fake_outputs = self.discriminator(real)[:, :1], self.discriminator(fake)
@@ -160,7 +160,7 @@ class GAN(GenerativeModel, GroupedTraining):
                    "d_real": torch.sigmoid(real_logits).mean(), "d_fake": torch.sigmoid(fake_logits).mean()}
         if self.hparams.num_categories:
             figures["code_acc"] = (fake_outputs[:, 1:].argmax(1) == self._codes(fake_latents)).float().mean()
-        return loss, figures, fake_logits
+        return loss, figures, fake_outputs
 
     def train_batch(self, batch):
         """Returns ``d_loss`` (the training loss: 2 ln 2 for a discriminator that cannot tell) and ``g_loss``."""
@@ -207,8 +207,9 @@ class GAN(GenerativeModel, GroupedTraining):
         real = batch[0]
         latents = self._prior_latents(len(real))
         fake = self.generator(latents)
-        d_loss, figures, fake_logits = self._discriminate(real, fake, latents)
-        g_loss = adversarial_bce(fake_logits, 1.0)
+        d_loss, figures, fake_outputs = self._discriminate(real, fake, latents)
+        # As in training (without top-k, a schedule of training): with a code, its cross-entropy too, as d_loss has.
+        g_loss = self._plus_code_loss(adversarial_bce(fake_outputs[:, :1], 1.0), fake_outputs, latents)
         self.epoch_means.add("test", {"g_loss": g_loss, "d_loss": d_loss, **figures}, count=len(real))
 
     def on_test_epoch_end(self) -> None:

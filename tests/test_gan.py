@@ -74,8 +74,13 @@ def small_gan(z_dim=8, discriminator=None, **kwargs):
                **kwargs)
 
 
-def test_a_test_step_judges_each_image_once_and_scores_the_generator_on_those_logits():
-    gan = small_gan().eval()
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_test_step_judges_each_image_once_and_scores_the_generator_as_training_does(code):
+    from part2_gan.train import build_model, build_parser, check, default_name
+    from shared.cli import parse_args
+
+    flags = ["--hidden_dims_gen", "32", "--hidden_dims_disc", "32", *(["--categorical_code", str(code)] if code else [])]
+    gan = build_model(parse_args(build_parser(), flags, check, default_name)).eval()
     judged = []
     gan.discriminator.register_forward_hook(lambda module, args, out: judged.append(len(args[0])))
     torch.manual_seed(1)
@@ -83,8 +88,11 @@ def test_a_test_step_judges_each_image_once_and_scores_the_generator_on_those_lo
     assert judged == [5, 5]  # the real batch and the fakes; the generator's loss took a third pass until 2026-12-07
     torch.manual_seed(1)
     torch.rand(5, 1, 28, 28)
-    fake_logits = gan.discriminator(gan(gan._prior_latents(5)))
-    g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones(5, 1))
+    latents = gan._prior_latents(5)
+    outputs = gan.discriminator(gan(latents))
+    g_loss = F.binary_cross_entropy_with_logits(outputs[:, :1], torch.ones(5, 1))
+    if code:  # as the training's g_loss and the test's d_loss have it (the test's g_loss had not until 2026-12-07)
+        g_loss = g_loss + F.cross_entropy(outputs[:, 1:], latents[:, 32:].argmax(1))
     assert gan.epoch_means.mean("test", "g_loss", all_processes=False).item() == pytest.approx(g_loss.item(), rel=1e-6)
 
 
