@@ -150,13 +150,16 @@ class OutlivesItsReader:
 
 def run_script(main) -> None:
     """Run a script's ``main()``: Ctrl-C ends it with one line and the shell's status for it (130), no traceback; in
-    a Lightning stage too, where Lightning takes the Ctrl-C, stops gracefully and exits with status 1. A reader of
-    its output that goes away (``| head``) does not end it."""
+    a Lightning stage too, where Lightning takes the Ctrl-C, stops gracefully and exits with status 1. Ctrl-C again
+    while it stops is ignored, as Lightning ignores it in its graceful stop (Ctrl-\\ or ``kill`` end it at once). A
+    reader of its output that goes away (``| head``) does not end it."""
     if not isinstance(sys.stdout, OutlivesItsReader):
         sys.stdout = OutlivesItsReader(sys.stdout)
     ctrl_c_seen = []
 
     def on_ctrl_c(signum, frame):
+        if ctrl_c_seen:  # the command is stopping: a second Ctrl-C would cut its last lines short with a traceback
+            return
         ctrl_c_seen.append(True)
         signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell has Ctrl-C ignored

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from types import SimpleNamespace
 
@@ -303,6 +304,28 @@ def test_a_command_ends_its_process_group_before_the_interpreter_does(tmp_path, 
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+def test_a_second_ctrl_c_while_a_command_stops_is_ignored(capsys):
+    """Two Ctrl-C a few milliseconds apart: the second raised a KeyboardInterrupt in what the first had set going
+    (the resume line, the interpreter's exit), a traceback after the command's last line."""
+    stopped_cleanly = []
+
+    def main():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the first Ctrl-C's KeyboardInterrupt comes here
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # where the second's would come
+            stopped_cleanly.append(True)
+    ctrl_c = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            run_script(main)
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+    assert stopped.value.code == 130 and stopped_cleanly == [True] and capsys.readouterr().err == "interrupted\n"
 
 
 def test_ctrl_c_while_a_command_imports_lightning_ends_in_one_line(tmp_path, monkeypatch, capsys):
