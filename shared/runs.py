@@ -61,7 +61,9 @@ def run_settings(run_dir: str | Path):
     ``--resume`` fills them)."""
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
-        raise SystemExit(f"error: {run_dir} is not a run directory: no config.yaml there")
+        versions = run_versions(Path(run_dir).parent, Path(run_dir).name)  # a run's name given for one of its runs
+        within = f"; pass one of its runs: {', '.join(str(run) for run in versions)}" if versions else ""
+        raise SystemExit(f"error: {run_dir} is not a run directory: no config.yaml there{within}")
     try:
         config = read_yaml_mapping(config_path)
     except ValueError as err:

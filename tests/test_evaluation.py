@@ -418,6 +418,15 @@ def test_evaluate_command_errors(tmp_path, capsys, argv, status, message):
                         message.format(tmp=tmp_path))
 
 
+def test_evaluate_given_a_runs_name_names_its_runs(tmp_path, capsys):
+    """``runs/gan_int`` for ``runs/gan_int/version_0``: the one-line error says which folders are runs."""
+    for version in (0, 1, 10):
+        (tmp_path / "gan" / f"version_{version}").mkdir(parents=True)
+    runs = ", ".join(f"{tmp_path}/gan/version_{version}" for version in (0, 1, 10))  # in the order they were made
+    fails_with_one_line(lambda: load_script("evaluate").main([str(tmp_path / "gan")]), capsys, 1,
+                        f"no config.yaml there; pass one of its runs: {runs}")
+
+
 @pytest.mark.parametrize("config, message", [
     ("model: mlp\nz_dim: 3\n", "names no command; add the line 'command: <module>'"),
     ("command:\n", "names no command; add the line 'command: <module>'"),
