@@ -93,15 +93,20 @@ class ForkedRandomModelSummary(ModelSummary):
     That example's forward pass draws random numbers (a VAE's z), here from forked generators: showing the summary
     changes no number of the run."""
 
+    untrained: frozenset[str] = frozenset()  # the networks no parameter of which takes gradients
+
     def on_fit_start(self, trainer, pl_module) -> None:
+        self.untrained = frozenset(name for name, network in pl_module.named_children()
+                                   if {parameter.requires_grad for parameter in network.parameters()} == {False})
         cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             super().on_fit_start(trainer, pl_module)
 
-    @staticmethod
-    def summarize(summary_data: list[tuple[str, list[str]]], *totals, **kwargs) -> None:
+    def summarize(self, summary_data: list[tuple[str, list[str]]], *totals, **kwargs) -> None:
         """A line per network: its parameters and, where the example reached it, its input and output sizes
-        (Lightning's table adds modules without parameters, each module's mode and FLOPs: nothing to read here)."""
+        (Lightning's table adds modules without parameters, each module's mode and FLOPs: nothing to read here); a
+        network that is not trained (a weight average: ``--ema_decay``) says so, as the run's count of parameters
+        leaves it out."""
         columns = dict(summary_data)
         unknown = ["?"] * len(columns["Name"])  # no example_input_array: no sizes
         sizes_in, sizes_out = columns.get("In sizes", unknown), columns.get("Out sizes", unknown)
@@ -110,4 +115,5 @@ class ForkedRandomModelSummary(ModelSummary):
             if params.strip() != "0":  # Lightning's row of the parameters outside the networks has no kind or size
                 sizes = f"  {size_in} -> {size_out}" if size_in not in ("?", "n/a") else ""
                 kind = "" if kind == "n/a" else f"{kind}, "
-                print(f"  {name}: {kind}{params.strip()} parameters{sizes}", flush=True)
+                untrained = ", not trained (no parameter takes gradients)" if name in self.untrained else ""
+                print(f"  {name}: {kind}{params.strip()} parameters{untrained}{sizes}", flush=True)

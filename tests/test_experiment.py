@@ -150,6 +150,8 @@ def test_the_model_summary_shows_sizes_and_leaves_the_random_streams_as_they_wer
 
     from part1_vae.modules import VAE
     from part1_vae.networks import MLPDecoder, MLPEncoder
+    from part2_gan.modules import GAN
+    from part2_gan.networks import DiscriminatorMLP, GeneratorMLP
     from shared.progress import ForkedRandomModelSummary
 
     model = VAE(MLPEncoder(z_dim=2), MLPDecoder(z_dim=2), z_dim=2)
@@ -161,9 +163,16 @@ def test_the_model_summary_shows_sizes_and_leaves_the_random_streams_as_they_wer
     assert capsys.readouterr().out.splitlines() == [
         "  encoder: MLPEncoder, 403 K parameters  [2, 1, 28, 28] -> [[2, 2], [2, 2]]",
         "  decoder: MLPDecoder, 403 K parameters  [2, 2] -> [2, 1, 28, 28]"]
-    ForkedRandomModelSummary.summarize([("Name", ["other params"]), ("Type", ["n/a"]), ("Params", ["784  "]),
-                                        ("In sizes", ["n/a"]), ("Out sizes", ["n/a"])])
+    ForkedRandomModelSummary().summarize([("Name", ["other params"]), ("Type", ["n/a"]), ("Params", ["784  "]),
+                                          ("In sizes", ["n/a"]), ("Out sizes", ["n/a"])])
     assert capsys.readouterr().out == "  other params: 784 parameters\n"  # the Gaussian VAE's log-std, no network's
+    # A weight average is a network of as many parameters, none trained (the run's start line counts them out).
+    gan = GAN(GeneratorMLP(4, [8]), DiscriminatorMLP(784, [8]), z_dim=4, ema_decay=0.9)
+    ForkedRandomModelSummary().on_fit_start(trainer, gan)
+    assert capsys.readouterr().out.splitlines() == [
+        "  generator: GeneratorMLP, 7.1 K parameters  [2, 4] -> [2, 1, 28, 28]",
+        "  discriminator: DiscriminatorMLP, 6.3 K parameters",
+        "  generator_ema: GeneratorMLP, 7.1 K parameters, not trained (no parameter takes gradients)"]
     ModelSummary().on_fit_start(trainer, model)  # Lightning's own draws the VAE's z from the run's stream
     assert not torch.equal(torch.get_rng_state(), torch.manual_seed(0).get_state())
 
