@@ -43,7 +43,8 @@ class GAN(GenerativeModel, GroupedTraining):
         data: the MNIST variant trained on, "grey" or "binary" (shown to the generator in [-1, 1]).
         ema_decay: above 0, samples come from a moving average of the generator (:mod:`shared.weight_average`),
             updated after every generator step; training is the same. ``sample_from_average = False``
-            samples from the trained generator instead.
+            samples from the trained generator instead. The test stage's figures (``test_d_*``, ``test_g_loss``)
+            pit the discriminator against the trained generator, the one it was trained against.
         num_categories: above 0, InfoGAN's categorical code (Chen et al., 2016): the latent is ``z_dim`` Gaussian
             dimensions followed by a one-hot code drawn uniformly from ``num_categories``, the generator takes
             ``z_dim + num_categories`` inputs and the discriminator returns ``1 + num_categories`` logits, the
