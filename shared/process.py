@@ -24,7 +24,8 @@ _QUIET_INFO = ("No CUDA runtime is found",  # torch.compile on a machine without
                "Detected KeyboardInterrupt", "Received SIGTERM:",  # the command says what they did, and how to resume
                "Initializing distributed:", f"{'-' * 100}\ndistributed_backend=",  # a process line each, then a box
                "Using 16-bit Automatic Mixed Precision", "Using bfloat16 Automatic Mixed Precision",
-               "Trainer already configured with model summary callbacks")  # the runs' summary replaces Lightning's
+               "Trainer already configured with model summary callbacks",  # the runs' summary replaces Lightning's
+               "`Trainer(limit_train_batches=1)` was configured")  # the benchmark's own limit, where a way is one call
 _QUIET_WARNINGS = (
     r".*LeafSpec.*",  # a deprecation inside Lightning itself
     r".*exists and is not empty.*",  # a resumed run writes into its own checkpoint folder

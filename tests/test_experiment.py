@@ -267,6 +267,15 @@ def test_lightnings_line_for_a_sigterm_is_dropped_on_every_rank():
     assert shown("[rank: 0] Handling auto-requeue signal: 10")
 
 
+def test_lightnings_line_for_the_benchmarks_one_call_epoch_is_dropped():
+    """scripts/benchmark.py times a way on whole calls of training_step (Trainer(limit_train_batches=N)): on tiny
+    settings one, where Lightning told the reader of the benchmark a setting that is not theirs."""
+    silence_known_noise()
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    line = "`Trainer(limit_train_batches=1)` was configured so 1 batch per epoch will be used."
+    assert not logger.filter(logging.LogRecord(logger.name, logging.INFO, __file__, 1, line, None, None))
+
+
 @pytest.mark.parametrize("env, ignored", [({}, False), ({"LOCAL_RANK": "0"}, False), ({"LOCAL_RANK": "1"}, True),
                                           ({"LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "job"}, False)])
 def test_the_processes_lightnings_launcher_starts_leave_ctrl_c_to_rank_zero(monkeypatch, env, ignored):
