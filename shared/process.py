@@ -182,9 +182,9 @@ def run_script(main) -> None:
 def end_distributed() -> None:
     """Destroy this process's process group, if a distributed run made one, while the interpreter is whole.
 
-    Lightning destroys it at exit only for NCCL; a gloo group (DDP on CPUs) left to the interpreter's finalization
-    now and then aborted rank zero after a NaN had stopped both processes ("terminate called without an active
-    exception", exit status -6 instead of the command's 1): gloo's threads still held tensors then."""
+    Lightning destroys it at exit only for NCCL; a gloo group (DDP on CPUs) left to the interpreter's finalization can
+    abort the process there ("terminate called without an active exception": pytorch issue 190489), which rank zero
+    of a 2-process run stopped by a NaN did, rarely (exit status -6 instead of the command's 1)."""
     torch = sys.modules.get("torch")  # not imported (--help, a refused flag): no group, and no torch to load
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
