@@ -163,7 +163,8 @@ def run_script(main) -> None:
             return
         ctrl_c_seen.append(True)
         signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where the shell has Ctrl-C ignored
+    ours = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not where the shell has Ctrl-C ignored
+    if ours:
         signal.signal(signal.SIGINT, on_ctrl_c)
     try:
         main()
@@ -176,6 +177,8 @@ def run_script(main) -> None:
             raise SystemExit(130) from None
         raise
     finally:
+        if ours and not ctrl_c_seen:  # after a Ctrl-C it stays, ignoring another in the rest of the exit
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         end_distributed()
 
 

@@ -337,8 +337,10 @@ def test_a_second_ctrl_c_while_a_command_stops_is_ignored(capsys):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)  # where the second's would come
             stopped_cleanly.append(True)
-    ctrl_c = signal.getsignal(signal.SIGINT)
+    ctrl_c = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, as a command starts with
     try:
+        run_script(lambda: None)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # a command that ended leaves it so
         with pytest.raises(SystemExit) as stopped:
             run_script(main)
     finally:
