@@ -42,6 +42,9 @@ class DataFileError(RuntimeError):
 
 
 def _fix_hint(path: Path) -> str:
+    if BUNDLED_DIR in path.parents:  # the project's own copy: no fresh one to take from it
+        return ("the project's own copy is damaged: restore it (`git checkout -- shared/datasets` in a clone, or "
+                "reinstall the project) or pass --data_dir to a folder holding MNIST/raw")
     return (f"replace it with a fresh copy of {path.name.removesuffix('.gz')}(.gz) from the bundled "
             f"shared/datasets/MNIST/raw or pass --data_dir to a folder holding MNIST/raw")
 

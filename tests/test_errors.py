@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import shared.data
 from part1_vae.train import main
 from shared.data import BUNDLED_DIR
 from tests.conftest import TINY_RUN, crashes_in, fails_with_one_line, load_script
@@ -121,6 +122,16 @@ def cut_short_inside(raw):
 def test_broken_mnist_files_are_named_in_one_line_before_any_run_folder(tmp_path, capsys, damage, message):
     data_dir = broken_copies(tmp_path, damage)
     fails_with_one_line(lambda: run(tmp_path, "--data_dir", data_dir), capsys, 1, message)
+    assert nothing_written(tmp_path)
+
+
+def test_a_broken_file_of_the_bundled_copy_is_named_with_a_fix_that_does_not_send_back_to_it(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """The bundled copy's own file missing: the advice was to take a fresh copy from the bundled copy."""
+    bundled = Path(broken_copies(tmp_path, lambda raw: (raw / "train-images-idx3-ubyte.gz").unlink()))
+    monkeypatch.setattr(shared.data, "BUNDLED_DIR", bundled)
+    fails_with_one_line(lambda: run(tmp_path), capsys, 1, "train-images-idx3-ubyte(.gz) is missing: the project's own "
+                        "copy is damaged: restore it (`git checkout -- shared/datasets` in a clone, or reinstall")
     assert nothing_written(tmp_path)
 
 
