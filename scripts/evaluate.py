@@ -152,8 +152,8 @@ def main(argv=None) -> dict:
     model, command, run_args = load_run(args.run_dir, args.checkpoint)
     checkpoint = checkpoint_of(args.run_dir, args.checkpoint)
     if not isinstance(model, GenerativeModel):
-        raise SystemExit(f"error: {args.run_dir}: {type(model).__name__} does not sample images "
-                         f"(it is no shared.generative.GenerativeModel)")
+        parser.error(f"{args.run_dir}: {type(model).__name__} does not sample images (it is no "
+                     f"shared.generative.GenerativeModel): its run's figures are its metrics.json and samples/ plots")
     if args.per_code and not getattr(model, "hparams", {}).get("num_categories"):
         parser.error(f"--per_code: {args.run_dir} has no categorical code (trained without --categorical_code)")
     if args.per_code and args.num_samples < model.hparams.num_categories:  # before the scoring, not after it

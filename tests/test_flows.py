@@ -353,7 +353,7 @@ def test_a_binary_run_made_before_the_dequantization_and_lr_final_flags_is_rebui
 
 
 @pytest.mark.slow
-def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
+def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path, capsys):
     metrics = main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), "--subset", "512"])
     run_dir = tmp_path / "flow_toy_k6_h64" / "version_0"
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
@@ -367,6 +367,12 @@ def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path):
     from shared.runs import load_run
     model, module, _ = load_run(run_dir)
     assert module.__name__ == "part3_flows.train" and model.sample(10).shape == (10, 2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:  # as a setting is refused: the run given is not one it can score
+        load_script("evaluate").main([str(run_dir), "--num_samples", "64"])
+    assert refused.value.code == 2 and capsys.readouterr().err.splitlines()[-1] == (
+        f"scripts/evaluate.py: error: {run_dir}: ToyFlowModule does not sample images (it is no "
+        f"shared.generative.GenerativeModel): its run's figures are its metrics.json and samples/ plots")
 
 
 def test_smoke_mnist_training_logs_test_bpd_and_grids(tmp_path):
