@@ -31,7 +31,7 @@ BATCHES_PER_CALL = 8
 # Flags that name files to read, which a YAML file cannot set.
 NOT_IN_FILES = ("config", "resume")
 # Left out of a run's config.yaml: how to run this once (not what was trained), and where the settings came from.
-NOT_SAVED = (*NOT_IN_FILES, "progress_bar", "set_in_file")
+NOT_SAVED = (*NOT_IN_FILES, "progress_bar", "set_in_file", "unused")
 
 
 class ConfigError(ValueError):
@@ -210,7 +210,6 @@ def kept_checkpoints(run_dir: Path) -> list[str]:
 
 def latest_run(log_dir: str, name: str) -> Path:
     from shared.runs import run_versions  # which reads a run's settings through this module
-
     versions = run_versions(log_dir, name)
     runs = [run for run in versions if (run / "checkpoints" / "last.ckpt").is_file()]
     if not runs:
@@ -256,7 +255,8 @@ def _check_shared(args: argparse.Namespace) -> None:
 
 
 def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, defaults: dict) -> None:
-    """Refuses a flag set off its default that this run never reads (config.yaml would record it as trained)."""
+    """Refuses a flag set off its default that the run never reads; config.yaml leaves all those out (args.unused)."""
+    args.unused = [flag for flag, (_, used) in getattr(parser, "used_only_with", {}).items() if not used(args)]
     for flag, (where, used) in getattr(parser, "used_only_with", {}).items():
         if flag in given and given[flag] != defaults[flag] and not used(args):
             raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")

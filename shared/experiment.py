@@ -210,7 +210,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
 
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
-        settings = {k: v for k, v in vars(args).items() if k not in NOT_SAVED}
+        settings = {k: v for k, v in vars(args).items() if k not in (*NOT_SAVED, *getattr(args, "unused", ()))}
         settings["data"] = datamodule.description()
         write_whole(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's
