@@ -8,6 +8,7 @@ from argparse import Namespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from scipy import stats
 from torch import nn
 
@@ -114,11 +115,14 @@ def test_each_layer_inverts_with_cancelling_log_dets(layer):
     assert not torch.allclose(z.reshape(x.shape) if z.numel() == x.numel() else z, x)
 
 
-@pytest.mark.parametrize("flow", [toy_flow(), tiny_image_flow(), tiny_image_flow(num_scales=1),
-                                  ImageFlow((1, 28, 28), num_channels=8, num_blocks=1)], ids=["toy", "image",
-                                                                                              "image_1scale", "mnist"])
-def test_whole_flow_inverts_with_cancelling_log_dets(flow):
-    randomise(flow)
+@pytest.mark.parametrize("make_flow", [toy_flow, tiny_image_flow, lambda: tiny_image_flow(num_scales=1),
+                                       lambda: ImageFlow((1, 28, 28), num_channels=8, num_blocks=1)],
+                         ids=["toy", "image", "image_1scale", "mnist"])
+def test_whole_flow_inverts_with_cancelling_log_dets(make_flow):
+    # Seeded here: the weights and the noise drawn from the global stream depended on the tests that ran before, and
+    # once in three runs of a subset of the suite a draw missed the tolerance.
+    torch.manual_seed(0)
+    flow = randomise(make_flow())
     x = toy_flow().base_density.sample(8) * 3 if isinstance(flow, NormalizingFlow) else \
         dequantize(binary_images(flow.shape, 8), LEVELS)
     z, log_det = flow.transform(x)
@@ -383,6 +387,11 @@ def test_smoke_mnist_training_logs_test_bpd_and_grids(tmp_path):
     assert metrics["test_iw_bpd"] <= metrics["test_bpd"] < 2.0
     pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
     assert {"samples_epoch000.png", "interpolations_epoch000.png", "samples_epoch001.png"} <= pngs
+    # The record holds what the run read: not the toy task's flags at their defaults (num_flows: 6 until 2026-12-07).
+    recorded = set(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    assert {"num_channels", "dequant_channels"} <= recorded and not {"num_flows", "num_hidden", "plot_every"} & recorded
+    from shared.runs import load_run
+    assert load_run(run_dir)[2].num_flows == 6  # a script reading the run fills them in as before
 
 
 # --- reliability of the MNIST flow's runs ----------------------------------------------------------------------
