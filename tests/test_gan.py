@@ -232,7 +232,7 @@ def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message)
 
 def test_configs_parse_to_the_documented_runs():
     from part2_gan.train import build_parser, check, default_name
-    from shared.cli import parse_args
+    from shared.cli import NOT_SAVED, parse_args
 
     mlp = parse_args(build_parser(), [], check, default_name)
     dcgan = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan.yaml")], check, default_name)
@@ -244,7 +244,7 @@ def test_configs_parse_to_the_documented_runs():
     coded = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan_code.yaml")], check, default_name)
     # t34: the DCGAN config plus the code, in bf16, 42 epochs
     assert {key: value for key, value in vars(coded).items()
-            if vars(dcgan)[key] != value and key not in ("config", "set_in_file")} == {
+            if vars(dcgan)[key] != value and key not in NOT_SAVED} == {
         "name": "gan_dcgan_code", "epochs": 42, "categorical_code": 10, "precision": "bf16-mixed"}
     # The config's discriminator settings can be unset from the command line again (compare.py's commands do)
     unset = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan.yaml"), "--lr_disc", "none",
