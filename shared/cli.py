@@ -257,9 +257,9 @@ def _check_shared(args: argparse.Namespace) -> None:
 def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, defaults: dict) -> None:
     """Refuses a flag set off its default that the run never reads; config.yaml leaves all those out (args.unused)."""
     args.unused = [flag for flag, (_, used) in getattr(parser, "used_only_with", {}).items() if not used(args)]
-    for flag, (where, used) in getattr(parser, "used_only_with", {}).items():
-        if flag in given and given[flag] != defaults[flag] and not used(args):
-            raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")
+    for flag in (flag for flag in args.unused if flag in given and given[flag] != defaults[flag]):
+        where = parser.used_only_with[flag][0]
+        raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")
 
 
 def resolve_settings(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
