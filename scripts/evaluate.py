@@ -22,24 +22,21 @@ import json
 import math
 from pathlib import Path
 
-import pytorch_lightning as pl
-import torch
-
-from shared.callbacks import EvaluationProgress
-from shared.checks import bad_seed, unwritable
+from shared.checks import DEFAULT_JUDGE_PATH, bad_seed, unwritable
 from shared.cli import OneLineArgumentParser
-from shared.data import DataFileError
-from shared.evaluation import (NUM_DIGITS, class_figures, draw_samples, evaluate_samples, format_report,
-                               per_digit_figures)
 from shared.process import prepare_lightning_process, run_script
-from shared.generative import GenerativeModel
-from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.runs import DescriptionAndDefaultsFormatter, checkpoint_of, judge_file, load_run
-from shared.utils import make_grid, save_grid
 
+# torch and Lightning (5 s to import) are imported once the flags are checked, as in the training commands: --help
+# and a refused flag answer at once.
 
 def test_likelihood(model, command, run_args) -> dict:
     """The run's test stage again, on this model: the same test set, the same seed first (shared.experiment)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from shared.callbacks import EvaluationProgress
+
     prepare_lightning_process()  # as a run's test stage
     datamodule = command.build_datamodule(run_args)
     # A run pinned to the CPU is tested there again: a GPU would draw other dequantization noise from the same seed.
@@ -54,6 +51,8 @@ def test_likelihood(model, command, run_args) -> dict:
 def format_per_digit(samples: dict, real: dict) -> str:
     """Each digit's share and the judge's confidence, samples beside the test images, and the confidence with
     the digits drawn weighted alike (the mean max prob without the samples' digit mix)."""
+    from shared.evaluation import NUM_DIGITS
+
     def shown(value, width):
         return f"{'-':>{width}}" if value is None else f"{value:>{width}.3f}"
 
@@ -69,6 +68,10 @@ def format_per_digit(samples: dict, real: dict) -> str:
 def per_code_figures(model, judge, samples_per_code: int, seed: int) -> list[dict]:
     """For each value of a GAN's categorical code, :func:`shared.evaluation.per_digit_figures` of
     ``samples_per_code`` samples drawn with it and the judge's mean confidence on them."""
+    import torch
+
+    from shared.evaluation import class_figures, per_digit_figures
+
     figures = []
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -82,6 +85,8 @@ def per_code_figures(model, judge, samples_per_code: int, seed: int) -> list[dic
 
 def format_per_code(figures: list[dict], samples_per_code: int) -> str:
     """Each code value's two digits read most often, with their shares, and the judge's confidence."""
+    from shared.evaluation import NUM_DIGITS
+
     lines = [f"Per code value ({samples_per_code:,} samples each; the digits the judge names most)",
              f"  {'code':<6}{'digit':>7}{'share':>8}{'next':>6}{'share':>8}{'confidence':>12}"]
     for code, digits in enumerate(figures):
@@ -148,6 +153,12 @@ def main(argv=None) -> dict:
             parser.error(f"{flag} {path}: {problem}")
     if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid {args.grid}: the grid is a PNG; pass a name ending in .png")
+
+    from shared.data import DataFileError
+    from shared.evaluation import draw_samples, evaluate_samples, format_report
+    from shared.generative import GenerativeModel
+    from shared.judge import load_judge
+    from shared.utils import make_grid, save_grid
 
     model, command, run_args = load_run(args.run_dir, args.checkpoint)
     checkpoint = checkpoint_of(args.run_dir, args.checkpoint)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+# The bundled judge (shared.judge); the commands' --judge flags default to it. Here, not beside the judge, so that the
+# scripts' parsers need no torch.
+DEFAULT_JUDGE_PATH = Path(__file__).resolve().parent / "datasets" / "judge" / "judge.pt"
+
 
 def bad_seed(seed: int) -> str | None:
     """Why ``seed`` cannot seed numpy and torch alike (they take 32 bits), or None."""

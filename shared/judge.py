@@ -25,11 +25,9 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
 from shared.batches import TensorBatchDataset
+from shared.checks import DEFAULT_JUDGE_PATH
 from shared.data import DataFileError, load_mnist, to_model_range
 from shared.progress import Progress, duration
-
-# The bundled judge; the commands' --judge flags default to it.
-DEFAULT_JUDGE_PATH = Path(__file__).resolve().parent / "datasets" / "judge" / "judge.pt"
 
 
 class JudgeFileError(DataFileError):

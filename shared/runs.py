@@ -14,8 +14,6 @@ import importlib
 from pathlib import Path
 from typing import Sequence
 
-import torch
-
 from shared.checks import bad_judge_path, misfit
 from shared.cli import NOT_SAVED, ConfigError, kept_checkpoints, parse_args, resolve_settings, run_config_settings
 from shared.yaml_file import read_json_record, read_yaml_mapping
@@ -120,6 +118,8 @@ def checkpoint_of(run_dir: str | Path, checkpoint: str | Path | None = None) -> 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None):
     """(model with the weights of :func:`checkpoint_of` in eval mode, the command module that made it, the run's
     settings)."""
+    import torch  # here: the scripts' parsers and refusals need none of this module's torch (seconds to import)
+
     run_dir = Path(run_dir)
     command, args = run_settings(run_dir)
     checkpoint = checkpoint_of(run_dir, checkpoint)

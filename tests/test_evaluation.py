@@ -3,6 +3,8 @@ caching, progress lines, the commands."""
 import inspect
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -416,6 +418,20 @@ def test_evaluate_command_scores_a_flows_weight_average_or_on_request_its_traine
 def test_evaluate_command_errors(tmp_path, capsys, argv, status, message):
     fails_with_one_line(lambda: load_script("evaluate").main([a.format(tmp=tmp_path) for a in argv]), capsys, status,
                         message.format(tmp=tmp_path))
+
+
+def test_evaluate_help_and_a_refused_flag_answer_before_torch_or_lightning_is_imported(tmp_path):
+    """As the training commands' (test_cli): seconds of imports are not spent on --help or a mistyped flag."""
+    script = ("import runpy, sys\n"
+              f"for argv in (['--help'], [{str(tmp_path)!r}, '--num_samples', '1']):\n"
+              "    sys.argv = ['scripts/evaluate.py', *argv]\n"
+              "    try:\n        runpy.run_path('scripts/evaluate.py', run_name='__main__')\n"
+              "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code\n"
+              "print(sorted(name for name in ('torch', 'pytorch_lightning') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.splitlines()[-1] == "[]", done.stderr[-2000:]
+    assert "(default: 10000)" in done.stdout and "--num_samples must be at least 2, got 1" in done.stderr
 
 
 def test_evaluate_given_a_runs_name_names_its_runs(tmp_path, capsys):
