@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Sequence
 
-from shared.cli import (ConfigError, add_binarization_flag, add_lr_final_flag, binarization_suffix, make_parser,
-                        parse_args)
+from shared.cli import ConfigError, make_parser, parse_args
+from shared.flags import add_binarization_flag, add_lr_final_flag, binarization_suffix
 from shared.process import run_script
 
 if TYPE_CHECKING:

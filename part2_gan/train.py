@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from part2_gan.settings import (add_judge_curve_flags, add_judge_flags, check_adversarial, check_judge_curve_flags,
                                 check_judge_flags)
-from shared.cli import ConfigError, add_ema_decay_flag, make_parser, number_or_none, parse_args
+from shared.cli import ConfigError, make_parser, parse_args
+from shared.flags import add_ema_decay_flag, number_or_none
 from shared.process import run_script
 
 if TYPE_CHECKING:

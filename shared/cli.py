@@ -91,41 +91,6 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     return parser
 
 
-def add_binarization_flag(parser: argparse.ArgumentParser) -> None:
-    """The flag of every command that models binary MNIST (shared.data.MNISTDataModule's binarization)."""
-    parser.add_argument("--binarization", choices=["threshold", "dynamic"], default="threshold",
-                        help="binary MNIST: pixels > 0.5 (the course's data), or training images re-drawn from "
-                             "Bernoulli(grey) every epoch with val/test drawn once (the papers' data)")
-
-
-def binarization_suffix(args: argparse.Namespace) -> str:
-    """What a run name adds for dynamically binarized data (threshold runs keep their names)."""
-    return "_dynamic" if args.binarization == "dynamic" else ""
-
-
-def number_or_none(text: str, kind: type = float) -> float | int | None:
-    """A number (of ``kind``), or ``none``: for a flag that a default, a task or a config sets and a user may unset."""
-    if text.lower() == "none":
-        return None
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {'a whole ' if kind is int else 'a '}number or none, got {text!r}") from None
-
-
-def add_lr_final_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lr_final", type=number_or_none, default=None,
-                        help="decay the learning rate exponentially from --lr to this at the last epoch; "
-                             "none: constant")
-
-
-def add_ema_decay_flag(parser: argparse.ArgumentParser, default: float, averaged: str) -> None:
-    """``--ema_decay``: a moving average of ``averaged`` (the weights it covers) for evaluation and samples."""
-    parser.add_argument("--ema_decay", type=float, default=default,
-                        help=f"above 0, evaluate and sample with a moving average of {averaged} with this decay, "
-                             "e.g. 0.999; 0: off")
-
-
 def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dict:
     """The settings actually typed on the command line (defaults suppressed)."""
     parser.parse_args(argv)  # errors and --help first, with the real defaults

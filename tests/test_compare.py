@@ -234,7 +234,7 @@ def test_each_interpolation_row_names_its_data_variant():
 def test_the_command_column_writes_each_differing_setting_as_the_flag_that_sets_it():
     import argparse
 
-    from shared.cli import number_or_none
+    from shared.flags import number_or_none
 
     compare = load_script("compare")
     parser = argparse.ArgumentParser()
