@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -227,6 +228,13 @@ def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, gi
         raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")
 
 
+def _as_typed(flag: str, value) -> str:
+    """A setting as typed on the command line."""
+    if isinstance(value, bool):
+        return f"--{'' if value else 'no-'}{flag}"
+    return f"--{flag} " + ("none" if value is None else " ".join(map(str, value)) if isinstance(value, list) else str(value))
+
+
 def resolve_settings(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
     """The settings ``given`` over the command's task defaults (for the task given) over ``defaults``."""
     base = {**defaults, **task_defaults(given)} if task_defaults else defaults
@@ -244,7 +252,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = {action.dest: action.default for action in parser._actions if action.dest != "help"}
-    explicit, from_file = {}, {}
+    explicit, from_file, note = {}, {}, None
     try:
         explicit = _explicit_flags(parser, argv)
         from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
@@ -268,6 +276,16 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                 shown = " ".join(f"--{flag} {explicit[flag]}" for flag in typed)
                 raise ConfigError(f"{shown}: --resume {run_dir} continues that run where it is, in {here}; drop "
                                   f"{' and '.join('--' + flag for flag in typed)}")
+            # A --config given again names the run and must fit its setup, but how the run goes on stays the record's
+            # unless typed: a start command retyped with --resume would otherwise carry a finished run on to its epochs.
+            kept = {flag: value for flag, value in from_file.items() if flag in RESUME_MAY_CHANGE and flag not in
+                    (*explicit, *NOT_SAVED, "log_dir", "name") and value != saved.get(flag, defaults[flag])}
+            if kept:
+                recorded = " ".join(_as_typed(flag, saved.get(flag, defaults[flag])) for flag in kept)
+                note = (f"--config {explicit['config']}: the resumed run goes on as recorded ({recorded}), not as the "
+                        f"file says ({' '.join(_as_typed(*item) for item in kept.items())}): a resume changes that by "
+                        f"flag only")
+            given = {flag: value for flag, value in given.items() if flag not in kept}
             for flag in (flag for flag in given if flag not in RESUME_MAY_CHANGE):
                 if given[flag] != saved.get(flag, defaults[flag]):
                     raise ConfigError(f"--{flag} {given[flag]}: a resumed run continues as it was set up (its "
@@ -280,6 +298,8 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
         _refuse_unused(parser, args, given, {**defaults, **(task_defaults(given) if task_defaults else {})})
     except ConfigError as err:
         parser.error(naming_the_file(str(err), set(from_file) - set(explicit), explicit.get("config")))
+    if note and os.environ.get("LOCAL_RANK", "0") == "0":  # once the settings hold, and not by each DDP process again
+        print(note, flush=True)
     args.command = parser.prog
     args.set_in_file = sorted(set(from_file) - set(explicit))  # so that a later refusal can name the file too
     return args
