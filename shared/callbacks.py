@@ -162,6 +162,7 @@ class ProgressLines(pl.Callback):
 
     def __init__(self):
         self.pending: int | None = None  # the finished epoch whose line is still to print
+        self.checkpointed: int | None = None  # the last epoch whose end-of-epoch checkpoint was written
         self.started = 0.0
         self.epoch_seconds: list[float] = []
 
@@ -175,8 +176,17 @@ class ProgressLines(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._flush(trainer)
 
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        # After the module's epoch-end hook (a best checkpoint, written when validation ends, comes before this
+        # epoch is pending): the epoch's figures are all logged, and last.ckpt holds it.
+        self.checkpointed = self.pending
+
     def on_exception(self, trainer, pl_module, exception) -> None:
-        self._flush(trainer)  # an epoch that ended before an interrupt: its checkpoint may hold it, a resume goes on after
+        # An epoch its checkpoint holds ended: a resume goes on after it. One stopped in its end hooks (the judge's
+        # curve, sample grids) is repeated by the resume, and had not logged its figures: no line (QA: it printed the
+        # epoch before's figures under its number).
+        if self.pending is not None and self.pending == self.checkpointed:
+            self._flush(trainer)
 
     def _flush(self, trainer: pl.Trainer) -> None:
         if self.pending is None or not trainer.is_global_zero:

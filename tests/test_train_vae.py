@@ -470,6 +470,26 @@ def test_ctrl_c_says_how_to_resume_in_training_and_in_the_test(tmp_path, monkeyp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stopped_epoch", [1, 2])
+def test_an_interrupt_in_an_epochs_end_hooks_prints_no_line_for_that_epoch(tmp_path, monkeypatch, capsys, stopped_epoch):
+    """Stopped after the callbacks' epoch-end hooks began but before the module logged the epoch's means (a GAN's judge
+    curve takes seconds there): the resume repeats that epoch, so no line says it ended (QA: 'epoch 2/2' came with
+    epoch 1's figures, and 'epoch 1/2' without figures before 'Stopped before the first epoch ended')."""
+    original = part1_vae.modules.VAE.on_train_epoch_end
+
+    def interrupted(self):
+        if self.current_epoch + 1 == stopped_epoch:
+            raise KeyboardInterrupt
+        original(self)
+    monkeypatch.setattr(part1_vae.modules.VAE, "on_train_epoch_end", interrupted)
+    with pytest.raises(SystemExit):
+        run(tmp_path)
+    lines = re.findall(r"^epoch .*$", capsys.readouterr().out, re.M)
+    assert len(lines) == stopped_epoch - 1 and all(re.match(r"epoch 1/2  train_bpd \S+  val_bpd \S+", line)
+                                                    for line in lines), lines
+
+
+@pytest.mark.slow
 def test_a_run_stopped_before_its_first_epoch_ended_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
     def interrupted(self, batch, batch_idx):
         raise KeyboardInterrupt
