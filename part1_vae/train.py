@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
              "the last checkpoint is reported instead of the best by val")
     # The flags only one model reads, refused for the other (shared.cli): the setting that reads each, and the test.
     mlp, cnn = ("--model mlp", lambda args: args.model == "mlp"), ("--model cnn", lambda args: args.model == "cnn")
-    parser.used_only_with = {"hidden_dims": mlp, "activation": mlp, "num_filters": cnn}
+    parser.used_only_with.update({"hidden_dims": mlp, "activation": mlp, "num_filters": cnn})
     return parser
 
 

@@ -19,6 +19,8 @@ def add_judge_flags(parser: argparse.ArgumentParser) -> None:
                         help="samples the judge scores after training (0: skip)")
     parser.add_argument("--judge", default=None,
                         help=f"judge checkpoint (trained there first if missing); none: the bundled {BUNDLED_JUDGE}")
+    parser.used_only_with["judge"] = ("--eval_samples or --judge_every above 0",
+                                      lambda args: args.eval_samples > 0 or args.judge_every > 0)
 
 
 def check_judge_flags(args: argparse.Namespace) -> None:
@@ -47,6 +49,7 @@ def add_judge_curve_flags(parser: argparse.ArgumentParser) -> None:
                              "judge_fd, the class histogram, a mode-collapse warning (0: off)")
     parser.add_argument("--judge_every_samples", type=int, default=2000,
                         help="samples of each --judge_every evaluation (cost grows in proportion)")
+    parser.used_only_with["judge_every_samples"] = ("--judge_every above 0", lambda args: args.judge_every > 0)
 
 
 def check_judge_curve_flags(args: argparse.Namespace) -> None:

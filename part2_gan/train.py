@@ -71,12 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_judge_curve_flags(parser)
     # The flags only some runs read, refused for the others (shared.cli): the setting that reads each, and the test.
     mlp, dcgan = ("--model mlp", lambda args: args.model == "mlp"), ("--model dcgan", lambda args: args.model == "dcgan")
-    parser.used_only_with = {
+    parser.used_only_with.update({
         **dict.fromkeys(["hidden_dims_gen", "hidden_dims_disc", "dp_rate_gen", "dp_rate_disc"], mlp),
         **dict.fromkeys(["num_filters", "gen_conv_blocks", "num_filters_disc", "norm_disc", "dp_rate_disc_dcgan",
                          "init"], dcgan),
         "info_weight": ("--categorical_code 2 or more", lambda args: args.categorical_code > 0),
-        "top_k_decay": ("--top_k below 1", lambda args: args.top_k < 1)}
+        "top_k_decay": ("--top_k below 1", lambda args: args.top_k < 1)})
     return parser
 
 

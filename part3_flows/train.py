@@ -97,12 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
             action.help += f" [{', '.join(f'--task {task}: {value}' for task, value in by_task.items())}]"
     # The flags only one task reads, refused for the others (shared.cli): the setting that reads each, and the test.
     toy, images = ("--task toy", lambda args: args.task == "toy"), ("an MNIST task", lambda args: args.task != "toy")
-    parser.used_only_with = {
+    parser.used_only_with.update({
         **dict.fromkeys(["num_flows", "num_hidden", "plot_every"], toy),
         **dict.fromkeys(["num_channels", "num_blocks", "num_scales", "actnorm", "logit_alpha", "temperature",
-                         "test_dequant_samples", "interpolation_steps"], images),
+                         "test_dequant_samples", "interpolation_steps", "dequantization", "ema_decay", "data_dir"],
+                        images),
+        "binarization": ("--task mnist", lambda args: args.task == "mnist"),
         **dict.fromkeys(["dequant_channels", "dequant_couplings"], (
-            "--dequantization variational", lambda args: args.task != "toy" and args.dequantization == "variational"))}
+            "--dequantization variational", lambda args: args.task != "toy" and args.dequantization == "variational"))})
     return parser
 
 

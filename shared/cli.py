@@ -60,6 +60,7 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     """A parser holding the flags every command shares; the command adds its model's flags to it.
     ``prog`` is the command's module name (``part1_vae.train``), which each run records."""
     parser = OneLineArgumentParser(prog=prog, description=description)
+    parser.used_only_with = {}  # {flag: (the setting that reads it, the test)}: see _refuse_unused
     add = parser.add_argument
     add("--config", help="YAML file of settings (flags given on the command line override it)")
     add("--seed", type=int, default=42, help="seed of every random number of the run")
@@ -222,7 +223,7 @@ def _check_shared(args: argparse.Namespace) -> None:
 
 def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, defaults: dict) -> None:
     """Refuses a flag set off its default that the run never reads; config.yaml leaves all those out (args.unused)."""
-    args.unused = [flag for flag, (_, used) in getattr(parser, "used_only_with", {}).items() if not used(args)]
+    args.unused = [flag for flag, (_, used) in parser.used_only_with.items() if not used(args)]
     for flag in (flag for flag in args.unused if flag in given and given[flag] != defaults[flag]):
         where = parser.used_only_with[flag][0]
         raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")

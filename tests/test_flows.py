@@ -279,9 +279,14 @@ def test_without_weight_average_the_flow_module_keeps_no_copy():
     (["--task", "mnist", "--ema_decay", "1"], "--ema_decay must be in [0, 1), got 1.0"),
     (["--ema_decay", "0.9"], "--ema_decay: the toy task keeps no weight average"),
     (["--binarization", "dynamic"], "--binarization: the toy task has no images to binarize"),
+    (["--data_dir", "{tmp}"], "--data_dir {tmp}: only runs with an MNIST task use it"),  # the toy draws its own data
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
-    assert_fails_fast(lambda: main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path), *flags]), tmp_path, capsys, message)
+    flags = [flag.format(tmp=tmp_path) for flag in flags]
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)  # a folder --data_dir would take
+    (tmp_path / "runs").mkdir()
+    assert_fails_fast(lambda: main([*TINY_FLOW_RUN, "--log_dir", str(tmp_path / "runs"), *flags]), tmp_path / "runs",
+                      capsys, message.format(tmp=tmp_path))
 
 
 def test_the_shipped_mnist_config_is_the_mnist_task_with_its_defaults():
@@ -367,6 +372,10 @@ def test_smoke_toy_training_writes_figures_and_the_entropy_floor(tmp_path, capsy
     pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
     assert {"densities_epoch000.png", "flow_samples_epoch000.png", "densities_epoch002.png",
             "bpd_curve_epoch002.png"} <= pngs
+    # The record holds what the toy reads: not the image tasks' flags (binarization: threshold until 2026-12-07).
+    recorded = set(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    assert "num_flows" in recorded and not {"binarization", "dequantization", "ema_decay", "data_dir",
+                                            "num_channels"} & recorded
 
     from shared.runs import load_run
     model, module, _ = load_run(run_dir)

@@ -225,6 +225,10 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     (["--top_k_decay", "1.5"], "--top_k_decay must be in (0, 1], got 1.5"),
     (["--categorical_code", "-1"], "--categorical_code must be >= 0, got -1"),
     (["--info_weight", "0"], "--info_weight must be positive, got 0.0"),
+    # The judge's flags where nothing reads them (TINY_GAN's --judge_every 0): accepted and recorded until 2026-12-07
+    (["--judge_every_samples", "100"], "--judge_every_samples 100: only runs with --judge_every above 0 use it"),
+    (["--eval_samples", "0", "--judge", "elsewhere.pt"],
+     "--judge elsewhere.pt: only runs with --eval_samples or --judge_every above 0 use it"),
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     assert_fails_fast(lambda: run(tmp_path, *flags), tmp_path, capsys, message)
@@ -413,8 +417,8 @@ def test_resume_after_a_crash_mid_epoch_finishes_in_the_same_run_directory(tmp_p
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:mode collapse")  # after 2 tiny epochs its samples are no digits yet
 def test_the_judge_curve_changes_nothing_in_training_and_logs_on_the_grids_step_axis(tmp_path, tiny_judge_path):
-    judged = ["--judge", str(tiny_judge_path), "--eval_samples", "200", "--judge_every_samples", "200"]
-    curved = run(tmp_path / "on", *judged, "--judge_every", "1")
+    judged, curve_of_200 = ["--judge", str(tiny_judge_path), "--eval_samples", "200"], ["--judge_every_samples", "200"]
+    curved = run(tmp_path / "on", *judged, *curve_of_200, "--judge_every", "1")
     assert run(tmp_path / "off", *judged) == curved  # TINY_GAN's --judge_every 0
     on, off = (torch.load(tmp_path / side / "gan_mlp" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
                for side in ("on", "off"))
@@ -426,7 +430,7 @@ def test_the_judge_curve_changes_nothing_in_training_and_logs_on_the_grids_step_
     assert [point.step for point in events.Scalars("judge_seconds")] == [3, 7]  # what each point cost the run
     assert all(point.value > 0 for point in events.Scalars("judge_seconds"))
     assert 7 in [image.step for image in events.Images("samples")]  # the final grid, on the same axis
-    run(tmp_path / "every_2", *judged, "--judge_every", "2")
+    run(tmp_path / "every_2", *judged, *curve_of_200, "--judge_every", "2")
     every_2 = EventAccumulator(str(tmp_path / "every_2" / "gan_mlp" / "version_0")).Reload()
     assert [point.step for point in every_2.Scalars("judge_fd")] == [7]  # epoch 2 of 2 only
     # Its last point is the same draw of the same model as the judged figures of metrics.json.
