@@ -221,12 +221,16 @@ def _check_shared(args: argparse.Namespace) -> None:
         raise ConfigError(f"--log_dir {log_dir}: {problem}: pass a folder you can write to")
 
 
-def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, defaults: dict) -> None:
-    """Refuses a flag set off its default that the run never reads; config.yaml leaves all those out (args.unused)."""
+def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, given: dict, defaults: dict,
+                   typed: dict, file_alone: argparse.Namespace) -> None:
+    """Refuses a flag set off its default that the run never reads, typed or in a --config file that leaves it unread
+    itself (one that a typed flag leaves unread, as a config's judge_every_samples beside --judge_every 0, just goes);
+    config.yaml leaves all those out (args.unused)."""
     args.unused = [flag for flag, (_, used) in parser.used_only_with.items() if not used(args)]
     for flag in (flag for flag in args.unused if flag in given and given[flag] != defaults[flag]):
-        where = parser.used_only_with[flag][0]
-        raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")
+        where, used = parser.used_only_with[flag]
+        if flag in typed or not used(file_alone):
+            raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")
 
 
 def _as_typed(flag: str, value) -> str:
@@ -296,7 +300,8 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
             args.log_dir, args.name = run_log_dir, run_name
         _check_shared(args)
         check(args)
-        _refuse_unused(parser, args, given, {**defaults, **(task_defaults(given) if task_defaults else {})})
+        _refuse_unused(parser, args, given, {**defaults, **(task_defaults(given) if task_defaults else {})}, explicit,
+                       resolve_settings(defaults, from_file, task_defaults))
     except ConfigError as err:
         parser.error(naming_the_file(str(err), set(from_file) - set(explicit), explicit.get("config")))
     if note and os.environ.get("LOCAL_RANK", "0") == "0":  # once the settings hold, and not by each DDP process again

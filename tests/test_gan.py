@@ -254,6 +254,10 @@ def test_configs_parse_to_the_documented_runs():
     unset = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan.yaml"), "--lr_disc", "none",
                                         "--num_filters_disc", "none"], check, default_name)
     assert (unset.lr_disc, unset.num_filters_disc) == (None, None)
+    # A config's value that a typed flag leaves unread is dropped, not refused as a typed one is (its curve's samples)
+    uncurved = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan.yaml"), "--judge_every", "0"], check,
+                          default_name)
+    assert uncurved.judge_every == 0 and "judge_every_samples" in uncurved.unused
 
 
 def test_dcgan_discriminator_norms_dropout_and_init_follow_the_arguments():
