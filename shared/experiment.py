@@ -23,6 +23,7 @@ from lightning_fabric.utilities.distributed import _set_num_threads_if_needed
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerStatus
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from shared.callbacks import (EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor, NonFiniteLossError,
@@ -212,6 +213,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = {k: v for k, v in vars(args).items() if k not in (*NOT_SAVED, *getattr(args, "unused", ()))}
         settings["data"] = datamodule.description()
+        if not is_overridden("validation_step", model):  # the GAN's, the AAE's: the split no one reads is no record
+            settings["data"].pop("val", None)
         write_whole(run_dir / "config.yaml", yaml.safe_dump(settings, sort_keys=True))
         parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's
         if trainer.world_size > 1:  # as Lightning does at the fit's start, each process its share of the cores: said now

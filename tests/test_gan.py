@@ -4,6 +4,7 @@ import math
 
 import pytest
 import pytorch_lightning as pl
+import yaml
 import torch
 import torch.nn.functional as F
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -379,6 +380,9 @@ def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, ti
     assert {p.name for p in (run_dir / "samples").glob("*.png")} == {
         "samples_epoch000.png", "samples_epoch002.png", "interpolations_epoch000.png", "interpolations_epoch002.png"}
     assert list(run_dir.glob("events.out.tfevents.*"))
+    # Its record describes the data it read: no val split, which the GAN never validates on (recorded until 2026-12-07)
+    assert set(yaml.safe_load((run_dir / "config.yaml").read_text())["data"]) == {
+        "dataset", "pixels", "value_range", "train", "test", "subset"}
 
 
 @pytest.mark.slow

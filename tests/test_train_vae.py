@@ -355,6 +355,7 @@ def test_training_on_all_60000_images_reports_the_last_checkpoint_and_says_so(tm
     data = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
     assert data["train"] == "training images 0-255 (--subset 256 of training images 0-59999)"
     assert data["test"] == "test images 0-255 (--subset 256 of test images 0-9999)"
+    assert data["val"] == "training images 45000-45255 (--subset 256 of training images 45000-49999)"  # validated on
 
 
 @pytest.mark.slow
