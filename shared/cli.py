@@ -267,9 +267,11 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
         if args.resume is not None:
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
-                others = kept_checkpoints(run_dir)
+                from shared.runs import run_versions  # which reads a run's settings through this module
+                others, versions = kept_checkpoints(run_dir), run_versions(run_dir.parent, run_dir.name)
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
-                raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}")
+                within = f"; pass one of its runs: {', '.join(map(str, versions))}" if versions else ""  # a run's name
+                raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}{within}")
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"--resume {run_dir}: no config.yaml there (the run's settings): restore it from a copy")
             saved = run_config_settings(parser, run_dir)

@@ -255,6 +255,18 @@ def test_resume_without_a_folder_names_the_checkpoints_kept_where_none_is_last(t
             in capsys.readouterr().err)
 
 
+def test_resume_given_a_runs_name_names_its_runs(tmp_path, capsys):
+    """``--resume runs/vae_mlp_z20`` for one of its version folders: the one-line error says which (QA), as
+    scripts/evaluate.py's does."""
+    for version in (0, 1):
+        (tmp_path / "vae_mlp_z20" / f"version_{version}" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        parse(["--resume", str(tmp_path / "vae_mlp_z20")])
+    assert capsys.readouterr().err.endswith(f"--resume {tmp_path / 'vae_mlp_z20'}: no checkpoints/last.ckpt there; pass "
+                                            f"one of its runs: {tmp_path}/vae_mlp_z20/version_0, "
+                                            f"{tmp_path}/vae_mlp_z20/version_1\n")
+
+
 def test_a_config_that_is_a_folder_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(["--config", str(tmp_path)])
