@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.values_before_flags = {"logit_alpha": LOGIT_ALPHA, "dequantization": "uniform", "lr_final": None,
                                   "ema_decay": 0.0}
     for action in parser._actions:
-        by_task = {task: defaults[action.dest] for task, defaults in TASK_DEFAULTS.items() if action.dest in defaults}
+        by_task = {task: defaults[action.dest] for task, defaults in TASK_DEFAULTS.items()
+                   if defaults.get(action.dest, action.default) != action.default}  # only where it differs (--task's help)
         if by_task:
             action.help += f" [{', '.join(f'--task {task}: {value}' for task, value in by_task.items())}]"
     # The flags only one task reads, refused for the others (shared.cli): the setting that reads each, and the test.

@@ -229,6 +229,9 @@ def test_help_shows_every_default(capsys, module):
     assert out.count("(default:") == sum(action.dest != "help" for action in parser._actions) > 20
     if module == "part3_flows.train":  # the MNIST tasks' own defaults beside the toy's
         assert "per training batch [--task mnist: 64, --task mnist8bit: 64] (default: 256)" in " ".join(out.split())
+        # a task's default only where it differs (the temperature's was shown as 1.0 for each task beside 1.0, QA)
+        assert "per test image [--task mnist8bit: 8] (default: 4)" in " ".join(out.split())
+        assert "when sampling (default: 1.0)" in " ".join(out.split())
     if module == "part1_vae.train":
         for shown in ("--epochs EPOCHS", "(default: 80)", "(default: 1000)", "(default: bernoulli)", "(default: mlp)"):
             assert shown in out
