@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
 from shared.checks import bad_data_dir, bad_seed, unwritable
+from shared.process import is_first_process
 from shared.yaml_file import read_yaml_mapping
 
 # What a resume may change: how to run, and what is measured around the training. Every other setting stays the run's
@@ -306,7 +306,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                        resolve_settings(defaults, from_file, task_defaults))
     except ConfigError as err:
         parser.error(naming_the_file(str(err), set(from_file) - set(explicit), explicit.get("config")))
-    if note and os.environ.get("LOCAL_RANK", "0") == "0":  # once the settings hold, and not by each DDP process again
+    if note and is_first_process():  # once the settings hold
         print(note, flush=True)
     args.command = parser.prog
     args.set_in_file = sorted(set(from_file) - set(explicit))  # so that a later refusal can name the file too

@@ -34,7 +34,7 @@ from shared.cli import NOT_SAVED, kept_checkpoints
 from shared.data import DataFileError
 from shared.generative import check_contract
 from shared.lean_lightning import check_grouped_training
-from shared.process import machine_name, prepare_lightning_process
+from shared.process import is_first_process, machine_name, prepare_lightning_process
 from shared.lightning_trainer import build_trainer, usage_error
 from shared.yaml_file import read_json_record, write_whole
 
@@ -306,6 +306,9 @@ def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, d
     def judged() -> dict:
         return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
 
+    if (args.eval_samples or args.judge_every) and args.judge and not Path(args.judge).exists() and is_first_process():
+        print(f"No judge at {args.judge} (--judge): the default judge will be trained there when the run first needs it, "
+              f"for minutes; if the path is mistyped, stop now (Ctrl-C)", flush=True)  # said now, not epochs into the run
     curve = JudgeCurveCallback(args.judge_every, args.judge_every_samples, args.seed, args.judge, args.data_dir)
     return run_experiment(args, model, datamodule, monitor=None, extra_metrics=judged if args.eval_samples else None,
                           callbacks=[curve])

@@ -92,6 +92,12 @@ def _one_line_for_project_files(format_warning):
     return formatted
 
 
+def is_first_process() -> bool:
+    """Whether this process is a run's only one or its first (local rank zero): who says a thing once before a
+    Trainer, which knows the ranks, exists (the processes Lightning starts for DDP run the command again)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0"
+
+
 def machine_name() -> str:
     """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
     import torch  # here: the commands import this module before their flags are checked, torch after

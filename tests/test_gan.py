@@ -385,6 +385,15 @@ def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, ti
         "dataset", "pixels", "value_range", "train", "test", "subset"}
 
 
+def test_a_judge_path_that_does_not_exist_is_named_when_the_run_starts(tmp_path, capsys):
+    """It is trained there when first needed (documented), which was the first news of a mistyped path, epochs into
+    the run (QA); here the run ends before its first judge point (TINY_GAN: 2 epochs, --judge_every 5)."""
+    run(tmp_path, "--judge", str(tmp_path / "judgee.pt"), "--eval_samples", "0", "--judge_every", "5")
+    assert capsys.readouterr().out.startswith(f"No judge at {tmp_path / 'judgee.pt'} (--judge): the default judge will "
+                                              f"be trained there when the run first needs it")
+    assert not (tmp_path / "judgee.pt").exists()
+
+
 @pytest.mark.slow
 def test_dcgan_with_r1_on_binarized_data_trains(tmp_path):
     flags = ["--model", "dcgan", "--num_filters", "8", "--binarize", "--epochs", "1"]
