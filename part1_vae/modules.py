@@ -10,7 +10,7 @@ from torch import nn
 from part1_vae.networks import BernoulliMixture
 from shared.densities import (KLD, bernoulli_nll, dequantize, gaussian_nll, log_standard_normal,
                               quantize, sample_reparameterize)
-from shared.generative import GenerativeModel, sample_count
+from shared.generative import GenerativeModel, evaluating, sample_count
 from shared.metrics import EpochMeans, StagedModule
 from shared.schedules import adam, decayed_to
 from shared.utils import make_grid, visualize_manifold
@@ -138,8 +138,10 @@ class VAE(GenerativeModel, StagedModule):
         return pixel_means if means else samples
 
     def _decode_and_draw(self, z: torch.Tensor, generator: torch.Generator | None = None):
-        """(the per-pixel means of the images of ``z``, the images drawn from them)."""
-        pixel_means = torch.sigmoid(self.decoder(z))
+        """(the per-pixel means of the images of ``z``, the images drawn from them), with the decoder in eval mode
+        (an injected one with batch norm or dropout: as shared.generative asks of every model's samples)."""
+        with evaluating(self.decoder) as decoder:
+            pixel_means = torch.sigmoid(decoder(z))
         if self.gaussian:
             noise = torch.randn(pixel_means.shape, generator=generator, device=self.device)
             return pixel_means, quantize_grey(pixel_means + torch.exp(self.pixel_log_std()) * noise)

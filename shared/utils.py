@@ -5,6 +5,7 @@ the course assignment and older code import them from ``shared.utils``.)
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 from scipy.stats import norm
 
 from shared.densities import dequantize, elbo_to_bpd, quantize  # noqa: F401  (public names of this module once)
+from shared.generative import evaluating
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
@@ -53,7 +55,8 @@ def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_siz
     from 0.5 / (grid_size + 1) to (grid_size + 0.5) / (grid_size + 1), so the grid covers where the
     prior has mass and is centred on its mean (percentiles (i + 0.5) / (grid_size + 1) for
     i < grid_size would stop short of the upper mirror and shift the grid towards negative z).
-    Each cell shows the Bernoulli means (sigmoid of the decoder's logits), not a sample.
+    Each cell shows the Bernoulli means (sigmoid of the decoder's logits), not a sample; a decoder module decodes
+    in eval mode, each of its modules back in its own after.
     """
     if grid_size < 1:
         raise ValueError(f"visualize_manifold: grid_size must be at least 1, got {grid_size}")
@@ -64,7 +67,8 @@ def visualize_manifold(decoder: Callable[[torch.Tensor], torch.Tensor], grid_siz
     z = torch.stack([z1.flatten(), z2.flatten()], dim=1)
     device = next(decoder.parameters()).device if isinstance(decoder, torch.nn.Module) else "cpu"
     try:
-        means = torch.sigmoid(decoder(z.to(device)))
+        with evaluating(decoder) if isinstance(decoder, torch.nn.Module) else nullcontext(decoder) as decode:
+            means = torch.sigmoid(decode(z.to(device)))
     except RuntimeError as err:  # torch's shape error names matrices, not the latent size
         raise ValueError(f"visualize_manifold decodes a grid of 2-D latents: the decoder must take z of size 2 "
                          f"({err})") from err

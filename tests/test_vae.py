@@ -142,3 +142,22 @@ def test_lr_final_decays_the_learning_rate_exponentially_to_it_at_the_last_epoch
         scheduler.step()
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
     assert rates[2] == pytest.approx(1e-3 * 10 ** -0.5)
+
+
+def test_an_injected_decoder_with_batch_norm_and_dropout_samples_in_eval_mode_as_the_contract_says():
+    """shared.generative: samples in eval mode whatever mode the model is in; the VAE's were drawn in its mode, so an
+    injected decoder's batch norm moved its statistics and failed on one image (QA)."""
+    from torch import nn
+
+    from shared.utils import visualize_manifold
+
+    decoder = nn.Sequential(nn.Linear(2, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Dropout(0.5), nn.Linear(32, 784),
+                            nn.Unflatten(1, (1, 28, 28)))
+    vae = VAE(MLPEncoder(784, [32], 2), decoder, z_dim=2).train()
+    statistics = decoder[1].running_mean.clone()
+    torch.manual_seed(0)
+    in_training = vae.sample(3, means=True)
+    assert vae.sample(1).shape == (1, 1, 28, 28) and visualize_manifold(decoder, grid_size=3).shape[0] == 3
+    assert torch.equal(decoder[1].running_mean, statistics) and all(module.training for module in decoder.modules())
+    torch.manual_seed(0)
+    assert torch.equal(vae.eval().sample(3, means=True), in_training)
