@@ -25,7 +25,9 @@ class GAN(GenerativeModel, GroupedTraining):
 
     Each training step first updates the generator on ``-log D(G(z))``, then the discriminator on
     ``-log D(x) - log(1 - D(G(z')))`` with a freshly drawn fake batch ``z'``, so the discriminator
-    never judges the very batch the generator was just tuned against.
+    never judges the very batch the generator was just tuned against. Real batches come in the generator's range,
+    [-1, 1]: ``MNISTDataModule(value_range="pm1", binarize=data == "binary")``, as ``part2_gan.train`` builds it (not
+    checked per step, which would cost a host sync; the default [0, 1] data would train a GAN to another range).
 
     Args:
         generator: latents ``[B, z_dim]`` -> images ``[B, 1, 28, 28]`` in [-1, 1]; discriminator: images -> logits.

@@ -166,6 +166,7 @@ class SampleQualityEvaluator:
                              ) -> tuple[dict[str, float], torch.Tensor]:
         """:meth:`evaluate`'s figures and the judge's logits ``[N, NUM_DIGITS]`` they came from (one pass)."""
         self.frechet.reset()
+        images = to_unit_range(images, (0.0, 1.0))  # refused outside it: a GAN's [-1, 1] output scored as FD 728, not 19
         logits = self._judge(images, real=False, progress=progress, what=what)
         return {"frechet_distance": self.frechet.compute().item(), **class_figures(logits)}, logits
 

@@ -262,6 +262,15 @@ def test_draw_samples_rejects_samples_outside_the_unit_range_and_means_a_model_l
         draw_samples(NoiseModel(), 10, means=True)
 
 
+def test_the_evaluator_refuses_images_outside_the_unit_range(tiny_judge):
+    """As draw_samples does: a GAN's raw [-1, 1] output scored Fréchet 728 against 19 for the same images (QA)."""
+    real = real_images("test", binarized=False, count=50)
+    evaluator = SampleQualityEvaluator(tiny_judge[0], real)
+    with pytest.raises(ValueError, match=r"samples lie in \[-1, 1\], outside their declared range \[0, 1\]"):
+        evaluator.evaluate(real * 2 - 1)
+    assert evaluator.evaluate(real)["frechet_distance"] < 1e-3
+
+
 def test_draw_samples_takes_the_vae_samples_or_the_means_of_the_same_draws():
     torch.manual_seed(0)
     vae = VAE(MLPEncoder(784, [32], 4), MLPDecoder(4, [32]), z_dim=4)
