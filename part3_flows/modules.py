@@ -225,6 +225,10 @@ class ImageFlowModule(GenerativeModel, FlowModule):
         if stage != "fit" or bool(self.data_ready):
             return
         datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "training_batches"):  # plain loaders: no batch to take before the fit loop's first
+            raise RuntimeError(f"{type(self).__name__} initialises actnorm from a training batch as the fit starts: fit "
+                               f"it with shared.data.MNISTDataModule, or call init_from_data(images) first (the "
+                               f"interpolation grids' ends, test images, then stay blank)")
         # Moved as a training batch is (Lightning's transfer, with the data module's hook: with workers, the step
         # that draws dynamically binarized images).
         self.init_from_data(self.trainer.strategy.batch_to_device(next(iter(datamodule.training_batches())))[0])
@@ -246,7 +250,9 @@ class ImageFlowModule(GenerativeModel, FlowModule):
 
     @torch.no_grad()
     def log_likelihood(self, images: torch.Tensor, num_samples: int | None = None) -> torch.Tensor:
-        """Minus the dequantized bound, averaged over ``num_samples`` draws (default ``test_dequant_samples``)."""
+        """Minus the dequantized bound, averaged over ``num_samples`` draws (default ``test_dequant_samples``), of
+        the networks :meth:`networks` gives: with a weight average, the trained weights' in training mode (as
+        Lightning leaves a module after ``fit``), the average's in eval mode, as the test stage's."""
         return -self.nll_draws(images, num_samples).mean(dim=0)
 
     def test_step(self, batch, batch_idx):

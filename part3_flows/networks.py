@@ -121,7 +121,9 @@ class ImageFlow(nn.Module):
 
     @torch.no_grad()
     def sample(self, num_samples: int, temperature: float = 1.0, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Images in (0, 1) from base noise ``z`` (default: N(0, I) draws) scaled by ``temperature``."""
+        """Images from base noise ``z`` (default: N(0, I) draws) scaled by ``temperature``: in (0, 1) but for a sliver
+        the logit's inverse reaches beyond it, to (-alpha, 1 - alpha) / (1 - 2 alpha), which the module's quantization
+        clamps (ImageFlowModule.sample)."""
         if z is None:
             z = torch.randn(num_samples, self.dims, device=next(self.parameters()).device)
         return self.transform(z * temperature, inverse=True)[0]

@@ -186,6 +186,25 @@ def test_actnorm_data_init_standardises_each_channel():
     assert abs(out.mean().item()) < 0.1 and abs(out.std().item() - 1) < 0.1
 
 
+def test_the_image_flow_fitted_on_plain_loaders_says_how_to_initialise_it():
+    """Its actnorm is initialised from a batch of the project's data module as the fit starts; with a plain
+    DataLoader that was an AttributeError on None (QA)."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    module = ImageFlowModule(ImageFlow((1, 28, 28), num_channels=4, num_blocks=1))
+    loader = DataLoader(TensorDataset(binary_images((1, 28, 28), 8), torch.zeros(8)), batch_size=4)
+
+    def fit():
+        pl.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False).fit(module, loader, loader)
+    with pytest.raises(RuntimeError, match=r"fit it with shared.data.MNISTDataModule, or call init_from_data\(images\)"):
+        fit()
+    module.init_from_data(binary_images((1, 28, 28), 8))
+    fit()
+    assert module.trainer.global_step == 2
+
+
 # --- the dequantized bound -------------------------------------------------------------------------------------
 
 def test_dequantize_stays_in_the_cell_and_quantize_inverts_it():
