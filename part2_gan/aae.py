@@ -74,7 +74,8 @@ class AAE(GenerativeModel, GroupedTraining):
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Decoded Bernoulli means ``[n, 1, 28, 28]`` in [0, 1] of latents ``z`` (default: prior samples):
         the AAE's samples are these means, as in Makhzani et al.; in eval mode."""
-        z = self.prior.sample(sample_count(n), device=self.device) if z is None else z
+        count = sample_count(n, z)
+        z = self.prior.sample(count, device=self.device) if z is None else z
         with evaluating(self.decoder) as decoder:
             return torch.sigmoid(decoder(z))
 

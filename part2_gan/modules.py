@@ -124,8 +124,9 @@ class GAN(GenerativeModel, GroupedTraining):
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` in [0, 1] from latents ``z`` (default: drawn from the prior), in eval mode."""
+        count = sample_count(n, z)
         with evaluating(self.sampling_generator) as generator:
-            return _to_unit(generator(self._prior_latents(sample_count(n)) if z is None else z))
+            return _to_unit(generator(self._prior_latents(count) if z is None else z))
 
     @torch.no_grad()
     def sample_with_code(self, n: int, code: int) -> torch.Tensor:

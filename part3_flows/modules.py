@@ -263,7 +263,7 @@ class ImageFlowModule(GenerativeModel, FlowModule):
     @torch.no_grad()
     def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
         """Images ``[n, 1, 28, 28]`` of the data's levels (the cells the flow's samples fall in), at ``temperature``."""
-        return self.images(self.networks(sampling=True)[0].sample(sample_count(n), self.hparams.temperature, z=z))
+        return self.images(self.networks(sampling=True)[0].sample(sample_count(n, z), self.hparams.temperature, z=z))
 
     @torch.no_grad()
     def interpolate(self, x_start: torch.Tensor, x_end: torch.Tensor, steps: int) -> torch.Tensor:

@@ -72,15 +72,19 @@ class GenerativeModel(ABC):
         return nll_to_bpd(nll, self.num_dims)
 
 
-def sample_count(n) -> int:
+def sample_count(n, z: torch.Tensor | None = None) -> int:
     """``n`` as the number of images a ``sample(n)`` draws: a whole number of at least 1, else a ValueError saying so
-    (0 and -1 met torch's errors, which differed from model to model)."""
+    (0 and -1 met torch's errors, which differed from model to model); with latents ``z`` given, their number."""
     try:
-        count = operator.index(n)
+        count = operator.index(n) if not isinstance(n, bool) else None  # True is no count of images
     except TypeError:
-        raise ValueError(f"sample(n): n must be a whole number of images, got {n!r}") from None
+        count = None
+    if count is None:
+        raise ValueError(f"sample(n): n must be a whole number of images, got {n!r}")
     if count < 1:
         raise ValueError(f"sample(n): n must be at least 1, got {count}")
+    if z is not None and len(z) != count:  # z's rows were drawn whatever n said
+        raise ValueError(f"sample(n, z): n is {count} but z holds {len(z)} latents")
     return count
 
 

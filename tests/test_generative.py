@@ -6,6 +6,7 @@ LightningModule and the four functions every train command has. The README's "Ad
 walks through it.
 """
 import argparse
+import inspect
 import json
 import runpy
 import signal
@@ -208,6 +209,11 @@ def test_every_model_keeps_the_contract(tiny_datamodule):
         for count in (0, -1):  # torch's errors, a different one for each model, or for some an empty batch
             with pytest.raises(ValueError, match=rf"sample\(n\): n must be at least 1, got {count}"):
                 model.sample(count)
+        with pytest.raises(ValueError, match=r"sample\(n\): n must be a whole number of images, got True"):
+            model.sample(True)  # one image, until 2026-12-07
+        if "z" in inspect.signature(model.sample).parameters:  # latents given: as many images as n says (QA)
+            with pytest.raises(ValueError, match=r"sample\(n, z\): n is 3 but z holds 5 latents"):
+                model.sample(3, z=torch.zeros(5, *model.fixed_z.shape[1:]))
         assert model.data in ("binary", "grey", "8bit") and model.num_dims == 784, name
         if model.likelihood_kind is None:
             with pytest.raises(NotImplementedError):
