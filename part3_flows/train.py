@@ -116,16 +116,8 @@ def check(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{flag} must be positive, got {getattr(args, flag)}")
     if not 0 < args.logit_alpha < 0.5:
         raise ConfigError(f"--logit_alpha must be in (0, 0.5), got {args.logit_alpha}")
-    if args.task == "toy" and args.ema_decay:
-        raise ConfigError("--ema_decay: the toy task keeps no weight average")
     if args.interpolation_steps < 0:
         raise ConfigError(f"--interpolation_steps must be >= 0, got {args.interpolation_steps}")
-    if args.task == "toy" and args.binarization != "threshold":
-        raise ConfigError("--binarization: the toy task has no images to binarize")
-    if args.task == "mnist8bit" and args.binarization != "threshold":
-        raise ConfigError("--binarization: the mnist8bit task models the 256 grey levels, not binary images")
-    if args.task == "toy" and args.dequantization != "uniform":
-        raise ConfigError("--dequantization: the toy task's data are continuous, there is nothing to dequantize")
 
 
 def task_defaults(given: dict) -> dict:

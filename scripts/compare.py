@@ -94,8 +94,8 @@ def command(loaded: Loaded) -> str:
     """The shipped command, with a flag added for each setting the run trained with another value of."""
     parser, planned, trained = planned_and_trained(loaded.spec, loaded.run_dir)
     actions = {action.dest: action for action in parser._actions}
-    extra = [word for key, value in trained.items() if key in actions and key not in WHERE and value != planned.get(key)
-             for word in flag_words(actions[key], value)]
+    extra = [word for key, value in trained.items() if key in actions and key not in (*WHERE, *trained["unused"])
+             and value != planned.get(key) for word in flag_words(actions[key], value)]
     return " ".join(["python -m", loaded.spec.train_module, *loaded.spec.flags, *extra])
 
 

@@ -233,11 +233,11 @@ def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, gi
             raise ConfigError(f"--{flag} {given[flag]}: only runs with {where} use it; drop it, or train with {where}")
 
 
-def _as_typed(flag: str, value) -> str:
-    """A setting as typed on the command line."""
-    if isinstance(value, bool):
-        return f"--{'' if value else 'no-'}{flag}"
-    return f"--{flag} " + ("none" if value is None else " ".join(map(str, value)) if isinstance(value, list) else str(value))
+def _as_in_file(settings: dict) -> str:
+    """Settings as a YAML file writes them, on one line."""
+    def shown(value) -> str:
+        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    return ", ".join(f"{flag}: {shown(value)}" for flag, value in settings.items())
 
 
 def resolve_settings(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
@@ -257,7 +257,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     defaults = {action.dest: action.default for action in parser._actions if action.dest != "help"}
-    explicit, from_file, note = {}, {}, None
+    explicit, from_file, note, saved = {}, {}, None, {}
     try:
         explicit = _explicit_flags(parser, argv)
         from_file = load_settings(parser, Path(explicit["config"])) if "config" in explicit else {}
@@ -268,9 +268,11 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
                 from shared.runs import run_versions  # which reads a run's settings through this module
-                others, versions = kept_checkpoints(run_dir), run_versions(run_dir.parent, run_dir.name)
+                others = kept_checkpoints(run_dir)
+                versions = [run for run in run_versions(run_dir.parent, run_dir.name)  # a run's name given: its runs
+                            if (run / "checkpoints" / "last.ckpt").is_file()]
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
-                within = f"; pass one of its runs: {', '.join(map(str, versions))}" if versions else ""  # a run's name
+                within = f"; pass one of its runs: {', '.join(map(str, versions))}" if versions else ""
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}{within}")
             if not (run_dir / "config.yaml").is_file():
                 raise ConfigError(f"--resume {run_dir}: no config.yaml there (the run's settings): restore it from a copy")
@@ -285,13 +287,12 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                                   f"{' and '.join('--' + flag for flag in typed)}")
             # A --config given again names the run and must fit its setup, but how the run goes on stays the record's
             # unless typed: a start command retyped with --resume would otherwise carry a finished run on to its epochs.
-            kept = {flag: value for flag, value in from_file.items() if flag in RESUME_MAY_CHANGE and flag not in
-                    (*explicit, *NOT_SAVED, "log_dir", "name") and value != saved.get(flag, defaults[flag])}
+            kept = {flag: value for flag, value in from_file.items() if flag in RESUME_MAY_CHANGE and flag in saved
+                    and flag not in (*explicit, "log_dir", "name") and value != saved[flag]}
             if kept:
-                recorded = " ".join(_as_typed(flag, saved.get(flag, defaults[flag])) for flag in kept)
-                note = (f"--config {explicit['config']}: the resumed run goes on as recorded ({recorded}), not as the "
-                        f"file says ({' '.join(_as_typed(*item) for item in kept.items())}): a resume changes that by "
-                        f"flag only")
+                note = (f"--config {explicit['config']}: the resumed run goes on as recorded "
+                        f"({_as_in_file({flag: saved[flag] for flag in kept})}), not as the file says "
+                        f"({_as_in_file(kept)}): a resume changes how a run goes on by flag only")
             given = {flag: value for flag, value in given.items() if flag not in kept}
             for flag in (flag for flag in given if flag not in RESUME_MAY_CHANGE):
                 if given[flag] != saved.get(flag, defaults[flag]):
@@ -304,6 +305,9 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
         check(args)
         _refuse_unused(parser, args, given, {**defaults, **(task_defaults(given) if task_defaults else {})}, explicit,
                        resolve_settings(defaults, from_file, task_defaults))
+        for flag in set(args.unused) & set(saved):  # read by the run's earlier calls (a resume turned the judge off):
+            setattr(args, flag, saved[flag])  # its record keeps the value they read, which a later resume takes again
+        args.unused = [flag for flag in args.unused if flag not in saved]
     except ConfigError as err:
         parser.error(naming_the_file(str(err), set(from_file) - set(explicit), explicit.get("config")))
     if note and is_first_process():  # once the settings hold

@@ -306,7 +306,8 @@ def run_judged_experiment(args: argparse.Namespace, model: pl.LightningModule, d
     def judged() -> dict:
         return judged_metrics(model, args.eval_samples, args.seed, args.name, args.judge, args.data_dir)
 
-    if (args.eval_samples or args.judge_every) and args.judge and not Path(args.judge).exists() and is_first_process():
+    needed = args.eval_samples or 0 < args.judge_every <= args.epochs
+    if needed and args.judge and not Path(args.judge).exists() and is_first_process():
         print(f"No judge at {args.judge} (--judge): the default judge will be trained there when the run first needs it, "
               f"for minutes; if the path is mistyped, stop now (Ctrl-C)", flush=True)  # said now, not epochs into the run
     curve = JudgeCurveCallback(args.judge_every, args.judge_every_samples, args.seed, args.judge, args.data_dir)

@@ -93,9 +93,10 @@ def _one_line_for_project_files(format_warning):
 
 
 def is_first_process() -> bool:
-    """Whether this process is a run's only one or its first (local rank zero): who says a thing once before a
-    Trainer, which knows the ranks, exists (the processes Lightning starts for DDP run the command again)."""
-    return os.environ.get("LOCAL_RANK", "0") == "0"
+    """Whether this process is a run's only one or its machine's first (local rank zero): who says a thing once
+    before a Trainer, which knows the ranks, exists (the processes Lightning starts for DDP run the command again,
+    with LOCAL_RANK set, as torchrun sets it; srun starts every process of a SLURM job with SLURM_LOCALID)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("SLURM_LOCALID", "0") == "0"
 
 
 def machine_name() -> str:

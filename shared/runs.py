@@ -49,14 +49,14 @@ def interrupted_run(command, flags: Sequence[str]) -> Path | None:
         except SystemExit:  # an unreadable record (run_settings says why in one line): not a run to go on with
             continue
         if all(wanted.get(key) == value for key, value in trained.items() if key not in ("log_dir", "name",
-                                                                                          "data_dir")):
+                                                                                          "data_dir", "unused")):
             return run
     return None
 
 
 def run_settings(run_dir: str | Path):
     """(the command module that made the run, its settings with the command's defaults filled in, as
-    ``--resume`` fills them)."""
+    ``--resume`` fills them; ``unused``: the flags it does not read, as the command names them)."""
     config_path = Path(run_dir) / "config.yaml"
     if not config_path.is_file():
         versions = run_versions(Path(run_dir).parent, Path(run_dir).name)  # a run's name given for one of its runs
@@ -89,7 +89,9 @@ def run_settings(run_dir: str | Path):
         settings = run_config_settings(parser, Path(run_dir))
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
-    return command, resolve_settings(defaults, settings, getattr(command, "task_defaults", None))
+    args = resolve_settings(defaults, settings, getattr(command, "task_defaults", None))
+    args.unused = [flag for flag, (_, used) in getattr(parser, "used_only_with", {}).items() if not used(args)]
+    return command, args
 
 
 def checkpoint_of(run_dir: str | Path, checkpoint: str | Path | None = None) -> Path:

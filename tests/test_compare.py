@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tests.conftest import crashes_in, load_script
+from tests.conftest import CONFIGS, crashes_in, load_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
 
@@ -247,6 +247,24 @@ def test_the_command_column_writes_each_differing_setting_as_the_flag_that_sets_
     assert words == ["--epochs", "45", "--no-actnorm", "--train_on_all", "--dims", "64", "32", "--lr_final", "none"]
     assert vars(parser.parse_args(words)) == {"epochs": 45, "actnorm": False, "train_on_all": True, "dims": [64, 32],
                                               "lr_final": None}  # the words set what the run trained with
+
+
+def test_the_command_column_leaves_out_a_setting_the_run_never_read(tmp_path):
+    """A DCGAN run without the judge curve records no curve samples; the column wrote the default for them, which
+    differs from the shipped config's (QA)."""
+    import yaml
+
+    from part2_gan.train import build_parser, check, default_name
+    from shared.cli import NOT_SAVED, parse_args
+
+    compare = load_script("compare")
+    args = parse_args(build_parser(), ["--config", str(CONFIGS / "gan_dcgan.yaml"), "--judge_every", "0",
+                                       "--eval_samples", "0"], check, default_name)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({key: value for key, value in vars(args).items()
+                                                          if key not in (*NOT_SAVED, *args.unused)}))
+    spec = next(spec for spec in compare.MODELS if spec.name == "gan_dcgan")
+    shown = compare.command(compare.Loaded(spec, None, tmp_path, {}, None, False))
+    assert "--judge_every 0" in shown and "--judge_every_samples" not in shown, shown
 
 
 def test_frankenstein_scores_depend_on_the_seed_not_on_the_models_loaded_before():

@@ -108,9 +108,8 @@ def test_on_all_binary_2x2_images_the_bound_never_beats_the_exact_likelihood():
 # --- the command -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("flags, message", [
-    (["--task", "mnist8bit", "--binarization", "dynamic"],
-     "--binarization: the mnist8bit task models the 256 grey levels, not binary images"),
-    (["--dequantization", "variational"], "--dequantization: the toy task's data are continuous"),
+    (["--task", "mnist8bit", "--binarization", "dynamic"], "--binarization dynamic: only runs with --task mnist use it"),
+    (["--dequantization", "variational"], "--dequantization variational: only runs with an MNIST task use it"),
     (["--task", "mnist8bit", "--dequant_channels", "0"], "--dequant_channels must be positive, got 0"),
     (["--task", "mnist", "--dequant_couplings", "-1"], "--dequant_couplings must be positive, got -1"),
     (["--task", "mnist", "--dequantization", "gaussian"], "invalid choice: 'gaussian'"),

@@ -177,9 +177,9 @@ def test_a_resume_checks_the_config_file_given_with_it_and_goes_on_as_recorded(f
     before = {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()}
     assert main(["--resume", str(finished_run), "--config", str(start)])["epochs"] == 2
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == (f"--config {start}: the resumed run goes on as recorded (--epochs 2 --sample_epochs "
-                                   f"0), not as the file says (--epochs 3 --sample_epochs 1): a resume changes that "
-                                   f"by flag only")
+    assert out.splitlines()[0] == (f"--config {start}: the resumed run goes on as recorded (epochs: 2, sample_epochs: "
+                                   f"[0]), not as the file says (epochs: 3, sample_epochs: [1]): a resume changes how a "
+                                   f"run goes on by flag only")
     assert "already finished its 2 epochs: nothing to do" in out
     assert {p.name: digest(p) for p in finished_run.rglob("*") if p.is_file()} == before
     assert main(["--resume", str(finished_run), "--config", str(start), "--epochs", "3"])["epochs"] == 3

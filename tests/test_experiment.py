@@ -371,3 +371,17 @@ def test_ctrl_c_while_a_command_imports_lightning_ends_in_one_line(tmp_path, mon
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
     assert stopped.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+@pytest.mark.parametrize("environment, first", [({}, True), ({"LOCAL_RANK": "0"}, True), ({"LOCAL_RANK": "1"}, False),
+                                                ({"SLURM_LOCALID": "0"}, True), ({"SLURM_LOCALID": "2"}, False)])
+def test_what_comes_before_the_trainer_is_said_by_one_process_a_machine(monkeypatch, environment, first):
+    """Lightning's DDP processes and torchrun's carry LOCAL_RANK, srun's SLURM_LOCALID (QA: under srun every process
+    printed the notes)."""
+    from shared.process import is_first_process
+
+    for key in ("LOCAL_RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    assert is_first_process() is first

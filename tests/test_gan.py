@@ -385,13 +385,46 @@ def test_smoke_training_writes_grids_checkpoints_and_judged_metrics(tmp_path, ti
         "dataset", "pixels", "value_range", "train", "test", "subset"}
 
 
-def test_a_judge_path_that_does_not_exist_is_named_when_the_run_starts(tmp_path, capsys):
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:mode collapse")  # the tiny judge reads one digit in an epoch's GAN
+def test_a_resume_that_turns_the_judge_off_keeps_its_settings_in_the_record(tmp_path, tiny_judge_path, capsys):
+    """Unread by the resumed call, the judge's settings stay the run's: a record without them had a later resume
+    turning the judge on again take the defaults (the bundled judge, 2,000 samples), silently (QA)."""
+    from part2_gan.train import build_parser, check, default_name
+    from shared.cli import parse_args
+
+    judged = ["--judge", str(tiny_judge_path), "--judge_every", "1", "--judge_every_samples", "100"]
+    run(tmp_path, *judged, "--epochs", "1")
+    run_dir = tmp_path / "gan_mlp" / "version_0"
+    main(["--resume", str(run_dir), "--epochs", "2", "--judge_every", "0"])
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (config["judge_every"], config["judge_every_samples"], config["judge"]) == (0, 100, str(tiny_judge_path))
+    again = parse_args(build_parser(), ["--resume", str(run_dir), "--epochs", "3", "--judge_every", "1"], check,
+                       default_name)
+    assert (again.judge_every_samples, again.judge) == (100, str(tiny_judge_path))
+    # A config given again names the record's judge_every_samples, not one a run that never read it lacks (it did)
+    capsys.readouterr()
+    (tmp_path / "start.yaml").write_text("judge_every: 3\njudge_every_samples: 5000\n")  # as gan_dcgan.yaml's
+    parse_args(build_parser(), ["--resume", str(run_dir), "--config", str(tmp_path / "start.yaml")], check, default_name)
+    assert "goes on as recorded (judge_every: 0, judge_every_samples: 100)" in capsys.readouterr().out
+    run(tmp_path / "off", "--epochs", "1")
+    parse_args(build_parser(), ["--resume", str(tmp_path / "off" / "gan_mlp" / "version_0"), "--config",
+                                str(tmp_path / "start.yaml")], check, default_name)
+    assert "goes on as recorded (judge_every: 0), not as the file says (judge_every: 3)" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:mode collapse")  # the tiny judge reads one digit in an epoch's GAN
+def test_a_judge_path_that_does_not_exist_is_named_when_the_run_starts(tmp_path, capsys, monkeypatch, tiny_judge):
     """It is trained there when first needed (documented), which was the first news of a mistyped path, epochs into
-    the run (QA); here the run ends before its first judge point (TINY_GAN: 2 epochs, --judge_every 5)."""
-    run(tmp_path, "--judge", str(tmp_path / "judgee.pt"), "--eval_samples", "0", "--judge_every", "5")
-    assert capsys.readouterr().out.startswith(f"No judge at {tmp_path / 'judgee.pt'} (--judge): the default judge will "
-                                              f"be trained there when the run first needs it")
-    assert not (tmp_path / "judgee.pt").exists()
+    the run (QA); a run that will not need it (its first judge point after its last epoch) says nothing."""
+    monkeypatch.setattr("shared.judge.train_judge", lambda **kwargs: tiny_judge)  # what the run trains at epoch 2
+    missing = tmp_path / "judgee.pt"
+    run(tmp_path / "later", "--judge", str(missing), "--judge_every", "5")
+    assert "No judge at" not in capsys.readouterr().out and not missing.exists()
+    run(tmp_path, "--judge", str(missing), "--judge_every", "2")
+    assert capsys.readouterr().out.startswith(f"No judge at {missing} (--judge): the default judge will be trained "
+                                              f"there when the run first needs it")
+    assert missing.is_file()
 
 
 @pytest.mark.slow
