@@ -71,13 +71,17 @@ class EpochBar(TQDMProgressBar):
             return min(len(loader.batches), calls * loader.size)
         return calls
 
+    @property
+    def train_description(self) -> str:  # the bar's name from its first frame on, which Lightning's calls "Training"
+        return f"Epoch {self.trainer.current_epoch + 1}/{self.trainer.max_epochs}"
+
     def on_train_epoch_start(self, trainer, *_) -> None:
         # As Lightning's, but named before the reset draws the bar: Lightning's drew it again under its 0-based name,
         # a flash in a terminal and a line of its own in a log file (QA: "Epoch 1:" between "Epoch 1/2" and "2/2").
         if getattr(self, "_leave", False):  # a bar an epoch (Lightning's leave=True)
             self.train_progress_bar = self.init_train_tqdm()
         total = self.total_train_batches
-        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", refresh=False)
+        self.train_progress_bar.set_description(self.train_description, refresh=False)
         self.train_progress_bar.reset(total=None if total == float("inf") else total)
         self.epoch_batches = 0
 

@@ -299,6 +299,7 @@ def test_display_never_changes_a_number_and_each_epoch_prints_a_line(tmp_path, c
     bar = [line.strip() for line in printed.splitlines() if line.startswith("Epoch")]
     assert any(line.startswith("Epoch 2/2: 100%") for line in bar) and "v_num" not in printed
     assert all(re.match(r"Epoch [12]/2: ", line) for line in bar), bar  # never Lightning's 0-based "Epoch 1:" frame
+    assert "Training:" not in printed  # nor its first frame's name for the bar
     assert bar[-1].endswith(f"train_bpd={float(last_line):.3f}]")
 
 
