@@ -301,10 +301,11 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
                                       f"with it; start a new run to train with another")
             args = resolve_settings(defaults, {**saved, **given, "resume": str(run_dir)}, task_defaults)
             args.log_dir, args.name = run_log_dir, run_name
-        _check_shared(args)
-        check(args)
+        # First a flag the run never reads, whatever its value (the toy flow's --data_dir /nope was told to hold MNIST)
         _refuse_unused(parser, args, given, {**defaults, **(task_defaults(given) if task_defaults else {})}, explicit,
                        resolve_settings(defaults, from_file, task_defaults))
+        _check_shared(args)
+        check(args)
         for flag in set(args.unused) & set(saved):  # read by the run's earlier calls (a resume turned the judge off):
             setattr(args, flag, saved[flag])  # its record keeps the value they read, which a later resume takes again
         args.unused = [flag for flag in args.unused if flag not in saved]

@@ -285,10 +285,10 @@ def test_without_weight_average_the_flow_module_keeps_no_copy():
 @pytest.mark.parametrize("flags, message", [
     (["--num_flows", "0"], "--num_flows must be positive, got 0"),
     (["--num_hidden", "-4"], "--num_hidden must be positive, got -4"),
-    (["--temperature", "0"], "--temperature must be positive, got 0.0"),
-    (["--test_dequant_samples", "0"], "--test_dequant_samples must be positive, got 0"),
+    (["--task", "mnist", "--temperature", "0"], "--temperature must be positive, got 0.0"),
+    (["--task", "mnist", "--test_dequant_samples", "0"], "--test_dequant_samples must be positive, got 0"),
     (["--num_channels", "0", "--task", "mnist"], "--num_channels must be positive, got 0"),
-    (["--interpolation_steps", "-1"], "--interpolation_steps must be >= 0, got -1"),
+    (["--task", "mnist", "--interpolation_steps", "-1"], "--interpolation_steps must be >= 0, got -1"),
     (["--task", "mnist8bit", "--logit_alpha", "0.5"], "--logit_alpha must be in (0, 0.5), got 0.5"),
     (["--task", "mnist", "--lr_final", "0"], "--lr_final must be positive, got 0.0"),
     (["--task", "mnist", "--lr", "5e-5"], "--lr_final 0.0001 is above --lr 5e-05"),  # the task's decay, a rise there
@@ -299,6 +299,7 @@ def test_without_weight_average_the_flow_module_keeps_no_copy():
     (["--ema_decay", "0.9"], "--ema_decay 0.9: only runs with an MNIST task use it"),
     (["--binarization", "dynamic"], "--binarization dynamic: only runs with --task mnist use it"),
     (["--data_dir", "{tmp}"], "--data_dir {tmp}: only runs with an MNIST task use it"),  # the toy draws its own data
+    (["--data_dir", "{tmp}/nowhere"], "--data_dir {tmp}/nowhere: only runs with an MNIST task use it"),  # not "no MNIST"
 ])
 def test_invalid_flags_fail_fast_with_one_line(tmp_path, capsys, flags, message):
     flags = [flag.format(tmp=tmp_path) for flag in flags]
