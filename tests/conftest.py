@@ -1,3 +1,4 @@
+import ast
 import importlib.util
 import os
 import signal
@@ -57,6 +58,15 @@ def tiny_judge():
 @pytest.fixture(scope="session")
 def tiny_judge_path(tiny_judge, tmp_path_factory):
     return save_judge(*tiny_judge, tmp_path_factory.mktemp("judge") / "judge.ckpt")
+
+
+def heavy_imports_of(code: str) -> tuple[list[str], subprocess.CompletedProcess]:
+    """(which of torch and Lightning python ``code``, run from the project's root in a fresh interpreter, imported;
+    the finished process): what a command's --help and refusals must not spend seconds on."""
+    done = subprocess.run([sys.executable, "-c", f"import sys\n{code}\nprint(sorted(name for name in ('torch', "
+                           f"'pytorch_lightning') if name in sys.modules))"], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parents[1])
+    return (ast.literal_eval(done.stdout.splitlines()[-1]) if done.stdout else ["(no output)"]), done
 
 
 def load_script(name: str):

@@ -1,8 +1,6 @@
 """Settings from flags and YAML: one typing for both, one-line errors, configs that hold only what differs."""
 import importlib
 import inspect
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,7 +8,7 @@ import yaml
 
 from part1_vae.train import build_parser, check, default_name
 from shared.cli import parse_args
-from tests.conftest import CONFIGS
+from tests.conftest import CONFIGS, heavy_imports_of
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 COMMANDS = ["part1_vae.train", "part1_vae.train_mixture", "part2_gan.train", "part2_gan.train_aae", "part3_flows.train"]
@@ -209,14 +207,12 @@ def test_the_judge_flag_s_help_names_the_bundled_judge():
 ])
 def test_help_and_a_refused_flag_answer_before_torch_or_lightning_is_imported(command, refused, message):
     """Importing Lightning takes 5 s here: a command's parser, its help and its own refusals need neither."""
-    script = (f"import sys\nfrom {command} import build_parser, check, default_name\nfrom shared.cli import parse_args\n"
-              f"for argv in (['--help'], ['--epochs', '0'], {refused!r}):\n"
-              "    try:\n        parse_args(build_parser(), argv, check, default_name)\n"
-              "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code\n"
-              "print(sorted(name for name in ('torch', 'pytorch_lightning') if name in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert done.stdout.splitlines()[-1] == "[]", done.stderr[-2000:]
+    imported, done = heavy_imports_of(
+        f"from {command} import build_parser, check, default_name\nfrom shared.cli import parse_args\n"
+        f"for argv in (['--help'], ['--epochs', '0'], {refused!r}):\n"
+        "    try:\n        parse_args(build_parser(), argv, check, default_name)\n"
+        "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code")
+    assert imported == [], done.stderr[-2000:]
     assert "--epochs must be positive, got 0" in done.stderr and message in done.stderr
 
 

@@ -3,8 +3,6 @@ caching, progress lines, the commands."""
 import inspect
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from shared.evaluation import (SampleQualityEvaluator, class_figures, draw_sampl
 from shared.judge import (DEFAULT_JUDGE_PATH, DigitClassifier, JudgeFileError, accuracy, fit_judge,
                           load_judge, train_judge)
 from shared.progress import Progress
-from tests.conftest import fails_with_one_line, load_script
+from tests.conftest import fails_with_one_line, heavy_imports_of, load_script
 
 
 def one_hot_logits(labels):
@@ -431,15 +429,13 @@ def test_evaluate_command_errors(tmp_path, capsys, argv, status, message):
 
 def test_evaluate_help_and_a_refused_flag_answer_before_torch_or_lightning_is_imported(tmp_path):
     """As the training commands' (test_cli): seconds of imports are not spent on --help or a mistyped flag."""
-    script = ("import runpy, sys\n"
-              f"for argv in (['--help'], [{str(tmp_path)!r}, '--num_samples', '1']):\n"
-              "    sys.argv = ['scripts/evaluate.py', *argv]\n"
-              "    try:\n        runpy.run_path('scripts/evaluate.py', run_name='__main__')\n"
-              "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code\n"
-              "print(sorted(name for name in ('torch', 'pytorch_lightning') if name in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[1])
-    assert done.stdout.splitlines()[-1] == "[]", done.stderr[-2000:]
+    imported, done = heavy_imports_of(
+        "import runpy\n"
+        f"for argv in (['--help'], [{str(tmp_path)!r}, '--num_samples', '1']):\n"
+        "    sys.argv = ['scripts/evaluate.py', *argv]\n"
+        "    try:\n        runpy.run_path('scripts/evaluate.py', run_name='__main__')\n"
+        "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code")
+    assert imported == [], done.stderr[-2000:]
     assert "(default: 10000)" in done.stdout and "--num_samples must be at least 2, got 1" in done.stderr
 
 
