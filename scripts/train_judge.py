@@ -14,13 +14,12 @@ from __future__ import annotations
 import sys
 import time
 
-from shared.checks import bad_data_dir, bad_seed, unwritable
+from shared.checks import DEFAULT_JUDGE_PATH, bad_data_dir, bad_seed, unwritable
 from shared.cli import OneLineArgumentParser
-from shared.data import DataFileError
-from shared.judge import DEFAULT_JUDGE_PATH, JudgeFileError, load_judge, save_judge, train_judge
-from shared.progress import duration
 from shared.process import run_script
 from shared.runs import DescriptionAndDefaultsFormatter, judge_file, positive_int
+
+# torch (seconds to import) comes with shared.judge once the flags are checked: --help and a refused flag answer at once.
 
 REQUIRED_ACCURACY = 0.99
 
@@ -42,20 +41,24 @@ def main(argv=None) -> dict:
     problem = bad_seed(args.seed) or bad_data_dir(args.data_dir)
     if problem:
         parser.error(problem)
+    from shared import judge
+    from shared.data import DataFileError
+    from shared.progress import duration
+
     if args.out.is_file():  # a judge is retrained in place; any other file is kept (a typo must not replace it)
         try:
-            load_judge(args.out)
-        except JudgeFileError:
+            judge.load_judge(args.out)
+        except judge.JudgeFileError:
             parser.error(f"--out {args.out} is a file that holds no judge: pass a new path (or delete it)")
 
     print(f"Training the judge for {args.out} (seed {args.seed}, {args.epochs} epochs; minutes on a CPU)", flush=True)
     start = time.perf_counter()
     try:  # the test images are read first, so that a bad data file stops it before the training
-        judge, record = train_judge(seed=args.seed, epochs=args.epochs, data_dir=args.data_dir, verbose=True)
+        trained, record = judge.train_judge(seed=args.seed, epochs=args.epochs, data_dir=args.data_dir, verbose=True)
     except DataFileError as err:
         raise SystemExit(f"error: {err}") from None
     try:
-        save_judge(judge, record, str(args.out))
+        judge.save_judge(trained, record, str(args.out))
     except OSError as err:  # a full disk, a folder gone meanwhile
         raise SystemExit(f"error: cannot write the judge to {args.out} ({err.strerror or err}): free the space or "
                          f"pass another --out") from None

@@ -183,7 +183,7 @@ def test_a_missing_bundled_judge_is_an_error_that_names_the_rebuild_command(tmp_
 
 def test_train_judge_command_rebuilds_the_bundled_judge_or_one_elsewhere(tmp_path, monkeypatch, capsys, tiny_judge):
     command = load_script("train_judge")
-    monkeypatch.setattr(command, "train_judge", lambda **kwargs: tiny_judge)
+    monkeypatch.setattr("shared.judge.train_judge", lambda **kwargs: tiny_judge)
     for flag in ("--out", "--path"):  # --path: the old name
         path = tmp_path / flag.strip("-") / "judge.pt"
         with pytest.raises(SystemExit, match="below the required 0.99"):  # the tiny judge reads ~90% of digits
@@ -191,7 +191,7 @@ def test_train_judge_command_rebuilds_the_bundled_judge_or_one_elsewhere(tmp_pat
         assert load_judge(path)[1] == tiny_judge[1]
     assert "test accuracy, threshold-binarized MNIST" in capsys.readouterr().out
     written = []
-    monkeypatch.setattr(command, "save_judge", lambda judge, record, path: written.append(path))
+    monkeypatch.setattr("shared.judge.save_judge", lambda judge, record, path: written.append(path))
     with pytest.raises(SystemExit):
         command.main([])
     assert written == [str(DEFAULT_JUDGE_PATH)]

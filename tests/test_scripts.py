@@ -15,7 +15,7 @@ import part3_flows.train
 import shared.judge
 from shared.data import BUNDLED_DIR
 from shared.judge import JudgeFileError, load_judge, save_judge
-from tests.conftest import CONFIGS, assert_fails_fast, fails_with_one_line, load_script
+from tests.conftest import CONFIGS, assert_fails_fast, fails_with_one_line, heavy_imports_of, load_script
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
@@ -85,7 +85,7 @@ def test_ctrl_c_in_a_lightning_stage_of_a_script_ends_in_one_line(tmp_path, monk
 def test_train_judge_refuses_an_out_it_cannot_write_before_training(tmp_path, monkeypatch, capsys, out, message):
     (tmp_path / "a_file").write_text("")
     command = load_script("train_judge")
-    monkeypatch.setattr(command, "train_judge", must_not_train)
+    monkeypatch.setattr("shared.judge.train_judge", must_not_train)
     fails_with_one_line(lambda: command.main(["--out", out.format(tmp=tmp_path), "--epochs", "1"]), capsys, 2,
                         message.format(tmp=tmp_path))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a_file"]
@@ -98,7 +98,7 @@ def test_train_judge_refuses_an_out_it_cannot_write_before_training(tmp_path, mo
 ])
 def test_train_judge_refuses_bad_flags_before_training(tmp_path, monkeypatch, capsys, flags, message):
     command = load_script("train_judge")
-    monkeypatch.setattr(command, "train_judge", must_not_train)
+    monkeypatch.setattr("shared.judge.train_judge", must_not_train)
     argv = ["--out", str(tmp_path / "judge.pt"), "--epochs", "1", *[flag.format(tmp=tmp_path) for flag in flags]]
     assert_fails_fast(lambda: command.main(argv), tmp_path, capsys, message.format(tmp=tmp_path))
 
@@ -117,6 +117,18 @@ def test_train_judge_reads_a_damaged_test_file_before_training(tmp_path, monkeyp
                                                                  "--epochs", "1"]),
                         capsys, 1, f"MNIST file {test_images} is corrupt or truncated")
     assert not out.exists()
+
+
+def test_train_judge_help_and_a_refused_flag_answer_before_torch_or_lightning_is_imported():
+    """As the training commands' and evaluate.py's: --help and a mistyped flag took 6-8 s of imports."""
+    imported, done = heavy_imports_of(
+        "import runpy\n"
+        "for argv in (['--help'], ['--epochs', '0']):\n"
+        "    sys.argv = ['scripts/train_judge.py', *argv]\n"
+        "    try:\n        runpy.run_path('scripts/train_judge.py', run_name='__main__')\n"
+        "    except SystemExit as stop:\n        assert stop.code in (0, 2), stop.code")
+    assert imported == [], done.stderr[-2000:]
+    assert "(default: 4)" in done.stdout and "argument --epochs: must be positive, got 0" in done.stderr
 
 
 def test_train_judge_help_shows_every_default(capsys):
