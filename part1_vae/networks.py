@@ -112,11 +112,13 @@ class BernoulliMixture(nn.Module):
 
     def log_prob(self, images: torch.Tensor) -> torch.Tensor:
         """Exact log p(x) in nats for images ``[B, ...]`` in {0, 1}: logsumexp over components, never a product."""
-        x = images.flatten(1)
-        logits = self.pixel_logits()
-        # log p(x | k) = sum_d x_d log s(l_kd) + (1 - x_d) log s(-l_kd), as two matrix products.
-        log_px_given_k = x @ F.logsigmoid(logits).T + (1 - x) @ F.logsigmoid(-logits).T
-        return torch.logsumexp(log_px_given_k + F.log_softmax(self.mixture_logits, dim=0), dim=1)
+        x = images.flatten(1).float()
+        # In float32 under any autocast: bf16 matrix products moved an image's "exact" figure by up to 1.8 nats (QA).
+        with torch.autocast(x.device.type, enabled=False):
+            logits = self.pixel_logits().float()
+            # log p(x | k) = sum_d x_d log s(l_kd) + (1 - x_d) log s(-l_kd), as two matrix products.
+            log_px_given_k = x @ F.logsigmoid(logits).T + (1 - x) @ F.logsigmoid(-logits).T
+            return torch.logsumexp(log_px_given_k + F.log_softmax(self.mixture_logits.float(), dim=0), dim=1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.log_prob(images)

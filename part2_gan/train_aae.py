@@ -1,9 +1,10 @@
 """Train an adversarial autoencoder on MNIST: python -m part2_gan.train_aae --prior swiss_roll.
 
 Test metrics say how well the codes match the prior: test_d_acc (the discriminator's accuracy
-on test codes vs prior samples; 0.5 is chance) and test_mmd2 (unbiased MMD^2 between the first
+on test codes vs prior samples, test_d_acc_codes and test_d_acc_prior apart: a perfect match gives 0.5 on each, but
+a discriminator answering one way for all gives 0.5 on the mean too) and test_mmd2 (unbiased MMD^2 between the first
 5,000 test codes and as many prior samples, RBF kernels at multiples of the prior's median distance) beside
-test_mmd2_reference (the same between two prior samples: what a perfect match would give).
+test_mmd2_reference (the same between two prior samples: what a perfect match would give), the figure to trust.
 After training, the samples (decoded prior samples, Bernoulli means) are scored by the judge as
 for the GAN, and the figures join metrics.json under eval_*; during training, every --judge_every epochs,
 into TensorBoard as for the GAN.

@@ -89,3 +89,17 @@ def test_frankenstein_auroc_ranks_log_likelihoods_of_hundreds_of_nats_and_counts
     wins = sum(float(f < n) + 0.5 * float(f == n) for f in frankenstein for n in natural)
     assert frankenstein_auroc(natural, frankenstein) == pytest.approx(wins / 16)
     assert 0.5 < frankenstein_auroc(natural, frankenstein) < 1.0
+
+
+def test_the_exact_likelihood_stays_float32_under_bf16_autocast():
+    """--precision bf16-mixed ran its matrix products in bf16: an image's "exact" figure moved by up to 1.8 nats (QA)."""
+    from part1_vae.networks import BernoulliMixture
+
+    torch.manual_seed(0)
+    mixture = BernoulliMixture(20)
+    mixture.component_logits.data.mul_(300)  # trained-like logits, far from 0
+    images = (torch.rand(16, 1, 28, 28) > 0.5).float()
+    exact = mixture.log_prob(images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = mixture.log_prob(images)
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, exact)
