@@ -161,3 +161,49 @@ def test_an_injected_decoder_with_batch_norm_and_dropout_samples_in_eval_mode_as
     assert torch.equal(decoder[1].running_mean, statistics) and all(module.training for module in decoder.modules())
     torch.manual_seed(0)
     assert torch.equal(vae.eval().sample(3, means=True), in_training)
+
+
+def independent_log_weights(vae, images, noise):
+    """``[k, B]`` log p(x, z) - log q(z | x) at z = mean + std * noise, from torch.distributions and torch's BCE: none
+    of the module's own density code (QA: an estimate off by log k, or a KL of 0, passed every ordering test)."""
+    mean, log_std = vae.encoder(images)
+    z = mean + log_std.exp() * noise
+    logits = vae.decoder(z.flatten(0, 1)).view(len(noise), len(images), -1)
+    targets = images.flatten(1).expand(len(noise), -1, -1)
+    log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(-1)
+    normal = torch.distributions.Normal
+    return log_px_z + normal(0.0, 1.0).log_prob(z).sum(-1) - normal(mean, log_std.exp()).log_prob(z).sum(-1)
+
+
+def test_the_elbo_the_iw_bound_and_the_iwae_loss_are_their_formulas():
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(784, [32], 4), MLPDecoder(4, [32]), z_dim=4, objective="iwae", train_k=5)
+    with torch.no_grad():
+        for parameter in vae.encoder.parameters():
+            parameter.mul_(3)  # a posterior far from the prior: a KL of several nats
+    images = (torch.rand(6, 1, 28, 28) > 0.5).float()
+    bits = 784 * math.log(2)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        rec, kl, bpd = vae(images)  # batch means of the ELBO's terms, one draw of z each
+        torch.manual_seed(1)
+        mean, log_std = vae.encoder(images)
+        z = mean + log_std.exp() * torch.randn_like(mean)
+        rec_expected = torch.nn.functional.binary_cross_entropy_with_logits(vae.decoder(z), images,
+                                                                            reduction="none").sum((1, 2, 3))
+        kl_expected = torch.distributions.kl_divergence(torch.distributions.Normal(mean, log_std.exp()),
+                                                         torch.distributions.Normal(0.0, 1.0)).sum(-1)
+        assert rec.item() == pytest.approx(rec_expected.mean().item(), rel=1e-5)
+        assert kl.item() == pytest.approx(kl_expected.mean().item(), rel=1e-5) and kl.item() > 1
+        assert bpd.item() == pytest.approx((rec_expected + kl_expected).mean().item() / bits, rel=1e-5)
+        for k in (1, 7):  # the bound, -(logsumexp - log k), from k draws
+            torch.manual_seed(2)
+            iw = vae.importance_weighted_nll(images, k)
+            torch.manual_seed(2)
+            weights = independent_log_weights(vae, images, torch.randn(k, *mean.shape))
+            assert torch.allclose(iw, -(torch.logsumexp(weights, 0) - math.log(k)), rtol=1e-5)
+        torch.manual_seed(3)
+        loss = vae.step("train", (images,))  # the IWAE objective, k = 5, in bits per dimension
+        torch.manual_seed(3)
+        weights = independent_log_weights(vae, images, torch.randn(5, *mean.shape))
+        assert loss.item() == pytest.approx((-(torch.logsumexp(weights, 0) - math.log(5))).mean().item() / bits, rel=1e-5)
