@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from part2_gan.aae import AAE
+from part2_gan.losses import adversarial_bce
 from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior, median_bandwidths, \
     mmd2_unbiased
@@ -153,6 +154,23 @@ def test_each_of_the_three_steps_updates_exactly_its_own_networks(tiny_datamodul
     changes = changed_by_each_optimizer_step(aae, tiny_datamodule.train_dataloader())
     # reconstruction, discriminator, encoder-as-generator
     assert changes == [names["encoder"] | names["decoder"], names["discriminator"], names["encoder"]]
+
+
+def test_the_encoder_as_generator_is_trained_to_have_its_codes_read_as_prior_samples(tiny_datamodule, monkeypatch):
+    """The third step's target is "real" (QA: a target of 0 passed every test, which read the test stage's g_loss)."""
+    import part2_gan.aae
+
+    aae = small_aae()
+    targets = []
+
+    def spied(logits, target):
+        trained = {part for part in ("encoder", "discriminator")
+                   if next(getattr(aae, part).parameters()).requires_grad}
+        targets.append((trained, target))
+        return adversarial_bce(logits, target)
+    monkeypatch.setattr(part2_gan.aae, "adversarial_bce", spied)
+    changed_by_each_optimizer_step(aae, tiny_datamodule.train_dataloader())
+    assert targets == [({"discriminator"}, 1.0), ({"discriminator"}, 0.0), ({"encoder"}, 1.0)]
 
 
 @pytest.mark.parametrize("flags, message", [

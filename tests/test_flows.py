@@ -207,6 +207,19 @@ def test_the_image_flow_fitted_on_plain_loaders_says_how_to_initialise_it():
 
 # --- the dequantized bound -------------------------------------------------------------------------------------
 
+def test_the_test_stage_reports_the_mean_draw_and_the_multi_draw_bound_of_its_draws(monkeypatch):
+    """test_nll is the draws' mean, test_iw_nll -log of the mean of exp(-nll) (QA: a min for the latter passed the
+    smoke tests' ordering check)."""
+    module = ImageFlowModule(ImageFlow((1, 4, 4), num_channels=4, num_blocks=1))
+    nlls = torch.tensor([[10.0, 3.0], [12.0, 3.5], [11.0, 9.0]])  # [draws, images]
+    monkeypatch.setattr(module, "nll_draws", lambda images: nlls)
+    module.test_step((torch.zeros(2, 1, 4, 4),), 0)
+    means = module.epoch_means.compute_and_reset("test")
+    assert means["test_nll"].item() == pytest.approx(nlls.mean().item())
+    iw = [-math.log(sum(math.exp(-v) for v in nlls[:, i].tolist()) / 3) for i in range(2)]
+    assert means["test_iw_nll"].item() == pytest.approx(sum(iw) / 2, rel=1e-6)
+
+
 def test_dequantize_stays_in_the_cell_and_quantize_inverts_it():
     x = binary_images((1, 28, 28), 4)
     y = dequantize(x, LEVELS)

@@ -135,6 +135,23 @@ def test_each_optimizer_step_updates_exactly_its_own_network(tiny_datamodule):
     assert changes == [generator_names, discriminator_names]  # the generator's step, then the discriminator's
 
 
+def test_a_coded_gans_generator_step_minimises_the_codes_cross_entropy_too(tiny_datamodule, monkeypatch):
+    """InfoGAN: both networks minimise the Q head's cross-entropy (QA: the generator's step without it passed every
+    test, which read the test stage's g_loss only)."""
+    gan = GAN(GeneratorMLP(8 + 3, [32]), DiscriminatorMLP(784, [32], num_outputs=1 + 3), z_dim=8, num_categories=3)
+    with_code = []
+    plus_code_loss = gan._plus_code_loss
+
+    def spied(loss, fake_outputs, latents):
+        total = plus_code_loss(loss, fake_outputs, latents)
+        training = "generator" if next(gan.generator.parameters()).requires_grad else "discriminator"
+        with_code.append((training, (total - loss).item()))
+        return total
+    monkeypatch.setattr(gan, "_plus_code_loss", spied)
+    changed_by_each_optimizer_step(gan, tiny_datamodule.train_dataloader())
+    assert [step for step, _ in with_code] == ["generator", "discriminator"] and all(ce > 0 for _, ce in with_code)
+
+
 def test_weight_average_warms_up_then_decays_at_its_rate_and_is_what_samples_come_from():
     gan = small_gan(ema_decay=0.9).eval()
     start = [p.clone() for p in gan.generator_ema.parameters()]
