@@ -167,6 +167,7 @@ class AAE(GenerativeModel, GroupedTraining):
             pairs = torch.stack([images[:32], torch.sigmoid(self.decoder(codes[:32]))], dim=1)
             grids["reconstructions"] = make_grid(pairs.flatten(0, 1), nrow=8)
             prior = self.prior.sample(20_000, generator=torch.Generator().manual_seed(0))
-            title = f"test codes over the {self.hparams.prior} prior"
+            title = f"test codes over the {self.hparams.prior} prior" + (
+                f" (dimensions 1 and 2 of {self.hparams.z_dim})" if self.hparams.z_dim > 2 else "")
             grids["latent_map"] = render_latent_map(codes, labels, prior, title)
         return grids

@@ -225,3 +225,17 @@ def test_the_grey_aaes_loss_is_named_as_what_it_is():
     assert aae("binary").training_loss == "reconstruction, nats per image"
     assert "binary cross-entropy to grey targets" in aae("grey").training_loss and "not a likelihood" in aae(
         "grey").training_loss
+
+
+def test_the_latent_map_of_a_code_above_two_dimensions_says_which_two_it_shows(tiny_datamodule, monkeypatch):
+    import part2_gan.aae
+
+    titles = []
+    monkeypatch.setattr(part2_gan.aae, "render_latent_map", lambda codes, labels, prior, title: titles.append(title))
+    for z_dim in (2, 4):
+        aae = small_aae("gaussian", z_dim).eval()
+        test = tiny_datamodule.splits["test"]
+        aae.latent_map_data = (test.images, test.labels)
+        aae.logged_images()
+    assert titles == ["test codes over the gaussian prior",
+                      "test codes over the gaussian prior (dimensions 1 and 2 of 4)"]
