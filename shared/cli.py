@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from shared.checks import bad_data_dir, bad_seed, unwritable
+from shared.flags import unread_flags
 from shared.process import is_first_process
 from shared.yaml_file import read_yaml_mapping
 
@@ -175,10 +176,14 @@ def kept_checkpoints(run_dir: Path) -> list[str]:
     return sorted(path.name for path in (run_dir / "checkpoints").glob("*.ckpt"))
 
 
+def _with_last_checkpoint(runs: list[Path]) -> list[Path]:
+    return [run for run in runs if (run / "checkpoints" / "last.ckpt").is_file()]
+
+
 def latest_run(log_dir: str, name: str) -> Path:
     from shared.runs import run_versions  # which reads a run's settings through this module
     versions = run_versions(log_dir, name)
-    runs = [run for run in versions if (run / "checkpoints" / "last.ckpt").is_file()]
+    runs = _with_last_checkpoint(versions)
     if not runs:
         kept = [f"{run.name}/checkpoints/{checkpoint}" for run in versions for checkpoint in kept_checkpoints(run)]
         beside = f" (there is {', '.join(kept)}: copy one to last.ckpt beside it to resume from it)" if kept else ""
@@ -226,7 +231,7 @@ def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, gi
     """Refuses a flag set off its default that the run never reads, typed or in a --config file that leaves it unread
     itself (one that a typed flag leaves unread, as a config's judge_every_samples beside --judge_every 0, just goes);
     config.yaml leaves all those out (args.unused)."""
-    args.unused = [flag for flag, (_, used) in parser.used_only_with.items() if not used(args)]
+    args.unused = unread_flags(parser, args)
     for flag in (flag for flag in args.unused if flag in given and given[flag] != defaults[flag]):
         where, used = parser.used_only_with[flag]
         if flag in typed or not used(file_alone):
@@ -235,9 +240,8 @@ def _refuse_unused(parser: argparse.ArgumentParser, args: argparse.Namespace, gi
 
 def _as_in_file(settings: dict) -> str:
     """Settings as a YAML file writes them, on one line."""
-    def shown(value) -> str:
-        return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-    return ", ".join(f"{flag}: {shown(value)}" for flag, value in settings.items())
+    return ", ".join(f"{flag}: {'null' if value is None else str(value).lower() if isinstance(value, bool) else value}"
+                     for flag, value in settings.items())
 
 
 def resolve_settings(defaults: dict, given: dict, task_defaults: Callable[[dict], dict] | None) -> argparse.Namespace:
@@ -268,9 +272,7 @@ def parse_args(parser: OneLineArgumentParser, argv: Sequence[str] | None,
             run_dir = latest_run(args.log_dir, args.name) if args.resume == "latest" else Path(args.resume)
             if not (run_dir / "checkpoints" / "last.ckpt").is_file():
                 from shared.runs import run_versions  # which reads a run's settings through this module
-                others = kept_checkpoints(run_dir)
-                versions = [run for run in run_versions(run_dir.parent, run_dir.name)  # a run's name given: its runs
-                            if (run / "checkpoints" / "last.ckpt").is_file()]
+                others, versions = kept_checkpoints(run_dir), _with_last_checkpoint(run_versions(run_dir.parent, run_dir.name))
                 beside = f" (there is {', '.join(others)}: copy one to last.ckpt to resume from it)" if others else ""
                 within = f"; pass one of its runs: {', '.join(map(str, versions))}" if versions else ""
                 raise ConfigError(f"--resume {run_dir}: no checkpoints/last.ckpt there{beside}{within}")

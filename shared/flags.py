@@ -1,5 +1,5 @@
 """Flags that several commands add beside those every command has (shared.cli.make_parser), their value types,
-and what a run name adds for them."""
+what a run name adds for them, and which flags a run does not read."""
 from __future__ import annotations
 
 import argparse
@@ -38,3 +38,9 @@ def add_ema_decay_flag(parser: argparse.ArgumentParser, default: float, averaged
     parser.add_argument("--ema_decay", type=float, default=default,
                         help=f"above 0, evaluate and sample with a moving average of {averaged} with this decay, "
                              "e.g. 0.999; 0: off")
+
+
+def unread_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """The flags of ``parser.used_only_with`` (``{flag: (the setting that reads it, its test)}``) that a run with
+    ``args`` does not read: refused when set (shared.cli), left out of its config.yaml."""
+    return [flag for flag, (_, used) in getattr(parser, "used_only_with", {}).items() if not used(args)]

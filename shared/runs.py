@@ -16,6 +16,7 @@ from typing import Sequence
 
 from shared.checks import bad_judge_path, misfit
 from shared.cli import NOT_SAVED, ConfigError, kept_checkpoints, parse_args, resolve_settings, run_config_settings
+from shared.flags import unread_flags
 from shared.yaml_file import read_json_record, read_yaml_mapping
 
 
@@ -90,7 +91,7 @@ def run_settings(run_dir: str | Path):
     except ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     args = resolve_settings(defaults, settings, getattr(command, "task_defaults", None))
-    args.unused = [flag for flag, (_, used) in getattr(parser, "used_only_with", {}).items() if not used(args)]
+    args.unused = unread_flags(parser, args)
     return command, args
 
 
