@@ -81,7 +81,7 @@ def make_parser(prog: str, description: str, *, epochs: int, lr: float, batch_si
     add("--progress_bar", action=argparse.BooleanOptionalAction, default=None,
         help="show Lightning's progress bar; none: shown in a terminal, not in a log file")
     add("--compile", action=argparse.BooleanOptionalAction, default=False,
-        help="torch.compile the networks (README: Speed has what it gains and costs)")
+        help="torch.compile the networks (README: Speed)")
     add("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR",
         help="continue an interrupted run from its last checkpoint; no RUN_DIR: the latest run of this name")
     trainer = parser.add_argument_group("Lightning Trainer flags, passed through")

@@ -1,7 +1,7 @@
 """Lightning's per-step cost, made small without touching Lightning. On the small models here a training step is a
 few milliseconds, and around each call of ``training_step`` Lightning dispatches about 22 hooks: their bookkeeping is
 made cheap (:class:`LeanLightningModule`, :class:`NullProfiler`), and the call itself may train on several batches
-(:class:`GroupedTraining`). README: Speed has what each saves.
+(:class:`GroupedTraining`). reports/speed.md has what each saves.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class GroupedTraining(LeanLightningModule):
     """A module that trains in ``train_batch(batch)``, one batch and its optimizer steps (manual optimization), so that
     one call of ``training_step`` can train on a :class:`BatchGroup` of consecutive batches in turn
     (``--batches_per_call``): the same steps on the same batches as one call each, with Lightning's fixed cost of a
-    call (0.3-0.5 ms on the CPUs here, README: Speed) paid once for the group.
+    call (0.3-0.5 ms on the CPUs here, reports/speed.md) paid once for the group.
 
     ``training_step`` returns what ``train_batch`` returns (the loss, or a dict of losses), for a group each stacked
     over its batches (shared.callbacks.LossMonitor reads one value a batch). Callbacks' ``on_train_batch_*`` hooks see

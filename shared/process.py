@@ -63,7 +63,7 @@ def skip_futile_nvml_check() -> None:
     Lightning sets it on import so that asking whether CUDA is available never initialises CUDA (which spoils
     forked processes). Where NVML is missing, torch then tries to load it on every such question and falls back to
     asking CUDA anyway, and torch.optim asks once per optimizer step (Adam's graph-capture check): 40-90 us a step
-    on the CPUs measured (README: Speed) for no change in any answer. Where the library loads, the variable stays.
+    on the CPUs measured (reports/speed.md) for no change in any answer. Where the library loads, the variable stays.
     """
     if os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") != "1":
         return
