@@ -10,10 +10,11 @@ from torch import nn
 from part1_vae.networks import BernoulliMixture
 from shared.densities import (KLD, bernoulli_nll, dequantize, gaussian_nll, log_standard_normal,
                               quantize, sample_reparameterize)
+from shared.batches import figure_split
 from shared.generative import GenerativeModel, evaluating, sample_count
 from shared.metrics import EpochMeans, StagedModule
 from shared.schedules import adam, decayed_to
-from shared.utils import make_grid, visualize_manifold
+from shared.utils import interpolate_latents, make_grid, render_latent_map, visualize_manifold
 
 
 def dequantize_grey(imgs: torch.Tensor) -> torch.Tensor:
@@ -37,6 +38,8 @@ DEQUANTIZED_BPD_OFFSET = 8.0
 _LOG_STD_FLOOR = -math.log(256 * math.sqrt(12))
 # The log-std learns this many times faster than the networks (why: ``VAE.configure_optimizers``).
 LOG_STD_LR_FACTOR = 10.0
+# Test images in the 2-D latent map (the first of the test split): enough to show each digit's region.
+LATENT_MAP_POINTS = 5000
 
 
 class VAE(GenerativeModel, StagedModule):
@@ -65,6 +68,10 @@ class VAE(GenerativeModel, StagedModule):
         adam_eps: Adam's epsilon (the IWAE paper's is 1e-4).
         lr_final: if given, the learning rate decays exponentially, epoch by epoch, from ``lr`` to this
             at the trainer's last epoch (the IWAE paper decays from 1e-3 to 1e-4 over its run).
+
+    ``figure_data = (images, labels)`` (not saved with the checkpoint; ``setup`` takes the test split of the
+    trainer's data module) adds reconstructions, interpolations and, when z is 2-D, the latent map of test images
+    to :meth:`logged_images`.
     """
 
     likelihood_kind = "importance-weighted bound"
@@ -94,6 +101,11 @@ class VAE(GenerativeModel, StagedModule):
         self.example_input_array = torch.zeros(2, *self.image_shape)
         # Running means per stage, in nats per image (test_iw_nll in the test stage only).
         self.epoch_means = EpochMeans(("train", "val", "test"), ["recon", "kl", "iwae_nll", "iw_nll"])
+        self.figure_data: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def setup(self, stage: str) -> None:
+        if self.figure_data is None:
+            self.figure_data = figure_split(self.trainer)
 
     def pixel_log_std(self) -> torch.Tensor:
         """The Gaussian likelihood's per-pixel log-std ``[1, 28, 28]``."""
@@ -223,12 +235,38 @@ class VAE(GenerativeModel, StagedModule):
 
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:
-        """8x8 grids from the fixed noise: the means and samples drawn from them; the manifold (means) when z is 2-D."""
+        """8x8 grids from the fixed noise: the means and samples drawn from them; the manifold (means) when z is 2-D;
+        with ``figure_data``, the figures of :meth:`test_image_figures`."""
         means, samples = self._decode_and_draw(self.fixed_z, torch.Generator(device=self.device).manual_seed(0))
         grids = {"samples": make_grid(samples), "sample_means": make_grid(means)}
         if self.hparams.z_dim == 2:
             grids["manifold"] = visualize_manifold(self.decoder)
+        if self.figure_data is not None:
+            grids.update(self.test_image_figures(*(t[:LATENT_MAP_POINTS].to(self.device) for t in self.figure_data)))
         return grids
+
+    @torch.no_grad()
+    def test_image_figures(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Of test images as served, each coded by its posterior mean and decoded to pixel means (no draw, so the
+        figures change no random stream): 32 reconstructions (each image left of its own), 4 interpolations
+        between the codes of two images (ends included, 5 steps between) and, when z is 2-D, the latent map of
+        every image given over the prior."""
+        count = min(4, len(images) // 2)  # a --subset of one test image has no pair
+        with evaluating(self) as vae:
+            codes = vae.encoder(self._centred(images))[0]
+            pairs = torch.stack([images[:32], torch.sigmoid(vae.decoder(codes[:32]))], dim=1)
+            figures = {"reconstructions": make_grid(pairs.flatten(0, 1), nrow=8)}
+            if count:
+                lines = interpolate_latents(codes[:count], codes[count:2 * count], 5).flatten(0, 1)
+                figures["interpolations"] = make_grid(torch.sigmoid(vae.decoder(lines)), nrow=7)
+        if self.hparams.z_dim == 2:
+            prior = torch.randn(20_000, 2, generator=torch.Generator().manual_seed(0))
+            figures["latent_map"] = render_latent_map(codes, labels, prior, "test posterior means over the N(0, I) prior")
+        return figures
+
+    def _centred(self, imgs: torch.Tensor) -> torch.Tensor:
+        """A batch as the likelihood models it without noise: for the Gaussian, each 8-bit value at its cell's centre."""
+        return dequantize(torch.round(imgs * 255.0), 256, torch.full_like(imgs, 0.5)) if self.gaussian else imgs
 
 
 class MixtureModule(GenerativeModel, StagedModule):

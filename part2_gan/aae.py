@@ -8,14 +8,14 @@ from torch import nn
 from torchmetrics import CatMetric
 
 from part2_gan.losses import adversarial_bce
-from part2_gan.plots import render_latent_map
 from part2_gan.priors import make_prior, median_bandwidths, mmd2_unbiased
+from shared.batches import figure_split
 from shared.densities import bernoulli_nll
 from shared.generative import GenerativeModel, check_data_kind, evaluating, sample_count
 from shared.lean_lightning import GroupedTraining
 from shared.metrics import EpochMeans
 from shared.schedules import adam
-from shared.utils import make_grid
+from shared.utils import make_grid, render_latent_map
 
 
 class AAE(GenerativeModel, GroupedTraining):
@@ -38,7 +38,7 @@ class AAE(GenerativeModel, GroupedTraining):
         eval_points: test images in the latent map and the MMD (cost grows with its square: 5,000 take seconds).
         data: the MNIST variant trained on, "binary" or "grey" (its samples are scored against it).
 
-    ``latent_map_data = (images, labels)`` (not saved with the checkpoint; ``setup`` takes the test split of
+    ``figure_data = (images, labels)`` (not saved with the checkpoint; ``setup`` takes the test split of
     the trainer's data module) adds the latent map and the reconstructions to :meth:`logged_images`.
     """
 
@@ -58,15 +58,14 @@ class AAE(GenerativeModel, GroupedTraining):
         # Fixed prior samples (saved with the checkpoint) so the grids of different epochs compare.
         self.register_buffer("fixed_z", self.prior.sample(64))
         self.example_input_array = torch.zeros(2, 1, 28, 28)
-        self.latent_map_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.figure_data: tuple[torch.Tensor, torch.Tensor] | None = None
         names = ["recon", "d_loss", "g_loss", "d_acc_prior", "d_acc_codes", "d_acc"]
         self.epoch_means = EpochMeans(("train", "test"), names)
         self.test_codes = CatMetric(nan_strategy="disable")
 
     def setup(self, stage: str) -> None:
-        splits = getattr(self.trainer.datamodule, "splits", {})
-        if self.latent_map_data is None and "test" in splits:
-            self.latent_map_data = (splits["test"].images, splits["test"].labels)
+        if self.figure_data is None:
+            self.figure_data = figure_split(self.trainer)
 
     def forward(self, imgs: torch.Tensor) -> torch.Tensor:
         """The codes of ``imgs``."""
@@ -157,12 +156,12 @@ class AAE(GenerativeModel, GroupedTraining):
     @torch.no_grad()
     def logged_images(self) -> dict[str, torch.Tensor]:
         """Samples from the fixed prior noise (8x8), a 10x10 walk through the prior (the swiss roll:
-        centre outwards, row by row), and with ``latent_map_data`` the latent map and 32
+        centre outwards, row by row), and with ``figure_data`` the latent map and 32
         reconstructions (each original left of its reconstruction). Decoded images are Bernoulli means."""
         grids = {"samples": make_grid(self.sample(64, self.fixed_z)),
                  "prior_walk": make_grid(self.sample(100, self.prior.walk(100).to(self.device)), nrow=10)}
-        if self.latent_map_data is not None:
-            images, labels = (t[:self.hparams.eval_points].to(self.device) for t in self.latent_map_data)
+        if self.figure_data is not None:
+            images, labels = (t[:self.hparams.eval_points].to(self.device) for t in self.figure_data)
             codes = self.encoder(images)
             pairs = torch.stack([images[:32], torch.sigmoid(self.decoder(codes[:32]))], dim=1)
             grids["reconstructions"] = make_grid(pairs.flatten(0, 1), nrow=8)

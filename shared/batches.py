@@ -13,6 +13,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
+def figure_split(trainer) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(images, labels) of the test split of ``trainer``'s data module, as it serves them, for a module's figures of
+    test images (reconstructions, latent maps); None for a data module without tensor splits (plain loaders)."""
+    split = getattr(getattr(trainer, "datamodule", None), "splits", {}).get("test")
+    return None if split is None else (split.images, split.labels)
+
+
 class TensorBatchDataset(Dataset):
     """Indexed by a *list* of indices, returns a whole batch ``(images, labels)`` at once."""
 

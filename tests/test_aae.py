@@ -138,7 +138,7 @@ def test_logged_images_with_and_without_test_data(tiny_datamodule):
     aae = small_aae().eval()
     assert set(aae.logged_images()) == {"samples", "prior_walk"}
     test = tiny_datamodule.splits["test"]
-    aae.latent_map_data = (test.images, test.labels)
+    aae.figure_data = (test.images, test.labels)
     grids = aae.logged_images()
     assert grids["samples"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)
     assert grids["prior_walk"].shape == (3, 10 * 30 + 2, 10 * 30 + 2)
@@ -235,7 +235,7 @@ def test_the_latent_map_of_a_code_above_two_dimensions_says_which_two_it_shows(t
     for z_dim in (2, 4):
         aae = small_aae("gaussian", z_dim).eval()
         test = tiny_datamodule.splits["test"]
-        aae.latent_map_data = (test.images, test.labels)
+        aae.figure_data = (test.images, test.labels)
         aae.logged_images()
     assert titles == ["test codes over the gaussian prior",
                       "test codes over the gaussian prior (dimensions 1 and 2 of 4)"]

@@ -78,7 +78,8 @@ def test_smoke_training_writes_outputs_and_bpd_falls(tmp_path):
     assert config["data"]["pixels"] == "threshold-binarized" and config["data"]["subset"] == 1024
     assert metrics["train_loss"] == "negative ELBO, bits per dimension"
     pngs = {p.name for p in (run_dir / "samples").glob("*.png")}
-    assert {"samples_epoch000.png", "samples_epoch003.png", "manifold_epoch003.png"} <= pngs
+    assert {"samples_epoch000.png", "samples_epoch003.png", "manifold_epoch003.png", "reconstructions_epoch000.png",
+            "interpolations_epoch003.png", "latent_map_epoch003.png"} <= pngs  # test images' figures from the start
     assert list(run_dir.glob("events.out.tfevents.*"))
 
 

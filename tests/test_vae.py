@@ -4,10 +4,12 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+import part1_vae.modules
 from part1_vae.networks import CNNDecoder, CNNEncoder, MLPDecoder, MLPEncoder
 from shared.densities import KLD, log_normal_diag, sample_reparameterize
 from part1_vae.modules import VAE
 from shared.densities import elbo_to_bpd
+from shared.utils import make_grid
 from tests.conftest import small_vae
 
 
@@ -219,3 +221,42 @@ def test_the_optimizer_takes_the_adam_eps_and_the_gaussians_log_std_its_faster_r
     rates = {len(group["params"]): group["lr"] for group in optimizer.param_groups}
     assert rates == ({1: 2e-2, len(list(vae.parameters())) - 1: 2e-3} if likelihood == "gaussian"
                      else {len(list(vae.parameters())): 2e-3})
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_the_figures_of_test_images_decode_their_posterior_means_and_draw_no_random_number(likelihood):
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(784, [64], 2), MLPDecoder(2, [64]), z_dim=2, likelihood=likelihood)
+    levels = torch.randint(0, 256, (40, 1, 28, 28)).float()
+    images = (levels > 127).float() if likelihood == "bernoulli" else levels / 255
+    labels = torch.arange(40) % 10
+    assert set(vae.logged_images()) == {"samples", "sample_means", "manifold"}  # no test images: none of theirs
+    vae.figure_data = (images, labels)
+    state = torch.random.get_rng_state()
+    grids = vae.logged_images()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert {"reconstructions", "interpolations", "latent_map"} <= set(grids)
+    # The encoder sees what the likelihood models: an 8-bit value at its cell's centre, (k + 0.5) / 256
+    seen = (levels + 0.5) / 256 if likelihood == "gaussian" else images
+    codes = vae.encoder(seen)[0]
+    decoded = torch.sigmoid(vae.decoder(codes)).detach()
+    expected = make_grid(torch.stack([images[:32], decoded[:32]], dim=1).flatten(0, 1), nrow=8)
+    assert torch.allclose(grids["reconstructions"], expected, atol=1e-6)
+    ends = torch.sigmoid(vae.decoder(torch.stack([codes[:4], codes[4:8]], dim=1).flatten(0, 1))).detach()
+    row = grids["interpolations"][0, 2:30, :].unfold(1, 30, 30)[:, :7, 2:].permute(1, 0, 2)  # first row, 7 images
+    assert torch.allclose(row[0], ends[0, 0], atol=1e-6) and torch.allclose(row[6], ends[1, 0], atol=1e-6)
+    assert grids["interpolations"].shape == (3, 4 * 30 + 2, 7 * 30 + 2)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(part1_vae.modules, "render_latent_map", lambda codes, labels, prior, title: (codes, labels))
+        mapped, mapped_labels = vae.test_image_figures(images, labels)["latent_map"]
+    assert torch.allclose(mapped, codes, atol=1e-6) and torch.equal(mapped_labels, labels)
+
+
+def test_a_vae_takes_the_test_split_of_its_data_module_for_its_figures(tiny_datamodule):
+    vae = small_vae()
+    vae.trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    vae.trainer.datamodule = tiny_datamodule  # as fit() attaches it before setup
+    vae.setup("fit")
+    assert vae.figure_data[0] is tiny_datamodule.splits["test"].images
+    grids = vae.logged_images()
+    assert "latent_map" not in grids and grids["reconstructions"].shape == (3, 8 * 30 + 2, 8 * 30 + 2)
