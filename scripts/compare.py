@@ -22,7 +22,6 @@ from __future__ import annotations
 import shared  # first: the OpenMP settings it makes (GOMP_SPINCOUNT) hold from torch's start, as in every command
 import argparse
 import itertools
-import math
 import shutil
 import tempfile
 import time
@@ -37,9 +36,9 @@ from shared.data import load_mnist
 from shared.judge import DEFAULT_JUDGE_PATH, load_judge
 from shared.report import (TSNE_PERPLEXITY, Loaded, Model, data_of, frankenstein_figure, has_likelihood, interpolation_figure,
                            interpolation_rows, latent_map_figure, load_tsne, mapped_vaes, phase, quality_tables, reading,
-                           sample_figure, test_bpd)
-from shared.report_variants import (frankenstein_scores, frankenstein_sets, frankenstein_tables, header, sample_quality,
-                                    variant_images)
+                           sample_figure)
+from shared.report_variants import (frankenstein_scores, frankenstein_sets, frankenstein_tables, header, likelihood_tables,
+                                    mark, sample_quality, variant_images)
 from shared.process import run_script
 from shared.runs import (DescriptionAndDefaultsFormatter, command_settings, finished_runs, folder, interrupted_run,
                          judge_file, load_run, positive_int, run_settings, run_versions)
@@ -140,45 +139,6 @@ def load_or_train(spec: Model, log_dir: Path, subset: int | None) -> Loaded:
     return Loaded(spec, model, run_dir, metrics, fit_seconds, trained_here, shortened(spec, run_dir, metrics))
 
 
-def num_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's copy again
-
-
-# --- Likelihoods --------------------------------------------------------------------------------------
-
-def likelihood_tables(models: list[Loaded]) -> list[str]:
-    """One table per data set the runs were tested on (threshold- or dynamically binarized, or 8-bit grey MNIST):
-    figures of different data never share a ranking."""
-    lines = []
-    for data in sorted({data_of(m) for m in filter(has_likelihood, models)}):
-        lines += [f"### Test set: {data} MNIST", "", *likelihood_rows([m for m in models if data_of(m) == data]), ""]
-    return lines
-
-
-def likelihood_rows(models: list[Loaded]) -> list[str]:
-    rows = ["| model | test bpd | test NLL (nats) | kind of figure | other test figures (bpd) | parameters | epochs "
-            "| training time | run |",
-            "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |"]
-    for loaded in filter(has_likelihood, models):
-        model, metrics, bpd = loaded.model, loaded.metrics, test_bpd(loaded)
-        nats = bpd * model.num_dims * math.log(2)
-        others = ", ".join(f"{key}: {value:.4f}" for key, value in sorted(metrics.items())
-                           if key.startswith("test_") and key.endswith("bpd") and key != model.likelihood_metric)
-        rows.append(f"| {loaded.spec.label} | {bpd:.4f} | {nats:.1f} | {model.likelihood_kind} | {others} | "
-                    f"{num_parameters(model):,} | {metrics['epochs']} | {seconds(loaded.fit_seconds)} | "
-                    f"`{loaded.run_dir}`{mark(loaded)} |")
-    return rows
-
-
-def seconds(value: float | None) -> str:
-    return "?" if value is None else (f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min")
-
-
-def mark(loaded: Loaded) -> str:
-    by = " trained by compare.py" if loaded.trained_here else ""
-    return f" (short run{by}: {loaded.shortened})" if loaded.shortened or loaded.trained_here else ""
-
-
 # --- The command ------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset", type=positive_int, default=None, help="images per split for short runs trained here")
     parser.add_argument("--judge", type=judge_file, default=DEFAULT_JUDGE_PATH, help="trained there first if missing")
     parser.add_argument("--seed", type=int, default=0, help="for the samples, the digits scored and the figures")
+    parser.add_argument("--models", nargs="+", choices=[spec.name for spec in MODELS], metavar="NAME",
+                        help="only these models, by run name: " + ", ".join(spec.name for spec in MODELS) +
+                        " (default: every one)")
     parser.add_argument("--tsne_points", type=int, default=3000,
                         help="test images in the t-SNE map of the 20-D VAE (3,000: about 20 s on a 2-core CPU)")
     return parser
@@ -240,7 +203,8 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
         parser.error(f"--log_dir {args.log_dir}: no such folder; compare.py trains each model that has no finished run "
                      f"there (hours on a CPU): make the folder first to have them trained")
     torch.manual_seed(args.seed)
-    models = [load_or_train(spec, args.log_dir, args.subset) for spec in specs]
+    models = [load_or_train(spec, args.log_dir, args.subset) for spec in specs
+              if args.models is None or spec.name in args.models]
     if any(m.model.hparams.z_dim > 2 for m in mapped_vaes(models)):
         load_tsne()  # a missing scikit-learn fails here, not after minutes of sampling
 

@@ -1,5 +1,6 @@
 """The comparison report's MNIST variants (scripts/compare.py): which variant each run modelled, the test images
-of each variant, the real reference its samples are judged against, and the Frankenstein digits it scores.
+of each variant, the real reference its samples are judged against, the Frankenstein digits it scores, and the
+likelihood tables, one per variant.
 
 The project's standard: every figure is labelled with its data variant, and figures of different variants
 never share a ranking. A model is scored on the data it was trained on: threshold-binarized (pixels > 0.5),
@@ -8,6 +9,7 @@ dynamically binarized (each pixel drawn from Bernoulli(grey); the test set is th
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -15,7 +17,7 @@ import torch
 from shared.data import DYNAMIC, DYNAMIC_EVAL_SEEDS, GREY, THRESHOLD, dynamically_binarized, to_model_range
 from shared.evaluation import draw_samples, evaluate_samples, real_reference
 from shared.frankenstein import frankenstein_auroc, frankenstein_digits
-from shared.report import Loaded, data_of, has_likelihood, phase, run_config
+from shared.report import Loaded, data_of, has_likelihood, phase, run_config, test_bpd
 
 DESCRIPTIONS = {THRESHOLD: "pixels > 0.5",
                 DYNAMIC: f"pixels drawn from Bernoulli(grey); the test set is one fixed draw, seed "
@@ -125,3 +127,40 @@ def frankenstein_tables(models: list[Loaded], scores: dict, aurocs: dict[str, fl
                   f"{scores[m.spec][1].mean():.1f} |" for m in models if m.spec in scores and data_of(m) == variant]
         lines.append("")
     return lines
+
+
+def num_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)  # not a weight average's copy again
+
+
+def likelihood_tables(models: list[Loaded]) -> list[str]:
+    """One table per data set the runs were tested on (threshold- or dynamically binarized, or 8-bit grey MNIST):
+    figures of different data never share a ranking."""
+    lines = []
+    for data in sorted({data_of(m) for m in filter(has_likelihood, models)}):
+        lines += [f"### Test set: {data} MNIST", "", *likelihood_rows([m for m in models if data_of(m) == data]), ""]
+    return lines
+
+
+def likelihood_rows(models: list[Loaded]) -> list[str]:
+    rows = ["| model | test bpd | test NLL (nats) | kind of figure | other test figures (bpd) | parameters | epochs "
+            "| training time | run |",
+            "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |"]
+    for loaded in filter(has_likelihood, models):
+        model, metrics, bpd = loaded.model, loaded.metrics, test_bpd(loaded)
+        nats = bpd * model.num_dims * math.log(2)
+        others = ", ".join(f"{key}: {value:.4f}" for key, value in sorted(metrics.items())
+                           if key.startswith("test_") and key.endswith("bpd") and key != model.likelihood_metric)
+        rows.append(f"| {loaded.spec.label} | {bpd:.4f} | {nats:.1f} | {model.likelihood_kind} | {others} | "
+                    f"{num_parameters(model):,} | {metrics['epochs']} | {seconds(loaded.fit_seconds)} | "
+                    f"`{loaded.run_dir}`{mark(loaded)} |")
+    return rows
+
+
+def seconds(value: float | None) -> str:
+    return "?" if value is None else (f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min")
+
+
+def mark(loaded: Loaded) -> str:
+    by = " trained by compare.py" if loaded.trained_here else ""
+    return f" (short run{by}: {loaded.shortened})" if loaded.shortened or loaded.trained_here else ""

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from shared import report_variants
 from tests.conftest import CONFIGS, crashes_in, load_script
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no `validation_step`.*")
@@ -136,6 +137,17 @@ def test_a_call_that_fails_while_drawing_writes_nothing_where_its_report_goes(fi
     assert (tmp_path / "shipped" / "comparison" / "samples.png").read_bytes() == SHIPPED_FIGURE
 
 
+@pytest.mark.slow
+def test_models_compares_only_the_models_it_names(first_call, tmp_path):
+    root, argv, _, _ = first_call
+    compare = load_script("compare")
+    report = compare.main([*argv, "--out", str(tmp_path), "--models", "vae_mlp_z2", "mixture_k20"]).read_text()
+    labels = {spec.name: spec.label for spec in compare.MODELS}
+    assert labels["mixture_k20"] in report and labels["vae_mlp_z2"] in report
+    assert not any(label in report for name, label in labels.items() if name not in ("mixture_k20", "vae_mlp_z2"))
+    assert "## Latent spaces" in report and "## Frankenstein digits" in report
+
+
 def test_calls_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
     compare = load_script("compare")
     monkeypatch.setattr(compare.time, "strftime", lambda format: "20250101-120000")
@@ -162,7 +174,8 @@ def test_tsne_without_scikit_learn_fails_with_one_line(monkeypatch):
     ("--seed", "-1", "--seed must be in [0, 2**32 - 1], got -1"),  # t-SNE refused it with a traceback, at the end
     ("--out", __file__, f"argument --out: {__file__} is a file, not a folder"),
     ("--judge", str(Path(__file__).parent), "is a folder: pass a judge checkpoint file"),
-    ("--log_dir", "/nonexistent/typo", "--log_dir /nonexistent/typo: no such folder; compare.py trains each model")])
+    ("--log_dir", "/nonexistent/typo", "--log_dir /nonexistent/typo: no such folder; compare.py trains each model"),
+    ("--models", "vae", "argument --models: invalid choice: 'vae' (choose from")])
 def test_invalid_counts_fail_fast(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         load_script("compare").main([flag, value])
@@ -208,7 +221,7 @@ def test_figures_of_different_binarizations_never_share_a_table():
         return compare.Loaded(compare.Model("vae", label, label, "vae", "part1_vae.train"), vae, Path("run"), metrics,
                               None, False)
 
-    lines = compare.likelihood_tables([loaded("A", "threshold-binarized"), loaded("B", "dynamically binarized")])
+    lines = report_variants.likelihood_tables([loaded("A", "threshold-binarized"), loaded("B", "dynamically binarized")])
     headings = [i for i, line in enumerate(lines) if line.startswith("### Test set")]
     assert [lines[i] for i in headings] == ["### Test set: dynamically binarized MNIST",
                                             "### Test set: threshold-binarized MNIST"]
@@ -282,7 +295,7 @@ def test_a_weight_averaged_model_counts_its_parameters_once():
     network = torch.nn.Linear(3, 2)
     model = torch.nn.Module()
     model.network, model.average = network, averaged_copy(network)
-    assert load_script("compare").num_parameters(model) == 3 * 2 + 2
+    assert report_variants.num_parameters(model) == 3 * 2 + 2
 
 
 def fake(label, variant, bpd=None, data="binary", run_dir=Path("run"), metrics_data=True):
