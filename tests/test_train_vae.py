@@ -227,6 +227,10 @@ def test_lr_final_steps_the_learning_rate_at_each_epochs_end(tmp_path):
     last = torch.load(tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
     lr = last["optimizer_states"][0]["param_groups"][0]["lr"]
     assert lr == pytest.approx(1e-3 * 0.1 ** 1.5)  # 3 steps of 10^-0.5
+    # Continued to 5 epochs, it goes on at 1e-4: the decay planned for 3 took it to 1e-6 (shared.schedules.DecayToFinal)
+    main(["--resume", str(tmp_path / "vae_mlp_z20" / "version_0"), "--epochs", "5"])
+    last = torch.load(tmp_path / "vae_mlp_z20" / "version_0" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
 @pytest.mark.slow

@@ -125,3 +125,36 @@ def test_the_picture_and_bpd_helpers_refuse_what_they_cannot_draw_or_count_in_wo
     with pytest.raises(ValueError) as refused:
         call()
     assert message in str(refused.value)
+
+
+def decay_rates(first_epochs: int, then_epochs: int, stop: int) -> list[float]:
+    """The rates of each epoch of a run planned for ``first_epochs`` that stops after ``stop`` and is resumed, its
+    optimizer and then its schedule loaded as Lightning restores them, for ``then_epochs``."""
+    from shared.schedules import DecayToFinal
+
+    weight, rates = torch.nn.Parameter(torch.zeros(1)), []
+    optimizer = torch.optim.Adam([weight], lr=1e-3)
+    schedule = DecayToFinal(optimizer, 1e-4, first_epochs)
+    for epoch in range(then_epochs):
+        if epoch == stop:
+            saved = optimizer.state_dict(), schedule.state_dict()
+            optimizer = torch.optim.Adam([weight], lr=1e-3)
+            schedule = DecayToFinal(optimizer, 1e-4, then_epochs)
+            optimizer.load_state_dict(saved[0])
+            schedule.load_state_dict(saved[1])
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    return rates
+
+
+def test_a_resumed_decay_reaches_lr_final_at_the_last_epoch_of_the_epochs_asked_for_last():
+    straight = decay_rates(4, 4, stop=4)
+    assert straight == pytest.approx([1e-3 * 10 ** (-k / 3) for k in range(4)])
+    assert decay_rates(4, 4, stop=2) == straight  # the same epochs: exactly the run without the interrupt
+    resumed = decay_rates(8, 4, stop=2)  # planned for 8 epochs, stopped after 2, resumed for 4 in all
+    assert resumed[:2] == decay_rates(8, 8, stop=8)[:2] and resumed[3] == pytest.approx(1e-4)
+    assert resumed[1] > resumed[2] > resumed[3]
+    # A finished run continued: on at lr_final, not on down (it went 100 times below it over as many epochs again)
+    assert decay_rates(4, 8, stop=4)[4:] == pytest.approx([1e-4] * 4)
+    assert decay_rates(2, 4, stop=2)[2:] == pytest.approx([1e-4] * 2)
