@@ -304,6 +304,8 @@ def test_without_weight_average_the_flow_module_keeps_no_copy():
     (["--task", "mnist", "--interpolation_steps", "-1"], "--interpolation_steps must be >= 0, got -1"),
     (["--task", "mnist8bit", "--logit_alpha", "0.5"], "--logit_alpha must be in (0, 0.5), got 0.5"),
     (["--task", "mnist", "--lr_final", "0"], "--lr_final must be positive, got 0.0"),
+    (["--task", "mnist8bit", "--precision", "bf16-mixed"], "--precision bf16-mixed: a flow's log-determinants and exact"),
+    (["--precision", "16-mixed"], "--precision 16-mixed: a flow's log-determinants"),
     (["--task", "mnist", "--lr", "5e-5"], "--lr_final 0.0001 is above --lr 5e-05"),  # the task's decay, a rise there
     (["--task", "mnist", "--lr_final", "fast"], "argument --lr_final: expected a number or none, got 'fast'"),
     (["--task", "cifar"], "invalid choice: 'cifar'"),
