@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from shared.checks import bad_data_dir, bad_seed, unwritable
-from shared.flags import unread_flags
+from shared.flags import takes_none, unread_flags
 from shared.process import is_first_process
 from shared.yaml_file import read_yaml_mapping
 
@@ -109,8 +109,8 @@ def _explicit_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> dic
 
 def _typed(parser: argparse.ArgumentParser, action: argparse.Action, value):
     """A YAML value converted and checked as the same value typed after the flag would be."""
-    if value is None:  # YAML's null: allowed where the flag's own default is "none"
-        if action.default is None:
+    if value is None:  # YAML's null: allowed where the flag's own default is "none", or where the flag takes "none"
+        if action.default is None or takes_none(parser, action):
             return None
         raise argparse.ArgumentError(action, "expected a value, got null")
     if isinstance(action, argparse.BooleanOptionalAction):

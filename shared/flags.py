@@ -27,8 +27,16 @@ def number_or_none(text: str, kind: type = float) -> float | int | None:
         raise argparse.ArgumentTypeError(f"expected {'a whole ' if kind is int else 'a '}number or none, got {text!r}") from None
 
 
-def add_lr_final_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--lr_final", type=number_or_none, default=None,
+def takes_none(parser: argparse.ArgumentParser, action: argparse.Action) -> bool:
+    """Whether ``action`` takes ``none`` as a value (a :func:`number_or_none` flag), so YAML's null too."""
+    try:
+        return parser._get_value(action, "none") is None
+    except argparse.ArgumentError:
+        return False
+
+
+def add_lr_final_flag(parser: argparse.ArgumentParser, default: float | None = None) -> None:
+    parser.add_argument("--lr_final", type=number_or_none, default=default,
                         help="decay the learning rate exponentially from --lr to this at the last epoch; "
                              "none: constant")
 

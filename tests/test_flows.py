@@ -339,9 +339,12 @@ def test_the_shipped_mnist_config_is_the_mnist_task_with_its_defaults():
     assert {**from_config, "config": None, "set_in_file": []} == parse_flow_args(["--task", "mnist"])
 
 
-def test_mnist_task_brings_its_own_defaults_below_the_flags():
+def test_mnist_task_brings_its_own_defaults_below_the_flags(tmp_path):
     toy, mnist = parse_flow_args([]), parse_flow_args(["--task", "mnist"])
     assert (toy["batch_size"], toy["epochs"]) == (256, 40)  # the toy's, as its issue states them
+    assert toy["lr_final"] == 1e-4  # since 2026-12-07; the toy runs of before, a constant rate, record null:
+    (tmp_path / "config.yaml").write_text("command: part3_flows.train\nlr_final: null\n")
+    assert parse_flow_args(["--config", str(tmp_path / "config.yaml")])["lr_final"] is None  # (it was refused)
     assert (mnist["batch_size"], mnist["epochs"]) == (64, 30)
     assert (mnist["dequantization"], mnist["logit_alpha"], mnist["lr_final"]) == ("variational", 1e-5, 1e-4)
     assert parse_flow_args(["--task", "mnist", "--lr_final", "none"])["lr_final"] is None  # a constant rate
