@@ -104,6 +104,13 @@ def small_aae(prior="swiss_roll", z_dim=2):
                z_dim=z_dim)
 
 
+def test_the_unbiased_mmd_leaves_each_points_kernel_with_itself_out():
+    """Two points 3 apart, as both samples, bandwidth 1: the off-diagonal kernels are exp(-4.5) in each sum, so
+    MMD^2 = e^-4.5 + e^-4.5 - 2 (2 + 2 e^-4.5) / 4 = e^-4.5 - 1 (the biased estimate, diagonal kept, would be 0)."""
+    points = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    assert mmd2_unbiased(points, points, [1.0]) == pytest.approx(math.exp(-4.5) - 1)
+
+
 def test_a_test_step_judges_each_code_once_and_scores_the_encoder_on_those_logits():
     aae = small_aae().eval()
     judged = []

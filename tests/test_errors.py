@@ -38,6 +38,7 @@ def nothing_written(tmp_path) -> bool:
                             "16-mixed on a GPU); 64-true casts the weights themselves"),
     (["--devices", "4096"], "--devices 4096: this machine has"),
     (["--num_nodes", "0"], "--num_nodes must be positive, got 0"),
+    (["--log_every_n_steps", "0"], "--log_every_n_steps must be positive, got 0"),  # Lightning takes 0; a division by it
     (["--strategy", "ddp_spawn"], "--strategy ddp_spawn fits in processes it spawns or forks"),
     (["--strategy", "ddp_fork"], "use --strategy ddp"),
     (["--lr", "nan"], "--lr must be finite, got nan"),

@@ -210,6 +210,14 @@ def test_a_nan_one_process_meets_stops_every_process_at_the_same_check_naming_th
         monitor.on_train_batch_end(trainer, None, torch.tensor(own[1]), None, 1)
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_an_infinite_loss_stops_the_run_as_a_nan_does(value):
+    trainer = SimpleNamespace(world_size=1, global_rank=0, current_epoch=0, log_every_n_steps=1, num_training_batches=4,
+                              logger=None)
+    with pytest.raises(NonFiniteLossError, match=rf"loss is {value} in epoch 1, step 1 \(batch 1 of the epoch\)"):
+        LossMonitor().on_train_batch_end(trainer, None, torch.tensor(value), None, 0)
+
+
 def test_the_loss_monitor_counts_the_batches_of_a_group_one_by_one():
     """A call of training_step on a BatchGroup returns a loss a batch: logged and checked as batches, not calls."""
     logged = []

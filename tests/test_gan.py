@@ -1,6 +1,7 @@
 """The GAN: network shapes and ranges, the two-optimizer step, interpolation, and the training command end to end."""
 import json
 import math
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -215,6 +216,49 @@ def test_discriminator_collapse_is_warned_about(tiny_datamodule):
     with pytest.warns(UserWarning, match="discriminator collapse in epoch 1"):
         trainer.fit(gan, tiny_datamodule.train_dataloader())
     assert trainer.callback_metrics["train_d_acc_fake"] == 1.0
+
+
+def test_the_discriminator_judges_a_fresh_batch_not_the_one_the_generator_was_just_tuned_against(tiny_datamodule):
+    gan, generated = small_gan(), []
+    forward = gan.generator.forward
+    gan.generator.forward = lambda z: generated.append(z.clone()) or forward(z)
+    pl.Trainer(max_epochs=1, limit_train_batches=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, accelerator="cpu").fit(gan, tiny_datamodule.train_dataloader())
+    assert len(generated) == 2 and not torch.equal(*generated)  # the generator's step, then the discriminator's
+
+
+class FakeCountingDiscriminator(nn.Module):
+    """Real images: +10 logits (called real); fakes: -10 (caught) except the first image of each batch of fakes in
+    ``spared`` batches, +10 (missed)."""
+
+    def __init__(self, spared: int):
+        super().__init__()
+        self.spared, self.calls, self.bias = spared, 0, nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        fake = x.flatten(1).min(dim=1).values > -1  # real images in [-1, 1] have background pixels at -1
+        logits = torch.where(fake, -10.0, 10.0) + 0 * self.bias + 0 * x.flatten(1)[:, 0]  # a graph to both networks
+        if fake.all():
+            self.calls += 1
+            if self.calls % 2 == 0 and self.calls // 2 <= self.spared:  # the discriminator's step, not the generator's
+                logits = torch.cat([torch.tensor([10.0]), logits[1:]])
+        return logits[:, None]
+
+
+def test_the_epochs_figures_are_means_over_images_and_one_fake_missed_is_no_collapse(tiny_datamodule):
+    """Two batches of 96 and 32 images (128 at batch 96), one fake missed in the first: accuracy on fakes 127/128 (not
+    the mean of the two batches' 95/96 and 1), and no collapse warning."""
+    gan = small_gan(discriminator=FakeCountingDiscriminator(spared=1))
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tiny_datamodule.splits["train"].images * 2 - 1),
+                                         batch_size=96)
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        trainer.fit(gan, loader)
+    assert not [w for w in warned if "discriminator collapse" in str(w.message)]
+    assert trainer.callback_metrics["train_d_acc_fake"].item() == pytest.approx(127 / 128)
+    assert trainer.callback_metrics["train_d_collapsed"] == 0.0
 
 
 @pytest.mark.parametrize("flags, message", [
