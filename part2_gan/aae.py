@@ -44,6 +44,8 @@ class AAE(GenerativeModel, GroupedTraining):
 
     training_loss = "reconstruction, nats per image"
     progress_metrics = ("train_recon", "train_d_loss", "train_d_acc")
+    charts = {"adversarial losses: discriminator and encoder": r"^train_(d|g)_loss$",
+              "discriminator accuracy on prior samples and codes": r"^train_d_acc_(prior|codes)$"}
 
     def __init__(self, encoder: nn.Module, decoder: nn.Module, discriminator: nn.Module, prior: str = "gaussian",
                  z_dim: int = 2, lr: float = 1e-3, lr_adv: float = 1e-3,

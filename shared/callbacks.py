@@ -142,6 +142,19 @@ class LoggedImagesCallback(pl.Callback):
             self._log(trainer, pl_module, done)
 
 
+class Charts(pl.Callback):
+    """Writes the module's ``charts`` (title -> a regex of scalar tags) as TensorBoard's Custom Scalars layout, so that
+    curves a person compares share one set of axes there (train and val bpd; a GAN's two losses), where the Scalars tab
+    draws each tag apart. A category per model class: TensorBoard merges a class's charts across the runs shown."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        charts = getattr(pl_module, "charts", None)
+        experiment = getattr(trainer.logger, "experiment", None)
+        if charts and trainer.is_global_zero and hasattr(experiment, "add_custom_scalars"):
+            experiment.add_custom_scalars({type(pl_module).__name__: {
+                title: ["Multiline", [tags]] for title, tags in charts.items()}})
+
+
 def _say(trainer: pl.Trainer, line: str) -> None:
     """Print a line, above the progress bar when one is shown."""
     bar = trainer.progress_bar_callback

@@ -26,8 +26,8 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.model_helpers import is_overridden
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from shared.callbacks import (EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor, NonFiniteLossError,
-                              ProgressLines, ValidationRecord)
+from shared.callbacks import (Charts, EvaluationProgress, FitClock, LoggedImagesCallback, LossMonitor,
+                              NonFiniteLossError, ProgressLines, ValidationRecord)
 from shared.checkpoints import EpochCountCheckpoint, LastEpochCheckpoint
 from shared.checks import misfit
 from shared.cli import NOT_SAVED, kept_checkpoints
@@ -81,8 +81,8 @@ class RunCallbacks:
     def ordered(self, extra: Sequence[pl.Callback] = ()) -> list[pl.Callback]:
         """All of them with a command's ``extra`` ones, in the order they must run: the clock after the images
         (their time counts), the checkpoints last (they save the others' state)."""
-        return [self.losses, ValidationRecord(), ProgressLines(), EvaluationProgress(), self.images, *extra, self.clock,
-                self.checkpoint, self.last]
+        return [self.losses, ValidationRecord(), ProgressLines(), EvaluationProgress(), self.images, Charts(), *extra,
+                self.clock, self.checkpoint, self.last]
 
 
 def compile_networks(model: pl.LightningModule) -> None:

@@ -90,6 +90,9 @@ class StagedModule(GroupedTraining):
     It trains with its one optimizer, and steps the learning-rate schedule ``configure_optimizers`` may return at
     each epoch's end, as Lightning's automatic optimization would (manual here: :class:`GroupedTraining`)."""
 
+    # TensorBoard's Custom Scalars tab: title -> a regex of the scalar tags drawn on one set of axes (callbacks.Charts)
+    charts = {"bits per dimension: train and val": r"^(train|val)_bpd$"}
+
     def step(self, stage: str, batch) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} must define step(stage, batch): add the batch to the "
                                   f"stage's running means and return the training loss")

@@ -21,7 +21,7 @@ import shared.process
 from shared.batches import BatchGroup
 from shared.callbacks import LossMonitor, NonFiniteLossError
 from shared.process import run_script, silence_known_noise, skip_futile_nvml_check
-from tests.conftest import needs_two_cores
+from tests.conftest import TINY_RUN, needs_two_cores
 
 
 def _cdll_that(loads: bool):
@@ -393,3 +393,28 @@ def test_what_comes_before_the_trainer_is_said_by_one_process_a_machine(monkeypa
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
     assert is_first_process() is first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, flags", [
+    ("part1_vae.train", TINY_RUN),
+    ("part1_vae.train_mixture", ["--subset", "256", "--epochs", "1", "--sample_epochs", "0"]),
+    ("part2_gan.train", ["--subset", "128", "--epochs", "1", "--sample_epochs", "0", "--eval_samples", "0",
+                         "--judge_every", "0"]),
+    ("part2_gan.train_aae", ["--subset", "128", "--epochs", "1", "--sample_epochs", "0", "--hidden_dim", "32",
+                             "--eval_samples", "0"]),
+    ("part3_flows.train", ["--subset", "256", "--epochs", "1", "--sample_epochs", "0"]),
+])
+def test_each_chart_of_the_custom_scalars_tab_draws_two_or_more_of_the_runs_curves(tmp_path, command, flags):
+    import importlib
+    import re
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    importlib.import_module(command).main([*flags, "--log_dir", str(tmp_path)])
+    events = EventAccumulator(str(next(tmp_path.glob("*/version_0")))).Reload()
+    layout = layout_pb2.Layout.FromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = [chart for category in layout.category for chart in category.chart]
+    assert charts and all(len([tag for tag in events.Tags()["scalars"] if re.search(chart.multiline.tag[0], tag)]) >= 2
+                          for chart in charts)
