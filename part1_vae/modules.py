@@ -242,7 +242,8 @@ class VAE(GenerativeModel, StagedModule):
         if self.hparams.z_dim == 2:
             grids["manifold"] = visualize_manifold(self.decoder)
         if self.figure_data is not None:
-            grids.update(self.test_image_figures(*(t[:LATENT_MAP_POINTS].to(self.device) for t in self.figure_data)))
+            shown = LATENT_MAP_POINTS if self.hparams.z_dim == 2 else 32  # the map's points, else a grid's images
+            grids.update(self.test_image_figures(*(t[:shown].to(self.device) for t in self.figure_data)))
         return grids
 
     @torch.no_grad()
