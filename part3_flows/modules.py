@@ -222,6 +222,10 @@ class ImageFlowModule(GenerativeModel, FlowModule):
 
         Runs before the weights of a resumed run are restored, which then overwrite both.
         """
+        # cuDNN's convolutions default to TF32 on a GPU (10 mantissa bits): emulated on the CPU, on a perturbed
+        # untrained flow, it moved an 8-bit flow's bpd by up to 0.002 an image and its inverse by 3 of 256 levels,
+        # as bf16 does, which the flow command refuses. The process's setting: any later convolution stays float32.
+        torch.backends.cudnn.allow_tf32 = False
         if stage != "fit" or bool(self.data_ready):
             return
         datamodule = self.trainer.datamodule
@@ -230,8 +234,10 @@ class ImageFlowModule(GenerativeModel, FlowModule):
                                f"it with shared.data.MNISTDataModule, or call init_from_data(images) first (the "
                                f"interpolation grids' ends, test images, then stay blank)")
         # Moved as a training batch is (Lightning's transfer, with the data module's hook: with workers, the step
-        # that draws dynamically binarized images).
-        self.init_from_data(self.trainer.strategy.batch_to_device(next(iter(datamodule.training_batches())))[0])
+        # that draws dynamically binarized images), then back to the module, which Lightning moves to the device
+        # only after this hook.
+        batch = self.trainer.strategy.batch_to_device(next(iter(datamodule.training_batches())))
+        self.init_from_data(batch[0].to(self.device))
         test_images = next(iter(datamodule.test_dataloader()))[0]
         index = torch.arange(2 * self.hparams.num_interpolations) % len(test_images)
         self.interpolation_ends.copy_(test_images[index].view_as(self.interpolation_ends))

@@ -104,8 +104,8 @@ def throughput(name: str, command, flags: list[str], repeats: int, batches: int 
     args, template, datamodule = build_as_a_run(command, flags)
     train = datamodule.splits["train"]
     images = train.images.to(device)
-    if command is flow_command:  # the actnorm data init a fit does first, done once for both ways
-        template.init_from_data(images[:args.batch_size])
+    if command is flow_command:  # the actnorm data init a fit does first, done once for both ways, where the
+        template.init_from_data(train.images[:args.batch_size])  # template is (the host: each way moves its copy)
     batches = batches and whole_calls(batches, args.batches_per_call)
     count = len(train) if batches is None else min(len(train), batches * args.batch_size)
     plain_loss = {vae_command: lambda model, x: model(x)[2],
@@ -246,11 +246,15 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, flag) < 0:
             parser.error(f"--{flag} must be >= 0 (0: skipped), got {getattr(args, flag)}")
     device = machine_name()
-    out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', device).strip('-').lower()}.md")
+    named = device.split(" (host:")[0]  # a GPU's file is named after the GPU
+    out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', named).strip('-').lower()}.md")
     if out.is_dir():  # found now, not after minutes of timing
         parser.error(f"--out {out} is a folder: pass a file name")
     if problem := unwritable(out.parent):
         parser.error(f"--out {out}: {problem}")
+    # The flow's convolutions run in float32, not TF32, on a GPU (part3_flows.modules.ImageFlowModule.setup): the plain
+    # loop's too, whichever way runs first.
+    torch.backends.cudnn.allow_tf32 = False
     print(f"Benchmark on {device}", flush=True)
     command = shlex.join(["python", "scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -160,7 +160,8 @@ class GroupedBatches:
 
 
 def batch_loader(dataset: TensorBatchDataset, batch_size: int, order: torch.Generator | None, seed: int = 0,
-                 num_workers: int = 0, rank: int = 0, world_size: int = 1, shard: bool = False) -> DataLoader:
+                 num_workers: int = 0, rank: int = 0, world_size: int = 1, shard: bool = False,
+                 pin_memory: bool = False) -> DataLoader:
     """A DataLoader whose sampler yields index lists, so each fetch is a single tensor slice; each epoch's order
     is drawn from ``order`` (none: in order), and a process of several takes its :func:`process_slices` (so runs
     pass Lightning's ``use_distributed_sampler=False``)."""
@@ -168,7 +169,7 @@ def batch_loader(dataset: TensorBatchDataset, batch_size: int, order: torch.Gene
     # Each epoch's iterator draws a base seed for its workers, here from the loader's own generator: a draw from
     # the global one would shift every later random number of the run (the VAE's noise too), which the resident
     # batches do not.
-    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers,
+    return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed))
 
 
@@ -211,13 +212,13 @@ class TensorSplitsDataModule(pl.LightningDataModule):
             if "train_order" in self.resumed_state:  # a resumed run: the order continues where it stopped
                 generator.set_state(self.resumed_state.pop("train_order"))
             if "binarization" in self.resumed_state:
-                self.splits[split].generator.set_state(self.resumed_state.pop("binarization"))
+                self._resume_binarization(self.splits[split].generator, self.resumed_state.pop("binarization"))
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         if self.num_workers:
             served = self.splits[split]
             served = served.grey() if isinstance(served, DynamicallyBinarizedDataset) else served
             return batch_loader(served, self.batch_size, generator, self.seed, self.num_workers, rank, world_size,
-                                shard=not shuffle)
+                                shard=not shuffle, pin_memory=device.type == "cuda")  # a GPU copies pages it pins
         return ResidentBatches(self.splits[split], self.batch_size, generator, rank, world_size, shard=not shuffle)
 
     def state_dict(self) -> dict:
@@ -232,6 +233,18 @@ class TensorSplitsDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.resumed_state = dict(state_dict)
+
+    def _resume_binarization(self, generator: torch.Generator, state: torch.Tensor) -> None:
+        """The binarization's stream where the checkpoint left it; a run resumed on another kind of device (a CPU
+        generator's state is 5,056 bytes, a GPU's 16) cannot continue it, so it restarts from the seed and the epoch."""
+        if len(state) == len(generator.get_state()):
+            generator.set_state(state)
+            return
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        generator.manual_seed(self.seed + epoch)
+        print(f"Dynamic binarization: the run's stream was drawn on another kind of device than {generator.device.type}; "
+              f"it restarts from --seed {self.seed} + epoch {epoch} (the images drawn from here on differ from an "
+              f"uninterrupted run's)", flush=True)
 
     def reseed_binarization(self, seed: int) -> None:
         """Draw the training images' binarization from ``seed`` on (a process of several, each epoch)."""

@@ -127,6 +127,9 @@ class LastEpochCheckpoint(EpochCountCheckpoint):
                 trainer.datamodule.reseed_binarization(int(binarization))
         elif self.resumed_random_state is not None:
             torch.set_rng_state(self.resumed_random_state["cpu"])
-            if "cuda" in self.resumed_random_state:
-                torch.cuda.set_rng_state_all(self.resumed_random_state["cuda"])
+            # The GPU's own stream where it trained (every visible GPU's was saved); none on a CPU or a machine with
+            # fewer GPUs, where setting them all failed at the first CUDA call ("invalid device ordinal").
+            cuda, device = self.resumed_random_state.get("cuda", []), trainer.strategy.root_device
+            if device.type == "cuda" and (device.index or 0) < len(cuda):
+                torch.cuda.set_rng_state(cuda[device.index or 0], device)
         self.resumed_random_state = None

@@ -3,7 +3,7 @@ directory that records it.
 
 A run directory ``<log_dir>/<name>/version_N/`` holds TensorBoard events, ``config.yaml`` (the
 settings, the command that made the run and its data), ``checkpoints/`` (best by the monitored
-figure and ``last.ckpt``), ``samples/*.png``, ``metrics.json`` (deterministic given the seed) and
+figure and ``last.ckpt``), ``samples/*.png``, ``metrics.json`` (deterministic given the seed on a CPU) and
 ``timing.json`` (wall-clock, which is not). A run directory is a record: every check that can fail
 runs before anything is written there, and a resume rewrites nothing until its checkpoint has loaded.
 """
@@ -265,6 +265,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(reported), verbose=False)[0])
         if extra_metrics is not None and trainer.is_global_zero:  # metrics.json is rank zero's
             try:
+                model.to(trainer.strategy.root_device)  # where it trained: Lightning's teardown left it on the CPU
                 metrics.update(extra_metrics())
             except DataFileError as err:  # MNIST or the judge went missing since the start
                 raise SystemExit(f"error: {err}; the trained run is in {run_dir}") from None

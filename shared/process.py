@@ -100,14 +100,14 @@ def is_first_process() -> bool:
 
 
 def machine_name() -> str:
-    """The GPU's name, or the CPU's and the threads torch uses: what timing.json and the benchmark record."""
+    """The CPU's name and the threads torch uses, after the GPU's where there is one (the host's Python, which drives
+    each step, weighs on a GPU's small steps): what timing.json and the benchmark record."""
     import torch  # here: the commands import this module before their flags are checked, torch after
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
     # Linux names the model in /proc/cpuinfo; platform.processor() is often empty.
     cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
-    return f"{cpu}, {torch.get_num_threads()} CPU threads"
+    host = f"{cpu}, {torch.get_num_threads()} CPU threads"
+    return f"{torch.cuda.get_device_name(0)} (host: {host})" if torch.cuda.is_available() else host
 
 
 def _cpuinfo_field(name: str) -> str | None:

@@ -204,3 +204,20 @@ def test_the_model_summarys_example_input_is_moved_to_the_device_and_never_binar
     example = torch.full((2, 1, 28, 28), 0.5)
     moved = datamodule.transfer_batch_to_device(example, torch.device("meta"), 0)
     assert isinstance(moved, torch.Tensor) and moved.device.type == "meta" and moved.shape == example.shape
+
+
+def test_a_dynamic_run_resumed_on_another_kind_of_device_restarts_its_binarization_from_the_seed(capsys):
+    """A checkpoint's binarization state is its device's (a GPU generator's is 16 bytes): set on a CPU generator it
+    was a traceback; the stream restarts from the seed and the epoch, and the run says so."""
+    def first_batch(state):
+        datamodule = MNISTDataModule(subset=64, batch_size=16, binarization="dynamic", seed=5)
+        datamodule.setup("fit")
+        datamodule.load_state_dict(state)
+        return next(iter(datamodule.train_dataloader()))[0]
+    cpu_state = {"train_order": torch.Generator().manual_seed(5).get_state(),
+                 "binarization": torch.Generator().manual_seed(9).get_state()}
+    from_gpu = {**cpu_state, "binarization": torch.zeros(16, dtype=torch.uint8)}
+    assert not torch.equal(first_batch(cpu_state), first_batch(from_gpu))  # the saved stream, and a restart
+    assert "it restarts from --seed 5 + epoch 0" in capsys.readouterr().out
+    assert torch.equal(first_batch(from_gpu), first_batch({**cpu_state, "binarization":
+                                                           torch.Generator().manual_seed(5).get_state()}))

@@ -120,6 +120,27 @@ def test_an_epochs_seconds_hold_the_work_after_its_training_batches(capsys, monk
     assert capsys.readouterr().out.startswith("epoch 1/1    1.0 s/epoch")
 
 
+@pytest.mark.parametrize("device, states, set_as", [
+    ("cpu", 2, []),  # a GPU run resumed on a CPU
+    ("cuda:1", 2, [(1, "cuda:1")]),  # on the GPU it trained on: that GPU's stream
+    ("cuda:1", 1, []),  # on a machine with fewer GPUs: setting them all failed at the first CUDA call
+])
+def test_a_resume_sets_the_stream_of_the_gpu_it_runs_on_alone(device, states, set_as, monkeypatch):
+    from types import SimpleNamespace
+
+    from shared.checkpoints import LastEpochCheckpoint
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((int(state[0]), str(device))))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append("all"))
+    checkpoint = LastEpochCheckpoint("unused", seed=42)
+    checkpoint.resumed_random_state = {"cpu": torch.get_rng_state(),
+                                       "cuda": [torch.full((16,), index, dtype=torch.uint8) for index in range(states)]}
+    trainer = SimpleNamespace(world_size=1, strategy=SimpleNamespace(root_device=torch.device(device)))
+    checkpoint.on_train_epoch_start(trainer, None)
+    assert calls == set_as
+
+
 def test_each_process_of_a_distributed_run_draws_its_own_noise_which_a_resume_draws_again():
     """Lightning seeds every process alike: without new seeds a GAN's processes would make the same fakes."""
     from types import SimpleNamespace
@@ -418,3 +439,10 @@ def test_each_chart_of_the_custom_scalars_tab_draws_two_or_more_of_the_runs_curv
     charts = [chart for category in layout.category for chart in category.chart]
     assert charts and all(len([tag for tag in events.Tags()["scalars"] if re.search(chart.multiline.tag[0], tag)]) >= 2
                           for chart in charts)
+
+
+def test_the_machine_name_of_a_gpu_run_names_its_host_cpu_too(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "NVIDIA H100 80GB HBM3")
+    name = shared.process.machine_name()
+    assert name.startswith("NVIDIA H100 80GB HBM3 (host: ") and name.endswith(f", {torch.get_num_threads()} CPU threads)")

@@ -205,6 +205,32 @@ def test_the_image_flow_fitted_on_plain_loaders_says_how_to_initialise_it():
     assert module.trainer.global_step == 2
 
 
+def test_the_actnorm_init_takes_its_batch_where_the_module_is_not_where_lightning_will_move_it(tiny_datamodule):
+    """Lightning runs setup before it moves the module to the GPU: a batch left on the GPU met the CPU weights there
+    (QA of the GPU path; the CPU cannot hold a second device, so the move is recorded)."""
+    from types import SimpleNamespace
+
+    module = ImageFlowModule(ImageFlow((1, 28, 28), num_channels=4, num_blocks=1))
+    moved_to = []
+
+    class OnTheDevice:  # a training batch as the strategy's transfer leaves it on the accelerator
+        def __init__(self, images):
+            self.images = images
+
+        def to(self, device):
+            moved_to.append(torch.device(device))
+            return self.images
+    module.trainer = SimpleNamespace(datamodule=tiny_datamodule, strategy=SimpleNamespace(
+        batch_to_device=lambda batch: [OnTheDevice(batch[0]), batch[1]]))
+    allowed = torch.backends.cudnn.allow_tf32  # torch's default: True
+    try:
+        module.setup("fit")
+        assert not torch.backends.cudnn.allow_tf32  # a GPU's convolutions in float32, not TF32, for the exact inverse
+    finally:
+        torch.backends.cudnn.allow_tf32 = allowed
+    assert moved_to == [module.device] and bool(module.data_ready)
+
+
 # --- the dequantized bound -------------------------------------------------------------------------------------
 
 def test_the_test_stage_reports_the_mean_draw_and_the_multi_draw_bound_of_its_draws(monkeypatch):
