@@ -24,25 +24,24 @@ class DecayToFinal(torch.optim.lr_scheduler.ExponentialLR):
     """Exponential decay from the optimizer's rate to ``lr_final`` at epoch ``epochs`` (counted from 1). A run
     resumed with other ``--epochs`` loads a decay planned for the epochs first asked for, which would end above
     ``lr_final`` or go on far below it (a finished run continued for as many epochs again: 100 times below); it
-    is planned again, from the rate the run has reached to ``lr_final`` at the new last epoch, never rising. A
-    resume to the same epochs keeps the loaded decay as it is, so an interrupted run ends as it would have."""
+    is planned again, from the rate the run has reached to ``lr_final`` at the new last epoch (from ``lr_final`` on
+    where the rate is below it already, as after a finished run's last epoch). A resume to the epochs the decay was
+    planned for keeps it as it is, so an interrupted run ends as it would have."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, lr_final: float, epochs: int):
         self.lr_final, self.epochs = lr_final, epochs
-        super().__init__(optimizer, self._gamma(optimizer.defaults["lr"], epochs - 1))
-
-    def _gamma(self, rate: float, epochs_to_go: int) -> float:
-        return min(1.0, (self.lr_final / rate) ** (1 / max(epochs_to_go, 1)))
+        super().__init__(optimizer, (lr_final / optimizer.defaults["lr"]) ** (1 / max(epochs - 1, 1)))
 
     def load_state_dict(self, state_dict: dict) -> None:
         planned, epochs = self.gamma, self.epochs
-        super().load_state_dict(state_dict)  # the saved plan, its epochs among it (none before 2026-12-07)
+        super().load_state_dict(state_dict)
         self.epochs = epochs
-        if self.gamma != planned:
-            # A finished run's rate was stepped once past its last epoch, below lr_final: it goes on from lr_final.
-            # (Lightning restores the optimizer, whose rates these are, before its schedule.)
-            lift = max(1.0, self.lr_final / self._last_lr[0])
+        saved_for = state_dict.get("epochs")  # none before 2026-12-07, where a plan for other epochs had another gamma
+        if saved_for == epochs if saved_for is not None else self.gamma == planned:
+            return
+        to_go = epochs - 1 - self.last_epoch  # epochs after the one about to run
+        if to_go <= 0 or self._last_lr[0] < self.lr_final:  # (Lightning restores the optimizer before its schedule)
             for group in self.optimizer.param_groups:
-                group["lr"] *= lift
+                group["lr"] *= self.lr_final / self._last_lr[0]
             self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-            self.gamma = self._gamma(self._last_lr[0], epochs - 1 - self.last_epoch)
+        self.gamma = (self.lr_final / self._last_lr[0]) ** (1 / to_go) if to_go > 0 else 1.0

@@ -127,19 +127,21 @@ def test_the_picture_and_bpd_helpers_refuse_what_they_cannot_draw_or_count_in_wo
     assert message in str(refused.value)
 
 
-def decay_rates(first_epochs: int, then_epochs: int, stop: int) -> list[float]:
+def decay_rates(first_epochs: int, then_epochs: int, stop: int, *later: tuple[int, int]) -> list[float]:
     """The rates of each epoch of a run planned for ``first_epochs`` that stops after ``stop`` and is resumed, its
-    optimizer and then its schedule loaded as Lightning restores them, for ``then_epochs``."""
+    optimizer and then its schedule loaded as Lightning restores them, for ``then_epochs``; ``later``: more such
+    (stop, epochs) resumes."""
     from shared.schedules import DecayToFinal
 
     weight, rates = torch.nn.Parameter(torch.zeros(1)), []
     optimizer = torch.optim.Adam([weight], lr=1e-3)
     schedule = DecayToFinal(optimizer, 1e-4, first_epochs)
-    for epoch in range(then_epochs):
-        if epoch == stop:
+    resumes = dict([(stop, then_epochs), *later])
+    for epoch in range(resumes[max(resumes)]):  # to the epochs the last resume asks for
+        if epoch in resumes:
             saved = optimizer.state_dict(), schedule.state_dict()
             optimizer = torch.optim.Adam([weight], lr=1e-3)
-            schedule = DecayToFinal(optimizer, 1e-4, then_epochs)
+            schedule = DecayToFinal(optimizer, 1e-4, resumes[epoch])
             optimizer.load_state_dict(saved[0])
             schedule.load_state_dict(saved[1])
         rates.append(optimizer.param_groups[0]["lr"])
@@ -155,6 +157,9 @@ def test_a_resumed_decay_reaches_lr_final_at_the_last_epoch_of_the_epochs_asked_
     resumed = decay_rates(8, 4, stop=2)  # planned for 8 epochs, stopped after 2, resumed for 4 in all
     assert resumed[:2] == decay_rates(8, 8, stop=8)[:2] and resumed[3] == pytest.approx(1e-4)
     assert resumed[1] > resumed[2] > resumed[3]
+    assert decay_rates(10, 4, stop=3)[3] == pytest.approx(1e-4)  # one epoch to go: at lr_final, not 4.6 times it
+    # Re-planned once, then interrupted and resumed to the same epochs: exactly as without the second interrupt
+    assert decay_rates(3, 5, 1, (3, 5)) == decay_rates(3, 5, stop=1)  # (re-planned again: 1 ulp off)
     # A finished run continued: on at lr_final, not on down (it went 100 times below it over as many epochs again)
     assert decay_rates(4, 8, stop=4)[4:] == pytest.approx([1e-4] * 4)
     assert decay_rates(2, 4, stop=2)[2:] == pytest.approx([1e-4] * 2)
