@@ -213,16 +213,17 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
 
     test_uint8, test_labels = load_mnist("test")
     test_images = {variant: variant_images(variant, test_uint8) for variant in sorted(set(map(data_of, models)))}
-    sets = frankenstein_sets(sorted({data_of(m) for m in filter(has_likelihood, models)}), test_uint8, test_labels,
-                             args.frankenstein, args.seed)  # each variant's own digits, spliced alike
-    scores, aurocs = frankenstein_scores(models, sets, args.iw_samples, args.seed)
+    scored = [m for m in models if has_likelihood(m)]  # (--models may name none, or no judged model)
+    sets = frankenstein_sets(sorted(set(map(data_of, scored))), test_uint8, test_labels, args.frankenstein,
+                             args.seed) if scored else {}  # each variant's own digits, spliced alike
+    scores, aurocs = frankenstein_scores(models, sets, args.iw_samples, args.seed) if scored else ({}, {})
 
     drawn = Path((staging := tempfile.TemporaryDirectory()).name)  # staged: a call that fails writes nothing to --out
     with phase("Figures"):
         names = {
-            "samples": sample_figure(quality, drawn / "samples.png"),
+            "samples": quality and sample_figure(quality, drawn / "samples.png"),
             "interpolations": interpolation_figure(interpolation_rows(models, test_images), drawn / "interpolations.png"),
-            "frankenstein": frankenstein_figure(sets, models, scores, drawn / "frankenstein.png"),
+            "frankenstein": scored and frankenstein_figure(sets, models, scores, drawn / "frankenstein.png"),
         }
         latent_map = latent_map_figure(models, test_images, test_labels, drawn / "latent_maps.png",
                                        args.tsne_points, args.seed)  # (file name, caption), or None
@@ -242,20 +243,21 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
     report += ["## Runs", "", "| model | data | run | epochs | command |", "| --- | --- | --- | ---: | --- |"]
     report += [f"| {m.spec.label} | {data_of(m)} | `{m.run_dir}`{mark(m)} | {m.metrics['epochs']} | `{command(m)}` |"
                for m in models]
-    report += ["", "## Likelihood", "", *likelihood_tables(models),
-               "bpd = NLL / (784 ln 2). The VAE's test bpd is the importance-weighted bound "
-               "(its run's `--iw_samples`); the GAN has no likelihood.", ""]
-    report += ["## Sample quality", "",
-               f"{args.num_samples:,} samples per model, scored by the judge (test accuracy "
-               f"{record['test_accuracy']:.4f}); the Fréchet distance is between judge features of the samples and "
-               "of the 10,000 test images of the MNIST variant the model models (one table per variant); the "
-               f"ceiling row scores {args.num_samples:,} real training images of that variant the same way. "
-               "Samples/s: drawing on this machine's CPU, batches of 1,000.",
-               *[f"{m.spec.label} samples at temperature {m.model.hparams.temperature} (its run's scale on the base "
-                 "noise)." for m in models if "temperature" in m.model.hparams], "",
-               *quality_tables(quality),
-               f"![samples]({figures_prefix}{names['samples']})", "",
-               ]
+    report += [""]
+    if scored:
+        report += ["## Likelihood", "", *likelihood_tables(models),
+                   "bpd = NLL / (784 ln 2). The VAE's test bpd is the importance-weighted bound "
+                   "(its run's `--iw_samples`); the GAN has no likelihood.", ""]
+    if quality:
+        report += ["## Sample quality", "",
+                   f"{args.num_samples:,} samples per model, scored by the judge (test accuracy "
+                   f"{record['test_accuracy']:.4f}); the Fréchet distance is between judge features of the samples "
+                   "and of the 10,000 test images of the MNIST variant the model models (one table per variant); the "
+                   f"ceiling row scores {args.num_samples:,} real training images of that variant the same way. "
+                   "Samples/s: drawing on this machine's CPU, batches of 1,000.",
+                   *[f"{m.spec.label} samples at temperature {m.model.hparams.temperature} (its run's scale on the "
+                     "base noise)." for m in models if "temperature" in m.model.hparams], "",
+                   *quality_tables(quality), f"![samples]({figures_prefix}{names['samples']})", ""]
     if names["interpolations"]:
         report += ["## Interpolations", "",
                    "Linear paths in latent space, ends included: between prior draws (VAE, GAN) and between the "
@@ -264,14 +266,15 @@ def main(argv=None, specs: tuple[Model, ...] = MODELS) -> Path:
                    f"![interpolations]({figures_prefix}{names['interpolations']})", ""]
     if latent_map:
         report += ["## Latent spaces", "", latent_map[1], "", f"![latent maps]({figures_prefix}{latent_map[0]})", ""]
-    report += ["## Frankenstein digits", "",
-               f"{args.frankenstein} test digits and as many Frankenstein digits (left half of one test digit, right "
-               "half of a digit of another class). AUROC of -log p(x) as a detector of Frankenstein digits "
-               f"(VAE: importance-weighted bound with k = {args.iw_samples}). Each model scores the digits of its "
-               "own MNIST variant (the same digits, spliced alike), and AUROCs are ranked within a variant only.", "",
-               *frankenstein_tables(models, scores, aurocs)]
-    report += [f"![frankenstein]({figures_prefix}{names['frankenstein']})", "",
-               "## Reading", "", *reading(models, quality, aurocs), ""]
+    if scored:
+        report += ["## Frankenstein digits", "",
+                   f"{args.frankenstein} test digits and as many Frankenstein digits (left half of one test digit, "
+                   "right half of a digit of another class). AUROC of -log p(x) as a detector of Frankenstein digits "
+                   f"(VAE: importance-weighted bound with k = {args.iw_samples}). Each model scores the digits of its "
+                   "own MNIST variant (the same digits, spliced alike), and AUROCs are ranked within a variant only.",
+                   "", *frankenstein_tables(models, scores, aurocs),
+                   f"![frankenstein]({figures_prefix}{names['frankenstein']})", ""]
+    report += ["## Reading", "", *reading(models, quality, aurocs), ""]
     path, figures = destination(args.out, args.replace)  # once every figure and line is made
     shutil.copytree(drawn, figures, dirs_exist_ok=True)
     path.write_text("\n".join(report))

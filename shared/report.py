@@ -144,9 +144,10 @@ def reading(models: list[Loaded], quality: list[dict], aurocs: dict[str, float])
                      "notices.")
         fastest = max(quality, key=lambda r: r["images_per_second"])
         slowest = min(quality, key=lambda r: r["images_per_second"])
+        slower = (f", {slowest['loaded'].spec.label} {slowest['images_per_second']:,.0f} images/s"
+                  if len(quality) > 1 else "")
         lines.append(f"- **Sampling speed.** {fastest['loaded'].spec.label} draws "
-                     f"{fastest['images_per_second']:,.0f} images/s, {slowest['loaded'].spec.label} "
-                     f"{slowest['images_per_second']:,.0f} images/s on this machine. Every model samples in one pass through its networks; the cost "
+                     f"{fastest['images_per_second']:,.0f} images/s{slower} on this machine. Every model samples in one pass through its networks; the cost "
                      "follows their size and depth (the flow inverts its couplings one after another, each with its own convolutional network).")
     for variant, found in by_variant(models, aurocs).items():
         best = max(found, key=found.get)

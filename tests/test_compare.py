@@ -146,6 +146,13 @@ def test_models_compares_only_the_models_it_names(first_call, tmp_path):
     assert labels["mixture_k20"] in report and labels["vae_mlp_z2"] in report
     assert not any(label in report for name, label in labels.items() if name not in ("mixture_k20", "vae_mlp_z2"))
     assert "## Latent spaces" in report and "## Frankenstein digits" in report
+    # A selection without a judged model (the 2-D VAE's samples are not judged), or without a likelihood: no section
+    # of what none of them has (both were tracebacks)
+    alone = compare.main([*argv, "--out", str(tmp_path), "--models", "vae_mlp_z2"]).read_text()
+    assert "## Likelihood" in alone and "## Sample quality" not in alone and "## Frankenstein digits" in alone
+    gan = compare.main([*argv, "--out", str(tmp_path), "--models", "gan_mlp"]).read_text()
+    assert "## Sample quality" in gan and "## Likelihood" not in gan and "## Frankenstein digits" not in gan
+    assert gan.count(labels["gan_mlp"]) >= 3 and "images/s, " + labels["gan_mlp"] not in gan  # named once a sentence
 
 
 def test_calls_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
