@@ -14,7 +14,7 @@ from shared.batches import figure_split
 from shared.generative import GenerativeModel, evaluating, sample_count
 from shared.metrics import EpochMeans, StagedModule
 from shared.schedules import adam, decayed_to
-from shared.utils import interpolate_latents, make_grid, render_latent_map, visualize_manifold
+from shared.utils import interpolate_latents, make_grid, pairs_grid, render_latent_map, visualize_manifold
 
 
 def dequantize_grey(imgs: torch.Tensor) -> torch.Tensor:
@@ -255,8 +255,7 @@ class VAE(GenerativeModel, StagedModule):
         count = min(4, len(images) // 2)  # a --subset of one test image has no pair
         with evaluating(self) as vae:
             codes = vae.encoder(self._centred(images))[0]
-            pairs = torch.stack([images[:32], torch.sigmoid(vae.decoder(codes[:32]))], dim=1)
-            figures = {"reconstructions": make_grid(pairs.flatten(0, 1), nrow=8)}
+            figures = {"reconstructions": pairs_grid(images[:32], torch.sigmoid(vae.decoder(codes[:32])))}
             if count:
                 lines = interpolate_latents(codes[:count], codes[count:2 * count], 5).flatten(0, 1)
                 figures["interpolations"] = make_grid(torch.sigmoid(vae.decoder(lines)), nrow=7)

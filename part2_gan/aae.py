@@ -15,7 +15,7 @@ from shared.generative import GenerativeModel, check_data_kind, evaluating, samp
 from shared.lean_lightning import GroupedTraining
 from shared.metrics import EpochMeans
 from shared.schedules import adam
-from shared.utils import make_grid, render_latent_map
+from shared.utils import make_grid, pairs_grid, render_latent_map
 
 
 class AAE(GenerativeModel, GroupedTraining):
@@ -165,8 +165,7 @@ class AAE(GenerativeModel, GroupedTraining):
         if self.figure_data is not None:
             images, labels = (t[:self.hparams.eval_points].to(self.device) for t in self.figure_data)
             codes = self.encoder(images)
-            pairs = torch.stack([images[:32], torch.sigmoid(self.decoder(codes[:32]))], dim=1)
-            grids["reconstructions"] = make_grid(pairs.flatten(0, 1), nrow=8)
+            grids["reconstructions"] = pairs_grid(images[:32], torch.sigmoid(self.decoder(codes[:32])))
             prior = self.prior.sample(20_000, generator=torch.Generator().manual_seed(0))
             title = f"test codes over the {self.hparams.prior} prior" + (
                 f" (dimensions 1 and 2 of {self.hparams.z_dim})" if self.hparams.z_dim > 2 else "")

@@ -18,7 +18,8 @@ from shared.yaml_file import read_yaml_mapping
 # (run name, PNG under the run's samples/), in README order; "final" is the run's last epoch.
 FIGURES = (
     ("vae_mlp_z20", "samples_final"), ("vae_mlp_z20", "sample_means_final"),
-    ("vae_mlp_z2", "manifold_final"),
+    ("vae_mlp_z20", "reconstructions_final"), ("vae_mlp_z20", "interpolations_final"),
+    ("vae_mlp_z2", "manifold_final"), ("vae_mlp_z2", "latent_map_final"),
     ("vae_cnn_z20", "sample_means_final"),
     ("vae_mlp_z20_gaussian", "sample_means_final"), ("vae_mlp_z20_gaussian", "samples_final"),
     ("mixture_k20", "component_means_final"), ("mixture_k20", "samples_final"),

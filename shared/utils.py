@@ -33,6 +33,11 @@ def make_grid(images: torch.Tensor, nrow: int = 8, value_range: tuple[float, flo
                                        value_range=value_range, pad_value=0.5)
 
 
+def pairs_grid(images: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
+    """Each image left of its reconstruction, four pairs a row."""
+    return make_grid(torch.stack([images, reconstructions], dim=1).flatten(0, 1), nrow=8)
+
+
 def save_grid(grid: torch.Tensor, path: str | Path) -> Path:
     """Write a grid from :func:`make_grid` as an image in the format of ``path``'s suffix (.png), creating the folder."""
     path = Path(path)

@@ -332,6 +332,7 @@ def test_without_weight_average_the_flow_module_keeps_no_copy():
     (["--task", "mnist", "--lr_final", "0"], "--lr_final must be positive, got 0.0"),
     (["--task", "mnist8bit", "--precision", "bf16-mixed"], "--precision bf16-mixed: a flow's log-determinants and exact"),
     (["--precision", "16-mixed"], "--precision 16-mixed: a flow's log-determinants"),
+    (["--precision", "64-true"], "--precision 64-true: a flow's log-determinants"),  # not the mixed-precision advice
     (["--task", "mnist", "--lr", "5e-5"], "--lr_final 0.0001 is above --lr 5e-05"),  # the task's decay, a rise there
     (["--task", "mnist", "--lr_final", "fast"], "argument --lr_final: expected a number or none, got 'fast'"),
     (["--task", "cifar"], "invalid choice: 'cifar'"),
