@@ -44,6 +44,7 @@ class AAE(GenerativeModel, GroupedTraining):
 
     training_loss = "reconstruction, nats per image"
     progress_metrics = ("train_recon", "train_d_loss", "train_d_acc")
+    leaves_networks_unused = True  # each optimizer step trains one network (DDP: find them)
     charts = {"adversarial losses: discriminator and encoder": r"^train_(d|g)_loss$",
               "discriminator accuracy on prior samples and codes": r"^train_d_acc_(prior|codes)$"}
 

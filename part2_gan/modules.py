@@ -57,6 +57,7 @@ class GAN(GenerativeModel, GroupedTraining):
 
     training_loss = "discriminator loss, nats (2 ln 2 for a discriminator that cannot tell)"
     progress_metrics = ("train_d_loss", "train_g_loss", "train_d_acc_real", "train_d_acc_fake")
+    leaves_networks_unused = True  # each optimizer step trains one network (DDP: find them)
     charts = {"losses: discriminator and generator": r"^train_(d|g)_loss$",
               "mean D(x) and D(G(z))": r"^train_d_(real|fake)$",
               "discriminator accuracy on real and fake": r"^train_d_acc_(real|fake)$"}

@@ -203,7 +203,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
 
     run = RunCallbacks(run_dir, args.sample_epochs, monitor, args.seed)
     losses, clock, checkpoint = run.losses, run.clock, run.checkpoint
-    trainer = build_trainer(args, logger, run.ordered(callbacks))
+    trainer = build_trainer(args, logger, run.ordered(callbacks), getattr(model, "leaves_networks_unused", False))
     try:
         datamodule.setup("fit")
     except DataFileError as err:

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.environments import LightningEnvironment
 from lightning_fabric.utilities.exceptions import MisconfigurationException
+from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.strategies.launchers import _MultiProcessingLauncher
 from pytorch_lightning.utilities import rank_zero_warn
 
@@ -28,8 +29,10 @@ def usage_error(args: argparse.Namespace, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """The Trainer, or a one-line usage error restating Lightning's refusal of the device flags."""
+def build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback], unused_networks: bool = False
+                  ) -> pl.Trainer:
+    """The Trainer, or a one-line usage error restating Lightning's refusal of the device flags. ``unused_networks``:
+    the model's steps each leave a network unused (the GAN's, the AAE's), which plain DDP fails on."""
     on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
     if on_cpu and isinstance(args.devices, int) and args.devices > (os.cpu_count() or 1):
         usage_error(args, f"--devices {args.devices}: this machine has {os.cpu_count()} CPU cores, and more "
@@ -66,6 +69,10 @@ def build_trainer(args: argparse.Namespace, logger, callbacks: list[pl.Callback]
         usage_error(args, f"--strategy {args.strategy} fits in processes it spawns or forks, which do not return "
                           f"the run's record to this one; use --strategy ddp (the same DDP, started by re-running "
                           f"the command in each process)")
+    if unused_networks and isinstance(trainer.strategy, DDPStrategy) and not trainer.strategy._ddp_kwargs.get(
+            "find_unused_parameters"):  # as --devices 2 or auto on several GPUs with --strategy auto: a traceback
+        usage_error(args, f"--devices {args.devices} --strategy {args.strategy}: Lightning runs plain DDP here, and each "
+                          f"adversarial step leaves a network unused; use --strategy ddp_find_unused_parameters_true")
     _sigterm_without_collective(trainer)
     return trainer
 
