@@ -11,6 +11,7 @@ from part2_gan.networks import AAEDecoder, AAEEncoder, LatentDiscriminator
 from part2_gan.priors import GaussianPrior, MixtureOfGaussiansPrior, SwissRollPrior, make_prior, median_bandwidths, \
     mmd2_unbiased
 from part2_gan.train_aae import main
+from shared.densities import bernoulli_nll
 from shared.evaluation import draw_samples
 from tests.conftest import CONFIGS, assert_fails_fast, changed_by_each_optimizer_step
 
@@ -179,6 +180,65 @@ def test_the_encoder_as_generator_is_trained_to_have_its_codes_read_as_prior_sam
     changed_by_each_optimizer_step(aae, tiny_datamodule.train_dataloader())
     assert targets == [({"discriminator"}, 1.0), ({"discriminator"}, 0.0), ({"encoder"}, 1.0)]
 
+
+
+def without_a_trainer(aae):
+    """``aae`` able to take a training batch outside Lightning: its optimizers, plain backward passes."""
+    optimizers = aae.configure_optimizers()
+    aae.optimizers = lambda: optimizers
+    aae.toggle_optimizer = aae.untoggle_optimizer = lambda optimizer: None
+    aae.manual_backward = lambda loss: loss.backward()
+    return aae
+
+
+def test_the_reconstruction_loss_is_nats_per_image_a_mean_over_the_batch_not_a_sum():
+    aae = without_a_trainer(small_aae())
+    imgs = (torch.rand(6, 1, 28, 28) > 0.5).float()
+    with torch.no_grad():  # before the step changes the weights (training mode: the batch's own statistics)
+        per_image = bernoulli_nll(aae.decoder(aae.encoder(imgs)), imgs)
+    recon = aae.train_batch((imgs, torch.zeros(6)))["recon"]
+    assert 400 < per_image.mean() < 700  # an untrained decoder: about 784 log 2 nats an image
+    assert recon.item() == pytest.approx(per_image.mean().item(), rel=1e-5)
+    assert aae.epoch_means.mean("train", "recon", all_processes=False).item() == pytest.approx(recon.item(), rel=1e-6)
+
+
+class CodeSpotter(torch.nn.Module):
+    """A discriminator that reads codes far from the origin (the test's) as fake and prior samples as real:
+    logits -5 and +5."""
+
+    def forward(self, z):
+        return torch.where(z.norm(dim=1, keepdim=True) > 50, -5.0, 5.0)
+
+
+def test_a_discriminator_that_tells_prior_samples_from_codes_scores_full_accuracy_on_each():
+    aae = small_aae(prior="gaussian")
+    aae.discriminator = CodeSpotter()
+    _, figures, code_logits = aae._discriminate(torch.full((8, 2), 100.0))
+    assert {name: value.item() for name, value in figures.items()} == {"d_acc_prior": 1.0, "d_acc_codes": 1.0,
+                                                                       "d_acc": 1.0}
+    assert torch.equal(code_logits, torch.full((8, 1), -5.0))
+    _, fooled, _ = aae._discriminate(torch.zeros(8, 2))  # codes it takes for prior samples
+    assert {name: value.item() for name, value in fooled.items()} == {"d_acc_prior": 1.0, "d_acc_codes": 0.0,
+                                                                      "d_acc": 0.5}
+
+
+def test_each_optimizer_has_its_own_rate_and_the_adversarial_ones_the_gan_style_betas():
+    torch.manual_seed(0)
+    aae = AAE(AAEEncoder(784, 16, 2), AAEDecoder(2, 16), LatentDiscriminator(2, 16), lr=3e-3, lr_adv=2e-4,
+              betas_adv=(0.4, 0.98))
+    reconstruction, discriminator, encoder = aae.configure_optimizers()
+
+    def parameters(optimizer):
+        return {id(p) for group in optimizer.param_groups for p in group["params"]}
+
+    def settings(optimizer):
+        return [(group["lr"], tuple(group["betas"])) for group in optimizer.param_groups]
+
+    assert parameters(reconstruction) == {id(p) for p in [*aae.encoder.parameters(), *aae.decoder.parameters()]}
+    assert parameters(discriminator) == {id(p) for p in aae.discriminator.parameters()}
+    assert parameters(encoder) == {id(p) for p in aae.encoder.parameters()}
+    assert settings(reconstruction) == [(3e-3, (0.9, 0.999))]  # Adam's own betas
+    assert settings(discriminator) == settings(encoder) == [(2e-4, (0.4, 0.98))]
 
 @pytest.mark.parametrize("flags, message", [
     (["--prior", "uniform"], "invalid choice: 'uniform'"),

@@ -272,3 +272,90 @@ def test_a_config_that_is_a_folder_says_so(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse(["--config", str(tmp_path)])
     assert f"config file {tmp_path} is a folder" in capsys.readouterr().err
+
+
+def stopped_run(tmp_path, config: str) -> Path:
+    """A run folder as --resume reads it: its config.yaml and a last.ckpt (never loaded by the parsing)."""
+    run_dir = tmp_path / "myrun" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").touch()
+    (run_dir / "config.yaml").write_text(config)
+    return run_dir
+
+
+def test_a_config_given_again_on_resume_that_agrees_with_the_record_brings_no_note(tmp_path, capsys):
+    run_dir = stopped_run(tmp_path, "command: part1_vae.train\nepochs: 2\nsample_epochs: [0]\n")
+    (tmp_path / "same.yaml").write_text("epochs: 2\nsample_epochs: [0]\nz_dim: 20\n")
+    (tmp_path / "other.yaml").write_text("epochs: 3\nsample_epochs: [0]\n")
+    assert parse(["--resume", str(run_dir), "--config", str(tmp_path / "same.yaml")]).epochs == 2
+    assert capsys.readouterr().out == ""
+    assert parse(["--resume", str(run_dir), "--config", str(tmp_path / "other.yaml")]).epochs == 2
+    assert capsys.readouterr().out == (f"--config {tmp_path / 'other.yaml'}: the resumed run goes on as recorded (epochs: "
+                                       f"2), not as the file says (epochs: 3): a resume changes how a run goes on by "
+                                       f"flag only\n")  # sample_epochs, the same in both, is not named
+
+
+# For each setting a resume may change: flags that set it off a run's record (a run recorded with the parser's
+# defaults), and the value the resumed run then has. The flows' settings of MNIST and of the toy task are read on a
+# run of that task only.
+RESUME_CHANGES = {
+    "config": (["--config", "{tmp}/start.yaml"], "{tmp}/start.yaml"),
+    "epochs": (["--epochs", "5"], 5),
+    "num_workers": (["--num_workers", "1"], 1),
+    "batches_per_call": (["--batches_per_call", "2"], 2),
+    "data_dir": (["--data_dir", "{bundled}"], "{bundled}"),
+    "log_dir": (["--log_dir", "{tmp}"], "{tmp}"),  # with RUN_DIR: where the run is
+    "name": (["--name", "myrun"], "myrun"),
+    "sample_epochs": (["--sample_epochs", "3"], [3]),
+    "log_every_n_steps": (["--log_every_n_steps", "7"], 7),
+    "progress_bar": (["--progress_bar"], True),
+    "compile": (["--compile"], True),
+    "accelerator": (["--accelerator", "cpu"], "cpu"),
+    "devices": (["--devices", "1"], 1),
+    "num_nodes": (["--num_nodes", "2"], 2),
+    "strategy": (["--strategy", "ddp_find_unused_parameters_true"], "ddp_find_unused_parameters_true"),  # a GAN's
+    "precision": (["--precision", "32"], "32"),  # Lightning's other name of 32-true, the one precision a flow takes
+    "iw_samples": (["--iw_samples", "7"], 7),
+    "eval_samples": (["--eval_samples", "100"], 100),
+    "judge": (["--judge", "{tmp}/judge.pt"], "{tmp}/judge.pt"),
+    "judge_every": (["--judge_every", "2"], 2),
+    "judge_every_samples": (["--judge_every_samples", "500"], 500),
+    "interpolation_steps": (["--interpolation_steps", "3"], 3),
+    "plot_every": (["--plot_every", "2"], 2),
+    "temperature": (["--temperature", "0.7"], 0.7),
+    "test_dequant_samples": (["--test_dequant_samples", "2"], 2),
+}
+
+
+def test_the_test_below_tries_each_setting_a_resume_may_change():
+    from shared.cli import RESUME_MAY_CHANGE
+
+    assert set(RESUME_MAY_CHANGE) - {"resume"} == set(RESUME_CHANGES)  # --resume itself: every resume gives it
+
+
+def resume_changes():
+    for command in COMMANDS:
+        parser = importlib.import_module(command).build_parser()
+        for flag in (action.dest for action in parser._actions if action.dest in RESUME_CHANGES):
+            yield command, flag
+
+
+@pytest.mark.parametrize("command, flag", list(resume_changes()), ids=lambda value: str(value))
+def test_a_setting_a_resume_may_change_is_taken_on_resume_off_the_runs_record(tmp_path, command, flag):
+    """RESUME_MAY_CHANGE: each of its settings, typed with --resume, is the resumed run's (QA: each other one is
+    refused as a change of the run's setup)."""
+    from shared.data import BUNDLED_DIR
+
+    module = importlib.import_module(command)
+    task = "" if command != "part3_flows.train" else "task: toy\n" if flag == "plot_every" else "task: mnist\n"
+    run_dir = stopped_run(tmp_path, f"command: {command}\n{task}")
+    (tmp_path / "start.yaml").write_text(task or "seed: 42\n")  # a --config that agrees with the run
+    flags, value = RESUME_CHANGES[flag]
+    fill = dict(tmp=tmp_path, bundled=BUNDLED_DIR)
+    flags = [text.format(**fill) for text in flags]
+    value = value.format(**fill) if isinstance(value, str) else value
+    defaults = {action.dest: action.default for action in module.build_parser()._actions}
+    assert value != defaults[flag]  # off the record (which holds the defaults: it names no other value)
+    args = parse_args(module.build_parser(), ["--resume", str(run_dir), *flags], module.check, module.default_name,
+                      getattr(module, "task_defaults", None))
+    assert getattr(args, flag) == value and args.resume == str(run_dir)

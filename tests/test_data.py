@@ -195,6 +195,20 @@ def test_evaluated_splits_count_each_image_once_over_the_processes(images, proce
     assert single == [list(map(float, range(i, min(i + 128, images)))) for i in range(0, images, 128)]
 
 
+
+@pytest.mark.parametrize("images, processes", [(2, 3), (1, 4), (5, 8), (7, 3), (128, 3)])
+def test_an_evaluating_process_takes_its_own_share_of_the_images_and_at_most_one_more_where_it_has_none(images,
+                                                                                                        processes):
+    """Each process's ``1/world_size`` of the split; one whose share is empty (more processes than images) takes the
+    first image alone, a batch to reduce its figures with, never the whole split (2 of 2 images on rank 0 of 3)."""
+    from shared.batches import process_slices
+
+    held = [[i for batch in process_slices(images, 128, rank, processes, shard=True) for i in range(images)[batch]]
+            for rank in range(processes)]
+    shares = [list(range(rank * images // processes, (rank + 1) * images // processes)) for rank in range(processes)]
+    assert held == [share or [0] for share in shares]
+    assert sum(map(len, held)) == images + sum(not share for share in shares)
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_the_model_summarys_example_input_is_moved_to_the_device_and_never_binarized(workers):
     # Lightning sends a model's example_input_array through the data module's transfer; a batch is a pair

@@ -213,6 +213,54 @@ def test_progress_lines_show_the_elapsed_time_and_an_eta(capsys):
     assert capsys.readouterr().out == ""
 
 
+
+def fake_clock(monkeypatch, start: float = 100.0) -> dict:
+    """A clock for shared.progress that stands still until the test moves it (``now["s"] = ...``)."""
+    from types import SimpleNamespace
+
+    import shared.progress
+
+    now = {"s": start}
+    monkeypatch.setattr(shared.progress, "time", SimpleNamespace(perf_counter=lambda: now["s"]))
+    return now
+
+
+def test_progress_lines_come_first_then_every_so_often_from_the_last_with_the_time_left(monkeypatch, capsys):
+    """The ETA is the time still to go (elapsed per item times the items left), not the whole job's; the next line is
+    ``every`` seconds after the last one, not after the start (which printed a line at every item from then on)."""
+    now = fake_clock(monkeypatch)
+    progress = Progress("scoring", 10, "images", first=2, every=10)
+    for moment in (101, 103, 111, 114, 120, 123, 125):
+        now["s"] = moment
+        progress.advance()
+    now["s"] = 130
+    progress.advance(3)  # all done: no line (finish says it)
+    now["s"] = 131
+    progress.finish()
+    assert capsys.readouterr().out.splitlines() == [
+        "scoring: 2/10 images, 3 s elapsed, ETA 12 s",  # at 103: 1.5 s an image, 8 to go
+        "scoring: 4/10 images, 14 s elapsed, ETA 21 s",  # at 114: not at 111, 8 s after the line before
+        "scoring: 7/10 images, 25 s elapsed, ETA 11 s",  # at 125 (the next at 124), not at 120 or 123
+        "scoring: done in 31 s"]
+
+
+def test_progress_says_done_once_when_its_last_line_already_counted_everything(monkeypatch, capsys):
+    now = fake_clock(monkeypatch)
+    progress = Progress("training the judge", 4, "epochs", first=0, every=0)
+    now["s"] = 165
+    progress.advance(4)
+    progress.report("epoch 4/4 done, ")
+    progress.finish()
+    assert capsys.readouterr().out.splitlines() == [
+        "training the judge: epoch 4/4 done, 4/4 epochs, 1 min 05 s elapsed, ETA 0 s"]  # no "done in" after it
+    before = Progress("judging", 4, "batches", first=0, every=0)
+    before.report()  # nothing done yet: no time left to tell
+    now["s"] = 170
+    before.advance(4)
+    before.finish()
+    assert capsys.readouterr().out.splitlines() == ["judging: 0/4 batches, 0 s elapsed, ETA unknown",
+                                                    "judging: done in 5 s"]
+
 def test_training_progress_changes_no_weight(capsys):
     settings = dict(subset=256, epochs=2, num_filters=4, feature_dim=8)
     quiet, verbose = fit_judge(**settings), fit_judge(**settings, verbose=True)
@@ -499,3 +547,73 @@ def test_a_gan_samples_with_the_code_value_asked_for(monkeypatch):
     assert torch.equal(seen[0][:, 32:], torch.tensor([[0.0, 0.0, 1.0]] * 5))
     with pytest.raises(ValueError, match="code 3 outside the categorical code's 3 values"):
         gan.sample_with_code(5, 3)
+
+
+def vae_run_dir(tmp_path, **settings):
+    """A VAE run directory as training leaves it, without the training: its config.yaml, and the builder of its
+    model (weights to save as its checkpoints)."""
+    from part1_vae.train import build_model, build_parser
+
+    run_dir = tmp_path / "vae_mlp_z2" / "version_0"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    config = {"command": "part1_vae.train", "model": "mlp", "z_dim": 2, "hidden_dims": [16], **settings}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    args = build_parser().parse_args([])
+    vars(args).update(config)
+    return run_dir, lambda: build_model(args)
+
+
+def test_a_finished_runs_model_has_the_weights_of_the_checkpoint_its_metrics_json_names(tmp_path):
+    """The VAE reports its best epoch by validation (metrics.json's "checkpoint"): evaluate.py and compare.py score
+    that one, not last.ckpt; a run not finished has only last.ckpt to give."""
+    from shared.runs import checkpoint_of, load_run
+
+    run_dir, build = vae_run_dir(tmp_path)
+    saved = {}
+    for seed, name in [(0, "best-epoch001.ckpt"), (1, "last.ckpt")]:
+        torch.manual_seed(seed)
+        saved[name] = build().state_dict()
+        torch.save({"state_dict": saved[name]}, run_dir / "checkpoints" / name)
+    (run_dir / "metrics.json").write_text(json.dumps({"epochs": 2, "checkpoint": "best-epoch001.ckpt"}))
+
+    def loaded_from(name):
+        weights = load_run(run_dir)[0].state_dict()
+        return all(torch.equal(weights[key], value) for key, value in saved[name].items())
+
+    assert checkpoint_of(run_dir) == run_dir / "checkpoints" / "best-epoch001.ckpt"
+    assert loaded_from("best-epoch001.ckpt") and not loaded_from("last.ckpt")
+    (run_dir / "metrics.json").unlink()
+    assert checkpoint_of(run_dir) == run_dir / "checkpoints" / "last.ckpt" and loaded_from("last.ckpt")
+
+
+@pytest.mark.parametrize("binarization, reference, binarized, dynamic, label", [
+    ("threshold", "auto", True, False, "threshold-binarized"),
+    ("dynamic", "auto", True, True, "dynamically binarized"),
+    ("threshold", "dynamic", True, True, "dynamically binarized"),  # scored as grey by a mutant: no test ran it
+    ("dynamic", "binarized", True, False, "threshold-binarized"),
+    ("dynamic", "grey", False, False, "8-bit grey"),
+])
+def test_evaluate_compares_the_samples_with_the_mnist_reference_says(tmp_path, monkeypatch, binarization, reference,
+                                                                      binarized, dynamic, label):
+    """--reference auto: the MNIST the run trained on; otherwise the one named (binarized: by threshold), the JSON
+    saying which. The judge's work is stubbed: only the choice is under test."""
+    import shared.evaluation
+    import shared.judge
+    from shared.data import variant_name
+
+    run_dir, build = vae_run_dir(tmp_path, binarization=binarization)
+    torch.save({"state_dict": build().state_dict()}, run_dir / "checkpoints" / "last.ckpt")
+    asked = []
+
+    def evaluate_samples(judge, samples, binarized=False, dynamic=False, **kwargs):
+        asked.append((binarized, dynamic))
+        return {**dict.fromkeys(shared.evaluation.FIGURES, 0.5),
+                **dict.fromkeys([f"real_{name}" for name in shared.evaluation.FIGURES], 0.5),
+                "num_samples": len(samples), "reference": variant_name(binarized, dynamic)}
+
+    monkeypatch.setattr(shared.evaluation, "evaluate_samples", evaluate_samples)
+    monkeypatch.setattr(shared.judge, "load_judge", lambda path, data_dir: (None, {"test_accuracy": 0.9}))
+    out = tmp_path / "figures.json"
+    load_script("evaluate").main([str(run_dir), "--num_samples", "4", "--reference", reference, "--json", str(out)])
+    assert asked == [(binarized, dynamic)]
+    assert json.loads(out.read_text())["reference"] == label

@@ -120,6 +120,29 @@ def test_an_epochs_seconds_hold_the_work_after_its_training_batches(capsys, monk
     assert capsys.readouterr().out.startswith("epoch 1/1    1.0 s/epoch")
 
 
+
+def test_epoch_lines_give_the_mean_seconds_of_the_epochs_so_far_and_the_time_the_epochs_to_go_take(capsys,
+                                                                                                    monkeypatch):
+    from shared.callbacks import ProgressLines
+
+    now = {"s": 0.0}
+    monkeypatch.setattr("shared.callbacks.time.perf_counter", lambda: now["s"])
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=4, is_global_zero=True, progress_bar_callback=None,
+                              callback_metrics={"train_bpd": torch.tensor(0.5), "val_bpd": torch.tensor(0.25)},
+                              lightning_module=None)
+    lines = ProgressLines()
+    for epoch, seconds in enumerate([2.0, 4.0, 9.0, 1.0]):
+        trainer.current_epoch = epoch
+        lines.on_train_epoch_start(trainer, None)  # the line of the epoch before
+        lines.on_train_epoch_end(trainer, None)
+        now["s"] += seconds
+    lines.on_train_end(trainer, None)
+    assert capsys.readouterr().out.splitlines() == [
+        "epoch 1/4  train_bpd 0.5000  val_bpd 0.2500  2.0 s/epoch  6 s left",  # 3 epochs to go, not 4
+        "epoch 2/4  train_bpd 0.5000  val_bpd 0.2500  3.0 s/epoch  6 s left",  # the mean of 2 and 4 s, not the first's
+        "epoch 3/4  train_bpd 0.5000  val_bpd 0.2500  5.0 s/epoch  5 s left",
+        "epoch 4/4  train_bpd 0.5000  val_bpd 0.2500  4.0 s/epoch"]
+
 @pytest.mark.parametrize("device, states, set_as", [
     ("cpu", 2, []),  # a GPU run resumed on a CPU
     ("cuda:1", 2, [(1, "cuda:1")]),  # on the GPU it trained on: that GPU's stream

@@ -211,6 +211,24 @@ def test_the_elbo_the_iw_bound_and_the_iwae_loss_are_their_formulas():
         assert loss.item() == pytest.approx((-(torch.logsumexp(weights, 0) - math.log(5))).mean().item() / bits, rel=1e-5)
 
 
+
+def test_the_importance_weighted_bound_draws_exactly_k_samples_when_k_is_no_multiple_of_the_chunk():
+    """k = 7 in chunks of 3: 3 + 3 + 1 draws, the bound of those 7 (a last chunk of 3 would average 9 weights and
+    divide by 7)."""
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(784, [32], 4), MLPDecoder(4, [32]), z_dim=4, iw_chunk=3)
+    images = (torch.rand(5, 1, 28, 28) > 0.5).float()
+    decoded = []
+    vae.decoder.register_forward_hook(lambda module, args, out: decoded.append(len(args[0])))
+    torch.manual_seed(2)
+    iw = vae.importance_weighted_nll(images, 7)
+    assert decoded == [3 * 5, 3 * 5, 1 * 5]
+    torch.manual_seed(2)
+    noise = torch.cat([torch.randn(n, 5, 4) for n in (3, 3, 1)])  # as the chunks draw it
+    with torch.no_grad():
+        weights = independent_log_weights(vae, images, noise)
+    assert torch.allclose(iw, -(torch.logsumexp(weights, 0) - math.log(7)), rtol=1e-5)
+
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
 def test_the_optimizer_takes_the_adam_eps_and_the_gaussians_log_std_its_faster_rate(likelihood):
     """The IWAE paper's eps 1e-4 (configs/vae_iwae_paper.yaml) and the log-std's 10x rate reach Adam (QA: dropping
