@@ -81,7 +81,8 @@ def process_slices(n: int, batch_size: int, rank: int = 0, world_size: int = 1, 
     so that all processes run as many steps (they average their gradients at each), as Lightning's distributed
     sampler does; a last batch of one item is left out (batch norm cannot train on one: the GANs' and the AAE's
     networks failed on it). A split evaluated (``shard=True``): the process's own ``1/world_size`` of the items, so
-    that each counts once in the figures."""
+    that each counts once in the figures, except in a split of fewer items than processes, where a process whose
+    share is empty takes the first item again."""
     if shard:
         first, end = rank * n // world_size, (rank + 1) * n // world_size
         if first == end:  # more processes than items: each needs a batch (they all reduce at the epoch's end)
