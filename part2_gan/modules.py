@@ -77,8 +77,9 @@ class GAN(GenerativeModel, GroupedTraining):
         # Fixed latents (saved with the checkpoint) so the grids of different epochs compare.
         cpu = torch.device("cpu")
         self.register_buffer("fixed_z", self._prior_latents(64, cpu))
-        self.register_buffer("fixed_interpolation_ends",
-                             self._prior_latents(2 * num_interpolations, cpu).view(2, num_interpolations, -1))
+        ends = self._prior_latents(2 * num_interpolations, cpu).view(2, num_interpolations, -1)
+        ends[1, :, z_dim:] = ends[0, :, z_dim:]  # a line keeps its code: a blend of two one-hot codes is no prior draw
+        self.register_buffer("fixed_interpolation_ends", ends)
         self.example_input_array = torch.zeros(2, z_dim + num_categories)
         added = [f"{info_weight:g} x the code's cross-entropy"] * (num_categories > 0)
         added += ["the R1 penalty"] * (r1_gamma > 0)

@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
              "code (e.g. 10 for MNIST's digits); 0: off")
     add("--info_weight", type=float, default=1.0,
         help="with --categorical_code, the weight of the code's cross-entropy in both networks' losses")
-    add_ema_decay_flag(parser, 0.0, "the generator's weights")
+    add_ema_decay_flag(parser, 0.0, "the generator's weights", "draw the samples, grids and judge figures")
     add("--binarize", action=argparse.BooleanOptionalAction, default=False,
         help="train on threshold-binarized MNIST (pixels > 0.5) instead of grey-scale")
     add("--interpolation_steps", type=int, default=5,

@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="variational: channels of each of the dequantizer's conv conditioners")
     add("--dequant_couplings", type=int, default=4,
         help="variational: checkerboard couplings of the dequantizer")
-    add_ema_decay_flag(parser, 0.0,
-                       "the flow's and the dequantizer's weights (MNIST tasks)")
+    add_ema_decay_flag(parser, 0.0, "the flow's and the dequantizer's weights (MNIST tasks)",
+                       "validate, test and sample")
     add_binarization_flag(parser)
     # The toy's rate decays to 1e-4: at a constant rate its val bpd swung by 0.03 from epoch to epoch to the end, the
     # reported checkpoint (the best by val) was epoch 27's, and the 40th epoch's weights missed the goal of 0.84

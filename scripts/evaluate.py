@@ -95,7 +95,22 @@ def format_per_code(figures: list[dict], samples_per_code: int) -> str:
                      f"{digits['mean_max_prob']:>12.4f}")
     purity = sum(max(digits["share"]) for digits in figures) / len(figures)
     lines.append(f"  mean share of a code's most read digit: {purity:.3f}")
+    # That share is near 1 for a code the generator ignores (every value drawing the same digit): InfoGAN's figure is
+    # the share under the best one-to-one matching of code values to digits.
+    matched, distinct = code_digit_matching([digits["share"] for digits in figures])
+    lines.append(f"  share under the best one-to-one matching of code values to digits: {matched:.3f} "
+                 f"({distinct} distinct most read digits)")
     return "\n".join(lines)
+
+
+def code_digit_matching(shares: list[list[float]]) -> tuple[float, int]:
+    """(the mean share of each code value's digit under the best one-to-one matching of values to digits, how many
+    distinct digits the values' most read ones are), from each value's shares of the ten digits."""
+    from scipy.optimize import linear_sum_assignment
+
+    values, digits = linear_sum_assignment(shares, maximize=True)
+    matched = sum(shares[value][digit] for value, digit in zip(values, digits)) / len(shares)
+    return matched, len({max(range(len(row)), key=row.__getitem__) for row in shares})
 
 
 def main(argv=None) -> dict:
@@ -187,7 +202,7 @@ def main(argv=None) -> dict:
     if args.test_likelihood and not hasattr(command, "build_datamodule"):
         parser.error(f"--test_likelihood: {command.__name__} has no build_datamodule(args) to rebuild the run's data")
     if args.means and "means" not in inspect.signature(model.sample).parameters:  # before minutes of testing
-        parser.error(f"--means: {type(model).__name__} samples no means (its sample() takes no 'means')")
+        parser.error(f"--means: {type(model).__name__}'s sample() takes no 'means' (an AAE's samples are means already)")
     unfinished = "" if (args.run_dir / "metrics.json").is_file() else " (the run has not finished: no metrics.json)"
     print(f"Loaded {type(model).__name__} from {checkpoint}{unfinished}", flush=True)  # after the refusals: one line
     try:  # before minutes of testing and scoring, and before any output

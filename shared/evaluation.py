@@ -102,7 +102,7 @@ def class_figures(logits: torch.Tensor, splits: int = 10) -> dict[str, float]:
     histogram = class_counts(logits).double() / len(logits)
     present = histogram[histogram > 0]
     return {"inception_score": scores.mean().item(),
-            "inception_score_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "inception_score_std": scores.std().item() if len(scores) > 1 else 0.0,  # ddof 1, as torchmetrics'
             "digits_covered": int((histogram >= COVERAGE_FRACTION).sum()),
             "class_kl_to_uniform": (present * (present * NUM_DIGITS).log()).sum().item(),
             "mean_max_prob": probs.max(1).values.mean().item()}

@@ -41,11 +41,11 @@ def add_lr_final_flag(parser: argparse.ArgumentParser, default: float | None = N
                              "none: constant")
 
 
-def add_ema_decay_flag(parser: argparse.ArgumentParser, default: float, averaged: str) -> None:
-    """``--ema_decay``: a moving average of ``averaged`` (the weights it covers) for evaluation and samples."""
+def add_ema_decay_flag(parser: argparse.ArgumentParser, default: float, averaged: str, used_for: str) -> None:
+    """``--ema_decay``: a moving average of ``averaged`` (the weights it covers) for ``used_for``."""
     parser.add_argument("--ema_decay", type=float, default=default,
-                        help=f"above 0, evaluate and sample with a moving average of {averaged} with this decay, "
-                             "e.g. 0.999; 0: off")
+                        help=f"above 0, {used_for} with a moving average of {averaged} with this decay, e.g. 0.999; "
+                             "0: off")
 
 
 def unread_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:

@@ -617,3 +617,14 @@ def test_evaluate_compares_the_samples_with_the_mnist_reference_says(tmp_path, m
     load_script("evaluate").main([str(run_dir), "--num_samples", "4", "--reference", reference, "--json", str(out)])
     assert asked == [(binarized, dynamic)]
     assert json.loads(out.read_text())["reference"] == label
+
+
+def test_a_code_whose_every_value_draws_one_digit_matches_one_digit_not_all():
+    """The mean share of each value's most read digit is 1 for a code the generator ignores; InfoGAN's figure, the
+    share under the best one-to-one matching of values to digits, is 0.1 there (QA)."""
+    matching = load_script("evaluate").code_digit_matching
+    ignored = [[1.0 if digit == 3 else 0.0 for digit in range(10)] for _ in range(10)]
+    assert matching(ignored) == (pytest.approx(0.1), 1)
+    found = [[0.8 if digit == (value + 1) % 10 else 0.2 / 9 for digit in range(10)] for value in range(10)]
+    assert matching(found) == (pytest.approx(0.8), 10)
+

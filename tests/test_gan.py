@@ -558,6 +558,15 @@ def test_same_seed_same_metrics(tmp_path, tiny_judge_path):
     assert run(tmp_path / "c", *judged, "--seed", "7") != first
 
 
+def test_each_fixed_interpolation_keeps_one_code_value_from_end_to_end():
+    """Between two ends with other code values, the middle images came from blends of two one-hot codes, which the
+    generator never sees (QA); the Gaussian part still runs between two draws."""
+    gan = small_gan(num_categories=10)
+    start, end = gan.fixed_interpolation_ends
+    assert torch.equal(start[:, 8:], end[:, 8:]) and torch.equal(start[:, 8:].sum(1), torch.ones(4))
+    assert not torch.equal(start[:, :8], end[:, :8])
+
+
 def test_without_a_code_the_fixed_latents_are_the_draws_they_always_were():
     generator, discriminator = GeneratorMLP(32), DiscriminatorMLP()
     torch.manual_seed(0)
