@@ -8,6 +8,7 @@ call of ``training_step`` is paid once for them.
 from __future__ import annotations
 
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -241,10 +242,12 @@ class TensorSplitsDataModule(pl.LightningDataModule):
         if len(state) == len(generator.get_state()):
             generator.set_state(state)
             return
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        generator.manual_seed(self.seed + epoch)
+        # The epoch about to run, counted from 1 (Lightning's current_epoch is the last finished one's, from 0): a seed
+        # of its own, not the run's first stream again.
+        epoch = (self.trainer.current_epoch if self.trainer is not None else -1) + 2
+        generator.manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
         print(f"Dynamic binarization: the run's stream was drawn on another kind of device than {generator.device.type}; "
-              f"it restarts from --seed {self.seed} + epoch {epoch} (the images drawn from here on differ from an "
+              f"it restarts from --seed {self.seed} and epoch {epoch} (the images drawn from here on differ from an "
               f"uninterrupted run's)", flush=True)
 
     def reseed_binarization(self, seed: int) -> None:

@@ -101,6 +101,7 @@ class LastEpochCheckpoint(EpochCountCheckpoint):
                          enable_version_counter=False, save_on_train_epoch_end=True)
         self.seed = seed
         self.resumed_random_state: dict | None = None
+        self.device = torch.device("cpu")  # the training device, whose generator's state a GPU run saves too
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
@@ -108,10 +109,14 @@ class LastEpochCheckpoint(EpochCountCheckpoint):
             if isinstance(callback, EpochCountCheckpoint):
                 callback.remove_superseded(trainer)
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.device = trainer.strategy.root_device
+
     def state_dict(self) -> dict:
         random_state = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_initialized():
-            random_state["cuda"] = torch.cuda.get_rng_state_all()
+        if self.device.type == "cuda":
+            random_state["cuda_device"] = torch.cuda.get_rng_state(self.device)
         return {**super().state_dict(), "random_state": random_state}
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -127,9 +132,11 @@ class LastEpochCheckpoint(EpochCountCheckpoint):
                 trainer.datamodule.reseed_binarization(int(binarization))
         elif self.resumed_random_state is not None:
             torch.set_rng_state(self.resumed_random_state["cpu"])
-            # The GPU's own stream where it trained (every visible GPU's was saved); none on a CPU or a machine with
-            # fewer GPUs, where setting them all failed at the first CUDA call ("invalid device ordinal").
-            cuda, device = self.resumed_random_state.get("cuda", []), trainer.strategy.root_device
-            if device.type == "cuda" and (device.index or 0) < len(cuda):
-                torch.cuda.set_rng_state(cuda[device.index or 0], device)
+            # The training GPU's stream, on the GPU this call trains on, whichever its index; none on a CPU. (Until
+            # 2026-12-07 every visible GPU's was saved, and all were set: "invalid device ordinal" on fewer GPUs.)
+            cuda, device = self.resumed_random_state, trainer.strategy.root_device
+            if device.type == "cuda" and "cuda_device" in cuda:
+                torch.cuda.set_rng_state(cuda["cuda_device"], device)
+            elif device.type == "cuda" and (device.index or 0) < len(cuda.get("cuda", [])):
+                torch.cuda.set_rng_state(cuda["cuda"][device.index or 0], device)
         self.resumed_random_state = None

@@ -222,7 +222,8 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         how = "".join([f", {trainer.world_size} processes" if trainer.world_size > 1 else "",
                        f", {trainer.precision} precision" if trainer.precision != "32-true" else ""])
         print(f"{'Resuming' if args.resume else 'Starting'} {args.command} in {run_dir}: {parameters:,} parameters, "
-              f"{args.epochs} epoch{'s' * (args.epochs != 1)}, {machine_name()}{how}", flush=True)
+              f"{args.epochs} epoch{'s' * (args.epochs != 1)}, {machine_name(trainer.strategy.root_device)}{how}",
+              flush=True)
     if args.resume and trainer.is_global_zero:
         # A finished run continued: its figures, and the checkpoint they name, are about to be replaced. Until its
         # test writes them anew the run is unfinished, so an interrupt leaves no record of a checkpoint that is gone.
@@ -277,7 +278,7 @@ def run_experiment(args: argparse.Namespace, model: pl.LightningModule, datamodu
         write_whole(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         write_whole(run_dir / "timing.json", json.dumps(
             {"fit_seconds": round(fit_seconds, 1), "total_fit_seconds": round(total_fit_seconds, 1),
-             "machine": machine_name(), "resumed": bool(args.resume)}, indent=2) + "\n")
+             "machine": machine_name(trainer.strategy.root_device), "resumed": bool(args.resume)}, indent=2) + "\n")
         figures = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
         # At the batches' step, where the test logs too: a later call continuing the run hides both (its purge_step).
         logger.log_metrics(figures, step=batches)

@@ -99,15 +99,18 @@ def is_first_process() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("SLURM_LOCALID", "0") == "0"
 
 
-def machine_name() -> str:
-    """The CPU's name and the threads torch uses, after the GPU's where there is one (the host's Python, which drives
-    each step, weighs on a GPU's small steps): what timing.json and the benchmark record."""
+def machine_name(device=None) -> str:
+    """The CPU's name and the threads torch uses, after the GPU's where one trains (``device`` a GPU, or none given
+    and one there: the host's Python, which drives each step, weighs on a GPU's small steps): what timing.json and
+    the benchmark record."""
     import torch  # here: the commands import this module before their flags are checked, torch after
 
     # Linux names the model in /proc/cpuinfo; platform.processor() is often empty.
     cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
     host = f"{cpu}, {torch.get_num_threads()} CPU threads"
-    return f"{torch.cuda.get_device_name(0)} (host: {host})" if torch.cuda.is_available() else host
+    if device is None and torch.cuda.is_available() or device is not None and torch.device(device).type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (host: {host})"
+    return host
 
 
 def _cpuinfo_field(name: str) -> str | None:

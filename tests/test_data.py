@@ -1,6 +1,7 @@
 import gzip
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -232,6 +233,9 @@ def test_a_dynamic_run_resumed_on_another_kind_of_device_restarts_its_binarizati
                  "binarization": torch.Generator().manual_seed(9).get_state()}
     from_gpu = {**cpu_state, "binarization": torch.zeros(16, dtype=torch.uint8)}
     assert not torch.equal(first_batch(cpu_state), first_batch(from_gpu))  # the saved stream, and a restart
-    assert "it restarts from --seed 5 + epoch 0" in capsys.readouterr().out
+    assert "it restarts from --seed 5 and epoch 1" in capsys.readouterr().out  # no trainer: the first epoch
+    restarted = int(np.random.SeedSequence([5, 1]).generate_state(1)[0])  # not the run's first stream (seed 5) again
     assert torch.equal(first_batch(from_gpu), first_batch({**cpu_state, "binarization":
-                                                           torch.Generator().manual_seed(5).get_state()}))
+                                                           torch.Generator().manual_seed(restarted).get_state()}))
+    assert not torch.equal(first_batch(from_gpu), first_batch({**cpu_state, "binarization":
+                                                               torch.Generator().manual_seed(5).get_state()}))

@@ -145,8 +145,9 @@ def test_epoch_lines_give_the_mean_seconds_of_the_epochs_so_far_and_the_time_the
 
 @pytest.mark.parametrize("device, states, set_as", [
     ("cpu", 2, []),  # a GPU run resumed on a CPU
-    ("cuda:1", 2, [(1, "cuda:1")]),  # on the GPU it trained on: that GPU's stream
+    ("cuda:1", 2, [(1, "cuda:1")]),  # a checkpoint of before 2026-12-07 (every GPU's state): that GPU's stream
     ("cuda:1", 1, []),  # on a machine with fewer GPUs: setting them all failed at the first CUDA call
+    ("cuda:0", "trained on cuda:1", [(7, "cuda:0")]),  # the training GPU's stream, on whichever GPU resumes it
 ])
 def test_a_resume_sets_the_stream_of_the_gpu_it_runs_on_alone(device, states, set_as, monkeypatch):
     from types import SimpleNamespace
@@ -157,8 +158,9 @@ def test_a_resume_sets_the_stream_of_the_gpu_it_runs_on_alone(device, states, se
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((int(state[0]), str(device))))
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: calls.append("all"))
     checkpoint = LastEpochCheckpoint("unused", seed=42)
-    checkpoint.resumed_random_state = {"cpu": torch.get_rng_state(),
-                                       "cuda": [torch.full((16,), index, dtype=torch.uint8) for index in range(states)]}
+    checkpoint.resumed_random_state = {"cpu": torch.get_rng_state()} | (
+        {"cuda_device": torch.full((16,), 7, dtype=torch.uint8)} if isinstance(states, str) else
+        {"cuda": [torch.full((16,), index, dtype=torch.uint8) for index in range(states)]})
     trainer = SimpleNamespace(world_size=1, strategy=SimpleNamespace(root_device=torch.device(device)))
     checkpoint.on_train_epoch_start(trainer, None)
     assert calls == set_as
@@ -469,3 +471,5 @@ def test_the_machine_name_of_a_gpu_run_names_its_host_cpu_too(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "NVIDIA H100 80GB HBM3")
     name = shared.process.machine_name()
     assert name.startswith("NVIDIA H100 80GB HBM3 (host: ") and name.endswith(f", {torch.get_num_threads()} CPU threads)")
+    assert shared.process.machine_name(torch.device("cuda:0")) == name
+    assert shared.process.machine_name(torch.device("cpu")) == name[len("NVIDIA H100 80GB HBM3 (host: "):-1]  # a CPU run
