@@ -202,7 +202,7 @@ def main(argv=None) -> dict:
     if args.test_likelihood and not hasattr(command, "build_datamodule"):
         parser.error(f"--test_likelihood: {command.__name__} has no build_datamodule(args) to rebuild the run's data")
     if args.means and "means" not in inspect.signature(model.sample).parameters:  # before minutes of testing
-        parser.error(f"--means: {type(model).__name__}'s sample() takes no 'means' (an AAE's samples are means already)")
+        parser.error(f"--means: {type(model).__name__} samples no means (its sample() takes no 'means')")
     unfinished = "" if (args.run_dir / "metrics.json").is_file() else " (the run has not finished: no metrics.json)"
     print(f"Loaded {type(model).__name__} from {checkpoint}{unfinished}", flush=True)  # after the refusals: one line
     try:  # before minutes of testing and scoring, and before any output
