@@ -36,7 +36,8 @@ class GAN(GenerativeModel, GroupedTraining):
             (the two time-scale update rule, Heusel et al., 2017).
         real_label: the discriminator's target for real images; below 1, one-sided label smoothing
             (Salimans et al., 2016), which keeps the discriminator from growing over-confident.
-        r1_gamma: above 0, the discriminator's loss adds ``r1_gamma / 2`` times :func:`part2_gan.losses.r1_penalty`.
+        r1_gamma: above 0, the discriminator's training loss adds ``r1_gamma / 2`` times
+            :func:`part2_gan.losses.r1_penalty` (the test's ``test_d_loss`` does not: it needs no gradient).
         top_k, top_k_decay: below 1, top-k training (:func:`part2_gan.losses.top_k_generator_loss`): the
             generator's loss keeps the fakes the discriminator scores highest, a fraction of the batch falling from
             1 by ``top_k_decay`` an epoch down to ``top_k`` (:func:`part2_gan.losses.top_k_kept`); ``train_g_loss``

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--real_label", type=float, default=1.0,
         help="discriminator's target for real images, < 1 for one-sided label smoothing")
     add("--r1_gamma", type=float, default=0.0,
-        help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1; 0: off")
+        help="weight of the R1 penalty on the discriminator's gradients at real images, e.g. 1; 0: off (per image, "
+             "as Mescheder et al. define it, with --norm_disc spectral or none: through batch norm each image's "
+             "gradient also runs through its batch's statistics)")
     add("--top_k", type=float, default=1.0,
         help="top-k training: the fraction of each batch's fakes, those the discriminator scores highest, that the "
              "generator's loss keeps once the schedule has decayed to it; 1: all")
