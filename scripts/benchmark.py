@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         if getattr(args, flag) < 0:
             parser.error(f"--{flag} must be >= 0 (0: skipped), got {getattr(args, flag)}")
     device = machine_name()
-    named = device.split(" (host:")[0]  # a GPU's file is named after the GPU
+    named = torch.cuda.get_device_name() if torch.cuda.is_available() else device  # a GPU's file: the GPU's name
     out = Path(args.out or f"reports/benchmark-{re.sub(r'[^A-Za-z0-9]+', '-', named).strip('-').lower()}.md")
     if out.is_dir():  # found now, not after minutes of timing
         parser.error(f"--out {out} is a folder: pass a file name")

@@ -108,9 +108,8 @@ def machine_name(device=None) -> str:
     # Linux names the model in /proc/cpuinfo; platform.processor() is often empty.
     cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
     host = f"{cpu}, {torch.get_num_threads()} CPU threads"
-    if device is None and torch.cuda.is_available() or device is not None and torch.device(device).type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (host: {host})"
-    return host
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device is None else torch.device(device)
+    return f"{torch.cuda.get_device_name(device)} (host: {host})" if device.type == "cuda" else host
 
 
 def _cpuinfo_field(name: str) -> str | None:
